@@ -1,0 +1,95 @@
+"""Cluster time and resume tokens.
+
+Every change event gets its own BSON ``Timestamp`` from one logical clock, so cluster
+times are strictly increasing and a resume token maps back to exactly one position in the
+history. Tokens are hex strings that sort in event order, like MongoDB's own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+# Token layout: seconds (8 hex) + increment (8 hex) + kind (2 hex). Kind 00 is a
+# "high-water mark" (a postBatchResumeToken between events), 01 an event, 02 the
+# invalidate a collection or database stream emits after the event at that time.
+HIGH_WATER: Final = "00"
+EVENT: Final = "01"
+INVALIDATE: Final = "02"
+_KINDS: Final = (HIGH_WATER, EVENT, INVALIDATE)
+_TOKEN_LENGTH: Final = 18
+
+
+@dataclass(frozen=True, order=True)
+class ClusterTime:
+    """A point of the cluster clock: (seconds, increment), ordered like BSON Timestamps."""
+
+    seconds: int
+    increment: int
+
+    def just_before(self) -> ClusterTime:
+        """The greatest cluster time strictly smaller than this one."""
+        if self.increment > 0:
+            return ClusterTime(self.seconds, self.increment - 1)
+        return ClusterTime(self.seconds - 1, 0xFFFFFFFF)
+
+    def token(self, kind: str) -> str:
+        return f"{self.seconds:08X}{self.increment:08X}{kind}"
+
+
+@dataclass(frozen=True)
+class DecodedToken:
+    """What a resume token points at."""
+
+    time: ClusterTime
+    kind: str
+
+
+class InvalidToken(ValueError):
+    """A resume token this server did not issue."""
+
+
+def decode_token(data: object) -> DecodedToken:
+    """Decode the ``_data`` string of a resume token."""
+    if not isinstance(data, str) or len(data) != _TOKEN_LENGTH:
+        raise InvalidToken(f"malformed resume token: {data!r}")
+    try:
+        seconds = int(data[0:8], 16)
+        increment = int(data[8:16], 16)
+    except ValueError as error:
+        raise InvalidToken(f"malformed resume token: {data!r}") from error
+    kind = data[16:18]
+    if kind not in _KINDS:
+        raise InvalidToken(f"malformed resume token: {data!r}")
+    return DecodedToken(ClusterTime(seconds, increment), kind)
+
+
+class ClusterClock:
+    """Hands out strictly increasing cluster times.
+
+    ``tick()`` stamps a new event. ``now()`` reads the clock for operationTime and
+    high-water marks without stamping; it never goes backwards and every later ``tick()``
+    is strictly greater than anything ``now()`` returned.
+    """
+
+    def __init__(self, wall_seconds: Callable[[], float] = time.time) -> None:
+        self._wall = wall_seconds
+        self._last = ClusterTime(int(self._wall()), 0)
+
+    def tick(self) -> ClusterTime:
+        seconds = int(self._wall())
+        if seconds > self._last.seconds:
+            self._last = ClusterTime(seconds, 1)
+        else:
+            self._last = ClusterTime(self._last.seconds, self._last.increment + 1)
+        return self._last
+
+    def now(self) -> ClusterTime:
+        seconds = int(self._wall())
+        if seconds > self._last.seconds:
+            # Advance to (seconds, 0): no event can ever be stamped with increment 0,
+            # so a later tick in this second is still strictly greater.
+            self._last = ClusterTime(seconds, 0)
+        return self._last

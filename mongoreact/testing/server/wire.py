@@ -1,0 +1,508 @@
+"""The TCP front end: reads wire messages, routes commands, decorates replies.
+
+Commands mongoeco handles correctly go to its ``WireCommandExecutor`` (mongoeco 4.11.0,
+``mongoeco.wire.executor``). This layer adds what a MongoDB 6.0+ replica-set primary
+does and mongoeco's own wire server does not: ``hello`` with replica-set fields, cluster
+times on every reply, change streams, ``$merge`` on any unique key, namespace events for
+drop / rename / dropDatabase, Int64 cursor ids in both directions, and large write
+batches run in chunks so one slow command cannot stall every other connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from typing import Any, Final
+
+from bson.binary import Binary as BsonBinary
+from bson.int64 import Int64
+from bson.objectid import ObjectId as BsonObjectId
+from mongoeco.api import AsyncMongoClient
+from mongoeco.types import Timestamp
+from mongoeco.wire._executor_support import normalize_legacy_query_body
+from mongoeco.wire.auth import WireAuthenticationService
+from mongoeco.wire.connections import WireConnectionContext, WireConnectionRegistry
+from mongoeco.wire.cursors import WireCursorStore
+from mongoeco.wire.executor import WireCommandExecutor
+from mongoeco.wire.protocol import (
+    OP_MSG,
+    OP_QUERY,
+    decode_op_msg,
+    decode_op_query,
+    encode_op_msg_response,
+    encode_op_reply,
+    parse_message_header,
+)
+from mongoeco.wire.sessions import WireSessionStore
+from mongoeco.wire.surface import WireSurface
+
+from . import errors
+from .engine import FastMemoryEngine
+from .errors import CommandError
+from .history import History
+from .hub import RecordingHub
+from .merge import apply_merge, split_merge
+from .streams import ChangeStreams
+
+logger = logging.getLogger("mongoreact.testing.server")
+
+_MORE_TO_COME: Final = 0x2
+_MAX_MESSAGE_BYTES: Final = 48_000_000
+# Write batches larger than this run as several engine calls with a yield between them.
+WRITE_CHUNK: Final = 100
+_BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
+_HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
+_ELECTION_ID: Final = BsonObjectId("7fffffff0000000000000001")
+
+
+class EmbeddedMongoServer:
+    """A MongoDB-compatible server on one asyncio loop; see the package docstring."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        history_size: int = 100_000,
+        replica_set: str = "rs0",
+        cursor_timeout: float = 600.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.replica_set = replica_set
+        self.history = History(max_events=history_size)
+        self._client = AsyncMongoClient(FastMemoryEngine())
+        # mongoeco 4.11.0 keeps one change-stream hub per client and hands it to every
+        # database and collection it creates; replacing it before first use routes all
+        # committed changes into our history.
+        self._client._change_hub = RecordingHub(self.history)
+        self._surface = WireSurface()
+        self._executor = WireCommandExecutor(
+            self._client,
+            WireCursorStore(),
+            WireSessionStore(),
+            surface=self._surface,
+            auth=WireAuthenticationService(()),
+        )
+        self._connections = WireConnectionRegistry()
+        self.streams = ChangeStreams(self.history, idle_timeout=cursor_timeout)
+        self._cursor_timeout = cursor_timeout
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._request_ids = 0
+        self._address = f"{host}:{port}"
+
+    # -- lifecycle --------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self._address}/?replicaSet={self.replica_set}"
+
+    async def start(self) -> None:
+        self.history.loop = asyncio.get_running_loop()
+        await self._client.__aenter__()
+        self._server = await asyncio.start_server(self._serve_connection, self.host, self.port)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self._address = f"{host}:{port}"
+        self._spawn(self._reap_idle_streams())
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        with contextlib.suppress(Exception):
+            await self._client.close()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reap_idle_streams(self) -> None:
+        interval = max(0.05, min(5.0, self._cursor_timeout / 2))
+        while True:
+            await asyncio.sleep(interval)
+            reaped = self.streams.reap_idle()
+            if reaped:
+                logger.info("closed %d abandoned change stream(s)", reaped)
+
+    # -- connections ------------------------------------------------------------------
+    def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._spawn(self._connection_loop(reader, writer))
+
+    async def _connection_loop(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connection = self._connections.create(writer.get_extra_info("peername"))
+        try:
+            while True:
+                try:
+                    raw_header = await reader.readexactly(16)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                header = parse_message_header(raw_header)
+                if not 16 < header.message_length <= _MAX_MESSAGE_BYTES:
+                    logger.warning("closing connection: invalid message length")
+                    return
+                payload = await reader.readexactly(header.message_length - 16)
+                response = await self._respond(header, payload, connection)
+                if response is not None:
+                    writer.write(response)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            self._connections.close(connection)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _respond(
+        self, header: Any, payload: bytes, connection: WireConnectionContext
+    ) -> bytes | None:
+        self._request_ids += 1
+        if header.op_code == OP_QUERY:
+            request = decode_op_query(header, payload)
+            body = normalize_legacy_query_body(
+                request.query, number_to_return=request.number_to_return
+            )
+            db = request.full_collection_name.split(".", 1)[0]
+            reply = await self.run_command(body, db, connection)
+            return encode_op_reply(
+                [reply], request_id=self._request_ids, response_to=header.request_id
+            )
+        if header.op_code != OP_MSG:
+            reply = CommandError(errors.BAD_VALUE, f"unsupported opCode {header.op_code}")
+            return encode_op_msg_response(
+                reply.to_reply(), request_id=self._request_ids, response_to=header.request_id
+            )
+        flags = int.from_bytes(payload[:4], "little")
+        try:
+            body = decode_op_msg(header, payload).body
+        except Exception as error:  # malformed message: report, as mongod does
+            reply = CommandError(errors.FAILED_TO_PARSE, str(error)).to_reply()
+        else:
+            reply = await self.run_command(body, str(body.get("$db", "admin")), connection)
+        if flags & _MORE_TO_COME:
+            return None
+        return encode_op_msg_response(
+            reply, request_id=self._request_ids, response_to=header.request_id
+        )
+
+    # -- commands ---------------------------------------------------------------------
+    async def run_command(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        """Run one command and return its reply, errors included."""
+        body.pop("$clusterTime", None)
+        name = next(iter(body), "")
+        try:
+            reply = await self._route(name, body, db, connection)
+        except CommandError as error:
+            reply = error.to_reply()
+        except Exception as error:
+            reply = self._executor.error_document(error)
+            if "code" not in reply:
+                logger.debug("command %s failed", name, exc_info=True)
+        return self._decorate(reply)
+
+    async def _route(
+        self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        if name in _HELLO_NAMES:
+            connection.register_hello(name, body)
+            return self._hello(name, connection)
+        if name == "aggregate":
+            return await self._aggregate(body, db, connection)
+        if name == "getMore":
+            return await self._get_more(body, db, connection)
+        if name == "killCursors":
+            return await self._kill_cursors(body, db, connection)
+        if name == "endSessions":
+            sessions = body.get("endSessions") or []
+            self.streams.end_sessions(_session_key(s) for s in sessions)
+            return await self._passthrough(body, db, connection)
+        if name == "drop":
+            return await self._drop(body, db, connection)
+        if name == "dropDatabase":
+            return await self._drop_database(body, db, connection)
+        if name == "renameCollection":
+            return await self._rename(body, db, connection)
+        if name in ("create", "collMod"):
+            return await self._create_or_mod(name, body, db, connection)
+        if name in _BATCH_FIELDS:
+            return await self._chunked_write(name, body, db, connection)
+        if name == "mongoreactServerStatus":
+            return self._status()
+        return await self._passthrough(body, db, connection)
+
+    async def _passthrough(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        reply: dict[str, Any] = await self._executor.execute_command(
+            body, connection=connection, db_name=db
+        )
+        return reply
+
+    def _hello(self, name: str, connection: WireConnectionContext) -> dict[str, Any]:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        op_time = self.history.clock.now()
+        ts = Timestamp(op_time.seconds, op_time.increment)
+        surface = self._surface
+        reply: dict[str, Any] = {
+            "topologyVersion": None,
+            "hosts": [self._address],
+            "setName": self.replica_set,
+            "setVersion": 1,
+            "isWritablePrimary" if name == "hello" else "ismaster": True,
+            "secondary": False,
+            "primary": self._address,
+            "me": self._address,
+            "electionId": _ELECTION_ID,
+            "lastWrite": {
+                "opTime": {"ts": ts, "t": Int64(1)},
+                "lastWriteDate": now,
+                "majorityOpTime": {"ts": ts, "t": Int64(1)},
+                "majorityWriteDate": now,
+            },
+            "maxBsonObjectSize": surface.max_bson_object_size,
+            "maxMessageSizeBytes": surface.max_message_size_bytes,
+            "maxWriteBatchSize": surface.max_write_batch_size,
+            "localTime": now,
+            "logicalSessionTimeoutMinutes": surface.logical_session_timeout_minutes,
+            "connectionId": connection.connection_id,
+            "minWireVersion": 0,
+            "maxWireVersion": surface.max_wire_version,
+            "readOnly": False,
+            "ok": 1.0,
+        }
+        if name == "hello":
+            reply["helloOk"] = True
+        # No topologyVersion: drivers then poll hello instead of using the streaming
+        # protocol, which this server does not implement.
+        del reply["topologyVersion"]
+        return reply
+
+    def _decorate(self, reply: dict[str, Any]) -> dict[str, Any]:
+        cursor = reply.get("cursor")
+        if isinstance(cursor, dict) and "id" in cursor:
+            cursor["id"] = Int64(_as_int(cursor["id"]))
+        now = self.history.clock.now()
+        ts = Timestamp(now.seconds, now.increment)
+        reply["operationTime"] = ts
+        reply["$clusterTime"] = {
+            "clusterTime": ts,
+            "signature": {"hash": BsonBinary(bytes(20), 0), "keyId": Int64(0)},
+        }
+        return reply
+
+    def _status(self) -> dict[str, Any]:
+        history = self.history
+        lost = history.lost_through
+        return {
+            "history": {
+                "retainedEvents": history.size,
+                "firstSeq": history.first_seq,
+                "nextSeq": history.next_seq,
+                "lostThrough": None if lost is None else Timestamp(lost.seconds, lost.increment),
+            },
+            "openChangeStreams": self.streams.open_count,
+            "connections": len(self._connections),
+            "ok": 1.0,
+        }
+
+    # -- change streams and cursors ---------------------------------------------------
+    async def _aggregate(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        pipeline = body.get("pipeline")
+        if isinstance(pipeline, list) and pipeline and isinstance(pipeline[0], dict) and (
+            "$changeStream" in pipeline[0]
+        ):
+            if body.get("autocommit") is False:
+                raise CommandError(
+                    263, "Cannot run a change stream aggregation inside a transaction"
+                )
+            return self.streams.open(body, db, session_id=_session_key(body.get("lsid")))
+        if isinstance(pipeline, list):
+            for stage in pipeline[1:]:
+                if isinstance(stage, dict) and "$changeStream" in stage:
+                    raise CommandError(
+                        errors.LOCATION_40602_NOT_FIRST,
+                        "$changeStream is only valid as the first stage in a pipeline.",
+                    )
+            merge = split_merge(pipeline)
+            if merge is not None:
+                stages, spec = merge
+                documents = await self._aggregate_all({**body, "pipeline": stages}, db, connection)
+                await apply_merge(self._client, db, documents, spec)
+                target = body.get("aggregate")
+                namespace = f"{db}.{target}" if isinstance(target, str) else f"{db}.$cmd.aggregate"
+                return {"cursor": {"firstBatch": [], "id": 0, "ns": namespace}, "ok": 1.0}
+        return await self._passthrough(body, db, connection)
+
+    async def _aggregate_all(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> list[dict[str, Any]]:
+        command = {**body, "cursor": {"batchSize": 2**31 - 1}}
+        reply = await self._passthrough(command, db, connection)
+        if reply.get("ok") != 1:
+            raise _reply_error(reply)
+        cursor = reply["cursor"]
+        documents: list[dict[str, Any]] = list(cursor.get("firstBatch", []))
+        cursor_id = _as_int(cursor.get("id", 0))
+        while cursor_id:
+            more = await self._passthrough(
+                {"getMore": cursor_id, "collection": cursor["ns"].split(".", 1)[1], "$db": db},
+                db,
+                connection,
+            )
+            if more.get("ok") != 1:
+                raise _reply_error(more)
+            documents.extend(more["cursor"].get("nextBatch", []))
+            cursor_id = _as_int(more["cursor"].get("id", 0))
+        return documents
+
+    async def _get_more(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        cursor_id = _as_int(body.get("getMore"))
+        body["getMore"] = cursor_id
+        if cursor_id in self.streams:
+            return await self.streams.get_more(body)
+        return await self._passthrough(body, db, connection)
+
+    async def _kill_cursors(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        ids = [_as_int(cursor_id) for cursor_id in body.get("cursors") or []]
+        killed, others = self.streams.kill(ids)
+        not_found: list[int] = []
+        if others:
+            reply = await self._passthrough({**body, "cursors": others}, db, connection)
+            if reply.get("ok") != 1:
+                return reply
+            killed += [_as_int(i) for i in reply.get("cursorsKilled", [])]
+            not_found = [_as_int(i) for i in reply.get("cursorsNotFound", [])]
+        return {
+            "cursorsKilled": [Int64(i) for i in killed],
+            "cursorsNotFound": [Int64(i) for i in not_found],
+            "cursorsAlive": [],
+            "cursorsUnknown": [],
+            "ok": 1.0,
+        }
+
+    # -- namespace commands -----------------------------------------------------------
+    async def _collection_names(self, db: str) -> list[str]:
+        names: list[str] = await self._client.get_database(db).list_collection_names()
+        return names
+
+    async def _drop(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        coll = str(body["drop"])
+        existed = coll in await self._collection_names(db)
+        reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") == 1 and existed:
+            self.history.record_drop(db, coll)
+        return reply
+
+    async def _drop_database(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        collections = await self._collection_names(db)
+        reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") == 1 and collections:
+            self.history.record_drop_database(db, collections)
+        return reply
+
+    async def _rename(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        source, target = str(body.get("renameCollection")), str(body.get("to"))
+        reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") == 1 and "." in source and "." in target:
+            from_db, from_coll = source.split(".", 1)
+            to_db, to_coll = target.split(".", 1)
+            self.history.record_rename(from_db, from_coll, to_db, to_coll)
+        return reply
+
+    async def _create_or_mod(
+        self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        images = body.pop("changeStreamPreAndPostImages", None)
+        if images is not None and not isinstance(images, dict):
+            raise CommandError(errors.BAD_VALUE, "changeStreamPreAndPostImages must be an object")
+        if name == "collMod" and images is not None and len(body) <= 2:
+            # collMod with only this option: mongoeco has nothing left to do.
+            reply: dict[str, Any] = {"ok": 1.0}
+        else:
+            reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") == 1 and images is not None:
+            self.history.set_images_enabled(db, str(body[name]), bool(images.get("enabled")))
+        return reply
+
+    async def _chunked_write(
+        self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        field = _BATCH_FIELDS[name]
+        items = body.get(field)
+        if not isinstance(items, list) or len(items) <= WRITE_CHUNK:
+            return await self._passthrough(body, db, connection)
+        ordered = body.get("ordered", True) is not False
+        total: dict[str, Any] = {"n": 0, "ok": 1.0}
+        write_errors: list[dict[str, Any]] = []
+        upserted: list[dict[str, Any]] = []
+        for offset in range(0, len(items), WRITE_CHUNK):
+            part = {**body, field: items[offset : offset + WRITE_CHUNK]}
+            if offset:
+                part.pop("startTransaction", None)
+            reply = await self._passthrough(part, db, connection)
+            if reply.get("ok") != 1:
+                return reply
+            total["n"] += _as_int(reply.get("n", 0))
+            if "nModified" in reply:
+                total["nModified"] = total.get("nModified", 0) + _as_int(reply["nModified"])
+            for entry in reply.get("upserted", []):
+                upserted.append({**entry, "index": _as_int(entry["index"]) + offset})
+            for entry in reply.get("writeErrors", []):
+                write_errors.append({**entry, "index": _as_int(entry["index"]) + offset})
+            if "writeConcernError" in reply:
+                total["writeConcernError"] = reply["writeConcernError"]
+            if write_errors and ordered:
+                break
+            # Let other connections run between chunks.
+            await asyncio.sleep(0)
+        if upserted:
+            total["upserted"] = upserted
+        if write_errors:
+            total["writeErrors"] = write_errors
+        return total
+
+
+def _as_int(value: Any) -> int:
+    """Cursor ids arrive as Int64 (mongoeco decodes them to a wrapper with ``.value``)."""
+    return int(getattr(value, "value", value))
+
+
+def _session_key(lsid: Any) -> Any:
+    if not isinstance(lsid, dict):
+        return None
+    session_id = lsid.get("id")
+    return bytes(session_id.bytes) if hasattr(session_id, "bytes") else repr(session_id)
+
+
+def _reply_error(reply: dict[str, Any]) -> CommandError:
+    return CommandError(int(reply.get("code", 1)), str(reply.get("errmsg", "command failed")))
