@@ -65,8 +65,9 @@ class History:
         self._max_events = max_events
         self._events: deque[ChangeEvent] = deque()
         self._next_seq = 1
-        # Newest cluster time that has fallen out of history (None: nothing lost yet).
-        self.lost_through: ClusterTime | None = None
+        # Newest cluster time whose events are no longer retained. Like an oplog, history
+        # starts when the server does: nothing before that can be resumed from.
+        self.lost_through: ClusterTime | None = self.clock.now()
         self._shadow = _Shadow()
         self._images_enabled: set[NamespaceKey] = set()
         self._new_event = asyncio.Event()

@@ -44,6 +44,7 @@ from .errors import CommandError
 from .history import History
 from .hub import RecordingHub
 from .merge import apply_merge, split_merge
+from .rewrite import rewrite_pipeline
 from .streams import ChangeStreams
 
 logger = logging.getLogger("mongoreact.testing.server")
@@ -55,6 +56,19 @@ WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
 _HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
 _ELECTION_ID: Final = BsonObjectId("7fffffff0000000000000001")
+
+
+class _CursorStore(WireCursorStore):  # type: ignore[misc]
+    """mongoeco's cursor store, answering CursorNotFound for unknown ids as MongoDB does."""
+
+    def get_more(self, command_document: dict[str, Any], **options: Any) -> dict[str, Any]:
+        cursor_id = command_document.get("getMore")
+        # mongoeco 4.11.0 keeps open cursors in ``_state`` and answers an empty, closed
+        # batch for ids it does not know; drivers rely on error 43 instead.
+        if cursor_id not in self._state:
+            raise CommandError(errors.CURSOR_NOT_FOUND, f"cursor id {cursor_id} not found")
+        reply: dict[str, Any] = super().get_more(command_document, **options)
+        return reply
 
 
 class EmbeddedMongoServer:
@@ -81,7 +95,7 @@ class EmbeddedMongoServer:
         self._surface = WireSurface()
         self._executor = WireCommandExecutor(
             self._client,
-            WireCursorStore(),
+            _CursorStore(),
             WireSessionStore(),
             surface=self._surface,
             auth=WireAuthenticationService(()),
@@ -337,6 +351,7 @@ class EmbeddedMongoServer:
                 )
             return self.streams.open(body, db, session_id=_session_key(body.get("lsid")))
         if isinstance(pipeline, list):
+            pipeline = body["pipeline"] = rewrite_pipeline(pipeline)
             for stage in pipeline[1:]:
                 if isinstance(stage, dict) and "$changeStream" in stage:
                     raise CommandError(
@@ -432,10 +447,13 @@ class EmbeddedMongoServer:
         self, body: dict[str, Any], db: str, connection: WireConnectionContext
     ) -> dict[str, Any]:
         source, target = str(body.get("renameCollection")), str(body.get("to"))
-        reply = await self._passthrough(body, db, connection)
-        if reply.get("ok") == 1 and "." in source and "." in target:
-            from_db, from_coll = source.split(".", 1)
-            to_db, to_coll = target.split(".", 1)
+        if "." not in source or "." not in target:
+            raise CommandError(errors.INVALID_NAMESPACE, "renameCollection needs full namespaces")
+        from_db, from_coll = source.split(".", 1)
+        to_db, to_coll = target.split(".", 1)
+        # MongoDB runs renameCollection on admin; mongoeco expects the source database.
+        reply = await self._passthrough({**body, "$db": from_db}, from_db, connection)
+        if reply.get("ok") == 1:
             self.history.record_rename(from_db, from_coll, to_db, to_coll)
         return reply
 

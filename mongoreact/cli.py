@@ -1,0 +1,47 @@
+"""The ``mongoreact`` command line (also ``python -m mongoreact``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+from .testing import EmbeddedServer
+
+logger = logging.getLogger("mongoreact.cli")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    with EmbeddedServer() as server:
+        print(f"embedded MongoDB-compatible server running at {server.uri}", flush=True)
+        if args.serve:
+            print("press Ctrl+C to stop", flush=True)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mongoreact", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the demo on an embedded server")
+    demo.add_argument(
+        "--serve", action="store_true", help="keep the embedded server running afterwards"
+    )
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mongoreact`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Queries, updates, indexes and bulk writes mongoreact relies on."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+from pymongo import ASCENDING, DeleteOne, InsertOne, ReturnDocument, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+Doc = dict[str, Any]
+
+
+def test_find_one_and_update_claims_by_sort_and_returns_the_new_document(
+    db: Database[Doc],
+) -> None:
+    db.t.insert_many([{"_id": i, "status": "pending", "due": 10 - i} for i in range(5)])
+    claimed = db.t.find_one_and_update(
+        {"status": "pending"},
+        {"$set": {"status": "processing"}, "$inc": {"attempts": 1}},
+        sort=[("due", ASCENDING)],
+        return_document=ReturnDocument.AFTER,
+    )
+    assert claimed == {"_id": 4, "status": "processing", "due": 6, "attempts": 1}
+    before = db.t.find_one_and_update(
+        {"status": "pending"}, {"$set": {"status": "x"}}, sort=[("due", ASCENDING)],
+        return_document=ReturnDocument.BEFORE,
+    )
+    assert before is not None and before["status"] == "pending"
+
+
+def test_find_one_and_update_with_a_pipeline_and_upsert_elects_a_leader(
+    db: Database[Doc],
+) -> None:
+    def elect(me: str) -> Doc | None:
+        return db.meta.find_one_and_update(
+            {"_id": "lease"},
+            [{"$set": {"lock": {"$cond": {
+                "if": {"$or": [
+                    {"$lt": [{"$ifNull": ["$lock.expiresAt", None]}, "$$NOW"]},
+                    {"$eq": ["$lock.owner", me]},
+                ]},
+                "then": {"owner": me, "expiresAt": {"$add": ["$$NOW", 30_000]}},
+                "else": "$lock",
+            }}}}],
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+
+    first = elect("a")
+    assert first is not None and first["lock"]["owner"] == "a"
+    second = elect("b")
+    assert second is not None and second["lock"]["owner"] == "a"
+    assert isinstance(first["lock"]["expiresAt"], datetime.datetime)
+
+
+def test_update_pipelines_with_cond_now_and_if_null(db: Database[Doc]) -> None:
+    db.t.insert_one({"_id": 1, "status": "processing", "n": None})
+    db.t.update_one({"_id": 1}, [{"$set": {
+        "status": {"$cond": [{"$eq": ["$status", "processing"]}, "completed", "$status"]},
+        "doneAt": "$$NOW",
+        "n": {"$add": [{"$ifNull": ["$n", 0]}, 1]},
+        "history": {"$slice": [{"$concatArrays": [{"$ifNull": ["$history", []]}, ["x"]]}, -5]},
+    }}])
+    doc = db.t.find_one({"_id": 1})
+    assert doc is not None
+    assert doc["status"] == "completed" and doc["n"] == 1 and doc["history"] == ["x"]
+    age = datetime.datetime.now(datetime.timezone.utc) - doc["doneAt"].replace(
+        tzinfo=datetime.timezone.utc
+    )
+    assert abs(age.total_seconds()) < 60
+
+
+def test_expr_queries_can_use_now(db: Database[Doc]) -> None:
+    past = datetime.datetime(2000, 1, 1)
+    future = datetime.datetime(2999, 1, 1)
+    db.t.insert_many([{"_id": 1, "due": past}, {"_id": 2, "due": future}])
+    due = list(db.t.find({"$expr": {"$lte": ["$due", "$$NOW"]}}))
+    assert [d["_id"] for d in due] == [1]
+
+
+def test_update_operators(db: Database[Doc]) -> None:
+    db.t.update_one(
+        {"_id": 1},
+        {"$setOnInsert": {"created": True}, "$push": {"log": {"$each": [1, 2, 3], "$slice": -2}},
+         "$currentDate": {"touched": True}, "$inc": {"n": 2}},
+        upsert=True,
+    )
+    db.t.update_one({"_id": 1}, {"$setOnInsert": {"created": False}, "$inc": {"n": 1}},
+                    upsert=True)
+    doc = db.t.find_one({"_id": 1})
+    assert doc is not None
+    assert doc["created"] is True and doc["log"] == [2, 3] and doc["n"] == 3
+    assert isinstance(doc["touched"], datetime.datetime)
+
+
+def test_find_with_projection_sort_skip_limit(db: Database[Doc]) -> None:
+    db.t.insert_many([{"_id": i, "n": {"x": i, "y": -i}} for i in range(10)])
+    found = list(db.t.find({"_id": {"$gte": 2}}, {"n.x": 1}).sort("_id", -1).skip(1).limit(3))
+    assert found == [{"_id": 8, "n": {"x": 8}}, {"_id": 7, "n": {"x": 7}},
+                     {"_id": 6, "n": {"x": 6}}]
+
+
+def test_unique_index_rejects_duplicates_with_code_11000(db: Database[Doc]) -> None:
+    db.t.create_index([("task", 1), ("sourceDocId", 1)], unique=True)
+    db.t.insert_one({"task": "a", "sourceDocId": 1})
+    with pytest.raises(DuplicateKeyError) as error:
+        db.t.insert_one({"task": "a", "sourceDocId": 1})
+    assert error.value.code == 11000
+    db.t.insert_one({"task": "b", "sourceDocId": 1})
+
+
+def test_partial_indexes_are_created_and_enforced(db: Database[Doc]) -> None:
+    db.t.create_index(
+        [("task", 1), ("nextRunAt", 1)],
+        name="polling_idx",
+        partialFilterExpression={"nextRunAt": {"$type": "date"}},
+    )
+    db.t.create_index("key", unique=True, partialFilterExpression={"live": True})
+    info = db.t.index_information()
+    assert info["polling_idx"]["partialFilterExpression"] == {"nextRunAt": {"$type": "date"}}
+    db.t.insert_many([{"key": 1, "live": False}, {"key": 1, "live": False}])
+    db.t.insert_one({"key": 1, "live": True})
+    with pytest.raises(DuplicateKeyError):
+        db.t.insert_one({"key": 1, "live": True})
+
+
+def test_ttl_indexes_can_be_created(db: Database[Doc]) -> None:
+    db.t.create_index("expiresAt", expireAfterSeconds=0)
+    assert db.t.index_information()["expiresAt_1"]["expireAfterSeconds"] == 0
+
+
+def test_bulk_writes_ordered_and_unordered_with_upserts(db: Database[Doc]) -> None:
+    result = db.t.bulk_write([
+        UpdateOne({"_id": 1}, {"$set": {"v": 1}}, upsert=True),
+        UpdateOne({"_id": 2}, {"$set": {"v": 2}}, upsert=True),
+        InsertOne({"_id": 3}),
+        DeleteOne({"_id": 3}),
+    ])
+    assert result.upserted_count == 2 and result.inserted_count == 1
+    assert result.deleted_count == 1
+    with pytest.raises(BulkWriteError) as ordered:
+        db.t.bulk_write([InsertOne({"_id": 1}), InsertOne({"_id": 10})])
+    assert ordered.value.details["nInserted"] == 0
+    with pytest.raises(BulkWriteError) as unordered:
+        db.t.bulk_write([InsertOne({"_id": 1}), InsertOne({"_id": 11})], ordered=False)
+    assert unordered.value.details["nInserted"] == 1
+    assert unordered.value.details["writeErrors"][0]["code"] == 11000
+
+
+def test_large_write_batches_report_write_errors_at_the_right_index(db: Database[Doc]) -> None:
+    db.t.insert_one({"_id": 150})
+    with pytest.raises(BulkWriteError) as error:
+        db.t.insert_many([{"_id": i} for i in range(300)], ordered=False)
+    details = error.value.details
+    assert details["nInserted"] == 299
+    assert [e["index"] for e in details["writeErrors"]] == [150]

@@ -1,0 +1,152 @@
+"""Topology, cluster times, cursor ids and behaviour under several clients."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from bson import Timestamp
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from mongoreact.testing import EmbeddedServer
+
+from .conftest import collect, wait_for
+
+Doc = dict[str, Any]
+_BSON_INT64 = 0x12
+
+
+def test_hello_describes_a_replica_set_primary(mongo_client: MongoClient[Doc]) -> None:
+    hello = mongo_client.admin.command("hello")
+    assert hello["isWritablePrimary"] is True
+    assert hello["setName"]
+    assert hello["primary"] in hello["hosts"]
+    assert hello["maxWireVersion"] >= 17  # MongoDB 6.0
+    assert "logicalSessionTimeoutMinutes" in hello
+
+
+def test_replies_carry_operation_and_cluster_time(db: Database[Doc]) -> None:
+    reply = db.command("ping")
+    assert isinstance(reply["operationTime"], Timestamp)
+    assert isinstance(reply["$clusterTime"]["clusterTime"], Timestamp)
+
+
+def _int64_field(raw: bytes, name: str) -> bool:
+    marker = bytes([_BSON_INT64]) + name.encode() + b"\x00"
+    return marker in raw
+
+
+def test_cursor_ids_are_int64_in_find_aggregate_and_kill_cursors(db: Database[Doc]) -> None:
+    db.c.insert_many([{"_id": i} for i in range(5)])
+    raw = CodecOptions(document_class=RawBSONDocument)
+    found = db.command("find", "c", batchSize=1, codec_options=raw)
+    assert _int64_field(found.raw, "id")
+    aggregated = db.command("aggregate", "c", pipeline=[], cursor={"batchSize": 1},
+                            codec_options=raw)
+    assert _int64_field(aggregated.raw, "id")
+    cursor_id = db.command("find", "c", batchSize=1)["cursor"]["id"]
+    more = db.command("getMore", cursor_id, collection="c", batchSize=1)
+    assert more["cursor"]["id"] == cursor_id
+    killed = db.command("killCursors", "c", cursors=[cursor_id], codec_options=raw)
+    assert _int64_field(killed.raw, "cursorsKilled") or b"cursorsKilled" in killed.raw
+
+
+def test_a_waiting_get_more_does_not_block_other_clients(
+    db: Database[Doc], mongo_uri: str
+) -> None:
+    with MongoClient(mongo_uri) as other, db.c.watch(max_await_time_ms=3000) as stream:
+        waiting = threading.Thread(target=stream.try_next, name="conformance-waiter")
+        waiting.start()
+        started = time.monotonic()
+        other[db.name].d.insert_one({"_id": 1})
+        assert other[db.name].d.find_one({"_id": 1}) == {"_id": 1}
+        assert time.monotonic() - started < 1.0
+        waiting.join()
+
+
+def test_a_slow_command_does_not_stall_other_clients(db: Database[Doc], mongo_uri: str) -> None:
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with MongoClient(mongo_uri) as client:
+            client[db.name].probe.insert_one({"_id": 0})
+            while not done.is_set():
+                started = time.monotonic()
+                client[db.name].probe.find_one({"_id": 0})
+                latencies.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=probe, name="conformance-probe")
+    thread.start()
+    wait_for(lambda: len(latencies) > 3)
+    db.bulk.insert_many([{"i": i, "pad": "x" * 100} for i in range(2000)])
+    done.set()
+    thread.join()
+    assert db.bulk.count_documents({}) == 2000
+    assert max(latencies) < 1.0, f"a reader waited {max(latencies):.2f}s"
+
+
+def test_concurrent_clients_write_and_read_consistently(
+    db: Database[Doc], mongo_uri: str
+) -> None:
+    def work(worker: int) -> None:
+        with MongoClient(mongo_uri) as client:
+            coll = client[db.name].shared
+            for i in range(50):
+                coll.insert_one({"_id": f"{worker}-{i}", "w": worker})
+                coll.update_one({"_id": f"{worker}-{i}"}, {"$inc": {"n": 1}})
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"conf-{w}") for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert db.shared.count_documents({"n": 1}) == 200
+
+
+class TestStreamCleanup:
+    """Server-side cursor bookkeeping, read through the embedded server's status command."""
+
+    @staticmethod
+    def _open_streams(client: MongoClient[Doc]) -> int:
+        return int(client.admin.command("mongoreactServerStatus")["openChangeStreams"])
+
+    def test_streams_of_a_closed_client_are_cleaned_up(
+        self, small_history_server: EmbeddedServer
+    ) -> None:
+        with MongoClient(small_history_server.uri) as observer:
+            before = self._open_streams(observer)
+            client: MongoClient[Doc] = MongoClient(small_history_server.uri)
+            stream = client.cleanup.c.watch(max_await_time_ms=50)
+            assert stream.try_next() is None
+            assert self._open_streams(observer) == before + 1
+            client.close()
+            wait_for(lambda: self._open_streams(observer) == before)
+
+    def test_abandoned_streams_are_closed_after_the_cursor_timeout(
+        self, small_history_server: EmbeddedServer
+    ) -> None:
+        with MongoClient(small_history_server.uri) as client:
+            before = self._open_streams(client)
+            reply = client.cleanup.command(
+                "aggregate", "c", pipeline=[{"$changeStream": {}}], cursor={}
+            )
+            assert reply["cursor"]["id"] != 0
+            assert self._open_streams(client) == before + 1
+            wait_for(lambda: self._open_streams(client) == before)
+
+    def test_history_keeps_recording_with_no_stream_open(
+        self, small_history_server: EmbeddedServer
+    ) -> None:
+        with MongoClient(small_history_server.uri) as client:
+            coll = client.cleanup.unwatched
+            with coll.watch(max_await_time_ms=50) as stream:
+                assert stream.try_next() is None
+                token = stream.resume_token
+            coll.insert_one({"_id": 1})
+            with coll.watch(resume_after=token, max_await_time_ms=200) as resumed:
+                assert collect(resumed, 1)[0]["documentKey"]["_id"] == 1
