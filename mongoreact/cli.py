@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import threading
@@ -17,10 +18,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"embedded MongoDB-compatible server running at {server.uri}", flush=True)
         if args.serve:
             print("press Ctrl+C to stop", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
-            except KeyboardInterrupt:
-                pass
     return 0
 
 

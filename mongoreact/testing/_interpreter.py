@@ -86,8 +86,9 @@ def _find_base_python() -> str:
     candidates: list[str] = []
     pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
     for pattern in ("3.13*", "3.14*", "3.15*"):
-        candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", pattern, "bin",
-                                                    "python3")))
+        candidates += sorted(
+            glob.glob(os.path.join(pyenv_root, "versions", pattern, "bin", "python3"))
+        )
     for name in ("python3.13", "python3.14", "python3.15", "python3"):
         found = shutil.which(name)
         if found:
@@ -106,7 +107,10 @@ def _version_of(python: str) -> tuple[int, int]:
     try:
         output = subprocess.run(
             [python, "-c", "import sys; print(*sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout.split()
         return int(output[0]), int(output[1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):

@@ -45,11 +45,16 @@ class EmbeddedServer:
         log_level: str = "WARNING",
     ) -> None:
         self._arguments = [
-            "--port", str(port),
-            "--history-size", str(history_size),
-            "--replica-set", replica_set,
-            "--cursor-timeout", str(cursor_timeout),
-            "--log-level", log_level,
+            "--port",
+            str(port),
+            "--history-size",
+            str(history_size),
+            "--replica-set",
+            replica_set,
+            "--cursor-timeout",
+            str(cursor_timeout),
+            "--log-level",
+            log_level,
         ]
         self._python = python
         self._startup_timeout = startup_timeout
@@ -82,8 +87,7 @@ class EmbeddedServer:
             filter(None, [_PACKAGE_PARENT, environment.get("PYTHONPATH")])
         )
         process = subprocess.Popen(
-            [self._python or server_python(), "-m", "mongoreact.testing.server",
-             *self._arguments],
+            [self._python or server_python(), "-m", "mongoreact.testing.server", *self._arguments],
             stdout=subprocess.PIPE,
             stderr=self._log,
             stdin=subprocess.DEVNULL,
@@ -93,8 +97,7 @@ class EmbeddedServer:
         self._process = process
         first_line: list[str] = []
         reader = threading.Thread(
-            target=lambda: first_line.append(process.stdout.readline() if process.stdout
-                                             else ""),
+            target=lambda: first_line.append(process.stdout.readline() if process.stdout else ""),
             name="mongoreact-server-startup",
             daemon=True,
         )

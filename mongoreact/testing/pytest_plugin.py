@@ -32,9 +32,7 @@ def mongo_uri() -> Iterator[str]:
 @pytest.fixture
 def mongo_client(mongo_uri: str) -> Iterator[MongoClient[dict[str, object]]]:
     """A pymongo client connected to ``mongo_uri``, closed after the test."""
-    client: MongoClient[dict[str, object]] = MongoClient(
-        mongo_uri, serverSelectionTimeoutMS=20_000
-    )
+    client: MongoClient[dict[str, object]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=20_000)
     try:
         yield client
     finally:

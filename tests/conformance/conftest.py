@@ -39,6 +39,11 @@ def small_history_server() -> Iterator[EmbeddedServer]:
         yield server
 
 
+def connect(uri: str) -> MongoClient[Doc]:
+    """A typed client for ``uri`` (use as a context manager)."""
+    return MongoClient(uri, serverSelectionTimeoutMS=20_000)
+
+
 def collect(stream: ChangeStream[Doc], count: int, timeout: float = 10.0) -> list[Doc]:
     """Read ``count`` events from ``stream`` or fail after ``timeout`` seconds."""
     events: list[Doc] = []

@@ -14,67 +14,116 @@ Doc = dict[str, Any]
 def test_lookup_with_local_and_foreign_fields(db: Database[Doc]) -> None:
     db.orders.insert_many([{"_id": 1, "user": "a"}, {"_id": 2, "user": "z"}])
     db.users.insert_one({"_id": "a", "name": "Ann"})
-    result = list(db.orders.aggregate([
-        {"$lookup": {"from": "users", "localField": "user", "foreignField": "_id",
-                     "as": "u"}},
-        {"$sort": {"_id": 1}},
-    ]))
+    result = list(
+        db.orders.aggregate(
+            [
+                {
+                    "$lookup": {
+                        "from": "users",
+                        "localField": "user",
+                        "foreignField": "_id",
+                        "as": "u",
+                    }
+                },
+                {"$sort": {"_id": 1}},
+            ]
+        )
+    )
     assert [len(r["u"]) for r in result] == [1, 0]
 
 
 def test_lookup_with_a_pipeline_and_let(db: Database[Doc]) -> None:
     db.tasks.insert_many([{"_id": 1, "src": 10}, {"_id": 2, "src": 20}])
     db.src.insert_one({"_id": 10, "ok": True})
-    result = list(db.tasks.aggregate([
-        {"$lookup": {"from": "src", "let": {"s": "$src"}, "pipeline": [
-            {"$match": {"$expr": {"$eq": ["$_id", "$$s"]}}}, {"$count": "n"}], "as": "found"}},
-        {"$match": {"found.0": {"$exists": False}}},
-        {"$project": {"_id": 1}},
-    ]))
+    result = list(
+        db.tasks.aggregate(
+            [
+                {
+                    "$lookup": {
+                        "from": "src",
+                        "let": {"s": "$src"},
+                        "pipeline": [
+                            {"$match": {"$expr": {"$eq": ["$_id", "$$s"]}}},
+                            {"$count": "n"},
+                        ],
+                        "as": "found",
+                    }
+                },
+                {"$match": {"found.0": {"$exists": False}}},
+                {"$project": {"_id": 1}},
+            ]
+        )
+    )
     assert result == [{"_id": 2}]
 
 
 def test_group_sort_limit_skip_facet_and_count(db: Database[Doc]) -> None:
-    db.t.insert_many([{"task": t, "status": s}
-                      for t in ("a", "b") for s in ("pending", "failed", "pending")])
-    grouped = list(db.t.aggregate([
-        {"$group": {"_id": {"task": "$task", "status": "$status"}, "n": {"$sum": 1}}},
-        {"$sort": {"_id.task": 1, "_id.status": 1}},
-        {"$skip": 1},
-        {"$limit": 2},
-    ]))
+    db.t.insert_many(
+        [{"task": t, "status": s} for t in ("a", "b") for s in ("pending", "failed", "pending")]
+    )
+    grouped = list(
+        db.t.aggregate(
+            [
+                {"$group": {"_id": {"task": "$task", "status": "$status"}, "n": {"$sum": 1}}},
+                {"$sort": {"_id.task": 1, "_id.status": 1}},
+                {"$skip": 1},
+                {"$limit": 2},
+            ]
+        )
+    )
     assert [(g["_id"]["task"], g["_id"]["status"], g["n"]) for g in grouped] == [
-        ("a", "pending", 2), ("b", "failed", 1)]
-    (facets,) = db.t.aggregate([{"$facet": {
-        "total": [{"$count": "n"}],
-        "failed": [{"$match": {"status": "failed"}}, {"$count": "n"}],
-    }}])
+        ("a", "pending", 2),
+        ("b", "failed", 1),
+    ]
+    (facets,) = db.t.aggregate(
+        [
+            {
+                "$facet": {
+                    "total": [{"$count": "n"}],
+                    "failed": [{"$match": {"status": "failed"}}, {"$count": "n"}],
+                }
+            }
+        ]
+    )
     assert facets == {"total": [{"n": 6}], "failed": [{"n": 2}]}
 
 
-_PLAN_MERGE: Doc = {"$merge": {
-    "into": "source_tasks",
-    "on": ["task", "sourceDocId"],
-    "whenMatched": [
-        {"$set": {"changed": {"$ne": ["$observed", "$$new.observed"]}}},
-        {"$set": {
-            "status": {"$cond": ["$changed", "pending", "$status"]},
-            "observed": "$$new.observed",
-            "runs": {"$cond": ["$changed", {"$add": ["$runs", 1]}, "$runs"]},
-        }},
-        {"$unset": "changed"},
-    ],
-    "whenNotMatched": "insert",
-}}
+_PLAN_MERGE: Doc = {
+    "$merge": {
+        "into": "source_tasks",
+        "on": ["task", "sourceDocId"],
+        "whenMatched": [
+            {"$set": {"changed": {"$ne": ["$observed", "$$new.observed"]}}},
+            {
+                "$set": {
+                    "status": {"$cond": ["$changed", "pending", "$status"]},
+                    "observed": "$$new.observed",
+                    "runs": {"$cond": ["$changed", {"$add": ["$runs", 1]}, "$runs"]},
+                }
+            },
+            {"$unset": "changed"},
+        ],
+        "whenNotMatched": "insert",
+    }
+}
 
 
 def _plan(db: Database[Doc]) -> None:
-    db.source.aggregate([
-        {"$project": {"_id": 0, "task": {"$literal": "t"}, "sourceDocId": "$_id",
-                      "observed": {"v": "$v"}, "status": {"$literal": "pending"},
-                      "runs": {"$literal": 1}}},
-        _PLAN_MERGE,
-    ])
+    db.source.aggregate(
+        [
+            {
+                "$project": {
+                    "_id": 0,
+                    "task": {"$literal": "t"},
+                    "sourceDocId": "$_id",
+                    "observed": {"v": "$v"},
+                    "status": {"$literal": "pending"},
+                    "runs": {"$literal": 1},
+                }
+            },
+            _PLAN_MERGE,
+        ]
+    )
 
 
 def test_merge_on_a_compound_unique_key_with_a_when_matched_pipeline(

@@ -48,9 +48,7 @@ def test_no_event_is_lost_after_a_drop(db: Database[Doc]) -> None:
 def test_rename_sends_a_rename_event(db: Database[Doc], mongo_client: MongoClient[Doc]) -> None:
     db.old.insert_one({"_id": 1})
     with db.watch(max_await_time_ms=200) as stream:
-        mongo_client.admin.command(
-            "renameCollection", f"{db.name}.old", to=f"{db.name}.new"
-        )
+        mongo_client.admin.command("renameCollection", f"{db.name}.old", to=f"{db.name}.new")
         db.new.insert_one({"_id": 2})
         rename, insert = collect(stream, 2)
     assert rename["operationType"] == "rename"

@@ -13,7 +13,7 @@ from pymongo.errors import OperationFailure
 
 from mongoreact.testing import EmbeddedServer
 
-from .conftest import collect
+from .conftest import collect, connect
 
 Doc = dict[str, Any]
 
@@ -127,8 +127,9 @@ def test_an_invalid_stage_is_reported_with_its_own_code_not_history_lost(
         db.c.watch([{"$group": {"_id": None}}])
     assert error.value.code not in (280, 286)
     with pytest.raises(OperationFailure) as bad_option:
-        db.command("aggregate", "c", pipeline=[{"$changeStream": {"fullDocument": "bogus"}}],
-                   cursor={})
+        db.command(
+            "aggregate", "c", pipeline=[{"$changeStream": {"fullDocument": "bogus"}}], cursor={}
+        )
     assert bad_option.value.code not in (280, 286)
 
 
@@ -146,7 +147,7 @@ class TestRetention:
     def test_resuming_from_a_token_older_than_history_fails_with_286(
         self, small_history_server: EmbeddedServer
     ) -> None:
-        with MongoClient(small_history_server.uri) as client:
+        with connect(small_history_server.uri) as client:
             coll = client.retention.resume
             with coll.watch(max_await_time_ms=100) as stream:
                 coll.insert_one({"_id": "first"})
@@ -159,7 +160,7 @@ class TestRetention:
     def test_an_open_stream_that_falls_behind_fails_with_286(
         self, small_history_server: EmbeddedServer
     ) -> None:
-        with MongoClient(small_history_server.uri) as client:
+        with connect(small_history_server.uri) as client:
             coll = client.retention.behind
             with coll.watch(max_await_time_ms=100) as stream:
                 assert stream.try_next() is None

@@ -8,9 +8,10 @@ from typing import Any
 
 from bson import Int64, ObjectId, Timestamp
 from pymongo import DeleteMany, InsertOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo.change_stream import ChangeStream
 from pymongo.database import Database
 
-from .conftest import assert_no_more, collect
+from .conftest import assert_no_more, collect, connect
 
 Doc = dict[str, Any]
 
@@ -76,12 +77,15 @@ def test_match_with_expr_on_the_looked_up_document_then_project_it_away(
 ) -> None:
     # The planner pattern: filter on fullDocument server-side, ship only ids.
     pipeline: list[Doc] = [
-        {"$match": {"$or": [
-            {"ns.coll": "orders", "$expr": {"$eq": ["$fullDocument.status", "paid"]}},
-            {"operationType": "delete"},
-        ]}},
-        {"$project": {"_id": 1, "operationType": 1, "ns": 1, "documentKey": 1,
-                      "clusterTime": 1}},
+        {
+            "$match": {
+                "$or": [
+                    {"ns.coll": "orders", "$expr": {"$eq": ["$fullDocument.status", "paid"]}},
+                    {"operationType": "delete"},
+                ]
+            }
+        },
+        {"$project": {"_id": 1, "operationType": 1, "ns": 1, "documentKey": 1, "clusterTime": 1}},
     ]
     with db.watch(pipeline, full_document="updateLookup", max_await_time_ms=200) as stream:
         db.orders.insert_one({"_id": 1, "status": "new"})
@@ -91,9 +95,13 @@ def test_match_with_expr_on_the_looked_up_document_then_project_it_away(
         events = collect(stream, 3)
         assert_no_more(stream)
     assert [(e["operationType"], e["documentKey"]["_id"]) for e in events] == [
-        ("insert", 2), ("update", 1), ("delete", 2)]
-    assert all(set(e) == {"_id", "operationType", "ns", "documentKey", "clusterTime"}
-               for e in events)
+        ("insert", 2),
+        ("update", 1),
+        ("delete", 2),
+    ]
+    assert all(
+        set(e) == {"_id", "operationType", "ns", "documentKey", "clusterTime"} for e in events
+    )
 
 
 def test_event_fields(db: Database[Doc]) -> None:
@@ -184,12 +192,36 @@ def test_every_write_path_produces_events(db: Database[Doc]) -> None:
         c.find_one_and_update({"_id": 1}, {"$inc": {"a": 1}})
         c.find_one_and_replace({"_id": 3}, {"r": 3})
         c.find_one_and_delete({"_id": 4})
-        c.bulk_write([InsertOne({"_id": 5}), UpdateOne({"_id": 5}, {"$set": {"x": 1}}),
-                      ReplaceOne({"_id": 5}, {"y": 1}), DeleteMany({"_id": 5})])
+        c.bulk_write(
+            [
+                InsertOne({"_id": 5}),
+                UpdateOne({"_id": 5}, {"$set": {"x": 1}}),
+                ReplaceOne({"_id": 5}, {"y": 1}),
+                DeleteMany({"_id": 5}),
+            ]
+        )
         c.delete_many({})
-        expected = ["insert", "insert", "insert", "update", "update", "update", "update",
-                    "replace", "insert", "update", "replace", "delete", "insert", "update",
-                    "replace", "delete", "delete", "delete", "delete"]
+        expected = [
+            "insert",
+            "insert",
+            "insert",
+            "update",
+            "update",
+            "update",
+            "update",
+            "replace",
+            "insert",
+            "update",
+            "replace",
+            "delete",
+            "insert",
+            "update",
+            "replace",
+            "delete",
+            "delete",
+            "delete",
+            "delete",
+        ]
         events = collect(stream, len(expected))
         assert_no_more(stream)
     assert [e["operationType"] for e in events] == expected
@@ -212,12 +244,12 @@ def test_large_documents_travel_in_events(db: Database[Doc]) -> None:
     assert event["fullDocument"]["payload"] == payload
 
 
-def test_concurrent_streams_of_several_clients(
-    db: Database[Doc], mongo_uri: str
-) -> None:
-    clients = [MongoClient(mongo_uri) for _ in range(3)]
+def test_concurrent_streams_of_several_clients(db: Database[Doc], mongo_uri: str) -> None:
+    clients = [connect(mongo_uri) for _ in range(3)]
     try:
-        streams = [client[db.name].c.watch(max_await_time_ms=200) for client in clients]
+        streams: list[ChangeStream[Doc]] = [
+            client[db.name].c.watch(max_await_time_ms=200) for client in clients
+        ]
         streams += [client[db.name].watch(max_await_time_ms=200) for client in clients[:2]]
         writer = threading.Thread(
             target=lambda: [db.c.insert_one({"_id": i}) for i in range(20)],

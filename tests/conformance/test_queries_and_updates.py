@@ -25,7 +25,9 @@ def test_find_one_and_update_claims_by_sort_and_returns_the_new_document(
     )
     assert claimed == {"_id": 4, "status": "processing", "due": 6, "attempts": 1}
     before = db.t.find_one_and_update(
-        {"status": "pending"}, {"$set": {"status": "x"}}, sort=[("due", ASCENDING)],
+        {"status": "pending"},
+        {"$set": {"status": "x"}},
+        sort=[("due", ASCENDING)],
         return_document=ReturnDocument.BEFORE,
     )
     assert before is not None and before["status"] == "pending"
@@ -37,14 +39,24 @@ def test_find_one_and_update_with_a_pipeline_and_upsert_elects_a_leader(
     def elect(me: str) -> Doc | None:
         return db.meta.find_one_and_update(
             {"_id": "lease"},
-            [{"$set": {"lock": {"$cond": {
-                "if": {"$or": [
-                    {"$lt": [{"$ifNull": ["$lock.expiresAt", None]}, "$$NOW"]},
-                    {"$eq": ["$lock.owner", me]},
-                ]},
-                "then": {"owner": me, "expiresAt": {"$add": ["$$NOW", 30_000]}},
-                "else": "$lock",
-            }}}}],
+            [
+                {
+                    "$set": {
+                        "lock": {
+                            "$cond": {
+                                "if": {
+                                    "$or": [
+                                        {"$lt": [{"$ifNull": ["$lock.expiresAt", None]}, "$$NOW"]},
+                                        {"$eq": ["$lock.owner", me]},
+                                    ]
+                                },
+                                "then": {"owner": me, "expiresAt": {"$add": ["$$NOW", 30_000]}},
+                                "else": "$lock",
+                            }
+                        }
+                    }
+                }
+            ],
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -58,12 +70,23 @@ def test_find_one_and_update_with_a_pipeline_and_upsert_elects_a_leader(
 
 def test_update_pipelines_with_cond_now_and_if_null(db: Database[Doc]) -> None:
     db.t.insert_one({"_id": 1, "status": "processing", "n": None})
-    db.t.update_one({"_id": 1}, [{"$set": {
-        "status": {"$cond": [{"$eq": ["$status", "processing"]}, "completed", "$status"]},
-        "doneAt": "$$NOW",
-        "n": {"$add": [{"$ifNull": ["$n", 0]}, 1]},
-        "history": {"$slice": [{"$concatArrays": [{"$ifNull": ["$history", []]}, ["x"]]}, -5]},
-    }}])
+    db.t.update_one(
+        {"_id": 1},
+        [
+            {
+                "$set": {
+                    "status": {
+                        "$cond": [{"$eq": ["$status", "processing"]}, "completed", "$status"]
+                    },
+                    "doneAt": "$$NOW",
+                    "n": {"$add": [{"$ifNull": ["$n", 0]}, 1]},
+                    "history": {
+                        "$slice": [{"$concatArrays": [{"$ifNull": ["$history", []]}, ["x"]]}, -5]
+                    },
+                }
+            }
+        ],
+    )
     doc = db.t.find_one({"_id": 1})
     assert doc is not None
     assert doc["status"] == "completed" and doc["n"] == 1 and doc["history"] == ["x"]
@@ -84,12 +107,15 @@ def test_expr_queries_can_use_now(db: Database[Doc]) -> None:
 def test_update_operators(db: Database[Doc]) -> None:
     db.t.update_one(
         {"_id": 1},
-        {"$setOnInsert": {"created": True}, "$push": {"log": {"$each": [1, 2, 3], "$slice": -2}},
-         "$currentDate": {"touched": True}, "$inc": {"n": 2}},
+        {
+            "$setOnInsert": {"created": True},
+            "$push": {"log": {"$each": [1, 2, 3], "$slice": -2}},
+            "$currentDate": {"touched": True},
+            "$inc": {"n": 2},
+        },
         upsert=True,
     )
-    db.t.update_one({"_id": 1}, {"$setOnInsert": {"created": False}, "$inc": {"n": 1}},
-                    upsert=True)
+    db.t.update_one({"_id": 1}, {"$setOnInsert": {"created": False}, "$inc": {"n": 1}}, upsert=True)
     doc = db.t.find_one({"_id": 1})
     assert doc is not None
     assert doc["created"] is True and doc["log"] == [2, 3] and doc["n"] == 3
@@ -99,8 +125,11 @@ def test_update_operators(db: Database[Doc]) -> None:
 def test_find_with_projection_sort_skip_limit(db: Database[Doc]) -> None:
     db.t.insert_many([{"_id": i, "n": {"x": i, "y": -i}} for i in range(10)])
     found = list(db.t.find({"_id": {"$gte": 2}}, {"n.x": 1}).sort("_id", -1).skip(1).limit(3))
-    assert found == [{"_id": 8, "n": {"x": 8}}, {"_id": 7, "n": {"x": 7}},
-                     {"_id": 6, "n": {"x": 6}}]
+    assert found == [
+        {"_id": 8, "n": {"x": 8}},
+        {"_id": 7, "n": {"x": 7}},
+        {"_id": 6, "n": {"x": 6}},
+    ]
 
 
 def test_unique_index_rejects_duplicates_with_code_11000(db: Database[Doc]) -> None:
@@ -133,12 +162,14 @@ def test_ttl_indexes_can_be_created(db: Database[Doc]) -> None:
 
 
 def test_bulk_writes_ordered_and_unordered_with_upserts(db: Database[Doc]) -> None:
-    result = db.t.bulk_write([
-        UpdateOne({"_id": 1}, {"$set": {"v": 1}}, upsert=True),
-        UpdateOne({"_id": 2}, {"$set": {"v": 2}}, upsert=True),
-        InsertOne({"_id": 3}),
-        DeleteOne({"_id": 3}),
-    ])
+    result = db.t.bulk_write(
+        [
+            UpdateOne({"_id": 1}, {"$set": {"v": 1}}, upsert=True),
+            UpdateOne({"_id": 2}, {"$set": {"v": 2}}, upsert=True),
+            InsertOne({"_id": 3}),
+            DeleteOne({"_id": 3}),
+        ]
+    )
     assert result.upserted_count == 2 and result.inserted_count == 1
     assert result.deleted_count == 1
     with pytest.raises(BulkWriteError) as ordered:

@@ -14,7 +14,7 @@ from pymongo.database import Database
 
 from mongoreact.testing import EmbeddedServer
 
-from .conftest import collect, wait_for
+from .conftest import collect, connect, wait_for
 
 Doc = dict[str, Any]
 _BSON_INT64 = 0x12
@@ -35,9 +35,9 @@ def test_replies_carry_operation_and_cluster_time(db: Database[Doc]) -> None:
     assert isinstance(reply["$clusterTime"]["clusterTime"], Timestamp)
 
 
-def _int64_field(raw: bytes, name: str) -> bool:
+def _int64_field(raw: bytes | memoryview, name: str) -> bool:
     marker = bytes([_BSON_INT64]) + name.encode() + b"\x00"
-    return marker in raw
+    return marker in bytes(raw)
 
 
 def test_cursor_ids_are_int64_in_find_aggregate_and_kill_cursors(db: Database[Doc]) -> None:
@@ -45,8 +45,9 @@ def test_cursor_ids_are_int64_in_find_aggregate_and_kill_cursors(db: Database[Do
     raw = CodecOptions(document_class=RawBSONDocument)
     found = db.command("find", "c", batchSize=1, codec_options=raw)
     assert _int64_field(found.raw, "id")
-    aggregated = db.command("aggregate", "c", pipeline=[], cursor={"batchSize": 1},
-                            codec_options=raw)
+    aggregated = db.command(
+        "aggregate", "c", pipeline=[], cursor={"batchSize": 1}, codec_options=raw
+    )
     assert _int64_field(aggregated.raw, "id")
     cursor_id = db.command("find", "c", batchSize=1)["cursor"]["id"]
     more = db.command("getMore", cursor_id, collection="c", batchSize=1)
@@ -55,10 +56,8 @@ def test_cursor_ids_are_int64_in_find_aggregate_and_kill_cursors(db: Database[Do
     assert _int64_field(killed.raw, "cursorsKilled") or b"cursorsKilled" in killed.raw
 
 
-def test_a_waiting_get_more_does_not_block_other_clients(
-    db: Database[Doc], mongo_uri: str
-) -> None:
-    with MongoClient(mongo_uri) as other, db.c.watch(max_await_time_ms=3000) as stream:
+def test_a_waiting_get_more_does_not_block_other_clients(db: Database[Doc], mongo_uri: str) -> None:
+    with connect(mongo_uri) as other, db.c.watch(max_await_time_ms=3000) as stream:
         waiting = threading.Thread(target=stream.try_next, name="conformance-waiter")
         waiting.start()
         started = time.monotonic()
@@ -73,7 +72,7 @@ def test_a_slow_command_does_not_stall_other_clients(db: Database[Doc], mongo_ur
     done = threading.Event()
 
     def probe() -> None:
-        with MongoClient(mongo_uri) as client:
+        with connect(mongo_uri) as client:
             client[db.name].probe.insert_one({"_id": 0})
             while not done.is_set():
                 started = time.monotonic()
@@ -90,11 +89,9 @@ def test_a_slow_command_does_not_stall_other_clients(db: Database[Doc], mongo_ur
     assert max(latencies) < 1.0, f"a reader waited {max(latencies):.2f}s"
 
 
-def test_concurrent_clients_write_and_read_consistently(
-    db: Database[Doc], mongo_uri: str
-) -> None:
+def test_concurrent_clients_write_and_read_consistently(db: Database[Doc], mongo_uri: str) -> None:
     def work(worker: int) -> None:
-        with MongoClient(mongo_uri) as client:
+        with connect(mongo_uri) as client:
             coll = client[db.name].shared
             for i in range(50):
                 coll.insert_one({"_id": f"{worker}-{i}", "w": worker})
@@ -118,9 +115,9 @@ class TestStreamCleanup:
     def test_streams_of_a_closed_client_are_cleaned_up(
         self, small_history_server: EmbeddedServer
     ) -> None:
-        with MongoClient(small_history_server.uri) as observer:
+        with connect(small_history_server.uri) as observer:
             before = self._open_streams(observer)
-            client: MongoClient[Doc] = MongoClient(small_history_server.uri)
+            client = connect(small_history_server.uri)
             stream = client.cleanup.c.watch(max_await_time_ms=50)
             assert stream.try_next() is None
             assert self._open_streams(observer) == before + 1
@@ -130,7 +127,7 @@ class TestStreamCleanup:
     def test_abandoned_streams_are_closed_after_the_cursor_timeout(
         self, small_history_server: EmbeddedServer
     ) -> None:
-        with MongoClient(small_history_server.uri) as client:
+        with connect(small_history_server.uri) as client:
             before = self._open_streams(client)
             reply = client.cleanup.command(
                 "aggregate", "c", pipeline=[{"$changeStream": {}}], cursor={}
@@ -142,7 +139,7 @@ class TestStreamCleanup:
     def test_history_keeps_recording_with_no_stream_open(
         self, small_history_server: EmbeddedServer
     ) -> None:
-        with MongoClient(small_history_server.uri) as client:
+        with connect(small_history_server.uri) as client:
             coll = client.cleanup.unwatched
             with coll.watch(max_await_time_ms=50) as stream:
                 assert stream.try_next() is None

@@ -25,6 +25,7 @@ def test_a_committed_transaction_is_visible_and_emits_its_events(
     db.create_collection("t")
     with db.t.watch(max_await_time_ms=200) as stream:
         with mongo_client.start_session() as session:
+
             def body(s: Any) -> None:
                 db.t.insert_one({"_id": 1}, session=s)
                 db.t.update_one({"_id": 1}, {"$set": {"v": 1}}, session=s)

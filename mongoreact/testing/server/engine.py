@@ -22,8 +22,6 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     def _ensure_unique_indexes(
         self, db_name: str, coll_name: str, candidate: dict[str, Any], **options: Any
     ) -> None:
-        if options.get("scan_payload_id") and not id_contains_numeric_value(
-            candidate.get("_id")
-        ):
+        if options.get("scan_payload_id") and not id_contains_numeric_value(candidate.get("_id")):
             options["scan_payload_id"] = False
         super()._ensure_unique_indexes(db_name, coll_name, candidate, **options)

@@ -190,9 +190,7 @@ class History:
         if (db, coll) in self._images_enabled:
             self._images_enabled.discard((db, coll))
             self._images_enabled.add((to_db, to_coll))
-        self._append(
-            operation_type="rename", db=db, coll=coll, to={"db": to_db, "coll": to_coll}
-        )
+        self._append(operation_type="rename", db=db, coll=coll, to={"db": to_db, "coll": to_coll})
 
     def record_drop_database(self, db: str, collections: list[str]) -> None:
         for coll in collections:

@@ -25,15 +25,21 @@ def rewrite_pipeline(pipeline: Pipeline) -> Pipeline:
                 {"$group": {"_id": None, spec: {"$sum": 1}}},
                 {"$project": {"_id": 0}},
             ]
-        elif name in ("$lookup", "$unionWith") and isinstance(spec, dict) and isinstance(
-            spec.get("pipeline"), list
+        elif (
+            name in ("$lookup", "$unionWith")
+            and isinstance(spec, dict)
+            and isinstance(spec.get("pipeline"), list)
         ):
             rewritten.append({name: {**spec, "pipeline": rewrite_pipeline(spec["pipeline"])}})
         elif name == "$facet" and isinstance(spec, dict):
-            rewritten.append({name: {
-                key: rewrite_pipeline(value) if isinstance(value, list) else value
-                for key, value in spec.items()
-            }})
+            rewritten.append(
+                {
+                    name: {
+                        key: rewrite_pipeline(value) if isinstance(value, list) else value
+                        for key, value in spec.items()
+                    }
+                }
+            )
         else:
             rewritten.append(stage)
     return rewritten

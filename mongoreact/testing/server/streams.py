@@ -30,14 +30,29 @@ from .errors import CommandError
 from .history import ChangeEvent, History
 
 ALLOWED_STAGES: Final = frozenset(
-    {"$addFields", "$match", "$project", "$replaceRoot", "$replaceWith", "$redact", "$set",
-     "$unset"}
+    {
+        "$addFields",
+        "$match",
+        "$project",
+        "$replaceRoot",
+        "$replaceWith",
+        "$redact",
+        "$set",
+        "$unset",
+    }
 )
 FULL_DOCUMENT_MODES: Final = frozenset({"default", "updateLookup", "whenAvailable", "required"})
 BEFORE_CHANGE_MODES: Final = frozenset({"off", "whenAvailable", "required"})
 KNOWN_OPTIONS: Final = frozenset(
-    {"fullDocument", "fullDocumentBeforeChange", "resumeAfter", "startAfter",
-     "startAtOperationTime", "allChangesForCluster", "showExpandedEvents"}
+    {
+        "fullDocument",
+        "fullDocumentBeforeChange",
+        "resumeAfter",
+        "startAfter",
+        "startAtOperationTime",
+        "allChangesForCluster",
+        "showExpandedEvents",
+    }
 )
 # Collections a stream never reports, as on a real server.
 _SYSTEM_DATABASES: Final = frozenset({"admin", "config", "local"})
@@ -101,8 +116,8 @@ def parse_spec(command: dict[str, Any], db: str) -> tuple[StreamSpec, dict[str, 
     for stage in stages:
         if not isinstance(stage, dict) or len(stage) != 1:
             raise CommandError(
-                errors.FAILED_TO_PARSE, "A pipeline stage specification object must contain "
-                "exactly one field."
+                errors.FAILED_TO_PARSE,
+                "A pipeline stage specification object must contain exactly one field.",
             )
         (name,) = stage
         if name == "$changeStream":
@@ -145,12 +160,14 @@ def parse_spec(command: dict[str, Any], db: str) -> tuple[StreamSpec, dict[str, 
             f"unrecognized value for fullDocumentBeforeChange: {before_change!r}",
         )
 
-    given = [name for name in ("resumeAfter", "startAfter", "startAtOperationTime")
-             if options.get(name) is not None]
+    given = [
+        name
+        for name in ("resumeAfter", "startAfter", "startAtOperationTime")
+        if options.get(name) is not None
+    ]
     if len(given) > 1:
         raise CommandError(
-            errors.BAD_VALUE, "Only one type of resume option is allowed, but multiple were "
-            "found."
+            errors.BAD_VALUE, "Only one type of resume option is allowed, but multiple were found."
         )
     start_after: ClusterTime | None = None
     start_at: ClusterTime | None = None
@@ -166,9 +183,7 @@ def parse_spec(command: dict[str, Any], db: str) -> tuple[StreamSpec, dict[str, 
     elif given:
         value = options["startAtOperationTime"]
         if not isinstance(value, Timestamp):
-            raise CommandError(
-                errors.BAD_VALUE, "startAtOperationTime must be a BSON Timestamp"
-            )
+            raise CommandError(errors.BAD_VALUE, "startAtOperationTime must be a BSON Timestamp")
         start_at = ClusterTime(int(value.time), int(value.inc))
 
     spec = StreamSpec(
@@ -208,9 +223,7 @@ class ChangeStreams:
         return len(self._cursors)
 
     # -- commands ---------------------------------------------------------------------
-    def open(
-        self, command: dict[str, Any], db: str, *, session_id: Any = None
-    ) -> dict[str, Any]:
+    def open(self, command: dict[str, Any], db: str, *, session_id: Any = None) -> dict[str, Any]:
         spec, _ = parse_spec(command, db)
         history = self._history
         if spec.start_after is not None:
@@ -301,8 +314,7 @@ class ChangeStreams:
     def reap_idle(self) -> int:
         """Kill streams nobody has read for ``idle_timeout`` seconds (abandoned clients)."""
         limit = time.monotonic() - self._idle_timeout
-        stale = [c.cursor_id for c in self._cursors.values()
-                 if not c.busy and c.last_used < limit]
+        stale = [c.cursor_id for c in self._cursors.values() if not c.busy and c.last_used < limit]
         self.kill(stale)
         return len(stale)
 
@@ -442,7 +454,9 @@ class ChangeStreams:
     @staticmethod
     def _before_change(spec: StreamSpec, event: ChangeEvent) -> Any:
         if spec.before_change == "off" or event.operation_type not in (
-            "update", "replace", "delete"
+            "update",
+            "replace",
+            "delete",
         ):
             return _ABSENT
         if event.pre_image is None and spec.before_change == "required":

@@ -151,9 +151,7 @@ class EmbeddedMongoServer:
                 logger.info("closed %d abandoned change stream(s)", reaped)
 
     # -- connections ------------------------------------------------------------------
-    def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._spawn(self._connection_loop(reader, writer))
 
     async def _connection_loop(
@@ -194,14 +192,13 @@ class EmbeddedMongoServer:
             )
             db = request.full_collection_name.split(".", 1)[0]
             reply = await self.run_command(body, db, connection)
-            return encode_op_reply(
+            encoded: bytes = encode_op_reply(
                 [reply], request_id=self._request_ids, response_to=header.request_id
             )
+            return encoded
         if header.op_code != OP_MSG:
-            reply = CommandError(errors.BAD_VALUE, f"unsupported opCode {header.op_code}")
-            return encode_op_msg_response(
-                reply.to_reply(), request_id=self._request_ids, response_to=header.request_id
-            )
+            error = CommandError(errors.BAD_VALUE, f"unsupported opCode {header.op_code}")
+            return _encode(error.to_reply(), self._request_ids, header.request_id)
         flags = int.from_bytes(payload[:4], "little")
         try:
             body = decode_op_msg(header, payload).body
@@ -211,9 +208,7 @@ class EmbeddedMongoServer:
             reply = await self.run_command(body, str(body.get("$db", "admin")), connection)
         if flags & _MORE_TO_COME:
             return None
-        return encode_op_msg_response(
-            reply, request_id=self._request_ids, response_to=header.request_id
-        )
+        return _encode(reply, self._request_ids, header.request_id)
 
     # -- commands ---------------------------------------------------------------------
     async def run_command(
@@ -342,8 +337,11 @@ class EmbeddedMongoServer:
         self, body: dict[str, Any], db: str, connection: WireConnectionContext
     ) -> dict[str, Any]:
         pipeline = body.get("pipeline")
-        if isinstance(pipeline, list) and pipeline and isinstance(pipeline[0], dict) and (
-            "$changeStream" in pipeline[0]
+        if (
+            isinstance(pipeline, list)
+            and pipeline
+            and isinstance(pipeline[0], dict)
+            and ("$changeStream" in pipeline[0])
         ):
             if body.get("autocommit") is False:
                 raise CommandError(
@@ -493,10 +491,8 @@ class EmbeddedMongoServer:
             total["n"] += _as_int(reply.get("n", 0))
             if "nModified" in reply:
                 total["nModified"] = total.get("nModified", 0) + _as_int(reply["nModified"])
-            for entry in reply.get("upserted", []):
-                upserted.append({**entry, "index": _as_int(entry["index"]) + offset})
-            for entry in reply.get("writeErrors", []):
-                write_errors.append({**entry, "index": _as_int(entry["index"]) + offset})
+            upserted += _shift(reply.get("upserted", []), offset)
+            write_errors += _shift(reply.get("writeErrors", []), offset)
             if "writeConcernError" in reply:
                 total["writeConcernError"] = reply["writeConcernError"]
             if write_errors and ordered:
@@ -510,15 +506,25 @@ class EmbeddedMongoServer:
         return total
 
 
+def _encode(reply: dict[str, Any], request_id: int, response_to: int) -> bytes:
+    encoded: bytes = encode_op_msg_response(reply, request_id=request_id, response_to=response_to)
+    return encoded
+
+
 def _as_int(value: Any) -> int:
     """Cursor ids arrive as Int64 (mongoeco decodes them to a wrapper with ``.value``)."""
     return int(getattr(value, "value", value))
 
 
+def _shift(entries: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
+    """Per-item results of one chunk, with indexes made relative to the whole batch."""
+    return [{**entry, "index": _as_int(entry["index"]) + offset} for entry in entries]
+
+
 def _session_key(lsid: Any) -> Any:
     if not isinstance(lsid, dict):
         return None
-    session_id = lsid.get("id")
+    session_id: Any = lsid.get("id")
     return bytes(session_id.bytes) if hasattr(session_id, "bytes") else repr(session_id)
 
 
