@@ -281,11 +281,9 @@ class ChangeStreams:
                 await asyncio.wait({waiter, killed}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
                 killed.cancel()
-        except CommandError:
-            self._cursors.pop(cursor_id, None)
-            raise
         except Exception:
-            # An event the stage pipeline cannot evaluate kills the stream, as on MongoDB.
+            # Any failure - history lost, killed, or an event the stage pipeline cannot
+            # evaluate - ends the stream, as on MongoDB.
             self._cursors.pop(cursor_id, None)
             raise
         finally:
