@@ -110,14 +110,6 @@ class History:
                 high = middle
         return self._events[low].seq if low < len(self._events) else self._next_seq
 
-    def find(self, time: ClusterTime) -> ChangeEvent | None:
-        seq = self.seq_after(time) - 1
-        first = self.first_seq
-        if seq < first or not self._events:
-            return None
-        event = self._events[seq - first]
-        return event if event.time == time else None
-
     def lookup(self, db: str, coll: str, key: Any) -> Document | None:
         """The current committed version of a document (for ``updateLookup``)."""
         found = self._shadow.documents.get((db, coll), {}).get(key)

@@ -77,6 +77,9 @@ class StreamSpec:
 
     @property
     def namespace(self) -> str:
+        """The ``ns`` a cursor reply names, as MongoDB reports it for each scope."""
+        if self.cluster:
+            return "admin.$cmd.aggregate"
         if self.coll is not None:
             return f"{self.db}.{self.coll}"
         return f"{self.db}.$cmd.aggregate"
@@ -96,7 +99,7 @@ class StreamCursor:
     busy: bool = False
 
 
-def parse_spec(command: dict[str, Any], db: str) -> tuple[StreamSpec, dict[str, Any]]:
+def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
     """Validate a change stream ``aggregate`` command."""
     pipeline = command.get("pipeline")
     if not isinstance(pipeline, list) or not pipeline:
@@ -196,7 +199,7 @@ def parse_spec(command: dict[str, Any], db: str) -> tuple[StreamSpec, dict[str, 
         start_after=start_after,
         start_at=start_at,
     )
-    return spec, options
+    return spec
 
 
 def _decode_resume_token(value: object) -> Any:
@@ -224,7 +227,7 @@ class ChangeStreams:
 
     # -- commands ---------------------------------------------------------------------
     def open(self, command: dict[str, Any], db: str, *, session_id: Any = None) -> dict[str, Any]:
-        spec, _ = parse_spec(command, db)
+        spec = parse_spec(command, db)
         history = self._history
         if spec.start_after is not None:
             if history.lost_through is not None and spec.start_after < history.lost_through:
@@ -469,14 +472,12 @@ class ChangeStreams:
     def _reply(
         self, cursor: StreamCursor, batch: list[dict[str, Any]], key: str, closed: bool
     ) -> dict[str, Any]:
-        spec = cursor.spec
-        namespace = "admin.$cmd.aggregate" if spec.cluster else spec.namespace
         return {
             "cursor": {
                 key: batch,
                 "postBatchResumeToken": {"_data": cursor.resume_token},
                 "id": Int64(0 if closed else cursor.cursor_id),
-                "ns": namespace,
+                "ns": cursor.spec.namespace,
             },
             "ok": 1.0,
         }
