@@ -15,3 +15,20 @@ class ConfigError(MongoReactError, ValueError):
         self.option = option
         self.value = value
         self.problem = problem
+
+
+class TaskConditionFailedError(MongoReactError):
+    """The source document is gone, no longer matches the task's filter, or its watched
+    values changed since the run was planned; the run is skipped, not failed."""
+
+    def __init__(self, task: str, doc_id: object) -> None:
+        super().__init__(
+            f"task {task!r}: document {doc_id!r} no longer qualifies (deleted, not matching "
+            "the filter, or its watched values changed)"
+        )
+        self.task = task
+        self.doc_id = doc_id
+
+
+class NotStartedError(MongoReactError):
+    """An operation needs ``start()`` (or ``init()``) first."""

@@ -1,0 +1,70 @@
+"""Retrying pymongo's transient errors in background threads (tenacity >= 8.2).
+
+A network blip, a primary step-down or a NotWritablePrimary reply must not kill a
+thread or lose work: the call is retried with jittered exponential back-off. Waits go
+through the thread's stop ``Event`` so ``stop()`` is never held up by a back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+import tenacity
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+logger = logging.getLogger("mongoreact.retry")
+T = TypeVar("T")
+
+# Server codes meaning "try again, possibly on the new primary".
+_TRANSIENT_CODES: Final = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is worth retrying unchanged."""
+    if isinstance(error, ConnectionFailure):  # includes AutoReconnect and NotPrimaryError
+        return True
+    if isinstance(error, PyMongoError) and (
+        error.has_error_label("RetryableWriteError")
+        or error.has_error_label("TransientTransactionError")
+    ):
+        return True
+    return isinstance(error, OperationFailure) and error.code in _TRANSIENT_CODES
+
+
+def call_with_retry(
+    fn: Callable[[], T], stop: threading.Event, *, what: str, give_up_after: float = 30.0
+) -> T:
+    """``fn()``, retried on transient errors for up to ``give_up_after`` seconds or until
+    ``stop`` is set; the last error is re-raised."""
+
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+        stop=tenacity.stop_any(tenacity.stop_after_delay(give_up_after), _StopWhenSet(stop)),
+        sleep=sleep,
+        reraise=True,
+        before_sleep=lambda state: logger.warning(
+            "transient error during %s, retrying: %s",
+            what,
+            state.outcome.exception() if state.outcome else None,
+        ),
+    )
+    return retrying(fn)
+
+
+class _StopWhenSet(tenacity.stop.stop_base):
+    """Stop retrying once the owning thread is asked to stop."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self._event.is_set()

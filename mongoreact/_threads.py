@@ -1,0 +1,71 @@
+"""The shape every mongoreact background thread shares.
+
+A ``Loop`` is a named daemon thread that calls ``step()`` until its stop ``Event`` is
+set. ``step`` returns how long to wait before the next call; the wait is on the stop
+event, so ``stop()`` interrupts it. An exception is logged with its traceback and the
+loop carries on after a growing pause: a thread never dies silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Final
+
+logger = logging.getLogger("mongoreact.threads")
+
+ERROR_PAUSE_MIN: Final = 0.1
+ERROR_PAUSE_MAX: Final = 10.0
+
+
+class Loop:
+    """Base class: override ``step``; optionally ``on_stop`` for last words."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> float:
+        """Do one round of work; return seconds to wait before the next."""
+        raise NotImplementedError
+
+    def on_stop(self) -> None:
+        """Runs in the thread after the last step."""
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to finish; does not wait (see ``join``)."""
+        self.stopping.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; ``True`` if it has finished."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _run(self) -> None:
+        pause = ERROR_PAUSE_MIN
+        try:
+            while not self.stopping.is_set():
+                try:
+                    wait = self.step()
+                    pause = ERROR_PAUSE_MIN
+                except Exception:
+                    logger.exception("%s: error; retrying in %.1fs", self.name, pause)
+                    wait, pause = pause, min(pause * 2, ERROR_PAUSE_MAX)
+                if wait > 0:
+                    self.stopping.wait(wait)
+        finally:
+            try:
+                self.on_stop()
+            except Exception:
+                logger.exception("%s: error while stopping", self.name)
+            logger.debug("%s: stopped", self.name)

@@ -1,0 +1,74 @@
+"""Small checks shared by the option parsers; each raises ``ConfigError``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def as_mapping(value: object, option: str, allowed: Iterable[str]) -> Mapping[str, Any]:
+    """``value`` as a mapping whose keys are all in ``allowed``."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(option, value, "expected a dict")
+    known = set(allowed)
+    for key in value:
+        if key not in known:
+            raise ConfigError(
+                f"{option}.{key}", value[key], f"unknown option; known: {', '.join(sorted(known))}"
+            )
+    return value
+
+
+def check_unknown(options: Mapping[str, object], allowed: Iterable[str], where: str) -> None:
+    """``ConfigError`` for the first key of ``options`` not in ``allowed``."""
+    known = set(allowed)
+    for key, value in options.items():
+        if key not in known:
+            raise ConfigError(
+                key, value, f"unknown option of {where}; known: {', '.join(sorted(known))}"
+            )
+
+
+def as_int(value: object, option: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int (not a bool) no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(option, value, "expected an integer")
+    if minimum is not None and value < minimum:
+        raise ConfigError(option, value, f"must be at least {minimum}")
+    return value
+
+
+def as_bool(value: object, option: str) -> bool:
+    """``value`` if it is a bool."""
+    if not isinstance(value, bool):
+        raise ConfigError(option, value, "expected True or False")
+    return value
+
+
+def as_choice(value: object, option: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``."""
+    options = list(choices)
+    if value not in options:
+        raise ConfigError(option, value, f"expected one of {', '.join(map(repr, options))}")
+    assert isinstance(value, str)
+    return value
+
+
+def as_name(value: object, option: str) -> str:
+    """A non-empty name usable as a MongoDB field path segment and collection name."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(option, value, "expected a non-empty string")
+    if value.startswith("$") or "." in value or "\0" in value:
+        raise ConfigError(option, value, "must not contain '.', start with '$' or contain NUL")
+    return value
+
+
+def as_callable(value: object, option: str) -> Any:
+    """``value`` if it can be called."""
+    if not callable(value):
+        raise ConfigError(option, value, "expected a callable")
+    return value

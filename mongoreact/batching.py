@@ -1,0 +1,86 @@
+"""Collecting change events into planning batches.
+
+The first event opens a short sliding window: every further event extends it, but never
+beyond ``max_wait`` after the first, and a batch that reaches ``max_size`` distinct
+documents is due at once. Repeated changes to one document collapse into one entry,
+and only ``_id``s are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import bson
+
+
+@attrs.define
+class Batch:
+    """Documents to plan, per source collection; ``deleted`` holds those last seen deleted."""
+
+    ids: dict[str, dict[bytes, Any]] = attrs.field(factory=dict)
+    deleted: dict[str, set[bytes]] = attrs.field(factory=dict)
+    token: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.ids.values())
+
+    def deleted_ids(self, collection: str) -> list[Any]:
+        """The ids of ``collection`` whose latest event was a delete."""
+        ids = self.ids.get(collection, {})
+        return [ids[key] for key in self.deleted.get(collection, ())]
+
+
+def id_key(doc_id: Any) -> bytes:
+    """A hashable key for any BSON ``_id`` (dicts and lists are not hashable)."""
+    return bson.encode({"_": doc_id})
+
+
+class EventBatcher:
+    """Decides when the collected events are due for planning. Times are monotonic."""
+
+    def __init__(self, window: float, max_wait: float, max_size: int) -> None:
+        self._window, self._max_wait, self._max_size = window, max_wait, max_size
+        self._batch = Batch()
+        self._first: float | None = None
+        self._last: float | None = None
+
+    def add(
+        self, collection: str, doc_id: Any, *, deleted: bool, token: dict[str, Any], now: float
+    ) -> None:
+        """Record one change event."""
+        key = id_key(doc_id)
+        self._batch.ids.setdefault(collection, {})[key] = doc_id
+        gone = self._batch.deleted.setdefault(collection, set())
+        if deleted:
+            gone.add(key)
+        else:
+            gone.discard(key)
+        self._batch.token = token
+        if self._first is None:
+            self._first = now
+        self._last = now
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+    def due_at(self) -> float | None:
+        """When the batch must be planned (``None`` while empty)."""
+        if self._first is None or self._last is None:
+            return None
+        if len(self._batch) >= self._max_size:
+            return self._first
+        return min(self._last + self._window, self._first + self._max_wait)
+
+    def is_due(self, now: float) -> bool:
+        """Whether the batch should be planned now."""
+        due = self.due_at()
+        return due is not None and now >= due
+
+    def peek(self) -> Batch:
+        """The batch so far (kept until ``clear``, so a failed planning is retried)."""
+        return self._batch
+
+    def clear(self) -> None:
+        """Forget the batch after it was planned."""
+        self._batch, self._first, self._last = Batch(), None, None

@@ -1,0 +1,102 @@
+"""What a handler receives: the task, its document, and flow control."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.client_session import ClientSession
+
+from .clock import ServerClock, as_utc, utc_now
+from .definition import TaskDefinition
+from .durations import parse_duration
+from .errors import ConfigError, TaskConditionFailedError
+from .records import ClaimedTask
+from .store.tasks import TaskStore
+
+
+class TaskContext:
+    """The handler's view of one run of one task for one source document."""
+
+    def __init__(
+        self,
+        *,
+        definition: TaskDefinition,
+        claim: ClaimedTask,
+        store: TaskStore,
+        clock: ServerClock,
+        throttle: Callable[[str, float], None],
+    ) -> None:
+        self._definition = definition
+        self._claim = claim
+        self._store = store
+        self._clock = clock
+        self._throttle = throttle
+        self.deferred_until: dt.datetime | None = None
+
+    @property
+    def task(self) -> str:
+        """The task's name."""
+        return self._definition.name
+
+    @property
+    def collection(self) -> str:
+        """The source collection."""
+        return self._definition.collection
+
+    @property
+    def doc_id(self) -> Any:
+        """The source document's ``_id``."""
+        return self._claim.record["sourceDocId"]
+
+    @property
+    def watched_values(self) -> Any:
+        """The ``watch_projection`` snapshot this run was planned for."""
+        return self._claim.record.get("lastObservedValues")
+
+    @property
+    def attempt(self) -> int:
+        """Which run this is for the current data: 1 first, 2 for the first retry, ..."""
+        return self._claim.attempt
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The task record as claimed (read-only by convention)."""
+        return self._claim.record
+
+    def get_document(
+        self, projection: Any = None, session: ClientSession | None = None
+    ) -> dict[str, Any]:
+        """The source document, checked in the same query that reads it.
+
+        Raises ``TaskConditionFailedError`` when the document is gone, no longer matches
+        the filter, or its watched values changed since planning; the run then ends as
+        completed without counting a failure (a newer run is planned if data changed).
+        """
+        document = self._store.fetch_source(
+            self._definition, self._claim.record, projection=projection, session=session
+        )
+        if document is None:
+            raise TaskConditionFailedError(self.task, self.doc_id)
+        return document
+
+    def defer_current(self, delay: object) -> None:
+        """Run this task again later (a duration or a datetime), without counting an
+        attempt. Takes effect when the handler returns normally."""
+        self.deferred_until = self._when(delay, "defer_current")
+
+    def throttle_all(self, delay: object) -> None:
+        """Claim no task of this type on this instance for a while (a duration or a
+        datetime). Takes effect at once, whatever the handler does next; the current
+        run is not affected (combine with ``defer_current`` to postpone it too)."""
+        until = self._when(delay, "throttle_all")
+        self._throttle(self.task, (until - self._clock.now()).total_seconds())
+
+    def _when(self, delay: object, option: str) -> dt.datetime:
+        if isinstance(delay, dt.datetime):
+            # A datetime is a wall-clock time; shift it onto the server's clock.
+            return as_utc(delay) + (self._clock.now() - utc_now())
+        if delay is None:
+            raise ConfigError(option, delay, "expected a duration or a datetime")
+        return self._clock.now() + parse_duration(delay, option)

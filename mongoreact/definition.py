@@ -1,0 +1,158 @@
+"""A registered task: its options, validated and converted once, at ``register`` time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ._validate import as_bool, as_callable, as_choice, as_int, as_mapping, as_name, check_unknown
+from .durations import parse_duration, to_milliseconds
+from .errors import ConfigError
+from .policies.retry import RetryPolicy, parse_retry_policy
+from .triggers import compile_watch_projection, normalize_filter
+
+if TYPE_CHECKING:
+    from .context import TaskContext
+
+Handler = Callable[["TaskContext"], object]
+
+DEFAULT_DEBOUNCE: Final = dt.timedelta(seconds=1)
+MAX_DEBOUNCE_FACTOR: Final = 10
+DELETE_WHEN: Final = ("sourceDocumentDeleted", "sourceDocumentDeletedOrNoLongerMatching", "never")
+ON_HANDLER_VERSION_CHANGE: Final = ("none", "reprocess_failed", "reprocess_all")
+TASKS_SUFFIX: Final = "_tasks"
+
+
+@attrs.frozen(kw_only=True)
+class CleanupPolicy:
+    """When records of tasks whose source document is gone (or unmatched) are deleted."""
+
+    delete_when: str = "sourceDocumentDeleted"
+    keep_for: dt.timedelta = dt.timedelta(hours=24)
+
+
+@attrs.frozen(kw_only=True)
+class Evolution:
+    """How a task reacts to a new handler version or a changed trigger."""
+
+    handler_version: int = 1
+    on_handler_version_change: str = "none"
+    reconcile_on_trigger_change: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class TaskDefinition:
+    """Everything mongoreact knows about one registered task."""
+
+    name: str
+    collection: str
+    handler: Handler
+    filter: dict[str, Any] | None
+    watch_projection: dict[str, Any] | None
+    watch_expression: Any
+    debounce: dt.timedelta
+    max_debounce: dt.timedelta
+    retry_policy: RetryPolicy
+    cleanup_policy: CleanupPolicy
+    execution_history_limit: int
+    evolution: Evolution
+
+    @property
+    def tasks_collection(self) -> str:
+        """Where this task's records live."""
+        return self.collection + TASKS_SUFFIX
+
+    @property
+    def debounce_ms(self) -> int:
+        """The debounce in the unit of MongoDB date arithmetic."""
+        return to_milliseconds(self.debounce)
+
+    @property
+    def max_debounce_ms(self) -> int:
+        """The longest a pending run can be pushed back by further changes."""
+        return to_milliseconds(self.max_debounce)
+
+
+_OPTIONS: Final = (
+    "task", "collection", "handler", "filter", "watch_projection", "debounce", "max_debounce",
+    "retry_policy", "cleanup_policy", "execution_history_limit", "evolution",
+)  # fmt: skip
+
+
+def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
+    """A ``TaskDefinition`` from ``register``'s keyword arguments, or ``ConfigError``."""
+    check_unknown(options, _OPTIONS, "register()")
+    for required in ("task", "collection", "handler"):
+        if options.get(required) is None:
+            raise ConfigError(required, None, "required")
+    name = as_name(options["task"], "task")
+    collection = as_name(options["collection"], "collection")
+    if collection.endswith(TASKS_SUFFIX) or collection.startswith("system."):
+        raise ConfigError("collection", collection, "cannot watch a tasks or system collection")
+    debounce = parse_duration(options.get("debounce", DEFAULT_DEBOUNCE), "debounce")
+    if options.get("max_debounce") is None:
+        max_debounce = debounce * MAX_DEBOUNCE_FACTOR
+    else:
+        max_debounce = parse_duration(options["max_debounce"], "max_debounce")
+        if max_debounce < debounce:
+            raise ConfigError("max_debounce", options["max_debounce"], "shorter than debounce")
+    projection = options.get("watch_projection")
+    return TaskDefinition(
+        name=name,
+        collection=collection,
+        handler=as_callable(options["handler"], "handler"),
+        filter=normalize_filter(options.get("filter")),
+        watch_projection=dict(projection) if isinstance(projection, Mapping) else None,
+        watch_expression=compile_watch_projection(projection),
+        debounce=debounce,
+        max_debounce=max_debounce,
+        retry_policy=parse_retry_policy(options.get("retry_policy")),
+        cleanup_policy=_parse_cleanup(options.get("cleanup_policy")),
+        execution_history_limit=as_int(
+            options.get("execution_history_limit", 5), "execution_history_limit", minimum=0
+        ),
+        evolution=_parse_evolution(options.get("evolution")),
+    )
+
+
+def _parse_cleanup(value: object) -> CleanupPolicy:
+    if value is None or isinstance(value, CleanupPolicy):
+        return value or CleanupPolicy()
+    raw = as_mapping(value, "cleanup_policy", ("delete_when", "keep_for"))
+    fields: dict[str, Any] = {}
+    if "delete_when" in raw:
+        fields["delete_when"] = as_choice(
+            raw["delete_when"], "cleanup_policy.delete_when", DELETE_WHEN
+        )
+    if "keep_for" in raw:
+        fields["keep_for"] = parse_duration(raw["keep_for"], "cleanup_policy.keep_for")
+    return CleanupPolicy(**fields)
+
+
+def _parse_evolution(value: object) -> Evolution:
+    if value is None or isinstance(value, Evolution):
+        return value or Evolution()
+    raw = as_mapping(
+        value,
+        "evolution",
+        ("handler_version", "on_handler_version_change", "reconcile_on_trigger_change"),
+    )
+    fields: dict[str, Any] = {}
+    if "handler_version" in raw:
+        fields["handler_version"] = as_int(
+            raw["handler_version"], "evolution.handler_version", minimum=1
+        )
+    if "on_handler_version_change" in raw:
+        fields["on_handler_version_change"] = as_choice(
+            raw["on_handler_version_change"],
+            "evolution.on_handler_version_change",
+            ON_HANDLER_VERSION_CHANGE,
+        )
+    if "reconcile_on_trigger_change" in raw:
+        fields["reconcile_on_trigger_change"] = as_bool(
+            raw["reconcile_on_trigger_change"], "evolution.reconcile_on_trigger_change"
+        )
+    return Evolution(**fields)

@@ -1,0 +1,318 @@
+"""``ReactiveTasks``: one mongoreact instance, the class behind the module-level API."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.uri_parser import parse_uri
+
+from .clock import ServerClock
+from .definition import Handler, TaskDefinition, build_definition
+from .errors import ConfigError, MongoReactError
+from .leader import LeaderElector
+from .leases import LeaseKeeper
+from .planner import Planner, StreamReader
+from .registry import TaskRegistry
+from .settings import Settings, build_settings
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
+from .worker import WorkerPool
+
+logger = logging.getLogger("mongoreact.engine")
+
+Document = dict[str, Any]
+State = Literal["new", "running", "stopped"]
+
+
+class ReactiveTasks:
+    """One mongoreact instance: its tasks, its leader election, planner and workers.
+
+    Several instances may live in one process; each behaves like a separate app
+    instance (its own ``instance_id``, threads and leases). Takes the options of
+    :func:`mongoreact.init`; bad options raise ``ConfigError`` here, not later.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._settings: Settings = build_settings(options)
+        self._registry = TaskRegistry()
+        self._state: State = "new"
+        self._lock = threading.RLock()
+        self._client: MongoClient[Document] | None = None
+        self._elector: LeaderElector | None = None
+        self._leases: LeaseKeeper | None = None
+        self._workers: WorkerPool | None = None
+        self._planning: tuple[StreamReader, Planner] | None = None
+        self._task_store: TaskStore | None = None
+        self._globals: GlobalsStore | None = None
+        self._database: Database[Document] | None = None
+        self.clock = ServerClock()
+
+    # Registration.
+
+    def register(
+        self,
+        task: str | None = None,
+        collection: str | None = None,
+        handler: Handler | None = None,
+        **options: Any,
+    ) -> TaskDefinition:
+        """Register a task (see the task options in the docs); before ``start()``."""
+        definition = build_definition(
+            {"task": task, "collection": collection, "handler": handler, **options}
+        )
+        with self._lock:
+            if self._state != "new":
+                raise ConfigError(
+                    "task",
+                    definition.name,
+                    "register every task before start(); registering on a running "
+                    "instance is not supported",
+                )
+            self._registry.add(definition)
+        return definition
+
+    def task(
+        self, task: str | None = None, collection: str | None = None, **options: Any
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`: ``@reactive.task(task=..., collection=...)``.
+
+        Validation happens when the decorator is applied; the function is returned
+        unchanged.
+        """
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(
+                task=task or getattr(handler, "__name__", None),
+                collection=collection,
+                handler=handler,
+                **options,
+            )
+            return handler
+
+        return decorate
+
+    @property
+    def definitions(self) -> list[TaskDefinition]:
+        """The registered tasks."""
+        return list(self._registry)
+
+    @property
+    def settings(self) -> Settings:
+        """The options this instance was built with."""
+        return self._settings
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's id (leases and records name it)."""
+        return self._settings.instance_id
+
+    # Life cycle.
+
+    def start(self) -> None:
+        """Connect, create indexes, check every task with the server, start the threads.
+
+        Non-blocking: planning and work happen on background threads. Idempotent.
+        """
+        with self._lock:
+            if self._state == "running":
+                return
+            if self._state == "stopped":
+                raise MongoReactError("a stopped ReactiveTasks cannot be started again")
+            if not len(self._registry):
+                raise ConfigError("register", None, "register at least one task before start()")
+            database = self._connect()
+            try:
+                self._prepare(database)
+            except Exception:
+                self._disconnect()
+                raise
+            self._launch(database)
+            self._state = "running"
+        logger.info(
+            "mongoreact instance %s started with %d task(s)",
+            self.instance_id,
+            len(self._registry),
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop planning and claiming, wait up to ``timeout`` seconds for running
+        handlers, give up the leader lease. Returns ``True`` if shutdown was clean (no
+        handler was still running). Safe to call more than once."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._state != "running":
+                self._state = "stopped"
+                return True
+            self._state = "stopped"
+        clean = True
+        if self._workers is not None:
+            clean = self._workers.stop(timeout)
+        loops = [x for x in (self._elector, self._leases) if x is not None]
+        for loop in loops:
+            loop.stop()
+        for loop in loops:
+            clean &= loop.join(max(0.0, deadline - time.monotonic()))
+        self._stop_planning(max(0.0, deadline - time.monotonic()))
+        self._disconnect()
+        logger.info("mongoreact instance %s stopped (clean: %s)", self.instance_id, clean)
+        return clean
+
+    @property
+    def is_running(self) -> bool:
+        """Between ``start()`` and ``stop()``."""
+        return self._state == "running"
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this instance currently plans for the cluster."""
+        return self._elector is not None and self._elector.is_leader()
+
+    def wake_workers(self) -> None:
+        """Have this instance's workers poll for due tasks now."""
+        if self._workers is not None:
+            self._workers.wake()
+
+    def __enter__(self) -> ReactiveTasks:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # Internals.
+
+    def _connect(self) -> Database[Document]:
+        settings = self._settings
+        if settings.client is not None:
+            client = settings.client
+        else:
+            assert settings.uri is not None
+            client = MongoClient(settings.uri, tz_aware=True)
+            self._client = client
+        name = settings.database
+        if name is None and settings.uri is not None:
+            name = parse_uri(settings.uri).get("database")
+        if name is None:
+            try:
+                name = client.get_default_database().name
+            except Exception:
+                name = None
+        if not name:
+            self._disconnect()
+            raise ConfigError("database", None, "name the database (database= or in the URI)")
+        return client[name]
+
+    def _prepare(self, database: Database[Document]) -> None:
+        hello = database.client.admin.command("hello")
+        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+            raise MongoReactError(
+                "mongoreact needs change streams: connect to a replica set (a single-node "
+                "replica set is enough) or a sharded cluster"
+            )
+        tasks = TaskStore(database)
+        for definition in self._registry:
+            _validate_with_server(tasks, definition)
+        for tasks_collection in self._registry.tasks_collections:
+            tasks.ensure_indexes(tasks_collection)
+        self.clock.sync(lambda: database.client.admin.command("hello"))
+        self._task_store = tasks
+        self._globals = GlobalsStore(database, self._settings.globals_collection)
+        self._database = database
+
+    def _launch(self, database: Database[Document]) -> None:
+        assert self._task_store is not None and self._globals is not None
+        self._leases = LeaseKeeper(settings=self._settings, store=self._task_store)
+        self._workers = WorkerPool(
+            settings=self._settings,
+            registry=self._registry,
+            store=self._task_store,
+            clock=self.clock,
+            leases=self._leases,
+        )
+        self._elector = LeaderElector(
+            settings=self._settings,
+            store=self._globals,
+            clock=self.clock,
+            hello=lambda: database.client.admin.command("hello"),
+            on_elected=self._start_planning,
+            on_deposed=lambda: self._stop_planning(self._settings.leader_heartbeat.total_seconds()),
+        )
+        self._leases.start()
+        self._workers.start()
+        self._elector.start()
+
+    def _start_planning(self) -> None:
+        assert self._database is not None and self._task_store is not None
+        assert self._globals is not None and self._elector is not None
+        events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * self._settings.batch_size)
+        reader = StreamReader(
+            settings=self._settings,
+            database=self._database,
+            registry=self._registry,
+            globals_store=self._globals,
+            events=events,
+            on_history_lost=self._on_history_lost,
+        )
+        planner = Planner(
+            settings=self._settings,
+            registry=self._registry,
+            task_store=self._task_store,
+            globals_store=self._globals,
+            events=events,
+            is_leader=self._elector.is_leader,
+            on_planned=self._on_planned,
+        )
+        self._stop_planning(self._settings.leader_heartbeat.total_seconds())
+        self._planning = (reader, planner)
+        reader.start()
+        planner.start()
+
+    def _stop_planning(self, timeout: float) -> None:
+        planning, self._planning = self._planning, None
+        if planning is None:
+            return
+        deadline = time.monotonic() + timeout
+        for loop in planning:
+            loop.stop()
+        for loop in planning:
+            if not loop.join(max(0.0, deadline - time.monotonic())):
+                logger.warning("%s did not stop within %.1fs", loop.name, timeout)
+
+    def _on_planned(self, definition: TaskDefinition) -> None:
+        if self._workers is not None:
+            self._workers.wake(definition.debounce.total_seconds())
+
+    def _on_history_lost(self) -> None:
+        logger.error(
+            "the change stream history was lost; documents changed meanwhile are planned "
+            "at the next reconciliation"
+        )
+
+    def _disconnect(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except PyMongoError:
+                logger.debug("error closing the client", exc_info=True)
+            self._client = None
+
+
+def _validate_with_server(tasks: TaskStore, definition: TaskDefinition) -> None:
+    try:
+        tasks.validate_definition(definition)
+    except OperationFailure as error:
+        reason = error.details.get("errmsg") if error.details else str(error)
+        raise ConfigError(
+            "filter",
+            definition.filter,
+            f"task {definition.name!r}: the server rejected the filter or watch_projection: "
+            f"{reason}",
+        ) from error

@@ -1,0 +1,108 @@
+"""Leader election: one instance in the cluster holds the lease and plans.
+
+Every instance runs this loop. Each heartbeat it tries to take or renew the lease in
+the globals collection; the server decides with its own clock. Locally, leadership is
+trusted only until ``leader_ttl`` after the start of the last successful renewal, so a
+leader cut off from the database stops planning before anyone else can take over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ._retry import call_with_retry
+from ._threads import Loop
+from .clock import ServerClock
+from .settings import Settings
+from .store.globals import GlobalsStore
+
+logger = logging.getLogger("mongoreact.leader")
+
+
+class LeaderElector(Loop):
+    """Keeps trying to be the leader; calls back when that changes."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: GlobalsStore,
+        clock: ServerClock,
+        hello: Callable[[], dict[str, object]],
+        on_elected: Callable[[], None],
+        on_deposed: Callable[[], None],
+    ) -> None:
+        super().__init__(f"mongoreact-leader-{settings.instance_id}")
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._hello = hello
+        self._on_elected = on_elected
+        self._on_deposed = on_deposed
+        self._leading = False
+        self._valid_until = 0.0
+        self._lock = threading.Lock()
+        self.epoch = 0
+
+    def is_leader(self) -> bool:
+        """Whether this instance may plan right now."""
+        with self._lock:
+            return self._leading and time.monotonic() < self._valid_until
+
+    def step(self) -> float:
+        heartbeat = self._settings.leader_heartbeat.total_seconds()
+        ttl = self._settings.leader_ttl.total_seconds()
+        asked = time.monotonic()
+        try:
+            self._clock.sync(self._hello)
+            lease = call_with_retry(
+                lambda: self._store.acquire_leadership(
+                    self._settings.instance_id, self._settings.leader_ttl
+                ),
+                self.stopping,
+                what="leader election",
+                give_up_after=heartbeat,
+            )
+        except Exception:
+            if self.is_leader() or not self._leading:
+                raise
+            self._depose("the lease could not be renewed before it expired")
+            raise
+        if self.stopping.is_set():
+            return 0.0
+        if lease.holder == self._settings.instance_id:
+            with self._lock:
+                self._valid_until = asked + ttl
+                newly = not self._leading
+                self._leading = True
+                self.epoch = lease.epoch
+            if newly:
+                logger.info(
+                    "%s became the leader (epoch %d)", self._settings.instance_id, lease.epoch
+                )
+                self._on_elected()
+        elif self._leading:
+            self._depose(f"{lease.holder} holds the lease")
+        return heartbeat
+
+    def _depose(self, reason: str) -> None:
+        with self._lock:
+            self._leading = False
+        logger.warning("%s lost the leadership: %s", self._settings.instance_id, reason)
+        self._on_deposed()
+
+    def on_stop(self) -> None:
+        if not self._leading:
+            return
+        with self._lock:
+            self._leading = False
+        self._on_deposed()
+        try:
+            self._store.release_leadership(self._settings.instance_id)
+        except Exception:
+            logger.warning(
+                "could not release the leader lease; it expires by itself", exc_info=True
+            )

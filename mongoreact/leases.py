@@ -1,0 +1,70 @@
+"""Keeping the leases of running tasks alive.
+
+One thread per instance renews every held lease each ``task_lease / 5`` in one update
+per tasks collection. A claim the renewal no longer finds (the lease expired and
+another worker took the task) is marked lost; its run's result will not be written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ._retry import call_with_retry
+from ._threads import Loop
+from .records import ClaimedTask
+from .settings import Settings
+from .store.tasks import TaskStore
+
+logger = logging.getLogger("mongoreact.leases")
+
+RENEWALS_PER_LEASE = 5
+
+
+class LeaseKeeper(Loop):
+    """Renews the leases of the tasks this instance is running."""
+
+    def __init__(self, *, settings: Settings, store: TaskStore) -> None:
+        super().__init__(f"mongoreact-leases-{settings.instance_id}")
+        self._settings = settings
+        self._store = store
+        self._held: dict[Any, ClaimedTask] = {}
+        self._lost: set[Any] = set()
+        self._lock = threading.Lock()
+
+    def hold(self, claim: ClaimedTask) -> None:
+        """Start renewing ``claim``'s lease."""
+        with self._lock:
+            self._held[claim.claim_id] = claim
+
+    def release(self, claim: ClaimedTask) -> None:
+        """Stop renewing ``claim``'s lease."""
+        with self._lock:
+            self._held.pop(claim.claim_id, None)
+            self._lost.discard(claim.claim_id)
+
+    def is_lost(self, claim: ClaimedTask) -> bool:
+        """Whether another worker may own ``claim``'s record now."""
+        with self._lock:
+            return claim.claim_id in self._lost
+
+    def step(self) -> float:
+        interval = self._settings.task_lease.total_seconds() / RENEWALS_PER_LEASE
+        with self._lock:
+            held = list(self._held.values())
+        by_collection: dict[str, list[ClaimedTask]] = {}
+        for claim in held:
+            by_collection.setdefault(claim.tasks_collection, []).append(claim)
+        for claims in by_collection.values():
+            lost = call_with_retry(
+                lambda c=claims: self._store.renew(c, self._settings.task_lease),  # type: ignore[misc]
+                self.stopping,
+                what="renewing task leases",
+                give_up_after=interval,
+            )
+            if lost:
+                with self._lock:
+                    self._lost |= lost & set(self._held)
+                logger.warning("lost the lease of %d running task(s)", len(lost))
+        return interval

@@ -1,0 +1,244 @@
+"""The leader's planner: one database-level change stream in, task records out.
+
+Two threads. The *stream reader* iterates the change stream and puts each event's
+``_id``, collection, operation and resume token on a bounded queue; when the queue is
+full it stops reading, which holds the server cursor back (backpressure). The *planner*
+collects events into batches (see ``batching``), plans each batch with one pass per
+task, then saves the resume token, so a new leader resumes after the last planned event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from pymongo.database import Database
+from pymongo.errors import OperationFailure, PyMongoError
+
+from ._retry import call_with_retry
+from ._threads import Loop
+from .batching import EventBatcher
+from .definition import TaskDefinition
+from .registry import TaskRegistry
+from .settings import Settings
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
+
+logger = logging.getLogger("mongoreact.planner")
+
+Document = dict[str, Any]
+
+PLANNED_OPERATIONS: Final = ("insert", "update", "replace", "delete")
+# ChangeStreamHistoryLost (286) and the older CappedPositionLost (280): the oplog no
+# longer reaches back to the saved token.
+HISTORY_LOST_CODES: Final = frozenset({280, 286})
+STREAM_AWAIT_MS: Final = 500
+QUEUE_PUT_TIMEOUT: Final = 0.2
+
+
+def stream_pipeline(collections: list[str]) -> list[Document]:
+    """Only the operations and collections planning needs, and only ids from them."""
+    return [
+        {
+            "$match": {
+                "operationType": {"$in": list(PLANNED_OPERATIONS)},
+                "ns.coll": {"$in": collections},
+            }
+        },
+        {"$project": {"operationType": 1, "ns": 1, "documentKey._id": 1, "clusterTime": 1}},
+    ]
+
+
+class StreamReader(Loop):
+    """Feeds change events (ids only) to the planner's queue."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database[Document],
+        registry: TaskRegistry,
+        globals_store: GlobalsStore,
+        events: queue.Queue[tuple[str, Any]],
+        on_history_lost: Callable[[], None],
+    ) -> None:
+        super().__init__(f"mongoreact-stream-{settings.instance_id}")
+        self._db = database
+        self._registry = registry
+        self._globals = globals_store
+        self._events = events
+        self._on_history_lost = on_history_lost
+        self._stream: Any = None
+        self._position: Document | None = None
+
+    def step(self) -> float:
+        if self._stream is None:
+            self._open()
+        stream = self._stream
+        try:
+            change = stream.try_next()
+        except OperationFailure as error:
+            self._close()
+            if error.code in HISTORY_LOST_CODES:
+                logger.error("change stream history lost (code %s); starting afresh", error.code)
+                self._globals.forget_resume_token()
+                self._position = None
+                self._on_history_lost()
+                return 0.0
+            raise
+        except PyMongoError:
+            self._close()  # reopened from the last position handed to the planner
+            raise
+        token = stream.resume_token
+        if change is None:
+            if not stream.alive:  # invalidated, e.g. the database was dropped
+                self._close()
+            elif token is not None:
+                self._put(("idle", token))
+                self._position = token
+            return 0.0
+        if token is not None:
+            self._position = token
+        self._put(("event", change))
+        return 0.0
+
+    def _open(self) -> None:
+        if self._position is None:
+            self._position = self._globals.load_resume_token()
+        collections = self._registry.collections
+        logger.info(
+            "opening the change stream on %s for %s (%s)",
+            self._db.name,
+            ", ".join(collections),
+            "resuming" if self._position else "from now",
+        )
+        self._stream = self._db.watch(
+            stream_pipeline(collections),
+            start_after=self._position,
+            max_await_time_ms=STREAM_AWAIT_MS,
+        )
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        # A full queue means planning lags behind: stop reading until it catches up.
+        while not self.stopping.is_set():
+            with contextlib.suppress(queue.Full):
+                self._events.put(item, timeout=QUEUE_PUT_TIMEOUT)
+                return
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except PyMongoError:
+                logger.debug("error closing the change stream", exc_info=True)
+            self._stream = None
+
+    def on_stop(self) -> None:
+        self._close()
+
+
+class Planner(Loop):
+    """Turns batches of change events into task records."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: TaskRegistry,
+        task_store: TaskStore,
+        globals_store: GlobalsStore,
+        events: queue.Queue[tuple[str, Any]],
+        is_leader: Callable[[], bool],
+        on_planned: Callable[[TaskDefinition], None],
+    ) -> None:
+        super().__init__(f"mongoreact-planner-{settings.instance_id}")
+        self._settings = settings
+        self._registry = registry
+        self._tasks = task_store
+        self._globals = globals_store
+        self._events = events
+        self._is_leader = is_leader
+        self._on_planned = on_planned
+        self._batcher = EventBatcher(
+            settings.batch_window.total_seconds(),
+            settings.batch_max_wait.total_seconds(),
+            settings.batch_size,
+        )
+        self._idle_token: Document | None = None
+        self._last_save = time.monotonic()
+
+    def step(self) -> float:
+        due = self._batcher.due_at()
+        timeout = self._settings.leader_heartbeat.total_seconds()
+        if due is not None:
+            timeout = max(0.0, due - time.monotonic())
+        try:
+            kind, payload = self._events.get(timeout=timeout)
+        except queue.Empty:
+            kind, payload = "", None
+        if kind == "event":
+            coll = payload["ns"]["coll"]
+            self._batcher.add(
+                coll,
+                payload["documentKey"]["_id"],
+                deleted=payload["operationType"] == "delete",
+                token=payload["_id"],
+                now=time.monotonic(),
+            )
+        elif kind == "idle":
+            self._idle_token = payload
+        if self._batcher.is_due(time.monotonic()):
+            self._flush()
+        elif not len(self._batcher) and self._idle_token is not None:
+            self._save_idle_token()
+        return 0.0
+
+    def _flush(self) -> None:
+        if not self._is_leader():
+            # Lost the lease: plan nothing more. The token was not saved, so the next
+            # leader replays these events.
+            logger.warning("not the leader any more; dropping an unplanned batch")
+            self._batcher.clear()
+            self.stop()
+            return
+        batch = self._batcher.peek()
+        planned: list[TaskDefinition] = []
+        for collection, ids_by_key in batch.ids.items():
+            ids = list(ids_by_key.values())
+            deleted = batch.deleted_ids(collection)
+            for definition in self._registry.for_collection(collection):
+                self._plan(definition, ids, deleted)
+                planned.append(definition)
+        if batch.token is not None:
+            self._save_token(batch.token)
+        logger.debug("planned %d documents", len(batch))
+        self._batcher.clear()
+        self._idle_token = None
+        for definition in planned:
+            self._on_planned(definition)
+
+    def _plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> None:
+        call_with_retry(
+            lambda: self._tasks.plan(definition, ids, deleted),
+            self.stopping,
+            what=f"planning {definition.name}",
+        )
+
+    def _save_idle_token(self) -> None:
+        if time.monotonic() - self._last_save < self._settings.leader_heartbeat.total_seconds():
+            return
+        if self._idle_token is not None and self._is_leader():
+            self._save_token(self._idle_token)
+            self._idle_token = None
+
+    def _save_token(self, token: Document) -> None:
+        call_with_retry(
+            lambda: self._globals.save_resume_token(token, self._settings.instance_id),
+            self.stopping,
+            what="saving the resume token",
+        )
+        self._last_save = time.monotonic()

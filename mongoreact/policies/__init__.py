@@ -1,0 +1,1 @@
+"""Policies that decide what happens to a task between runs."""

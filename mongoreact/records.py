@@ -1,0 +1,43 @@
+"""The task record's vocabulary: statuses, field names and the value objects handed out."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+PENDING: Final = "pending"
+PROCESSING: Final = "processing"
+PROCESSING_DIRTY: Final = "processing_dirty"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+STATUSES: Final = (PENDING, PROCESSING, PROCESSING_DIRTY, COMPLETED, FAILED)
+ACTIVE: Final = (PROCESSING, PROCESSING_DIRTY)
+RUNNABLE: Final = (PENDING, *ACTIVE)
+
+
+@attrs.frozen(kw_only=True)
+class TaskInfo:
+    """What ``task_filter`` is asked about: a task name and its source collection."""
+
+    task: str
+    collection: str
+
+
+@attrs.frozen(kw_only=True)
+class ClaimedTask:
+    """A task record this instance has claimed, as the claim returned it."""
+
+    record: dict[str, Any]
+    claim_id: Any
+    tasks_collection: str
+
+    @property
+    def id(self) -> Any:
+        """The record's ``_id``."""
+        return self.record["_id"]
+
+    @property
+    def attempt(self) -> int:
+        """Number of this run for the current data (1 for the first)."""
+        return int(self.record.get("attempts", 1))

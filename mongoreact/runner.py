@@ -1,0 +1,159 @@
+"""Running one claimed task: call the handler (through ``task_caller``), then record
+the outcome on the task record with a fenced update."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._retry import call_with_retry
+from .clock import ServerClock, as_utc
+from .context import TaskContext
+from .definition import TaskDefinition
+from .errors import MongoReactError, TaskConditionFailedError
+from .leases import LeaseKeeper
+from .records import ClaimedTask
+from .settings import Settings
+from .store import pipelines
+from .store.tasks import TaskStore
+
+logger = logging.getLogger("mongoreact.runner")
+
+MAX_ERROR_CHARS: Final = 2_000
+MAX_TRACEBACK_CHARS: Final = 8_000
+# Finalizing must outlive stop(): the run happened and its result is worth keeping.
+_FINALIZE_RETRY: Final = threading.Event()
+
+
+class TaskRunner:
+    """Runs claimed tasks; safe to call from many worker threads at once."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: TaskStore,
+        clock: ServerClock,
+        leases: LeaseKeeper,
+        throttle: Callable[[str, float], None],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._leases = leases
+        self._throttle = throttle
+
+    def run(self, definition: TaskDefinition, claim: ClaimedTask) -> str:
+        """Run ``claim`` and finalize it; returns the outcome recorded."""
+        context = TaskContext(
+            definition=definition,
+            claim=claim,
+            store=self._store,
+            clock=self._clock,
+            throttle=self._throttle,
+        )
+        self._leases.hold(claim)
+        try:
+            started = time.monotonic()
+            error = self._call(definition, context)
+            duration_ms = int((time.monotonic() - started) * 1000)
+            outcome, update = self._outcome(definition, claim, context, error, duration_ms)
+            if self._leases.is_lost(claim):
+                logger.warning(
+                    "task %s for %r: lease lost during the run; result not recorded",
+                    definition.name,
+                    context.doc_id,
+                )
+                return "lease_lost"
+            written = call_with_retry(
+                lambda: self._store.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
+            )
+            if not written:
+                logger.warning(
+                    "task %s for %r: another worker owns the record now; result not recorded",
+                    definition.name,
+                    context.doc_id,
+                )
+                return "lease_lost"
+            return outcome
+        finally:
+            self._leases.release(claim)
+
+    def _call(self, definition: TaskDefinition, context: TaskContext) -> BaseException | None:
+        caught: list[BaseException] = []
+        called = threading.Event()
+
+        def run() -> None:
+            called.set()
+            try:
+                definition.handler(context)
+            except Exception as error:
+                caught.append(error)
+                raise
+
+        try:
+            if self._settings.task_caller is None:
+                run()
+            else:
+                self._settings.task_caller(run)
+        except Exception as error:
+            if not caught:
+                caught.append(error)  # task_caller itself failed
+        if not called.is_set() and not caught:
+            caught.append(MongoReactError("task_caller returned without calling run()"))
+        return caught[0] if caught else None
+
+    def _outcome(
+        self,
+        definition: TaskDefinition,
+        claim: ClaimedTask,
+        context: TaskContext,
+        error: BaseException | None,
+        duration_ms: int,
+    ) -> tuple[str, list[dict[str, Any]]]:
+        common: dict[str, Any] = {
+            "duration_ms": duration_ms,
+            "attempt": claim.attempt,
+            "instance_id": self._settings.instance_id,
+        }
+        if isinstance(error, TaskConditionFailedError):
+            outcome = "skipped"
+        elif error is None:
+            outcome = "deferred" if context.deferred_until is not None else "completed"
+            common["next_run_at"] = context.deferred_until
+        else:
+            now = self._clock.now()
+            policy = definition.retry_policy
+            first_error = claim.record.get("firstErrorAt")
+            first_error_at = as_utc(first_error) if first_error is not None else now
+            if policy.gives_up(claim.attempt, first_error_at, now):
+                outcome = "failed"
+            else:
+                outcome = "retry"
+                common["next_run_at"] = policy.next_run_at(claim.attempt, now)
+            common["error"] = _describe(error)
+            common["traceback"] = _traceback(error)
+            logger.warning(
+                "task %s for %r failed (attempt %d, %s): %s",
+                definition.name,
+                context.doc_id,
+                claim.attempt,
+                "giving up" if outcome == "failed" else "will retry",
+                common["error"],
+            )
+        return outcome, pipelines.finalize_update(definition, outcome=outcome, **common)
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _traceback(error: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    # The end of a traceback says the most; keep that.
+    return text if len(text) <= MAX_TRACEBACK_CHARS else "..." + text[-MAX_TRACEBACK_CHARS:]

@@ -1,0 +1,171 @@
+"""Options of ``init`` / ``ReactiveTasks(...)``, validated and converted once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+from bson import ObjectId
+from croniter import croniter
+
+from ._validate import as_bool, as_callable, as_choice, as_int, as_mapping, as_name, check_unknown
+from .durations import parse_duration
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from .records import TaskInfo
+
+CRON_PREFIX: Final = "CRON "
+SCRAPE_MODES: Final = ("cluster", "local")
+READ_PREFERENCES: Final = (
+    "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest",
+)  # fmt: skip
+
+
+@attrs.frozen(kw_only=True)
+class MonitoringOptions:
+    """The ``monitoring`` option."""
+
+    enabled: bool = True
+    push_interval: dt.timedelta = dt.timedelta(minutes=1)
+    scrape_mode: str = "cluster"
+    read_preference: str = "secondaryPreferred"
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """One instance's configuration. Durations are ``timedelta``s."""
+
+    uri: str | None = None
+    client: MongoClient[dict[str, Any]] | None = None
+    database: str | None = None
+    instance_id: str = attrs.field(factory=lambda: str(ObjectId()))
+    concurrency: int = 5
+    globals_collection: str = "_mongoreact_globals"
+    task_filter: Callable[[TaskInfo], bool] | None = None
+    task_caller: Callable[[Callable[[], None]], object] | None = None
+    monitoring: MonitoringOptions = MonitoringOptions()
+    cleanup_interval: dt.timedelta | str = dt.timedelta(hours=24)
+    # Tuning; the defaults suit production. Tests shorten them.
+    leader_ttl: dt.timedelta = dt.timedelta(seconds=30)
+    leader_heartbeat: dt.timedelta = dt.timedelta(seconds=10)
+    task_lease: dt.timedelta = dt.timedelta(seconds=60)
+    poll_min: dt.timedelta = dt.timedelta(milliseconds=200)
+    poll_max: dt.timedelta = dt.timedelta(seconds=10)
+    batch_window: dt.timedelta = dt.timedelta(milliseconds=50)
+    batch_max_wait: dt.timedelta = dt.timedelta(milliseconds=500)
+    batch_size: int = 1000
+
+
+_DURATIONS: Final = (
+    "leader_ttl", "leader_heartbeat", "task_lease", "poll_min", "poll_max", "batch_window",
+    "batch_max_wait",
+)  # fmt: skip
+_OPTIONS: Final = (
+    "uri", "client", "database", "instance_id", "concurrency", "globals_collection",
+    "task_filter", "task_caller", "monitoring", "cleanup_interval", "batch_size", *_DURATIONS,
+)  # fmt: skip
+
+
+def build_settings(options: Mapping[str, Any]) -> Settings:
+    """``Settings`` from ``init``'s keyword arguments, or ``ConfigError``."""
+    check_unknown(options, _OPTIONS, "init()")
+    fields: dict[str, Any] = {}
+    uri, client = options.get("uri"), options.get("client")
+    if (uri is None) == (client is None):
+        raise ConfigError("uri", uri, "give exactly one of uri= or client=")
+    if uri is not None:
+        if not isinstance(uri, str) or not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError("uri", "<redacted>", "expected a mongodb:// or mongodb+srv:// URI")
+        fields["uri"] = uri
+    else:
+        from pymongo import MongoClient
+
+        if not isinstance(client, MongoClient):
+            raise ConfigError("client", client, "expected a pymongo.MongoClient")
+        fields["client"] = client
+    if options.get("database") is not None:
+        fields["database"] = as_name(options["database"], "database")
+    if options.get("instance_id") is not None:
+        instance_id = options["instance_id"]
+        if not isinstance(instance_id, str) or not instance_id:
+            raise ConfigError("instance_id", instance_id, "expected a non-empty string")
+        fields["instance_id"] = instance_id
+    if "concurrency" in options:
+        fields["concurrency"] = as_int(options["concurrency"], "concurrency", minimum=0)
+    if "globals_collection" in options:
+        fields["globals_collection"] = as_name(options["globals_collection"], "globals_collection")
+    for hook in ("task_filter", "task_caller"):
+        if options.get(hook) is not None:
+            fields[hook] = as_callable(options[hook], hook)
+    if options.get("monitoring") is not None:
+        fields["monitoring"] = parse_monitoring(options["monitoring"])
+    if options.get("cleanup_interval") is not None:
+        fields["cleanup_interval"] = parse_schedule(options["cleanup_interval"], "cleanup_interval")
+    for name in _DURATIONS:
+        if options.get(name) is not None:
+            fields[name] = parse_duration(options[name], name)
+    if "batch_size" in options:
+        fields["batch_size"] = as_int(options["batch_size"], "batch_size", minimum=1)
+    settings = Settings(**fields)
+    _check_consistency(settings, options)
+    return settings
+
+
+def _check_consistency(settings: Settings, options: Mapping[str, Any]) -> None:
+    def positive(name: str) -> None:
+        if getattr(settings, name) <= dt.timedelta(0):
+            raise ConfigError(name, options.get(name), "must be greater than zero")
+
+    for name in ("leader_ttl", "leader_heartbeat", "task_lease", "poll_min", "poll_max"):
+        positive(name)
+    if settings.leader_heartbeat >= settings.leader_ttl:
+        raise ConfigError(
+            "leader_heartbeat", options.get("leader_heartbeat"), "must be shorter than leader_ttl"
+        )
+    if settings.poll_min > settings.poll_max:
+        raise ConfigError("poll_min", options.get("poll_min"), "greater than poll_max")
+    if settings.batch_window > settings.batch_max_wait:
+        raise ConfigError("batch_window", options.get("batch_window"), "longer than batch_max_wait")
+
+
+def parse_schedule(value: object, option: str) -> dt.timedelta | str:
+    """A duration, or a ``"CRON <expr>"`` string whose expression croniter accepts."""
+    if isinstance(value, str) and value.upper().startswith(CRON_PREFIX):
+        expression = value[len(CRON_PREFIX) :].strip()
+        if not croniter.is_valid(expression):
+            raise ConfigError(option, value, "not a valid cron expression")
+        return CRON_PREFIX + expression
+    duration = parse_duration(value, option)
+    if duration <= dt.timedelta(0):
+        raise ConfigError(option, value, "must be greater than zero")
+    return duration
+
+
+def parse_monitoring(value: object) -> MonitoringOptions:
+    """The ``monitoring`` option from a dict, a bool or ``MonitoringOptions``."""
+    if isinstance(value, MonitoringOptions):
+        return value
+    if isinstance(value, bool):
+        return MonitoringOptions(enabled=value)
+    raw = as_mapping(
+        value, "monitoring", ("enabled", "push_interval", "scrape_mode", "read_preference")
+    )
+    fields: dict[str, Any] = {}
+    if "enabled" in raw:
+        fields["enabled"] = as_bool(raw["enabled"], "monitoring.enabled")
+    if "push_interval" in raw:
+        fields["push_interval"] = parse_duration(raw["push_interval"], "monitoring.push_interval")
+    if "scrape_mode" in raw:
+        fields["scrape_mode"] = as_choice(
+            raw["scrape_mode"], "monitoring.scrape_mode", SCRAPE_MODES
+        )
+    if "read_preference" in raw:
+        fields["read_preference"] = as_choice(
+            raw["read_preference"], "monitoring.read_preference", READ_PREFERENCES
+        )
+    return MonitoringOptions(**fields)

@@ -1,0 +1,1 @@
+"""Every MongoDB call mongoreact makes lives in this package."""

@@ -1,0 +1,117 @@
+"""The globals collection: the leader lease and the planner's stream position."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+import attrs
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from ..clock import as_utc
+from ..durations import to_milliseconds
+from .pipelines import EPOCH, NOW
+
+LEADER_ID: Final = "leader"
+PLANNER_ID: Final = "planner"
+
+Document = dict[str, Any]
+
+
+@attrs.frozen
+class Lease:
+    """The leader lease as the server last showed it."""
+
+    holder: str | None
+    expires_at: dt.datetime
+    epoch: int
+
+
+def _acquire_pipeline(instance_id: str, ttl_ms: int) -> list[Document]:
+    # Taken or renewed only if free, expired or already ours, judged by the server's
+    # clock ($$NOW). The epoch grows on every change of holder, a fencing token for
+    # whatever the leader writes.
+    me = {"$literal": instance_id}
+    return [
+        {
+            "$set": {
+                "_ours": {
+                    "$or": [
+                        {"$eq": ["$instanceId", me]},
+                        {"$lt": [{"$ifNull": ["$expiresAt", EPOCH]}, NOW]},
+                    ]
+                },
+                "_new": {"$ne": ["$instanceId", me]},
+            }
+        },
+        {
+            "$set": {
+                "epoch": {
+                    "$cond": [
+                        {"$and": ["$_ours", "$_new"]},
+                        {"$add": [{"$ifNull": ["$epoch", 0]}, 1]},
+                        {"$ifNull": ["$epoch", 0]},
+                    ]
+                },
+                "acquiredAt": {"$cond": [{"$and": ["$_ours", "$_new"]}, NOW, "$acquiredAt"]},
+                "instanceId": {"$cond": ["$_ours", me, "$instanceId"]},
+                "expiresAt": {"$cond": ["$_ours", {"$add": [NOW, ttl_ms]}, "$expiresAt"]},
+            }
+        },
+        {"$unset": ["_ours", "_new"]},
+    ]
+
+
+class GlobalsStore:
+    """Coordination documents shared by every instance."""
+
+    def __init__(self, database: Database[Document], collection: str) -> None:
+        self._collection = database[collection]
+
+    def acquire_leadership(self, instance_id: str, ttl: dt.timedelta) -> Lease:
+        """Take or renew the leader lease if possible; return the lease either way."""
+        document = self._collection.find_one_and_update(
+            {"_id": LEADER_ID},
+            _acquire_pipeline(instance_id, to_milliseconds(ttl)),
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert document is not None  # upsert with ReturnDocument.AFTER
+        return Lease(
+            holder=document.get("instanceId"),
+            expires_at=as_utc(document["expiresAt"]),
+            epoch=int(document.get("epoch", 0)),
+        )
+
+    def release_leadership(self, instance_id: str) -> None:
+        """Give the lease up now so another instance need not wait for it to expire."""
+        self._collection.update_one(
+            {"_id": LEADER_ID, "instanceId": instance_id}, {"$set": {"expiresAt": EPOCH}}
+        )
+
+    def load_resume_token(self) -> Document | None:
+        """Where the last leader's change stream stopped, if anywhere."""
+        document = self._collection.find_one({"_id": PLANNER_ID}, {"resumeToken": 1})
+        token = document.get("resumeToken") if document else None
+        return token if isinstance(token, dict) else None
+
+    def save_resume_token(self, token: Document, instance_id: str) -> None:
+        """Remember the stream position after work up to it has been planned."""
+        self._collection.update_one(
+            {"_id": PLANNER_ID},
+            [
+                {
+                    "$set": {
+                        "resumeToken": {"$literal": token},
+                        "savedAt": NOW,
+                        "savedBy": {"$literal": instance_id},
+                    }
+                }
+            ],
+            upsert=True,
+        )
+
+    def forget_resume_token(self) -> None:
+        """Drop the stored position (after the server lost the history behind it)."""
+        self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"resumeToken": ""}})

@@ -1,0 +1,311 @@
+"""The update and aggregation pipelines that move task records between states.
+
+They run on the server and take every timestamp from ``$$NOW``, so hosts with skewed
+clocks agree on leases and due times. Field names follow the reference library's
+record (camelCase) so existing tooling and dashboards read our records too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+from bson import ObjectId
+from pymongo import IndexModel
+
+from ..definition import TaskDefinition
+from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY
+
+NOW: Final = "$$NOW"
+EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+# The claim's index: the partial filter leaves finished records (nextRunAt null) out, so
+# however many completed records pile up, polling only ever touches runnable ones.
+POLL_INDEX: Final = IndexModel(
+    [("task", 1), ("nextRunAt", 1)],
+    name="mongoreact_poll",
+    partialFilterExpression={"nextRunAt": {"$type": "date"}},
+)
+# One record per (task, source document); $merge's "on" needs exactly this unique index.
+SOURCE_INDEX: Final = IndexModel(
+    [("task", 1), ("sourceDocId", 1)], name="mongoreact_task_source", unique=True
+)
+
+
+def planning_pipeline(
+    definition: TaskDefinition, ids: list[Any], stamp: ObjectId
+) -> list[dict[str, Any]]:
+    """Plan ``definition`` for the source documents ``ids`` in one server-side pass.
+
+    Documents that match the filter get their snapshot computed and merged into the
+    tasks collection: a new record is ``pending`` after the debounce; an existing one
+    runs again only when its snapshot changed (or it had stopped matching). Every merged
+    record is stamped with ``stamp`` so the caller can tell which ids did not match.
+    """
+    match: dict[str, Any] = {"_id": {"$in": ids}}
+    if definition.filter is not None:
+        match = {"$and": [match, definition.filter]}
+    due = {"$add": [NOW, definition.debounce_ms]}
+    return [
+        {"$match": match},
+        {
+            "$project": {
+                "_id": 0,
+                "task": {"$literal": definition.name},
+                "sourceDocId": "$_id",
+                "lastObservedValues": definition.watch_expression,
+                "status": {"$literal": PENDING},
+                "attempts": {"$literal": 0},
+                "matched": {"$literal": True},
+                "sourceDeletedAt": {"$literal": None},
+                "createdAt": NOW,
+                "updatedAt": NOW,
+                "nextRunAt": due,
+                "dueAt": due,
+                "planStamp": {"$literal": stamp},
+            }
+        },
+        {
+            "$merge": {
+                "into": definition.tasks_collection,
+                "on": ["task", "sourceDocId"],
+                "whenMatched": _replan(definition),
+                "whenNotMatched": "insert",
+            }
+        },
+    ]
+
+
+def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
+    changed = "$_changed"
+    reset = definition.retry_policy.reset_retries_on_data_change
+    # How long further changes may push a pending run back: max_debounce from the first
+    # unhandled change, which dueAt (= that change + debounce) already includes once.
+    slack = definition.max_debounce_ms - definition.debounce_ms
+    return [
+        {
+            "$set": {
+                "_changed": {
+                    "$or": [
+                        {"$ne": ["$lastObservedValues", "$$new.lastObservedValues"]},
+                        {"$eq": ["$matched", False]},
+                    ]
+                },
+                "_active": {"$in": ["$status", list(ACTIVE)]},
+                "_unhandled": {"$in": ["$status", [PENDING, PROCESSING_DIRTY]]},
+            }
+        },
+        {
+            "$set": {
+                "lastObservedValues": "$$new.lastObservedValues",
+                "matched": True,
+                "sourceDeletedAt": None,
+                "planStamp": "$$new.planStamp",
+                "status": _if(changed, _if("$_active", PROCESSING_DIRTY, PENDING), "$status"),
+                "updatedAt": _if(changed, "$$new.updatedAt", "$updatedAt"),
+                # dueAt marks the first change not handled yet; later changes keep it, so
+                # the lag metric and max_debounce see a document that never settles.
+                "dueAt": _if(
+                    changed,
+                    _if("$_unhandled", {"$ifNull": ["$dueAt", "$$new.dueAt"]}, "$$new.dueAt"),
+                    "$dueAt",
+                ),
+                "attempts": _if(changed, 0, "$attempts") if reset else "$attempts",
+                "firstErrorAt": _if(changed, None, "$firstErrorAt") if reset else "$firstErrorAt",
+            }
+        },
+        {
+            "$set": {
+                # A running task keeps its lease (nextRunAt) and becomes processing_dirty.
+                "nextRunAt": _if(
+                    {"$and": [changed, {"$not": ["$_active"]}]},
+                    {"$min": ["$$new.nextRunAt", {"$add": ["$dueAt", slack]}]},
+                    "$nextRunAt",
+                )
+            }
+        },
+        {"$unset": ["_changed", "_active", "_unhandled"]},
+    ]
+
+
+def unmatched_filter(
+    task: str, ids: list[Any], deleted: list[Any], stamp: ObjectId
+) -> dict[str, Any]:
+    """Records of ``ids`` the last planning pass did not stamp, not yet marked as such."""
+    return {
+        "task": task,
+        "sourceDocId": {"$in": ids},
+        "planStamp": {"$ne": stamp},
+        "$or": [
+            {"matched": {"$ne": False}},
+            {"sourceDocId": {"$in": deleted}, "sourceDeletedAt": None},
+        ],
+    }
+
+
+def unmatched_update(deleted: list[Any]) -> list[dict[str, Any]]:
+    """Record that a source document stopped matching, or is gone (``deleted``)."""
+    return [
+        {
+            "$set": {
+                "matched": False,
+                "sourceDeletedAt": _if(
+                    {"$in": ["$sourceDocId", {"$literal": deleted}]},
+                    {"$ifNull": ["$sourceDeletedAt", NOW]},
+                    None,
+                ),
+            }
+        }
+    ]
+
+
+def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:
+    """Runnable records of ``tasks`` that are due, or whose worker's lease expired."""
+    return {
+        "task": {"$in": tasks},
+        "nextRunAt": {"$lte": now},
+        "status": {"$in": [PENDING, *ACTIVE]},
+    }
+
+
+CLAIM_SORT: Final = [("nextRunAt", 1)]
+
+
+def claim_update(claim_id: ObjectId, instance_id: str, lease_ms: int) -> list[dict[str, Any]]:
+    """Take the record: ``processing`` under a fresh lease, one more attempt."""
+    return [
+        {
+            "$set": {
+                "status": PROCESSING,
+                "claimId": claim_id,
+                "claimedBy": {"$literal": instance_id},
+                "startedAt": NOW,
+                "nextRunAt": {"$add": [NOW, lease_ms]},
+                "attempts": {"$add": [{"$ifNull": ["$attempts", 0]}, 1]},
+            }
+        }
+    ]
+
+
+def renew_update(lease_ms: int) -> list[dict[str, Any]]:
+    """Push the lease of held records forward."""
+    return [{"$set": {"nextRunAt": {"$add": [NOW, lease_ms]}}}]
+
+
+def fence(record_id: Any, claim_id: ObjectId) -> dict[str, Any]:
+    """Matches the record only while this claim still owns it."""
+    return {"_id": record_id, "claimId": claim_id, "status": {"$in": list(ACTIVE)}}
+
+
+def fence_many(record_ids: list[Any], claim_ids: list[ObjectId]) -> dict[str, Any]:
+    """Matches those of the records still owned by one of ``claim_ids``."""
+    return {
+        "_id": {"$in": record_ids},
+        "claimId": {"$in": claim_ids},
+        "status": {"$in": list(ACTIVE)},
+    }
+
+
+def finalize_update(
+    definition: TaskDefinition,
+    *,
+    outcome: str,
+    duration_ms: int,
+    attempt: int,
+    instance_id: str,
+    error: str | None = None,
+    traceback: str | None = None,
+    next_run_at: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Close a run. ``outcome`` is ``completed``, ``skipped``, ``retry``, ``failed`` or
+    ``deferred``; ``next_run_at`` is the retry or defer time.
+
+    A record that turned ``processing_dirty`` while the handler ran goes back to
+    ``pending`` whatever the outcome, due once its debounce from the last change has
+    passed, so the newest data is handled next.
+    """
+    dirty = {"$eq": ["$status", PROCESSING_DIRTY]}
+    dirty_due = {
+        "$max": [
+            NOW,
+            {
+                "$min": [
+                    {"$add": ["$updatedAt", definition.debounce_ms]},
+                    {
+                        "$add": [
+                            {"$ifNull": ["$dueAt", "$updatedAt"]},
+                            definition.max_debounce_ms - definition.debounce_ms,
+                        ]
+                    },
+                ]
+            },
+        ]
+    }
+    succeeded = outcome in ("completed", "skipped")
+    status, next_run = {
+        "completed": (COMPLETED, None),
+        "skipped": (COMPLETED, None),
+        "failed": (FAILED, None),
+        "retry": (PENDING, next_run_at),
+        "deferred": (PENDING, next_run_at),
+    }[outcome]
+    fields: dict[str, Any] = {
+        "status": PENDING if outcome == "deferred" else _if(dirty, PENDING, status),
+        "nextRunAt": next_run if outcome == "deferred" else _if(dirty, dirty_due, next_run),
+        "lastFinalizedAt": NOW,
+    }
+    if succeeded:
+        fields.update(
+            completedAt=NOW,
+            lastSuccess={"at": NOW, "durationMs": duration_ms},
+            firstErrorAt=None,
+            lastError=None,
+            lastErrorTraceback=None,
+        )
+    elif outcome == "deferred":
+        # A deferral is not a failed attempt: give back the one the claim counted.
+        fields["attempts"] = {"$max": [0, {"$subtract": ["$attempts", 1]}]}
+    else:
+        fields.update(
+            lastError={"$literal": error},
+            lastErrorTraceback={"$literal": traceback},
+            # After a change the retry window starts again with the next failure.
+            firstErrorAt=_if(dirty, "$firstErrorAt", {"$ifNull": ["$firstErrorAt", NOW]}),
+        )
+    entry: dict[str, Any] = {
+        "at": NOW,
+        "status": outcome if outcome in ("skipped", "deferred", "completed") else FAILED,
+        "durationMs": duration_ms,
+        "attempt": attempt,
+        "instanceId": {"$literal": instance_id},
+    }
+    if error is not None:
+        # Literals: an error message that starts with "$" must not read as a field path.
+        entry.update(error={"$literal": error}, traceback={"$literal": traceback})
+    limit = definition.execution_history_limit
+    history: Any = (
+        {
+            "$slice": [
+                {"$concatArrays": [{"$ifNull": ["$executionHistory", []]}, [entry]]},
+                -limit,
+            ]
+        }
+        if limit
+        else {"$literal": []}
+    )
+    return [{"$set": fields}, {"$set": {"executionHistory": history}}]
+
+
+def late_binding_query(definition: TaskDefinition, record: dict[str, Any]) -> dict[str, Any]:
+    """The source document, only if it still matches and still has the planned snapshot."""
+    clauses: list[dict[str, Any]] = [{"_id": record["sourceDocId"]}]
+    if definition.filter is not None:
+        clauses.append(definition.filter)
+    observed = record.get("lastObservedValues")
+    if observed is not None:
+        clauses.append({"$expr": {"$eq": [definition.watch_expression, {"$literal": observed}]}})
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _if(condition: Any, then: Any, otherwise: Any) -> dict[str, Any]:
+    return {"$cond": {"if": condition, "then": then, "else": otherwise}}

@@ -1,0 +1,116 @@
+"""The ``<collection>_tasks`` collections: one method per operation on task records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from ..definition import TaskDefinition
+from ..durations import to_milliseconds
+from ..records import ClaimedTask
+from . import pipelines
+
+logger = logging.getLogger("mongoreact.store")
+
+Document = dict[str, Any]
+
+
+class TaskStore:
+    """Task records of every tasks collection in one database."""
+
+    def __init__(self, database: Database[Document]) -> None:
+        self._db = database
+
+    def ensure_indexes(self, tasks_collection: str) -> None:
+        """Create the claim and uniqueness indexes (idempotent)."""
+        indexes = [pipelines.SOURCE_INDEX, pipelines.POLL_INDEX]
+        self._db[tasks_collection].create_indexes(indexes)
+
+    def plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> int:
+        """Plan ``definition`` for source ``ids`` (``deleted`` among them are gone).
+
+        Returns how many records the planning pass did not stamp and were marked as not
+        matching. The ``$merge`` is retried on a duplicate-key race: two merges inserting
+        the same (task, sourceDocId) at once (MongoDB does not retry that itself).
+        """
+        stamp = ObjectId()
+        source = self._db[definition.collection]
+        pipeline = pipelines.planning_pipeline(definition, ids, stamp)
+        for attempt in range(3):
+            try:
+                source.aggregate(pipeline).close()
+                break
+            except (DuplicateKeyError, OperationFailure) as error:
+                if error.code != 11000 or attempt == 2:
+                    raise
+        result = self._db[definition.tasks_collection].update_many(
+            pipelines.unmatched_filter(definition.name, ids, deleted, stamp),
+            pipelines.unmatched_update(deleted),
+        )
+        return result.modified_count
+
+    def claim(
+        self,
+        tasks_collection: str,
+        tasks: list[str],
+        *,
+        now: dt.datetime,
+        instance_id: str,
+        lease: dt.timedelta,
+    ) -> ClaimedTask | None:
+        """Take the most overdue runnable record of ``tasks``, or ``None``."""
+        claim_id = ObjectId()
+        record = self._db[tasks_collection].find_one_and_update(
+            pipelines.claim_filter(tasks, now),
+            pipelines.claim_update(claim_id, instance_id, to_milliseconds(lease)),
+            sort=pipelines.CLAIM_SORT,
+            return_document=ReturnDocument.AFTER,
+        )
+        if record is None:
+            return None
+        return ClaimedTask(record=record, claim_id=claim_id, tasks_collection=tasks_collection)
+
+    def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
+        """Extend the leases of ``claims`` (one collection); return the claim ids lost."""
+        if not claims:
+            return set()
+        collection = self._db[claims[0].tasks_collection]
+        claim_ids = [c.claim_id for c in claims]
+        fence = pipelines.fence_many([c.id for c in claims], claim_ids)
+        result = collection.update_many(fence, pipelines.renew_update(to_milliseconds(lease)))
+        if result.matched_count == len(claims):
+            return set()
+        held = {d["claimId"] for d in collection.find(fence, {"claimId": 1})}
+        return set(claim_ids) - held
+
+    def finalize(self, claim: ClaimedTask, update: list[Document]) -> bool:
+        """Apply a finalize ``update`` if the claim still owns the record."""
+        result = self._db[claim.tasks_collection].update_one(
+            pipelines.fence(claim.id, claim.claim_id), update
+        )
+        return result.matched_count == 1
+
+    def fetch_source(
+        self,
+        definition: TaskDefinition,
+        record: Document,
+        *,
+        projection: Any = None,
+        session: ClientSession | None = None,
+    ) -> Document | None:
+        """The late-binding read: the source document if it still qualifies."""
+        return self._db[definition.collection].find_one(
+            pipelines.late_binding_query(definition, record), projection, session=session
+        )
+
+    def validate_definition(self, definition: TaskDefinition) -> None:
+        """Have the server parse the filter and projection without reading documents."""
+        pipeline = pipelines.planning_pipeline(definition, [], ObjectId())[:-1]
+        self._db[definition.collection].aggregate([*pipeline, {"$limit": 1}]).close()
