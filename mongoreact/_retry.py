@@ -47,7 +47,8 @@ def call_with_retry(
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential_jitter(initial=0.05, max=2.0),
+        # wait_random_exponential(multiplier=, max=) means the same in tenacity 8.2 and 9.x.
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
         stop=tenacity.stop_any(tenacity.stop_after_delay(give_up_after), _StopWhenSet(stop)),
         sleep=sleep,
         reraise=True,

@@ -58,12 +58,13 @@ def as_choice(value: object, option: str, choices: Iterable[str]) -> str:
     return value
 
 
-def as_name(value: object, option: str) -> str:
-    """A non-empty name usable as a MongoDB field path segment and collection name."""
-    if not isinstance(value, str) or not value:
+def as_name(value: object, option: str, *, dots: bool = True) -> str:
+    """A non-empty name MongoDB accepts for a collection (``dots=False``: a database)."""
+    if not isinstance(value, str) or not value.strip():
         raise ConfigError(option, value, "expected a non-empty string")
-    if value.startswith("$") or "." in value or "\0" in value:
-        raise ConfigError(option, value, "must not contain '.', start with '$' or contain NUL")
+    if "$" in value or "\0" in value or (not dots and ("." in value or "/" in value)):
+        banned = "'$' or NUL" if dots else "'$', '.', '/' or NUL"
+        raise ConfigError(option, value, f"must not contain {banned}")
     return value
 
 

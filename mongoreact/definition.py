@@ -88,7 +88,9 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
     for required in ("task", "collection", "handler"):
         if options.get(required) is None:
             raise ConfigError(required, None, "required")
-    name = as_name(options["task"], "task")
+    name = options["task"]
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("task", name, "expected a non-empty string")
     collection = as_name(options["collection"], "collection")
     if collection.endswith(TASKS_SUFFIX) or collection.startswith("system."):
         raise ConfigError("collection", collection, "cannot watch a tasks or system collection")

@@ -14,12 +14,13 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.uri_parser import parse_uri
 
+from ._threads import Loop
 from .clock import ServerClock
 from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError
 from .leader import LeaderElector
 from .leases import LeaseKeeper
-from .planner import Planner, StreamReader
+from .planner import STREAM_AWAIT_MS, Planner, StreamReader
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
 from .store.globals import GlobalsStore
@@ -50,6 +51,7 @@ class ReactiveTasks:
         self._leases: LeaseKeeper | None = None
         self._workers: WorkerPool | None = None
         self._planning: tuple[StreamReader, Planner] | None = None
+        self._retired: list[Loop] = []
         self._task_store: TaskStore | None = None
         self._globals: GlobalsStore | None = None
         self._database: Database[Document] | None = None
@@ -160,7 +162,8 @@ class ReactiveTasks:
             loop.stop()
         for loop in loops:
             clean &= loop.join(max(0.0, deadline - time.monotonic()))
-        self._stop_planning(max(0.0, deadline - time.monotonic()))
+        self._retire_planning()
+        clean &= self._join_retired(max(0.0, deadline - time.monotonic()))
         self._disconnect()
         logger.info("mongoreact instance %s stopped (clean: %s)", self.instance_id, clean)
         return clean
@@ -243,7 +246,7 @@ class ReactiveTasks:
             clock=self.clock,
             hello=lambda: database.client.admin.command("hello"),
             on_elected=self._start_planning,
-            on_deposed=lambda: self._stop_planning(self._settings.leader_heartbeat.total_seconds()),
+            on_deposed=self._retire_planning,
         )
         self._leases.start()
         self._workers.start()
@@ -267,34 +270,45 @@ class ReactiveTasks:
             task_store=self._task_store,
             globals_store=self._globals,
             events=events,
+            stream_open=reader.opened,
             is_leader=self._elector.is_leader,
             on_planned=self._on_planned,
         )
-        self._stop_planning(self._settings.leader_heartbeat.total_seconds())
+        self._retire_planning()
+        self._join_retired(STREAM_AWAIT_MS / 1000 * 4)
         self._planning = (reader, planner)
         reader.start()
         planner.start()
 
-    def _stop_planning(self, timeout: float) -> None:
+    def _retire_planning(self) -> None:
+        """Stop planning at once; the threads finish in the background."""
         planning, self._planning = self._planning, None
-        if planning is None:
-            return
+        if planning is not None:
+            for loop in planning:
+                loop.stop()
+            self._retired.extend(planning)
+
+    def _join_retired(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        for loop in planning:
-            loop.stop()
-        for loop in planning:
-            if not loop.join(max(0.0, deadline - time.monotonic())):
+        for loop in list(self._retired):
+            if loop.join(max(0.0, deadline - time.monotonic())):
+                self._retired.remove(loop)
+            else:
                 logger.warning("%s did not stop within %.1fs", loop.name, timeout)
+        return not self._retired
 
     def _on_planned(self, definition: TaskDefinition) -> None:
         if self._workers is not None:
             self._workers.wake(definition.debounce.total_seconds())
 
     def _on_history_lost(self) -> None:
-        logger.error(
-            "the change stream history was lost; documents changed meanwhile are planned "
-            "at the next reconciliation"
-        )
+        # Runs in the stream reader, after the stream closed and before it reopens.
+        logger.error("the change stream history was lost; reconciling every task")
+        assert self._globals is not None
+        self._globals.reset_reconciliation()
+        planning = self._planning
+        if planning is not None:
+            planning[1].request_reconciliation()
 
     def _disconnect(self) -> None:
         if self._client is not None:

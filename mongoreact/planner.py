@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from pymongo.database import Database
@@ -23,6 +24,7 @@ from ._retry import call_with_retry
 from ._threads import Loop
 from .batching import EventBatcher
 from .definition import TaskDefinition
+from .reconciler import Reconciler
 from .registry import TaskRegistry
 from .settings import Settings
 from .store.globals import GlobalsStore
@@ -74,6 +76,9 @@ class StreamReader(Loop):
         self._on_history_lost = on_history_lost
         self._stream: Any = None
         self._position: Document | None = None
+        # Set while a stream is open: reconciliation waits for it so that no write can
+        # fall between the scan and the stream.
+        self.opened = threading.Event()
 
     def step(self) -> float:
         if self._stream is None:
@@ -121,6 +126,7 @@ class StreamReader(Loop):
             start_after=self._position,
             max_await_time_ms=STREAM_AWAIT_MS,
         )
+        self.opened.set()
 
     def _put(self, item: tuple[str, Any]) -> None:
         # A full queue means planning lags behind: stop reading until it catches up.
@@ -130,6 +136,7 @@ class StreamReader(Loop):
                 return
 
     def _close(self) -> None:
+        self.opened.clear()
         if self._stream is not None:
             try:
                 self._stream.close()
@@ -152,10 +159,23 @@ class Planner(Loop):
         task_store: TaskStore,
         globals_store: GlobalsStore,
         events: queue.Queue[tuple[str, Any]],
+        stream_open: threading.Event,
         is_leader: Callable[[], bool],
         on_planned: Callable[[TaskDefinition], None],
     ) -> None:
         super().__init__(f"mongoreact-planner-{settings.instance_id}")
+        self._stream_open = stream_open
+        self._reconciler = Reconciler(
+            registry=registry,
+            task_store=task_store,
+            globals_store=globals_store,
+            batch_size=settings.batch_size,
+            should_stop=lambda: self.stopping.is_set() or not is_leader(),
+            stopping=self.stopping,
+        )
+        self._reconciliation: Iterator[bool] | None = None
+        self._reconcile_requested = threading.Event()
+        self._reconcile_requested.set()  # tasks never reconciled catch up at start
         self._settings = settings
         self._registry = registry
         self._tasks = task_store
@@ -171,10 +191,17 @@ class Planner(Loop):
         self._idle_token: Document | None = None
         self._last_save = time.monotonic()
 
+    def request_reconciliation(self) -> None:
+        """Reconcile every task not marked reconciled, once the stream is open."""
+        self._reconcile_requested.set()
+
     def step(self) -> float:
+        reconciling = self._reconcile_step()
         due = self._batcher.due_at()
         timeout = self._settings.leader_heartbeat.total_seconds()
-        if due is not None:
+        if reconciling:
+            timeout = 0.0  # plan live events between reconciliation batches
+        elif due is not None:
             timeout = max(0.0, due - time.monotonic())
         try:
             kind, payload = self._events.get(timeout=timeout)
@@ -196,6 +223,31 @@ class Planner(Loop):
         elif not len(self._batcher) and self._idle_token is not None:
             self._save_idle_token()
         return 0.0
+
+    def _reconcile_step(self) -> bool:
+        """Advance a reconciliation by one batch; ``True`` while one is under way."""
+        if self._reconcile_requested.is_set() and self._stream_open.is_set():
+            self._reconcile_requested.clear()
+            self._reconciliation = self._reconciler.run(self._plan_reconciled)
+        if self._reconciliation is None:
+            return False
+        try:
+            finished = next(self._reconciliation, None)
+        except Exception:
+            # Start over (from the checkpoint) after the loop's error pause.
+            self._reconciliation = None
+            self._reconcile_requested.set()
+            raise
+        if finished is None:  # interrupted: lost the lease or stopping
+            self._reconciliation = None
+            return False
+        if finished:
+            self._reconciliation = None
+        return not finished
+
+    def _plan_reconciled(self, definition: TaskDefinition, ids: list[Any]) -> None:
+        self._plan(definition, ids, [])
+        self._on_planned(definition)
 
     def _flush(self) -> None:
         if not self._is_leader():

@@ -89,7 +89,7 @@ def build_settings(options: Mapping[str, Any]) -> Settings:
             raise ConfigError("client", client, "expected a pymongo.MongoClient")
         fields["client"] = client
     if options.get("database") is not None:
-        fields["database"] = as_name(options["database"], "database")
+        fields["database"] = as_name(options["database"], "database", dots=False)
     if options.get("instance_id") is not None:
         instance_id = options["instance_id"]
         if not isinstance(instance_id, str) or not instance_id:

@@ -112,6 +112,49 @@ class GlobalsStore:
             upsert=True,
         )
 
+    def reconciled_tasks(self) -> list[str]:
+        """Names of the tasks whose reconciliation has completed."""
+        document = self._collection.find_one({"_id": PLANNER_ID}, {"reconciled": 1})
+        names = document.get("reconciled") if document else None
+        return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+    def load_checkpoint(self, collection: str, tasks: list[str]) -> tuple[Any, bool] | None:
+        """``(last _id, True)`` of an interrupted reconciliation of exactly ``tasks``."""
+        document = self._collection.find_one({"_id": _checkpoint_id(collection)})
+        if document is None or document.get("tasks") != tasks or "lastId" not in document:
+            return None
+        return document["lastId"], True
+
+    def save_checkpoint(self, collection: str, tasks: list[str], last_id: Any) -> None:
+        """Record that reconciliation of ``tasks`` has covered ids up to ``last_id``."""
+        self._collection.update_one(
+            {"_id": _checkpoint_id(collection)},
+            [{"$set": {"tasks": {"$literal": tasks}, "lastId": {"$literal": last_id},
+                       "updatedAt": NOW}}],
+            upsert=True,
+        )  # fmt: skip
+
+    def finish_reconciliation(self, collection: str, tasks: list[str]) -> None:
+        """Mark ``tasks`` reconciled and drop the collection's checkpoint."""
+        self._collection.update_one(
+            {"_id": PLANNER_ID},
+            {"$addToSet": {"reconciled": {"$each": tasks}}, "$currentDate": {"reconciledAt": True}},
+            upsert=True,
+        )
+        self._collection.delete_one({"_id": _checkpoint_id(collection)})
+
+    def reset_reconciliation(self) -> None:
+        """Have every task reconciled again (the change history was lost)."""
+        self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"reconciled": ""}})
+        self._collection.delete_many({"_id": {"$regex": "^" + _CHECKPOINT_PREFIX}})
+
     def forget_resume_token(self) -> None:
         """Drop the stored position (after the server lost the history behind it)."""
         self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"resumeToken": ""}})
+
+
+_CHECKPOINT_PREFIX: Final = "reconcile:"
+
+
+def _checkpoint_id(collection: str) -> str:
+    return _CHECKPOINT_PREFIX + collection

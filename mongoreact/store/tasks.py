@@ -20,6 +20,7 @@ from . import pipelines
 logger = logging.getLogger("mongoreact.store")
 
 Document = dict[str, Any]
+_START: Any = None  # scan_ids(after=None): from the beginning
 
 
 class TaskStore:
@@ -109,6 +110,24 @@ class TaskStore:
         return self._db[definition.collection].find_one(
             pipelines.late_binding_query(definition, record), projection, session=session
         )
+
+    def scan_ids(self, collection: str, after: Any, limit: int) -> list[Any]:
+        """The next ``limit`` source ``_id``s after ``after`` in ``_id`` order.
+
+        Keyset pagination keeps no cursor open between batches. A query ``$gt`` only
+        compares values of one BSON type, so when it runs dry the scan asks once, with
+        an ``$expr`` comparison (whole BSON order), whether ids of a later type follow.
+        """
+        source = self._db[collection]
+        if after is _START:
+            query: Document = {}
+        else:
+            query = {"_id": {"$gt": after}}
+        ids = [d["_id"] for d in source.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+        if ids or after is _START:
+            return ids
+        later = {"$expr": {"$gt": ["$_id", {"$literal": after}]}}
+        return [d["_id"] for d in source.find(later, {"_id": 1}).sort("_id", 1).limit(limit)]
 
     def validate_definition(self, definition: TaskDefinition) -> None:
         """Have the server parse the filter and projection without reading documents."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -147,3 +148,36 @@ def test_merge_on_fields_without_a_unique_index_is_refused(db: Database[Doc]) ->
     with pytest.raises(OperationFailure) as error:
         _plan(db)
     assert error.value.code == 51183
+
+
+def test_expression_operators_the_task_engine_uses(db: Database[Doc]) -> None:
+    when = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+    db.c.insert_one({"_id": 1, "a": 0, "s": "", "d": when, "h": [1, 2, 3]})
+    (result,) = db.c.aggregate(
+        [
+            {
+                "$project": {
+                    "_id": 0,
+                    "not_zero": {"$not": ["$a"]},
+                    "not_empty_string": {"$not": ["$s"]},
+                    "not_missing": {"$not": ["$nope"]},
+                    "earliest": {"$min": ["$d", {"$add": ["$d", 1000]}]},
+                    "latest": {"$max": ["$d", {"$add": ["$d", -1000]}]},
+                    "member": {"$in": ["$a", {"$literal": [0, "$x"]}]},
+                    "last_two": {"$slice": [{"$concatArrays": ["$h", [4]]}, -2]},
+                    "fallback": {"$ifNull": ["$nope", "$a"]},
+                }
+            }
+        ]
+    )
+    naive = when.replace(tzinfo=None)
+    assert result == {
+        "not_zero": True,
+        "not_empty_string": False,
+        "not_missing": True,
+        "earliest": naive,
+        "latest": naive,
+        "member": True,
+        "last_two": [3, 4],
+        "fallback": 0,
+    }

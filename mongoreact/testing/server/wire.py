@@ -38,7 +38,7 @@ from mongoeco.wire.protocol import (
 from mongoeco.wire.sessions import WireSessionStore
 from mongoeco.wire.surface import WireSurface
 
-from . import errors
+from . import errors, expressions
 from .engine import FastMemoryEngine
 from .errors import CommandError
 from .history import History
@@ -83,6 +83,7 @@ class EmbeddedMongoServer:
         replica_set: str = "rs0",
         cursor_timeout: float = 600.0,
     ) -> None:
+        expressions.install()
         self.host = host
         self.port = port
         self.replica_set = replica_set

@@ -1,0 +1,111 @@
+"""Starting, stopping, the module-level API and several instances in one process."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+import mongoreact
+from mongoreact import ConfigError, MongoReactError
+
+from .conftest import EngineFactory
+from .helpers import FAST, Doc, Recorder, reconciled, record, start, wait_until
+
+
+def test_module_api_runs_a_registered_task(
+    mongo_uri: str, database_name: str, db: Database[Doc]
+) -> None:
+    # Given the module-level API with a task registered by the decorator
+    runs: list[Any] = []
+    mongoreact.init(uri=mongo_uri, database=database_name, **FAST)
+
+    @mongoreact.task(task="welcome", collection="users", filter={"status": "active"}, debounce=0)
+    def welcome(ctx: mongoreact.TaskContext) -> None:
+        runs.append(ctx.get_document()["_id"])
+
+    try:
+        mongoreact.start()
+        mongoreact.start()  # idempotent
+        wait_until(lambda: reconciled(db, mongoreact.instance()))
+        # When a matching user is inserted
+        db.users.insert_one({"_id": "u1", "status": "active"})
+        # Then the handler runs for it
+        wait_until(lambda: runs == ["u1"], message="the handler to run")
+    finally:
+        assert mongoreact.stop(timeout=10) is True
+    assert mongoreact.stop() is True  # stopping twice is harmless
+
+
+def test_register_after_start_is_refused(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    engine = start_with_task(make_engine, db)
+    with pytest.raises(ConfigError, match="before start"):
+        engine.register(task="late", collection="orders", handler=Recorder())
+
+
+def test_start_without_tasks_is_refused(make_engine: EngineFactory) -> None:
+    with pytest.raises(ConfigError, match="register at least one task"):
+        make_engine().start()
+
+
+def test_a_stopped_instance_cannot_restart(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    engine = start_with_task(make_engine, db)
+    assert engine.stop(timeout=10)
+    with pytest.raises(MongoReactError, match="cannot be started again"):
+        engine.start()
+
+
+def test_bad_filter_is_reported_at_start(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    engine.register(task="t", collection="orders", handler=Recorder(), filter={"a": {"$nope": 1}})
+    with pytest.raises(ConfigError, match="rejected the filter"):
+        engine.start()
+
+
+def test_threads_are_named_and_gone_after_stop(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    before = set(threading.enumerate())
+    engine = start_with_task(make_engine, db)
+    db.orders.insert_one({"_id": "o1"})
+    wait_until(lambda: record(db, "orders", "o1").get("status") == "completed")
+    ours = [
+        t for t in threading.enumerate() if t not in before and not t.name.startswith("pymongo")
+    ]
+    assert ours, "the engine started no threads"
+    assert all(t.name.startswith("mongoreact-") for t in ours), [t.name for t in ours]
+    names = {t.name.split("-")[1] for t in ours}
+    assert {"leader", "leases", "dispatch", "stream", "planner", "worker"} <= names
+    assert engine.stop(timeout=10)
+    wait_until(lambda: not any(t.is_alive() for t in ours), message="threads to end")
+
+
+def test_two_instances_in_one_process_elect_one_leader_and_fail_over(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # Given two instances of the same app in one process
+    recorder = Recorder()
+    first, second = make_engine(instance_id="app-1"), make_engine(instance_id="app-2")
+    for engine in (first, second):
+        engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(first, db)
+    second.start()
+    # Then exactly one of them leads
+    wait_until(lambda: first.is_leader != second.is_leader, message="one leader")
+    leader, follower = (first, second) if first.is_leader else (second, first)
+    db.orders.insert_one({"_id": "before"})
+    wait_until(lambda: recorder.count("before") == 1)
+    # When the leader stops, the other takes over and keeps planning
+    assert leader.stop(timeout=10)
+    wait_until(lambda: follower.is_leader, message="failover")
+    db.orders.insert_one({"_id": "after"})
+    wait_until(lambda: recorder.count("after") == 1, message="the new leader to plan")
+    assert record(db, "orders", "after")["claimedBy"] == follower.instance_id
+
+
+def start_with_task(make_engine: EngineFactory, db: Database[Doc]) -> mongoreact.ReactiveTasks:
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=Recorder(), debounce=0)
+    return start(engine, db)
