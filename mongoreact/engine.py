@@ -17,7 +17,7 @@ from pymongo.uri_parser import parse_uri
 from ._threads import Loop
 from .clock import ServerClock
 from .definition import Handler, TaskDefinition, build_definition
-from .errors import ConfigError, MongoReactError
+from .errors import ConfigError, MongoReactError, NotStartedError
 from .leader import LeaderElector
 from .leases import LeaseKeeper
 from .planner import STREAM_AWAIT_MS, Planner, StreamReader
@@ -110,6 +110,14 @@ class ReactiveTasks:
     def settings(self) -> Settings:
         """The options this instance was built with."""
         return self._settings
+
+    @property
+    def database(self) -> Database[Document]:
+        """The database the tasks live in (after ``start()``); its ``client`` starts the
+        sessions handlers pass to ``get_document(session=...)``."""
+        if self._database is None:
+            raise NotStartedError("start() first")
+        return self._database
 
     @property
     def instance_id(self) -> str:

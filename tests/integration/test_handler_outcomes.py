@@ -1,0 +1,192 @@
+"""What happens after a handler: completion, skips, retries, dead letters, dirty runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from pymongo.database import Database
+
+from mongoreact import TaskConditionFailedError, TaskContext
+
+from .conftest import EngineFactory
+from .helpers import Doc, Recorder, record, start, wait_until
+
+
+def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    def handler(ctx: TaskContext) -> None:
+        raise ValueError(f"attempt {ctx.attempt} failed")
+
+    engine = make_engine()
+    engine.register(
+        task="sync", collection="orders", handler=handler, debounce=0,
+        retry_policy={"type": "fixed", "interval": 50, "max_attempts": 3},
+        execution_history_limit=2,
+    )  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": "o1"})
+    task_record = wait_until(
+        lambda: (r := record(db, "orders", "o1")).get("status") == "failed" and r
+    )
+    assert task_record["attempts"] == 3
+    assert task_record["lastError"] == "ValueError: attempt 3 failed"
+    assert "Traceback" in task_record["lastErrorTraceback"]
+    assert 'raise ValueError(f"attempt {ctx.attempt} failed")' in task_record["lastErrorTraceback"]
+    assert task_record["nextRunAt"] is None  # out of the polling index: the dead-letter queue
+    history = task_record["executionHistory"]
+    assert [h["attempt"] for h in history] == [2, 3]  # limited to execution_history_limit
+    assert all(h["status"] == "failed" and "Traceback" in h["traceback"] for h in history)
+    assert task_record["firstErrorAt"] is not None
+
+
+def test_the_default_retry_policy_is_exponential_from_ten_seconds(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    def handler(ctx: TaskContext) -> None:
+        raise RuntimeError("down")
+
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=handler, debounce=0)
+    start(engine, db)
+    db.orders.insert_one({"_id": "o1"})
+    task_record = wait_until(lambda: (r := record(db, "orders", "o1")).get("lastError") and r)
+    assert task_record["status"] == "pending"
+    finalized = task_record["lastFinalizedAt"]
+    delay = (task_record["nextRunAt"] - finalized).total_seconds()
+    assert 9 <= delay <= 11, delay
+
+
+def test_a_failed_condition_completes_the_task_without_a_failure(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # Given a run planned while the order was paid
+    gate = threading.Event()
+    outcomes: list[str] = []
+
+    def handler(ctx: TaskContext) -> None:
+        gate.wait(10)
+        try:
+            ctx.get_document()
+        except TaskConditionFailedError:
+            outcomes.append("skipped")
+            raise
+        outcomes.append("ran")
+
+    engine = make_engine()
+    engine.register(
+        task="notify", collection="orders", handler=handler, filter={"status": "paid"},
+        watch_projection={"status": 1}, debounce=0,
+    )  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": "o1", "status": "paid"})
+    wait_until(lambda: record(db, "orders", "o1").get("status") == "processing")
+    # When the order stops matching before the handler reads it
+    db.orders.update_one({"_id": "o1"}, {"$set": {"status": "refunded"}})
+    wait_until(lambda: record(db, "orders", "o1").get("matched") is False)
+    gate.set()
+    # Then the run is skipped: completed, no error, no attempt counted as failed
+    task_record = wait_until(
+        lambda: (r := record(db, "orders", "o1")).get("status") == "completed" and r
+    )
+    assert outcomes == ["skipped"]
+    assert task_record["lastError"] is None
+    assert task_record["executionHistory"][-1]["status"] == "skipped"
+
+
+def test_get_document_checks_the_watched_values_and_honours_projection_and_session(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    fetched: list[Doc] = []
+
+    def handler(ctx: TaskContext) -> None:
+        with engine.database.client.start_session() as session:
+            fetched.append(ctx.get_document(projection={"email": 1}, session=session))
+
+    engine = make_engine()
+    engine.register(
+        task="t", collection="users", handler=handler, watch_projection={"email": 1}, debounce=0
+    )
+    start(engine, db)
+    db.users.insert_one({"_id": "u1", "email": "a@x", "name": "A"})
+    wait_until(lambda: fetched)
+    assert fetched == [{"_id": "u1", "email": "a@x"}]
+
+
+def test_a_change_during_a_run_makes_it_dirty_and_runs_it_again(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    release = threading.Event()
+    recorder = Recorder(action=lambda ctx: release.wait(10) if ctx.attempt else None, fetch=False)
+    engine = make_engine()
+    engine.register(
+        task="sync", collection="orders", handler=recorder, watch_projection={"v": 1},
+        debounce=0,
+    )  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": "o1", "v": 1})
+    wait_until(lambda: record(db, "orders", "o1").get("status") == "processing")
+    db.orders.update_one({"_id": "o1"}, {"$set": {"v": 2}})
+    wait_until(lambda: record(db, "orders", "o1").get("status") == "processing_dirty")
+    release.set()
+    wait_until(lambda: recorder.count("o1") == 2, message="the follow-up run")
+    wait_until(lambda: record(db, "orders", "o1").get("status") == "completed")
+    assert [r["watched"] for r in recorder.runs] == [{"v": 1}, {"v": 2}]
+
+
+def test_defer_current_requeues_without_counting_an_attempt(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    attempts: list[int] = []
+
+    def handler(ctx: TaskContext) -> None:
+        attempts.append(ctx.attempt)
+        if len(attempts) == 1:
+            ctx.defer_current("300ms")
+
+    engine = make_engine()
+    engine.register(task="hook", collection="events", handler=handler, debounce=0)
+    start(engine, db)
+    db.events.insert_one({"_id": "e1"})
+    deferred = wait_until(lambda: (r := record(db, "events", "e1")).get("executionHistory") and r)
+    assert deferred["status"] == "pending"
+    assert deferred["attempts"] == 0
+    assert deferred["executionHistory"][-1]["status"] == "deferred"
+    wait_until(lambda: record(db, "events", "e1").get("status") == "completed")
+    assert attempts == [1, 1]
+
+
+def test_defer_current_accepts_a_datetime(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+
+    def handler(ctx: TaskContext) -> None:
+        ctx.defer_current(later)
+
+    engine = make_engine()
+    engine.register(task="hook", collection="events", handler=handler, debounce=0)
+    start(engine, db)
+    db.events.insert_one({"_id": "e1"})
+    deferred = wait_until(lambda: (r := record(db, "events", "e1")).get("executionHistory") and r)
+    next_run = deferred["nextRunAt"].replace(tzinfo=dt.timezone.utc)
+    assert abs((next_run - later).total_seconds()) < 2
+
+
+def test_throttle_all_pauses_the_task_type_on_this_instance(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    runs: list[tuple[object, dt.datetime]] = []
+
+    def handler(ctx: TaskContext) -> None:
+        runs.append((ctx.doc_id, dt.datetime.now(dt.timezone.utc)))
+        if len(runs) == 1:
+            ctx.throttle_all("1s")
+
+    engine = make_engine(concurrency=1)
+    engine.register(task="crm", collection="users", handler=handler, debounce=0)
+    start(engine, db)
+    db.users.insert_one({"_id": "u1"})
+    wait_until(lambda: len(runs) == 1)
+    db.users.insert_one({"_id": "u2"})
+    wait_until(lambda: len(runs) == 2, timeout=10)
+    assert (runs[1][1] - runs[0][1]).total_seconds() >= 0.9

@@ -1,0 +1,191 @@
+"""Workers: concurrency, leases, wake-ups, task_filter and task_caller."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+from bson import ObjectId
+from pymongo.database import Database
+
+from mongoreact import TaskContext, TaskInfo
+from mongoreact.records import ClaimedTask
+from mongoreact.store.tasks import TaskStore
+
+from .conftest import EngineFactory
+from .helpers import Doc, Recorder, record, start, wait_until
+
+
+def test_at_most_concurrency_handlers_run_at_once(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    release = threading.Event()
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def handler(ctx: TaskContext) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(10)
+        with lock:
+            running[0] -= 1
+
+    engine = make_engine(concurrency=3)
+    engine.register(task="slow", collection="jobs", handler=handler, debounce=0)
+    start(engine, db)
+    db.jobs.insert_many([{"n": i} for i in range(7)])
+    wait_until(lambda: db.jobs_tasks.count_documents({"status": "processing"}) == 3)
+    assert peak[0] == 3
+    release.set()
+    wait_until(lambda: db.jobs_tasks.count_documents({"status": "completed"}) == 7)
+    assert peak[0] == 3
+
+
+def test_the_lease_is_renewed_while_the_handler_runs(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # Given a 1 s lease and a handler that takes about 3 s
+    release = threading.Event()
+    recorder = Recorder(action=lambda ctx: release.wait(10))
+    first = make_engine(task_lease=1000, instance_id="first")
+    second = make_engine(task_lease=1000, instance_id="second")
+    for engine in (first, second):
+        engine.register(task="slow", collection="jobs", handler=recorder, debounce=0)
+    start(first, db)
+    second.start()
+    db.jobs.insert_one({"_id": "j1"})
+    wait_until(lambda: record(db, "jobs", "j1").get("status") == "processing")
+    leased_until = record(db, "jobs", "j1")["nextRunAt"]
+    # Then the lease moves forward and no other worker takes the task meanwhile
+    wait_until(lambda: record(db, "jobs", "j1")["nextRunAt"] > leased_until, message="renewal")
+    threading.Event().wait(2.5)  # longer than the lease: the task must not be re-run
+    release.set()
+    wait_until(lambda: record(db, "jobs", "j1").get("status") == "completed")
+    assert recorder.count("j1") == 1
+    assert record(db, "jobs", "j1")["attempts"] == 1
+
+
+def test_a_task_whose_worker_died_is_claimed_after_its_lease_expires(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # Given a record claimed by a worker that died (lease already expired)
+    db.jobs.insert_one({"_id": "j1"})
+    db.jobs_tasks.insert_one(
+        {
+            "task": "work", "sourceDocId": "j1", "status": "processing", "attempts": 1,
+            "lastObservedValues": {"_id": "j1"}, "matched": True,
+            "claimId": ObjectId(), "claimedBy": "dead",
+            "nextRunAt": dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5),
+            "updatedAt": dt.datetime.now(dt.timezone.utc),
+        }
+    )  # fmt: skip
+    recorder = Recorder()
+    engine = make_engine()
+    engine.register(task="work", collection="jobs", handler=recorder, debounce=0)
+    start(engine, db)
+    # Then another worker runs it, counting the lost run as an attempt
+    wait_until(lambda: record(db, "jobs", "j1").get("status") == "completed")
+    assert recorder.runs[0]["attempt"] == 2
+    assert record(db, "jobs", "j1")["claimedBy"] == engine.instance_id
+
+
+def test_finalize_is_fenced_by_the_claim(db: Database[Doc]) -> None:
+    store = TaskStore(db)
+    store.ensure_indexes("jobs_tasks")
+    db.jobs_tasks.insert_one(
+        {"_id": "r1", "task": "t", "sourceDocId": 1, "status": "pending", "attempts": 0,
+         "nextRunAt": dt.datetime(2000, 1, 1)}
+    )  # fmt: skip
+    now = dt.datetime.now(dt.timezone.utc)
+    claim = store.claim(
+        "jobs_tasks", ["t"], now=now, instance_id="a", lease=dt.timedelta(seconds=60)
+    )
+    assert claim is not None
+    stale = ClaimedTask(record=claim.record, claim_id=ObjectId(), tasks_collection="jobs_tasks")
+    update = [{"$set": {"status": "completed", "nextRunAt": None}}]
+    assert store.finalize(stale, update) is False
+    assert db.jobs_tasks.find_one({"_id": "r1"})["status"] == "processing"  # type: ignore[index]
+    assert store.finalize(claim, update) is True
+    assert store.finalize(claim, update) is False  # a second finalize finds nothing to own
+
+
+def test_the_local_planner_wakes_idle_workers(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # Workers poll only every 30 s here, so a prompt run proves the planner's wake-up.
+    recorder = Recorder()
+    engine = make_engine(poll_min="30s", poll_max="30s")
+    engine.register(task="work", collection="jobs", handler=recorder, debounce=100)
+    start(engine, db)
+    db.jobs.insert_one({"_id": "j1"})
+    wait_until(lambda: recorder.count("j1") == 1, timeout=5, message="a run before the poll")
+
+
+def test_task_filter_is_asked_each_poll(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    allowed = {"a"}
+    asked: list[TaskInfo] = []
+
+    def task_filter(info: TaskInfo) -> bool:
+        asked.append(info)
+        return info.task in allowed
+
+    a, b = Recorder(), Recorder()
+    engine = make_engine(task_filter=task_filter)
+    engine.register(task="a", collection="jobs", handler=a, debounce=0)
+    engine.register(task="b", collection="jobs", handler=b, debounce=0)
+    start(engine, db)
+    db.jobs.insert_one({"_id": "j1"})
+    wait_until(lambda: a.count() == 1)
+    wait_until(lambda: sum(1 for i in asked if i.task == "b") >= 3, message="more polls")
+    assert b.count() == 0
+    assert record(db, "jobs", "j1", "b")["status"] == "pending"
+    assert TaskInfo(task="b", collection="jobs") in asked
+    allowed.add("b")  # the filter is consulted again on later polls
+    wait_until(lambda: b.count() == 1)
+
+
+def test_task_caller_wraps_every_run(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    def caller(run: Any) -> None:
+        seen.append(("before", threading.current_thread().name))
+        try:
+            run()
+        except RuntimeError as error:
+            seen.append(("error", str(error)))
+            raise
+
+    def handler(ctx: TaskContext) -> None:
+        if ctx.doc_id == "bad":
+            raise RuntimeError("boom")
+
+    engine = make_engine(task_caller=caller)
+    engine.register(
+        task="work", collection="jobs", handler=handler, debounce=0,
+        retry_policy={"type": "fixed", "interval": "1h"},
+    )  # fmt: skip
+    start(engine, db)
+    db.jobs.insert_many([{"_id": "good"}, {"_id": "bad"}])
+    wait_until(lambda: record(db, "jobs", "bad").get("lastError") == "RuntimeError: boom")
+    wait_until(lambda: record(db, "jobs", "good").get("status") == "completed")
+    assert [s for s in seen if s[0] == "before"].__len__() == 2
+    assert ("error", "boom") in seen
+    assert all(name.startswith("mongoreact-worker-") for kind, name in seen if kind == "before")
+
+
+def test_a_task_caller_that_never_runs_the_task_is_a_failure(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    recorder = Recorder()
+    engine = make_engine(task_caller=lambda run: None)
+    engine.register(
+        task="work", collection="jobs", handler=recorder, debounce=0,
+        retry_policy={"type": "fixed", "interval": "1h"},
+    )  # fmt: skip
+    start(engine, db)
+    db.jobs.insert_one({"_id": "j1"})
+    error = wait_until(lambda: record(db, "jobs", "j1").get("lastError"))
+    assert "without calling run()" in error
+    assert recorder.count() == 0
