@@ -53,7 +53,7 @@ def start(engine: ReactiveTasks, db: Database[Doc]) -> ReactiveTasks:
 class Recorder:
     """A handler that records each run; optionally runs ``action`` too."""
 
-    def __init__(self, action: Callable[[Any], None] | None = None, fetch: bool = True) -> None:
+    def __init__(self, action: Callable[[Any], object] | None = None, fetch: bool = True) -> None:
         self.runs: list[dict[str, Any]] = []
         self.action = action
         self.fetch = fetch
@@ -89,3 +89,24 @@ def record(db: Database[Doc], collection: str, doc_id: Any, task: str | None = N
     if task is not None:
         query["task"] = task
     return db[f"{collection}_tasks"].find_one(query) or {}
+
+
+def record_when(
+    db: Database[Doc],
+    collection: str,
+    doc_id: Any,
+    predicate: Callable[[Doc], object],
+    timeout: float = 10.0,
+) -> Doc:
+    """Wait until ``doc_id``'s task record satisfies ``predicate``; return the record."""
+    found: list[Doc] = []
+
+    def check() -> bool:
+        current = record(db, collection, doc_id)
+        if current and predicate(current):
+            found.append(current)
+            return True
+        return False
+
+    wait_until(check, timeout, f"the task record of {doc_id!r}")
+    return found[-1]

@@ -10,7 +10,7 @@ from pymongo.database import Database
 from mongoreact import TaskConditionFailedError, TaskContext
 
 from .conftest import EngineFactory
-from .helpers import Doc, Recorder, record, start, wait_until
+from .helpers import Doc, Recorder, record, record_when, start, wait_until
 
 
 def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
@@ -27,9 +27,7 @@ def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
     )  # fmt: skip
     start(engine, db)
     db.orders.insert_one({"_id": "o1"})
-    task_record = wait_until(
-        lambda: (r := record(db, "orders", "o1")).get("status") == "failed" and r
-    )
+    task_record = record_when(db, "orders", "o1", lambda r: r["status"] == "failed")
     assert task_record["attempts"] == 3
     assert task_record["lastError"] == "ValueError: attempt 3 failed"
     assert "Traceback" in task_record["lastErrorTraceback"]
@@ -51,7 +49,7 @@ def test_the_default_retry_policy_is_exponential_from_ten_seconds(
     engine.register(task="sync", collection="orders", handler=handler, debounce=0)
     start(engine, db)
     db.orders.insert_one({"_id": "o1"})
-    task_record = wait_until(lambda: (r := record(db, "orders", "o1")).get("lastError") and r)
+    task_record = record_when(db, "orders", "o1", lambda r: r.get("lastError"))
     assert task_record["status"] == "pending"
     finalized = task_record["lastFinalizedAt"]
     delay = (task_record["nextRunAt"] - finalized).total_seconds()
@@ -87,9 +85,7 @@ def test_a_failed_condition_completes_the_task_without_a_failure(
     wait_until(lambda: record(db, "orders", "o1").get("matched") is False)
     gate.set()
     # Then the run is skipped: completed, no error, no attempt counted as failed
-    task_record = wait_until(
-        lambda: (r := record(db, "orders", "o1")).get("status") == "completed" and r
-    )
+    task_record = record_when(db, "orders", "o1", lambda r: r["status"] == "completed")
     assert outcomes == ["skipped"]
     assert task_record["lastError"] is None
     assert task_record["executionHistory"][-1]["status"] == "skipped"
@@ -118,7 +114,7 @@ def test_a_change_during_a_run_makes_it_dirty_and_runs_it_again(
     make_engine: EngineFactory, db: Database[Doc]
 ) -> None:
     release = threading.Event()
-    recorder = Recorder(action=lambda ctx: release.wait(10) if ctx.attempt else None, fetch=False)
+    recorder = Recorder(action=lambda ctx: release.wait(10), fetch=False)
     engine = make_engine()
     engine.register(
         task="sync", collection="orders", handler=recorder, watch_projection={"v": 1},
@@ -149,7 +145,7 @@ def test_defer_current_requeues_without_counting_an_attempt(
     engine.register(task="hook", collection="events", handler=handler, debounce=0)
     start(engine, db)
     db.events.insert_one({"_id": "e1"})
-    deferred = wait_until(lambda: (r := record(db, "events", "e1")).get("executionHistory") and r)
+    deferred = record_when(db, "events", "e1", lambda r: r.get("executionHistory"))
     assert deferred["status"] == "pending"
     assert deferred["attempts"] == 0
     assert deferred["executionHistory"][-1]["status"] == "deferred"
@@ -167,7 +163,7 @@ def test_defer_current_accepts_a_datetime(make_engine: EngineFactory, db: Databa
     engine.register(task="hook", collection="events", handler=handler, debounce=0)
     start(engine, db)
     db.events.insert_one({"_id": "e1"})
-    deferred = wait_until(lambda: (r := record(db, "events", "e1")).get("executionHistory") and r)
+    deferred = record_when(db, "events", "e1", lambda r: r.get("executionHistory"))
     next_run = deferred["nextRunAt"].replace(tzinfo=dt.timezone.utc)
     assert abs((next_run - later).total_seconds()) < 2
 

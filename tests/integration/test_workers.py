@@ -14,7 +14,7 @@ from mongoreact.records import ClaimedTask
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
-from .helpers import Doc, Recorder, record, start, wait_until
+from .helpers import Doc, Recorder, record, record_when, start, wait_until
 
 
 def test_at_most_concurrency_handlers_run_at_once(
@@ -186,6 +186,6 @@ def test_a_task_caller_that_never_runs_the_task_is_a_failure(
     )  # fmt: skip
     start(engine, db)
     db.jobs.insert_one({"_id": "j1"})
-    error = wait_until(lambda: record(db, "jobs", "j1").get("lastError"))
+    error = record_when(db, "jobs", "j1", lambda r: r.get("lastError"))["lastError"]
     assert "without calling run()" in error
     assert recorder.count() == 0

@@ -1,0 +1,62 @@
+"""The planner's batching window: sliding, capped by max wait and by size."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mongoreact.batching import EventBatcher, id_key
+
+TOKEN = {"_data": "x"}
+
+
+def test_an_empty_batch_is_never_due() -> None:
+    batcher = EventBatcher(0.05, 0.5, 10)
+    assert batcher.due_at() is None and not batcher.is_due(1e9)
+
+
+def test_the_window_slides_with_each_event_up_to_the_max_wait() -> None:
+    batcher = EventBatcher(0.05, 0.5, 1000)
+    batcher.add("c", 1, deleted=False, token=TOKEN, now=10.0)
+    assert batcher.due_at() == 10.05
+    batcher.add("c", 2, deleted=False, token=TOKEN, now=10.04)
+    assert batcher.due_at() == 10.09
+    for i in range(100):
+        batcher.add("c", i, deleted=False, token=TOKEN, now=10.0 + i * 0.04)
+    assert batcher.due_at() == 10.5  # the max wait since the first event
+
+
+def test_a_full_batch_is_due_at_once() -> None:
+    batcher = EventBatcher(1.0, 5.0, 3)
+    for i in range(3):
+        batcher.add("c", i, deleted=False, token=TOKEN, now=1.0)
+    assert batcher.is_due(1.0)
+
+
+def test_repeated_changes_collapse_and_the_last_operation_wins() -> None:
+    batcher = EventBatcher(1.0, 5.0, 100)
+    batcher.add("orders", "a", deleted=False, token={"n": 1}, now=0)
+    batcher.add("orders", "a", deleted=True, token={"n": 2}, now=0)
+    batcher.add("orders", "b", deleted=True, token={"n": 3}, now=0)
+    batcher.add("orders", "b", deleted=False, token={"n": 4}, now=0)
+    batcher.add("users", "a", deleted=False, token={"n": 5}, now=0)
+    batch = batcher.peek()
+    assert len(batch) == 3
+    assert batch.deleted_ids("orders") == ["a"]
+    assert batch.deleted_ids("users") == []
+    assert batch.token == {"n": 5}
+    batcher.clear()
+    assert len(batcher) == 0 and batcher.due_at() is None
+
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+KEYS = st.text(st.characters(blacklist_characters="\x00"))
+BSON_IDS = st.one_of(INT64, st.text(), st.dictionaries(KEYS, INT64))
+
+
+@given(st.lists(BSON_IDS))
+def test_any_bson_id_has_a_stable_key(ids: list[object]) -> None:
+    batcher = EventBatcher(1.0, 5.0, 10**6)
+    for doc_id in ids + ids:
+        batcher.add("c", doc_id, deleted=False, token=TOKEN, now=0)
+    assert len(batcher) == len({id_key(i) for i in ids})

@@ -1,0 +1,151 @@
+"""Every bad option of init() and register() is a ConfigError naming option and value,
+raised at call time with no I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from mongoreact import ConfigError, ReactiveTasks
+
+URI = "mongodb://127.0.0.1:1/app"  # never contacted: validation does no I/O
+
+
+def handler(ctx: Any) -> None:
+    """A handler that does nothing."""
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"uri": None}, "uri"),
+        ({"uri": "http://x"}, "uri"),
+        ({"client": "not a client", "uri": None}, "client"),
+        ({"database": "a.b"}, "database"),
+        ({"database": ""}, "database"),
+        ({"instance_id": 5}, "instance_id"),
+        ({"concurrency": -1}, "concurrency"),
+        ({"concurrency": "5"}, "concurrency"),
+        ({"concurrency": True}, "concurrency"),
+        ({"globals_collection": "a$b"}, "globals_collection"),
+        ({"task_filter": "all"}, "task_filter"),
+        ({"task_caller": 3}, "task_caller"),
+        ({"monitoring": {"enabled": "yes"}}, "monitoring.enabled"),
+        ({"monitoring": {"scrape_mode": "global"}}, "monitoring.scrape_mode"),
+        ({"monitoring": {"push_interval": "often"}}, "monitoring.push_interval"),
+        ({"monitoring": {"read_preference": "any"}}, "monitoring.read_preference"),
+        ({"monitoring": {"pushIntervalMs": 5}}, "monitoring.pushIntervalMs"),
+        ({"cleanup_interval": "CRON not a cron"}, "cleanup_interval"),
+        ({"cleanup_interval": "-1h"}, "cleanup_interval"),
+        ({"cleanup_interval": 0}, "cleanup_interval"),
+        ({"leader_ttl": "10s", "leader_heartbeat": "10s"}, "leader_heartbeat"),
+        ({"task_lease": 0}, "task_lease"),
+        ({"poll_min": "20s", "poll_max": "10s"}, "poll_min"),
+        ({"batch_window": "1s", "batch_max_wait": "500ms"}, "batch_window"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_init_options(options: dict[str, Any], option: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ReactiveTasks(**{"uri": URI, **options})
+    assert caught.value.option == option
+    assert str(caught.value).startswith(f"{option}=")
+
+
+def test_a_bad_uri_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ReactiveTasks(uri="postgres://user:secret@host/db")
+    assert "secret" not in str(caught.value)
+
+
+def test_good_init_options_are_converted() -> None:
+    engine = ReactiveTasks(
+        uri=URI, concurrency=0, cleanup_interval="CRON 0 3 * * *", monitoring=False,
+        leader_ttl="1m", task_lease=dt.timedelta(seconds=5), poll_min=10,
+    )  # fmt: skip
+    settings = engine.settings
+    assert settings.cleanup_interval == "CRON 0 3 * * *"
+    assert settings.monitoring.enabled is False
+    assert settings.leader_ttl == dt.timedelta(minutes=1)
+    assert settings.task_lease == dt.timedelta(seconds=5)
+    assert settings.poll_min == dt.timedelta(milliseconds=10)
+    assert len(settings.instance_id) == 24  # an ObjectId hex by default
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        ({"task": None}, "task"),
+        ({"task": ""}, "task"),
+        ({"task": 3}, "task"),
+        ({"collection": None}, "collection"),
+        ({"collection": "orders_tasks"}, "collection"),
+        ({"collection": "system.views"}, "collection"),
+        ({"collection": "a$b"}, "collection"),
+        ({"handler": None}, "handler"),
+        ({"handler": "send_email"}, "handler"),
+        ({"filter": "status == 'paid'"}, "filter"),
+        ({"filter": {"$where": "1"}}, "filter"),
+        ({"watch_projection": {"status": 0}}, "watch_projection"),
+        ({"debounce": "-1s"}, "debounce"),
+        ({"debounce": "soon"}, "debounce"),
+        ({"debounce": "10s", "max_debounce": "1s"}, "max_debounce"),
+        ({"retry_policy": {"type": "never"}}, "retry_policy.type"),
+        ({"cleanup_policy": {"delete_when": "always"}}, "cleanup_policy.delete_when"),
+        ({"cleanup_policy": {"keep_for": "forever"}}, "cleanup_policy.keep_for"),
+        ({"cleanup_policy": {"deleteWhen": "never"}}, "cleanup_policy.deleteWhen"),
+        ({"execution_history_limit": -1}, "execution_history_limit"),
+        ({"execution_history_limit": 2.5}, "execution_history_limit"),
+        ({"evolution": {"handler_version": 0}}, "evolution.handler_version"),
+        ({"evolution": {"on_handler_version_change": "all"}},
+         "evolution.on_handler_version_change"),
+        ({"evolution": {"reconcile_on_trigger_change": 1}},
+         "evolution.reconcile_on_trigger_change"),
+        ({"priority": 1}, "priority"),
+    ],
+)  # fmt: skip
+def test_bad_register_options(options: dict[str, Any], option: str) -> None:
+    engine = ReactiveTasks(uri=URI)
+    arguments = {"task": "t", "collection": "orders", "handler": handler, **options}
+    with pytest.raises(ConfigError) as caught:
+        engine.register(**arguments)
+    assert caught.value.option == option
+
+
+def test_duplicate_task_names_are_refused() -> None:
+    engine = ReactiveTasks(uri=URI)
+    engine.register(task="t", collection="orders", handler=handler)
+    with pytest.raises(ConfigError, match="already registered") as caught:
+        engine.register(task="t", collection="users", handler=handler)
+    assert caught.value.value == "t"
+
+
+def test_register_converts_and_defaults() -> None:
+    engine = ReactiveTasks(uri=URI)
+    definition = engine.register(
+        task="t", collection="fs.files", handler=handler, debounce="2s",
+        filter={"$eq": ["$a", 1]}, evolution={"handler_version": 3},
+    )  # fmt: skip
+    assert definition.debounce == dt.timedelta(seconds=2)
+    assert definition.max_debounce == dt.timedelta(seconds=20)  # 10x the debounce
+    assert definition.filter == {"$expr": {"$eq": ["$a", 1]}}
+    assert definition.tasks_collection == "fs.files_tasks"
+    assert definition.retry_policy.type == "exponential"
+    assert definition.cleanup_policy.delete_when == "sourceDocumentDeleted"
+    assert definition.cleanup_policy.keep_for == dt.timedelta(hours=24)
+    assert definition.evolution.handler_version == 3
+    assert definition.execution_history_limit == 5
+
+
+def test_the_decorator_registers_and_returns_the_function() -> None:
+    engine = ReactiveTasks(uri=URI)
+
+    @engine.task(collection="orders", debounce=0)
+    def sync_order(ctx: Any) -> None:
+        """Sync an order."""
+
+    assert callable(sync_order)
+    assert [d.name for d in engine.definitions] == ["sync_order"]
