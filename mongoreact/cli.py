@@ -14,12 +14,15 @@ logger = logging.getLogger("mongoreact.cli")
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.serve:
+        from .demo import run_demo
+
+        return run_demo()
     with EmbeddedServer() as server:
         print(f"embedded MongoDB-compatible server running at {server.uri}", flush=True)
-        if args.serve:
-            print("press Ctrl+C to stop", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                threading.Event().wait()
+        print("press Ctrl+C to stop", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
     return 0
 
 
@@ -28,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the demo on an embedded server")
     demo.add_argument(
-        "--serve", action="store_true", help="keep the embedded server running afterwards"
+        "--serve",
+        action="store_true",
+        help="only start an embedded server and keep it running (for your own experiments)",
     )
     demo.set_defaults(run=_demo)
     return parser
