@@ -75,8 +75,10 @@ class LeaderElector(Loop):
             return 0.0
         if lease.holder == self._settings.instance_id:
             with self._lock:
+                # A lease that lapsed locally (the planner saw it and stopped) counts as
+                # newly won: planning must start again.
+                newly = not self._leading or asked >= self._valid_until
                 self._valid_until = asked + ttl
-                newly = not self._leading
                 self._leading = True
                 self.epoch = lease.epoch
             if newly:

@@ -191,6 +191,12 @@ class Planner(Loop):
         self._idle_token: Document | None = None
         self._last_save = time.monotonic()
 
+    def stop(self) -> None:
+        """Ask the planner to finish, interrupting its wait for events."""
+        super().stop()
+        with contextlib.suppress(queue.Full):
+            self._events.put_nowait(("stop", None))
+
     def request_reconciliation(self) -> None:
         """Reconcile every task not marked reconciled, once the stream is open."""
         self._reconcile_requested.set()

@@ -16,7 +16,7 @@ from .context import TaskContext
 from .definition import TaskDefinition
 from .errors import MongoReactError, TaskConditionFailedError
 from .leases import LeaseKeeper
-from .records import ClaimedTask
+from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
 from .store.tasks import TaskStore
@@ -40,7 +40,9 @@ class TaskRunner:
         clock: ServerClock,
         leases: LeaseKeeper,
         throttle: Callable[[str, float], None],
+        wake: Callable[[float], None],
     ) -> None:
+        self._wake = wake
         self._settings = settings
         self._store = store
         self._clock = clock
@@ -72,16 +74,24 @@ class TaskRunner:
             written = call_with_retry(
                 lambda: self._store.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
             )
-            if not written:
+            if written is None:
                 logger.warning(
                     "task %s for %r: another worker owns the record now; result not recorded",
                     definition.name,
                     context.doc_id,
                 )
                 return "lease_lost"
+            self._schedule_follow_up(written)
             return outcome
         finally:
             self._leases.release(claim)
+
+    def _schedule_follow_up(self, record: dict[str, Any]) -> None:
+        # A retry, a deferral or a dirty re-run is due again later: have this instance
+        # poll then instead of waiting for its idle back-off.
+        next_run = record.get("nextRunAt")
+        if record.get("status") == PENDING and next_run is not None:
+            self._wake((as_utc(next_run) - self._clock.now()).total_seconds())
 
     def _call(self, definition: TaskDefinition, context: TaskContext) -> BaseException | None:
         caught: list[BaseException] = []

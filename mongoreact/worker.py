@@ -47,7 +47,12 @@ class WorkerPool:
         self._store = store
         self._clock = clock
         self._runner = TaskRunner(
-            settings=settings, store=store, clock=clock, leases=leases, throttle=self.throttle
+            settings=settings,
+            store=store,
+            clock=clock,
+            leases=leases,
+            throttle=self.throttle,
+            wake=self.wake,
         )
         self._slots = threading.Semaphore(settings.concurrency)
         self._signal = threading.Event()

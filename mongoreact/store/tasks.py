@@ -91,12 +91,18 @@ class TaskStore:
         held = {d["claimId"] for d in collection.find(fence, {"claimId": 1})}
         return set(claim_ids) - held
 
-    def finalize(self, claim: ClaimedTask, update: list[Document]) -> bool:
-        """Apply a finalize ``update`` if the claim still owns the record."""
-        result = self._db[claim.tasks_collection].update_one(
-            pipelines.fence(claim.id, claim.claim_id), update
+    def finalize(self, claim: ClaimedTask, update: list[Document]) -> Document | None:
+        """Apply a finalize ``update`` if the claim still owns the record.
+
+        Returns the record's new ``status`` and ``nextRunAt`` (so a follow-up run can be
+        scheduled locally), or ``None`` if another claim owns the record now.
+        """
+        return self._db[claim.tasks_collection].find_one_and_update(
+            pipelines.fence(claim.id, claim.claim_id),
+            update,
+            projection={"_id": 0, "status": 1, "nextRunAt": 1},
+            return_document=ReturnDocument.AFTER,
         )
-        return result.matched_count == 1
 
     def fetch_source(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -109,3 +110,34 @@ def start_with_task(make_engine: EngineFactory, db: Database[Doc]) -> mongoreact
     engine = make_engine()
     engine.register(task="sync", collection="orders", handler=Recorder(), debounce=0)
     return start(engine, db)
+
+
+def test_stop_returns_within_its_timeout_with_production_timings(
+    mongo_uri: str, database_name: str, db: Database[Doc]
+) -> None:
+    # Production defaults: 10 s heartbeats and polls must not hold stop() up.
+    engine = mongoreact.ReactiveTasks(uri=mongo_uri, database=database_name)
+    engine.register(task="sync", collection="orders", handler=Recorder(), debounce=0)
+    start(engine, db)
+    began = time.monotonic()
+    assert engine.stop(timeout=5) is True
+    assert time.monotonic() - began < 5
+
+
+def test_stop_gives_up_on_a_hung_handler_after_its_timeout(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    hang = threading.Event()
+    engine = make_engine()
+    engine.register(task="hang", collection="jobs", handler=lambda ctx: hang.wait(30), debounce=0)
+    start(engine, db)
+    db.jobs.insert_one({"_id": "j1"})
+    wait_until(lambda: record(db, "jobs", "j1").get("status") == "processing")
+    began = time.monotonic()
+    try:
+        assert engine.stop(timeout=1) is False  # not clean: a handler was still running
+        assert time.monotonic() - began < 3
+        # the record keeps its lease; it expires and another instance takes over
+        assert record(db, "jobs", "j1")["status"] == "processing"
+    finally:
+        hang.set()

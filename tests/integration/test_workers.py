@@ -105,10 +105,10 @@ def test_finalize_is_fenced_by_the_claim(db: Database[Doc]) -> None:
     assert claim is not None
     stale = ClaimedTask(record=claim.record, claim_id=ObjectId(), tasks_collection="jobs_tasks")
     update = [{"$set": {"status": "completed", "nextRunAt": None}}]
-    assert store.finalize(stale, update) is False
+    assert store.finalize(stale, update) is None
     assert db.jobs_tasks.find_one({"_id": "r1"})["status"] == "processing"  # type: ignore[index]
-    assert store.finalize(claim, update) is True
-    assert store.finalize(claim, update) is False  # a second finalize finds nothing to own
+    assert store.finalize(claim, update) == {"status": "completed", "nextRunAt": None}
+    assert store.finalize(claim, update) is None  # a second finalize finds nothing to own
 
 
 def test_the_local_planner_wakes_idle_workers(
