@@ -196,3 +196,19 @@ def test_events_are_planned_in_batches(
     finally:
         engine.stop(timeout=10)
         client.close()
+
+
+def test_records_are_indexed_for_claims_and_due_after_the_default_debounce(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=Recorder())  # default debounce
+    start(engine, db)
+    indexes = db.orders_tasks.index_information()
+    assert indexes["mongoreact_task_source"]["unique"] is True
+    assert indexes["mongoreact_task_source"]["key"] == [("task", 1), ("sourceDocId", 1)]
+    assert indexes["mongoreact_poll"]["key"] == [("task", 1), ("nextRunAt", 1)]
+    assert indexes["mongoreact_poll"]["partialFilterExpression"] == {"nextRunAt": {"$type": "date"}}
+    db.orders.insert_one({"_id": "o1"})
+    planned = wait_until(lambda: record(db, "orders", "o1"))
+    assert (planned["nextRunAt"] - planned["createdAt"]).total_seconds() == 1.0

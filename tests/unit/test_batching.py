@@ -51,8 +51,8 @@ def test_repeated_changes_collapse_and_the_last_operation_wins() -> None:
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 # BSON strings are UTF-8 (no lone surrogates); keys cannot hold NUL.
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)))
-KEYS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+TEXT = st.text(st.characters(exclude_categories=["Cs"]))
+KEYS = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"))
 BSON_IDS = st.one_of(INT64, TEXT, st.dictionaries(KEYS, INT64))
 
 
