@@ -26,14 +26,20 @@ _LOGICAL: Final = ("$and", "$or", "$nor")
 FORBIDDEN_OPERATORS: Final = frozenset({"$where", "$function", "$accumulator"})
 
 
-def normalize_filter(value: object, option: str = "filter") -> dict[str, Any] | None:
-    """The filter as a query document (``None`` matches every document)."""
+def _non_empty_mapping(value: object, option: str, expected: str) -> Mapping[str, Any] | None:
+    """``value`` as a mapping without server-side code, or ``None`` if absent or empty."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise ConfigError(option, value, "expected a query or aggregation expression dict")
+        raise ConfigError(option, value, f"expected {expected}")
     check_no_server_code(value, option)
-    if not value:
+    return value or None
+
+
+def normalize_filter(value: object, option: str = "filter") -> dict[str, Any] | None:
+    """The filter as a query document (``None`` matches every document)."""
+    value = _non_empty_mapping(value, option, "a query or aggregation expression dict")
+    if value is None:
         return None
     if _is_expression(value):
         return {"$expr": dict(value)}
@@ -70,12 +76,8 @@ def _is_expression(value: Mapping[str, Any]) -> bool:
 
 def compile_watch_projection(value: object, option: str = "watch_projection") -> Any:
     """The aggregation expression computing a document's watched snapshot."""
+    value = _non_empty_mapping(value, option, "a projection dict such as {'status': 1}")
     if value is None:
-        return WHOLE_DOCUMENT
-    if not isinstance(value, Mapping):
-        raise ConfigError(option, value, "expected a projection dict such as {'status': 1}")
-    check_no_server_code(value, option)
-    if not value:
         return WHOLE_DOCUMENT
     compiled: dict[str, Any] = {}
     for path, spec in value.items():
