@@ -20,9 +20,9 @@ from typing import Any, Final
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
-from ._retry import call_with_retry
+from ._retry import call_with_retry, is_transient
 from ._threads import Loop
-from .batching import EventBatcher
+from .batching import EventBatcher, id_key
 from .definition import TaskDefinition
 from .reconciler import Reconciler
 from .registry import TaskRegistry
@@ -190,6 +190,7 @@ class Planner(Loop):
         )
         self._idle_token: Document | None = None
         self._last_save = time.monotonic()
+        self.poisoned = 0  # documents parked because planning them failed
 
     def stop(self) -> None:
         """Ask the planner to finish, interrupting its wait for events."""
@@ -280,10 +281,37 @@ class Planner(Loop):
             self._on_planned(definition)
 
     def _plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> None:
+        """Plan ``ids``; a document whose filter or projection fails on the server (a
+        poison document) is found by bisection and parked, and the rest is planned."""
+        try:
+            call_with_retry(
+                lambda: self._tasks.plan(definition, ids, deleted),
+                self.stopping,
+                what=f"planning {definition.name}",
+            )
+            return
+        except OperationFailure as error:
+            if is_transient(error) or self.stopping.is_set():
+                raise
+            if len(ids) > 1:
+                half = len(ids) // 2
+                gone = {id_key(i) for i in deleted}
+                for part in (ids[:half], ids[half:]):
+                    self._plan(definition, part, [i for i in part if id_key(i) in gone])
+                return
+            reason = str(error.details.get("errmsg") if error.details else error)
+        self.poisoned += 1
+        logger.error(
+            "task %s: planning document %r fails on the server (%s); parked as failed, "
+            "planning goes on",
+            definition.name,
+            ids[0],
+            reason,
+        )
         call_with_retry(
-            lambda: self._tasks.plan(definition, ids, deleted),
+            lambda: self._tasks.record_planning_failure(definition, ids[0], reason),
             self.stopping,
-            what=f"planning {definition.name}",
+            what="recording a planning failure",
         )
 
     def _save_idle_token(self) -> None:

@@ -129,6 +129,7 @@ class TaskRunner:
             "duration_ms": duration_ms,
             "attempt": claim.attempt,
             "instance_id": self._settings.instance_id,
+            "claim_id": claim.claim_id,
         }
         if isinstance(error, TaskConditionFailedError):
             outcome = "skipped"

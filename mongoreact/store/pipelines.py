@@ -124,7 +124,7 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
                 )
             }
         },
-        {"$unset": ["_changed", "_active", "_unhandled"]},
+        {"$unset": ["_changed", "_active", "_unhandled", "planningError"]},
     ]
 
 
@@ -156,6 +156,29 @@ def unmatched_update(deleted: list[Any]) -> list[dict[str, Any]]:
                 ),
             }
         }
+    ]
+
+
+def planning_failure_update(error: str) -> list[dict[str, Any]]:
+    """Mark a record as failed to plan (creating it if needed). A running record keeps
+    its status and lease, so its worker can still finalize; it only notes the error."""
+    active = "$_active"
+    return [
+        {"$set": {"_active": {"$in": [{"$ifNull": ["$status", None]}, list(ACTIVE)]}}},
+        {
+            "$set": {
+                "planningError": {"$literal": error},
+                "status": _if(active, "$status", FAILED),
+                "nextRunAt": _if(active, "$nextRunAt", None),
+                "lastError": _if(active, "$lastError", {"$literal": f"planning failed: {error}"}),
+                "lastFinalizedAt": _if(active, "$lastFinalizedAt", NOW),
+                "attempts": {"$ifNull": ["$attempts", 0]},
+                "matched": {"$ifNull": ["$matched", True]},
+                "createdAt": {"$ifNull": ["$createdAt", NOW]},
+                "updatedAt": {"$ifNull": ["$updatedAt", NOW]},
+            }
+        },
+        {"$unset": ["_active"]},
     ]
 
 
@@ -213,6 +236,7 @@ def finalize_update(
     duration_ms: int,
     attempt: int,
     instance_id: str,
+    claim_id: ObjectId,
     error: str | None = None,
     traceback: str | None = None,
     next_run_at: dt.datetime | None = None,
@@ -278,6 +302,7 @@ def finalize_update(
         "durationMs": duration_ms,
         "attempt": attempt,
         "instanceId": {"$literal": instance_id},
+        "claimId": claim_id,
     }
     if error is not None:
         # Literals: an error message that starts with "$" must not read as a field path.

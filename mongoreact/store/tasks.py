@@ -57,6 +57,15 @@ class TaskStore:
         )
         return result.modified_count
 
+    def record_planning_failure(self, definition: TaskDefinition, doc_id: Any, error: str) -> None:
+        """Park a document whose filter or projection fails on the server: its record
+        is ``failed`` with the error, until the document changes and plans cleanly."""
+        self._db[definition.tasks_collection].update_one(
+            {"task": definition.name, "sourceDocId": doc_id},
+            pipelines.planning_failure_update(error),
+            upsert=True,
+        )
+
     def claim(
         self,
         tasks_collection: str,
