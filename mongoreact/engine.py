@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -23,6 +24,7 @@ from .leases import LeaseKeeper
 from .planner import STREAM_AWAIT_MS, Planner, StreamReader
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
+from .specs import definition_from_spec, planning_signature, spec_of
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 from .worker import WorkerPool
@@ -31,6 +33,10 @@ logger = logging.getLogger("mongoreact.engine")
 
 Document = dict[str, Any]
 State = Literal["new", "running", "stopped"]
+
+# A published task nobody has registered for this long is no longer planned.
+SPEC_TTL: Final = dt.timedelta(days=7)
+SPEC_TOUCH_INTERVAL: Final = 60.0  # seconds
 
 
 class ReactiveTasks:
@@ -52,6 +58,8 @@ class ReactiveTasks:
         self._workers: WorkerPool | None = None
         self._planning: tuple[StreamReader, Planner] | None = None
         self._retired: list[Loop] = []
+        self._planning_signature: tuple[Any, ...] = ()
+        self._specs_touched = 0.0
         self._task_store: TaskStore | None = None
         self._globals: GlobalsStore | None = None
         self._database: Database[Document] | None = None
@@ -237,6 +245,55 @@ class ReactiveTasks:
         self._task_store = tasks
         self._globals = GlobalsStore(database, self._settings.globals_collection)
         self._database = database
+        self._publish_definitions()
+
+    def _publish_definitions(self) -> None:
+        assert self._globals is not None
+        for definition in self._registry:
+            outcome = self._globals.publish_spec(spec_of(definition))
+            if outcome == "older":
+                logger.warning(
+                    "task %s: another instance runs a newer handler_version; the cluster "
+                    "plans with its definition",
+                    definition.name,
+                )
+            elif outcome == "trigger_changed" and definition.evolution.reconcile_on_trigger_change:
+                logger.info(
+                    "task %s: filter or watch_projection changed; reconciling", definition.name
+                )
+                self._globals.mark_unreconciled([definition.name])
+        self._specs_touched = time.monotonic()
+
+    def _planning_registry(self) -> TaskRegistry:
+        """Every task some instance registers (recently): the leader plans them all."""
+        assert self._globals is not None
+        registry = TaskRegistry()
+        local = {d.name: d for d in self._registry}
+        for spec in self._globals.load_specs(self.clock.now() - SPEC_TTL):
+            name = str(spec.get("task"))
+            mine = local.pop(name, None)
+            version = mine.evolution.handler_version if mine else 0
+            newer = int(spec.get("handlerVersion", 1)) > version
+            try:
+                registry.add(definition_from_spec(spec) if newer or mine is None else mine)
+            except Exception:
+                logger.exception("ignoring the unreadable published definition of %r", name)
+        for definition in local.values():  # not published yet (should not happen)
+            registry.add(definition)
+        return registry
+
+    def _on_heartbeat(self, leading: bool) -> None:
+        """Every leader-election round: keep our specs fresh; the leader picks up tasks
+        published (or changed) by other instances."""
+        assert self._globals is not None
+        if time.monotonic() - self._specs_touched > SPEC_TOUCH_INTERVAL:
+            self._globals.touch_specs([d.name for d in self._registry])
+            self._specs_touched = time.monotonic()
+        if leading and self._planning is not None:
+            registry = self._planning_registry()
+            if planning_signature(list(registry)) != self._planning_signature:
+                logger.info("the published task definitions changed; restarting planning")
+                self._start_planning(registry)
 
     def _launch(self, database: Database[Document]) -> None:
         assert self._task_store is not None and self._globals is not None
@@ -254,27 +311,31 @@ class ReactiveTasks:
             clock=self.clock,
             hello=lambda: database.client.admin.command("hello"),
             on_elected=self._start_planning,
+            on_heartbeat=self._on_heartbeat,
             on_deposed=self._retire_planning,
         )
         self._leases.start()
         self._workers.start()
         self._elector.start()
 
-    def _start_planning(self) -> None:
+    def _start_planning(self, registry: TaskRegistry | None = None) -> None:
         assert self._database is not None and self._task_store is not None
         assert self._globals is not None and self._elector is not None
+        if registry is None:
+            registry = self._planning_registry()
+        self._planning_signature = planning_signature(list(registry))
         events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * self._settings.batch_size)
         reader = StreamReader(
             settings=self._settings,
             database=self._database,
-            registry=self._registry,
+            registry=registry,
             globals_store=self._globals,
             events=events,
             on_history_lost=self._on_history_lost,
         )
         planner = Planner(
             settings=self._settings,
-            registry=self._registry,
+            registry=registry,
             task_store=self._task_store,
             globals_store=self._globals,
             events=events,

@@ -34,6 +34,7 @@ class LeaderElector(Loop):
         hello: Callable[[], dict[str, object]],
         on_elected: Callable[[], None],
         on_deposed: Callable[[], None],
+        on_heartbeat: Callable[[bool], None] = lambda leading: None,
     ) -> None:
         super().__init__(f"mongoreact-leader-{settings.instance_id}")
         self._settings = settings
@@ -42,6 +43,7 @@ class LeaderElector(Loop):
         self._hello = hello
         self._on_elected = on_elected
         self._on_deposed = on_deposed
+        self._on_heartbeat = on_heartbeat
         self._leading = False
         self._valid_until = 0.0
         self._lock = threading.Lock()
@@ -88,6 +90,7 @@ class LeaderElector(Loop):
                 self._on_elected()
         elif self._leading:
             self._depose(f"{lease.holder} holds the lease")
+        self._on_heartbeat(self.is_leader())
         return heartbeat
 
     def _depose(self, reason: str) -> None:

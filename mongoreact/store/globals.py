@@ -148,12 +148,46 @@ class GlobalsStore:
         self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"reconciled": ""}})
         self._collection.delete_many({"_id": {"$regex": "^" + _CHECKPOINT_PREFIX}})
 
+    def publish_spec(self, spec: Document) -> str:
+        """Share a task's planning spec. Returns ``"new"``, ``"unchanged"``,
+        ``"trigger_changed"``, or ``"older"`` when the stored spec comes from a newer
+        ``handler_version`` (then it is kept: during a rolling deploy the newest wins)."""
+        key = {"_id": _SPEC_PREFIX + spec["task"]}
+        stored = self._collection.find_one(key)
+        if stored is not None and int(stored.get("handlerVersion", 1)) > spec["handlerVersion"]:
+            self._collection.update_one(key, {"$currentDate": {"seenAt": True}})
+            return "older"
+        self._collection.update_one(
+            key, {"$set": spec, "$currentDate": {"seenAt": True}}, upsert=True
+        )
+        if stored is None:
+            return "new"
+        return (
+            "unchanged" if stored.get("triggerHash") == spec["triggerHash"] else "trigger_changed"
+        )
+
+    def touch_specs(self, tasks: list[str]) -> None:
+        """Note that an instance still registers ``tasks``."""
+        self._collection.update_many(
+            {"_id": {"$in": [_SPEC_PREFIX + t for t in tasks]}}, {"$currentDate": {"seenAt": True}}
+        )
+
+    def load_specs(self, seen_since: dt.datetime) -> list[Document]:
+        """Specs some instance registered at or after ``seen_since``."""
+        query = {"_id": {"$regex": "^" + _SPEC_PREFIX}, "seenAt": {"$gte": seen_since}}
+        return list(self._collection.find(query))
+
+    def mark_unreconciled(self, tasks: list[str]) -> None:
+        """Have ``tasks`` reconciled again (their trigger changed)."""
+        self._collection.update_one({"_id": PLANNER_ID}, {"$pull": {"reconciled": {"$in": tasks}}})
+
     def forget_resume_token(self) -> None:
         """Drop the stored position (after the server lost the history behind it)."""
         self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"resumeToken": ""}})
 
 
 _CHECKPOINT_PREFIX: Final = "reconcile:"
+_SPEC_PREFIX: Final = "task:"
 
 
 def _checkpoint_id(collection: str) -> str:

@@ -1,0 +1,81 @@
+"""Task definitions as the cluster shares them.
+
+Every instance publishes the planning half of its tasks (collection, filter, watch
+projection, debounce, retry reset) to the globals collection. The leader plans every
+published task, including those it does not run itself, so instances that register
+different task sets cannot make the cluster miss work. Filters and projections are kept
+as canonical Extended JSON strings: they may hold ``$``-keys and any BSON value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any, Final
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from .definition import CleanupPolicy, Evolution, TaskDefinition
+from .errors import MongoReactError
+from .policies.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+
+SPEC_VERSION: Final = 1
+
+
+def _json(value: Any, *, sort_keys: bool = False) -> str:
+    return json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS, sort_keys=sort_keys)
+
+
+def trigger_hash(definition: TaskDefinition) -> str:
+    """A stable fingerprint of what makes the task run (filter and watch projection)."""
+    trigger = {"filter": definition.filter, "watch": definition.watch_expression}
+    return hashlib.sha256(_json(trigger, sort_keys=True).encode()).hexdigest()
+
+
+def spec_of(definition: TaskDefinition) -> dict[str, Any]:
+    """What the leader needs to plan ``definition`` without its handler."""
+    return {
+        "specVersion": SPEC_VERSION,
+        "task": definition.name,
+        "collection": definition.collection,
+        "filter": _json(definition.filter),
+        "watchExpression": _json(definition.watch_expression),
+        "debounceMs": definition.debounce_ms,
+        "maxDebounceMs": definition.max_debounce_ms,
+        "resetRetriesOnDataChange": definition.retry_policy.reset_retries_on_data_change,
+        "triggerHash": trigger_hash(definition),
+        "handlerVersion": definition.evolution.handler_version,
+    }
+
+
+def _not_here(_ctx: object) -> None:
+    raise MongoReactError("this task is planned here but registered on other instances")
+
+
+def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
+    """A plan-only definition (no handler) for a task published by another instance."""
+    reset = bool(spec.get("resetRetriesOnDataChange", True))
+    policy = DEFAULT_RETRY_POLICY
+    if not reset:
+        policy = RetryPolicy(type=policy.type, reset_retries_on_data_change=False)
+    return TaskDefinition(
+        name=spec["task"],
+        collection=spec["collection"],
+        handler=_not_here,
+        filter=json_util.loads(spec["filter"]),
+        watch_projection=None,
+        watch_expression=json_util.loads(spec["watchExpression"]),
+        debounce=dt.timedelta(milliseconds=int(spec["debounceMs"])),
+        max_debounce=dt.timedelta(milliseconds=int(spec["maxDebounceMs"])),
+        retry_policy=policy,
+        cleanup_policy=CleanupPolicy(),
+        execution_history_limit=0,
+        evolution=Evolution(handler_version=int(spec.get("handlerVersion", 1))),
+    )
+
+
+def planning_signature(definitions: list[TaskDefinition]) -> tuple[Any, ...]:
+    """Changes whenever what the planner must do changes."""
+    keys = ("collection", "triggerHash", "debounceMs", "maxDebounceMs", "resetRetriesOnDataChange")
+    return tuple(sorted((d.name, *(spec_of(d)[k] for k in keys)) for d in definitions))
