@@ -81,10 +81,10 @@ class StreamReader(Loop):
         self.opened = threading.Event()
 
     def step(self) -> float:
-        if self._stream is None:
-            self._open()
-        stream = self._stream
         try:
+            if self._stream is None:
+                self._open()
+            stream = self._stream
             change = stream.try_next()
         except OperationFailure as error:
             self._close()

@@ -1,0 +1,125 @@
+"""Leadership hand-over, resume tokens, history loss and task sets that differ."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from mongoreact import ReactiveTasks
+from mongoreact.testing import EmbeddedServer
+
+from .conftest import EngineFactory
+from .helpers import FAST, Doc, Recorder, record, start, wait_until
+
+
+def test_a_new_leader_resumes_after_the_last_planned_event(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    recorder = Recorder(fetch=False)
+    first = make_engine(instance_id="first")
+    first.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(first, db)
+    db.orders.insert_one({"_id": "before"})
+    wait_until(lambda: recorder.count("before") == 1)
+    assert first.stop(timeout=10)
+    token = db["_mongoreact_globals"].find_one({"_id": "planner"})["resumeToken"]  # type: ignore[index]
+    # Written while no instance runs: only the saved stream position can find these.
+    db.orders.insert_many([{"_id": f"gap{i}"} for i in range(20)])
+    second = make_engine(instance_id="second")
+    second.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(second, db)
+    wait_until(lambda: recorder.count() == 21, message="the 20 documents written in the gap")
+    saved = db["_mongoreact_globals"].find_one({"_id": "planner"})
+    assert saved is not None and saved["resumeToken"] != token
+    assert saved["savedBy"] == "second"
+
+
+@pytest.fixture
+def short_history() -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(history_size=30) as server:
+        yield server
+
+
+def test_lost_history_is_recovered_by_reconciliation(
+    short_history: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"h_{uuid.uuid4().hex[:8]}"
+    recorder = Recorder(fetch=False)
+    with MongoClient(short_history.uri) as client:
+        db = client[name]
+
+        def engine(instance_id: str) -> ReactiveTasks:
+            tasks = ReactiveTasks(
+                uri=short_history.uri, database=name, instance_id=instance_id, **FAST
+            )
+            tasks.register(task="sync", collection="orders", handler=recorder, debounce=0)
+            return tasks
+
+        first = start(engine("first"), db)
+        db.orders.insert_one({"_id": "seen"})
+        wait_until(lambda: recorder.count("seen") == 1)
+        assert first.stop(timeout=10)
+        # 100 writes while nobody listens: far more than the server's 30-event history.
+        db.orders.insert_many([{"_id": f"lost{i}"} for i in range(100)])
+        second = engine("second")
+        with caplog.at_level(logging.ERROR, logger="mongoreact"):
+            second.start()
+            try:
+                wait_until(lambda: recorder.count() == 101, timeout=30, message="all documents")
+            finally:
+                second.stop(timeout=10)
+        assert any("history lost" in r.getMessage() for r in caplog.records)
+
+
+def test_the_leader_plans_tasks_only_other_instances_register(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # Given a leader that knows task "a" only, and another instance that adds task "b"
+    a, b = Recorder(fetch=False), Recorder(fetch=False)
+    leader = make_engine(instance_id="leader")
+    leader.register(task="a", collection="orders", handler=a, debounce=0)
+    start(leader, db)
+    assert leader.is_leader
+    other = make_engine(instance_id="other")
+    other.register(task="b", collection="invoices", handler=b, debounce=0)
+    other.start()
+    # When documents arrive for both tasks
+    globals_ = db["_mongoreact_globals"]
+    wait_until(
+        lambda: globals_.find_one({"_id": "planner", "reconciled": "b"}), message="b reconciled"
+    )
+    db.orders.insert_one({"_id": "o1"})
+    db.invoices.insert_one({"_id": "i1"})
+    # Then the leader plans both, and each runs where it is registered
+    wait_until(lambda: a.count("o1") == 1 and b.count("i1") == 1)
+    assert record(db, "invoices", "i1")["claimedBy"] == "other"
+    assert leader.is_leader
+
+
+def test_a_widened_filter_is_reconciled_at_the_next_start(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    db.orders.insert_many([{"_id": "big", "amount": 500}, {"_id": "mid", "amount": 75}])
+    recorder = Recorder(fetch=False)
+    old = make_engine(instance_id="v1")
+    old.register(
+        task="review", collection="orders", handler=recorder, debounce=0,
+        filter={"amount": {"$gt": 100}},
+    )  # fmt: skip
+    start(old, db)
+    wait_until(lambda: recorder.count("big") == 1)
+    assert old.stop(timeout=10)
+    new = make_engine(instance_id="v2")
+    new.register(
+        task="review", collection="orders", handler=recorder, debounce=0,
+        filter={"amount": {"$gt": 50}},
+    )  # fmt: skip
+    new.start()
+    # No write happened: only reconciliation of the changed trigger finds "mid".
+    wait_until(lambda: recorder.count("mid") == 1, message="the newly matching document")
+    assert recorder.count("big") == 1
