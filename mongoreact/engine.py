@@ -21,7 +21,7 @@ from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .leader import LeaderElector
 from .leases import LeaseKeeper
-from .planner import STREAM_AWAIT_MS, Planner, StreamReader
+from .planner import Planner, StreamReader
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
 from .specs import definition_from_spec, planning_signature, spec_of
@@ -343,8 +343,10 @@ class ReactiveTasks:
             is_leader=self._elector.is_leader,
             on_planned=self._on_planned,
         )
+        # The planners being replaced stop on their own (they check their stop event
+        # before every write); waiting for them here would hold up the leader election.
         self._retire_planning()
-        self._join_retired(STREAM_AWAIT_MS / 1000 * 4)
+        self._retired = [loop for loop in self._retired if not loop.join(0)]
         self._planning = (reader, planner)
         reader.start()
         planner.start()

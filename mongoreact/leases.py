@@ -38,16 +38,13 @@ class LeaseKeeper(Loop):
         with self._lock:
             self._held[claim.claim_id] = claim
 
-    def release(self, claim: ClaimedTask) -> None:
-        """Stop renewing ``claim``'s lease."""
+    def release(self, claim: ClaimedTask) -> bool:
+        """Stop renewing ``claim``'s lease; ``True`` if it had been lost meanwhile."""
         with self._lock:
             self._held.pop(claim.claim_id, None)
+            lost = claim.claim_id in self._lost
             self._lost.discard(claim.claim_id)
-
-    def is_lost(self, claim: ClaimedTask) -> bool:
-        """Whether another worker may own ``claim``'s record now."""
-        with self._lock:
-            return claim.claim_id in self._lost
+            return lost
 
     def step(self) -> float:
         interval = self._settings.task_lease.total_seconds() / RENEWALS_PER_LEASE

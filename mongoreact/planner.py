@@ -210,14 +210,30 @@ class Planner(Loop):
             timeout = 0.0  # plan live events between reconciliation batches
         elif due is not None:
             timeout = max(0.0, due - time.monotonic())
+        self._take_events(timeout)
+        if self.stopping.is_set():
+            return 0.0
+        if self._batcher.is_due(time.monotonic()):
+            self._flush()
+        elif not len(self._batcher) and self._idle_token is not None:
+            self._save_idle_token()
+        return 0.0
+
+    def _take_events(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for an event, then take every one already queued, so
+        the stream reader is never held back by a slow consumer for long."""
         try:
-            kind, payload = self._events.get(timeout=timeout)
+            item = self._events.get(timeout=timeout)
+            for _ in range(self._settings.batch_size):
+                self._take(*item)
+                item = self._events.get_nowait()
         except queue.Empty:
-            kind, payload = "", None
+            pass
+
+    def _take(self, kind: str, payload: Any) -> None:
         if kind == "event":
-            coll = payload["ns"]["coll"]
             self._batcher.add(
-                coll,
+                payload["ns"]["coll"],
                 payload["documentKey"]["_id"],
                 deleted=payload["operationType"] == "delete",
                 token=payload["_id"],
@@ -225,11 +241,6 @@ class Planner(Loop):
             )
         elif kind == "idle":
             self._idle_token = payload
-        if self._batcher.is_due(time.monotonic()):
-            self._flush()
-        elif not len(self._batcher) and self._idle_token is not None:
-            self._save_idle_token()
-        return 0.0
 
     def _reconcile_step(self) -> bool:
         """Advance a reconciliation by one batch; ``True`` while one is under way."""
@@ -257,7 +268,7 @@ class Planner(Loop):
         self._on_planned(definition)
 
     def _flush(self) -> None:
-        if not self._is_leader():
+        if self.stopping.is_set() or not self._is_leader():
             # Lost the lease: plan nothing more. The token was not saved, so the next
             # leader replays these events.
             logger.warning("not the leader any more; dropping an unplanned batch")

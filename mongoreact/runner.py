@@ -64,27 +64,29 @@ class TaskRunner:
             error = self._call(definition, context)
             duration_ms = int((time.monotonic() - started) * 1000)
             outcome, update = self._outcome(definition, claim, context, error, duration_ms)
-            if self._leases.is_lost(claim):
-                logger.warning(
-                    "task %s for %r: lease lost during the run; result not recorded",
-                    definition.name,
-                    context.doc_id,
-                )
-                return "lease_lost"
-            written = call_with_retry(
-                lambda: self._store.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
-            )
-            if written is None:
-                logger.warning(
-                    "task %s for %r: another worker owns the record now; result not recorded",
-                    definition.name,
-                    context.doc_id,
-                )
-                return "lease_lost"
-            self._schedule_follow_up(written)
-            return outcome
         finally:
-            self._leases.release(claim)
+            # Stop renewing before finalizing (the finalize is fenced by the claim), so a
+            # renewal racing the finalize cannot report a lease as lost.
+            lost = self._leases.release(claim)
+        if lost:
+            logger.warning(
+                "task %s for %r: lease lost during the run; result not recorded",
+                definition.name,
+                context.doc_id,
+            )
+            return "lease_lost"
+        written = call_with_retry(
+            lambda: self._store.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
+        )
+        if written is None:
+            logger.warning(
+                "task %s for %r: another worker owns the record now; result not recorded",
+                definition.name,
+                context.doc_id,
+            )
+            return "lease_lost"
+        self._schedule_follow_up(written)
+        return outcome
 
     def _schedule_follow_up(self, record: dict[str, Any]) -> None:
         # A retry, a deferral or a dirty re-run is due again later: have this instance

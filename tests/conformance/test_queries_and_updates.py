@@ -188,3 +188,20 @@ def test_large_write_batches_report_write_errors_at_the_right_index(db: Database
     details = error.value.details
     assert details["nInserted"] == 299
     assert [e["index"] for e in details["writeErrors"]] == [150]
+
+
+def test_a_compound_unique_index_is_enforced_on_inserts_and_updates(db: Database[Doc]) -> None:
+    db.c.create_index([("task", 1), ("source", 1)], unique=True)
+    db.c.insert_one({"_id": "a", "task": "t", "source": 1})
+    db.c.insert_one({"_id": "b", "task": "t", "source": 2})
+    db.c.insert_one({"_id": "c", "task": "u", "source": 1})
+    for duplicate in ({"task": "t", "source": 1}, {"task": "t", "source": 1.0}):
+        with pytest.raises(DuplicateKeyError):
+            db.c.insert_one(duplicate)
+    with pytest.raises(DuplicateKeyError):
+        db.c.update_one({"_id": "b"}, {"$set": {"source": 1}})
+    # Rewriting a document's own key, or other fields, is no conflict.
+    db.c.update_one({"_id": "a"}, {"$set": {"source": 1, "note": "x"}})
+    db.c.update_one({"_id": "b"}, {"$set": {"source": 3}})
+    db.c.insert_one({"task": "t", "source": 2})  # freed by the update above
+    assert db.c.count_documents({}) == 4

@@ -50,8 +50,9 @@ def test_lost_history_is_recovered_by_reconciliation(
 ) -> None:
     name = f"h_{uuid.uuid4().hex[:8]}"
     recorder = Recorder(fetch=False)
+    client: MongoClient[Doc]
     with MongoClient(short_history.uri) as client:
-        db = client[name]
+        db: Database[Doc] = client[name]
 
         def engine(instance_id: str) -> ReactiveTasks:
             tasks = ReactiveTasks(

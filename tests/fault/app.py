@@ -1,0 +1,84 @@
+"""An application process for the fault tests: one task over ``items``.
+
+Run as ``python -m tests.fault.app --uri URI --database DB --instance NAME``. The handler
+records each run (with its claim id and pid) in ``runs`` before doing its "work", so a
+run cut short by a kill is still counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from pymongo import MongoClient
+
+from mongoreact import ReactiveTasks, TaskContext
+from mongoreact.store.globals import GlobalsStore
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--instance", required=True)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--handler-ms", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--filter-mod", type=int, default=1)
+    parser.add_argument("--checkpoint-pause-ms", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(threadName)s %(name)s %(message)s",
+    )
+    client: MongoClient[dict[str, Any]] = MongoClient(args.uri)
+    runs = client[args.database].runs
+    work = threading.Event()  # never set: the handler's "work" is a timed wait
+
+    def handler(ctx: TaskContext) -> None:
+        runs.insert_one({"docId": ctx.doc_id, "claimId": ctx.record["claimId"], "pid": os.getpid()})
+        work.wait(args.handler_ms / 1000)
+
+    engine = ReactiveTasks(
+        uri=args.uri, database=args.database, instance_id=args.instance,
+        concurrency=args.concurrency, batch_size=args.batch_size,
+        leader_ttl=3000, leader_heartbeat=500, task_lease=3000, poll_min=20, poll_max=200,
+        batch_window=10, batch_max_wait=100,
+    )  # fmt: skip
+    engine.register(
+        task="process", collection="items", handler=handler, debounce=0,
+        filter={"n": {"$mod": [args.filter_mod, 0]}}, execution_history_limit=50,
+        retry_policy={"type": "fixed", "interval": 100, "max_attempts": -1},
+    )  # fmt: skip
+    if args.checkpoint_pause_ms:
+        slow_down_checkpoints(args.checkpoint_pause_ms / 1000)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    engine.start()
+    print("started", flush=True)
+    done.wait()
+    engine.stop(timeout=10)
+    client.close()
+
+
+def slow_down_checkpoints(seconds: float) -> None:
+    """Test seam: pause after each reconciliation checkpoint, so that a test can kill
+    the process in the middle of a scan."""
+    save = GlobalsStore.save_checkpoint
+    pause = threading.Event()
+
+    def save_then_pause(self: GlobalsStore, *args: Any) -> None:
+        save(self, *args)
+        pause.wait(seconds)
+
+    GlobalsStore.save_checkpoint = save_then_pause  # type: ignore[method-assign,assignment]
+
+
+if __name__ == "__main__":
+    main()
