@@ -9,7 +9,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from .harness import AppProcess, Doc
+from .harness import SUMMARY, AppProcess, Doc
 
 
 @pytest.fixture
@@ -30,3 +30,11 @@ def apps() -> Iterator[list[AppProcess]]:
     for app in started:
         app.kill()
         app.log.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per fault scenario: runs, lost, duplicates, recovery time."""
+    if SUMMARY:
+        terminalreporter.section("fault scenarios")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

@@ -120,6 +120,15 @@ class Outcome:
         )
 
 
+SUMMARY: list[str] = []  # one line per scenario, printed at the end of the run
+
+
+def report(line: str) -> None:
+    """Keep a scenario's summary line for the terminal summary (and print it)."""
+    SUMMARY.append(line)
+    print(line)
+
+
 def done(db: Database[Doc], expected: int) -> bool:
     """Every expected item has a completed task record."""
     return db.items_tasks.count_documents({"status": "completed"}) >= expected

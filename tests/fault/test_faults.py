@@ -18,7 +18,7 @@ from pymongo.database import Database
 
 from mongoreact.testing import EmbeddedServer
 
-from .harness import AppProcess, Doc, Load, account, done, leader, wait_for
+from .harness import AppProcess, Doc, Load, account, done, leader, report, wait_for
 from .proxy import DroppingProxy
 
 pytestmark = pytest.mark.fault
@@ -59,7 +59,7 @@ def test_leader_and_workers_killed_during_load(
     load.join()
     wait_for(lambda: done(fault_db, 400), 90, "every item to complete")
     outcome = account(fault_db)
-    print(outcome.line("leader+worker SIGKILL x3", f"max {max(recoveries):.2f}s"))
+    report(outcome.line("leader+worker SIGKILL x3", f"max {max(recoveries):.2f}s"))
     assert outcome.items == 400 and outcome.lost == 0 and outcome.unexplained == 0
 
 
@@ -86,7 +86,7 @@ def test_connections_cut_repeatedly_during_load(
     finally:
         proxy.close()
     outcome = account(fault_db)
-    print(outcome.line(f"connections dropped x{proxy.drops}", f"{recovery:.2f}s after load"))
+    report(outcome.line(f"connections dropped x{proxy.drops}", f"{recovery:.2f}s after load"))
     assert outcome.items == 300 and outcome.lost == 0 and outcome.unexplained == 0
 
 
@@ -106,7 +106,7 @@ def test_history_lost_while_every_instance_was_down(apps: list[AppProcess]) -> N
             restarted = [start_app(apps, server.uri, db, f"hl-{i}") for i in range(2, 4)]
             recovery = wait_for(lambda: done(db, 660), 90, "every item to complete")
             outcome = account(db)
-            print(outcome.line("history lost (286) while all down", f"{recovery:.2f}s"))
+            report(outcome.line("history lost (286) while all down", f"{recovery:.2f}s"))
             assert outcome.items == 660 and outcome.lost == 0 and outcome.unexplained == 0
             logs = "".join(app.output() for app in restarted)
             assert "history lost" in logs
@@ -138,7 +138,7 @@ def test_a_killed_reconciliation_resumes_from_its_checkpoint(
     scanned = int(re.search(r"reconciled items: (\d+) documents", log).group(1))  # type: ignore[union-attr]
     assert scanned == remaining  # resumed after the checkpoint, not from the start
     outcome = account(fault_db, {"n": {"$mod": [20, 0]}})
-    print(outcome.line(f"reconciliation killed, resumed ({scanned}/{total} rescanned)",
+    report(outcome.line(f"reconciliation killed, resumed ({scanned}/{total} rescanned)",
                        f"{recovery:.2f}s"))  # fmt: skip
     assert outcome.items == total // 20 and outcome.lost == 0 and outcome.unexplained == 0
 

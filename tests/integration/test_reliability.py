@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from mongoreact import ReactiveTasks
+from mongoreact.store.globals import GlobalsStore
 from mongoreact.testing import EmbeddedServer
 
 from .conftest import EngineFactory
@@ -124,3 +127,62 @@ def test_a_widened_filter_is_reconciled_at_the_next_start(
     # No write happened: only reconciliation of the changed trigger finds "mid".
     wait_until(lambda: recorder.count("mid") == 1, message="the newly matching document")
     assert recorder.count("big") == 1
+
+
+def test_a_leader_that_loses_its_lease_stops_planning(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    engine = make_engine(instance_id="deposed")
+    engine.register(task="sync", collection="orders", handler=Recorder(), debounce=0)
+    start(engine, db)
+    assert engine.is_leader
+    # Another instance takes the lease over (as after a long pause of this process).
+    db["_mongoreact_globals"].update_one(
+        {"_id": "leader"},
+        [{"$set": {"instanceId": "usurper", "expiresAt": {"$add": ["$$NOW", 60_000]}}}],
+    )
+    wait_until(lambda: not engine.is_leader, message="deposition")
+    wait_until(
+        lambda: (
+            not any(
+                t.name.startswith(("mongoreact-planner-deposed", "mongoreact-stream-deposed"))
+                for t in threading.enumerate()
+            )
+        ),
+        message="the planner threads to stop",
+    )
+
+
+def test_a_long_reconciliation_keeps_the_leader_lease(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.orders.insert_many([{"n": i} for i in range(100)])
+    save = GlobalsStore.save_checkpoint
+
+    def slow_save(self: GlobalsStore, *args: Any) -> None:
+        save(self, *args)
+        threading.Event().wait(0.25)  # 10 batches: the scan outlasts the 1 s lease twice
+
+    monkeypatch.setattr(GlobalsStore, "save_checkpoint", slow_save)
+    recorder = Recorder(fetch=False)
+    engine = make_engine(batch_size=10)
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    engine.start()
+    wait_until(lambda: engine.is_leader)
+    epoch = db["_mongoreact_globals"].find_one({"_id": "leader"})["epoch"]  # type: ignore[index]
+    wait_until(lambda: recorder.count() == 100, message="the scan to plan everything")
+    lease = db["_mongoreact_globals"].find_one({"_id": "leader"})
+    assert lease is not None and lease["epoch"] == epoch  # never lost, never re-taken
+    assert engine.is_leader
+
+
+def test_the_stream_position_is_saved_while_idle(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    engine = make_engine(instance_id="idle")
+    engine.register(task="sync", collection="orders", handler=Recorder(), debounce=0)
+    start(engine, db)
+    db.unwatched.insert_one({"_id": 1})  # moves the stream on without any event for us
+    planner = db["_mongoreact_globals"]
+    saved = wait_until(lambda: planner.find_one({"_id": "planner", "savedBy": "idle"}) or {})
+    assert saved["resumeToken"]
