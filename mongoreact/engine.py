@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -16,6 +16,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.uri_parser import parse_uri
 
 from ._threads import Loop
+from .cleanup import Cleaner
 from .clock import ServerClock
 from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
@@ -56,7 +57,7 @@ class ReactiveTasks:
         self._elector: LeaderElector | None = None
         self._leases: LeaseKeeper | None = None
         self._workers: WorkerPool | None = None
-        self._planning: tuple[StreamReader, Planner] | None = None
+        self._planning: _Planning | None = None
         self._retired: list[Loop] = []
         self._planning_signature: tuple[Any, ...] = ()
         self._specs_touched = 0.0
@@ -248,20 +249,28 @@ class ReactiveTasks:
         self._publish_definitions()
 
     def _publish_definitions(self) -> None:
-        assert self._globals is not None
+        assert self._globals is not None and self._task_store is not None
         for definition in self._registry:
-            outcome = self._globals.publish_spec(spec_of(definition))
-            if outcome == "older":
+            published = self._globals.publish_spec(spec_of(definition))
+            if published.older:
                 logger.warning(
                     "task %s: another instance runs a newer handler_version; the cluster "
                     "plans with its definition",
                     definition.name,
                 )
-            elif outcome == "trigger_changed" and definition.evolution.reconcile_on_trigger_change:
-                logger.info(
-                    "task %s: filter or watch_projection changed; reconciling", definition.name
-                )
+                continue
+            if published.trigger_changed and definition.evolution.reconcile_on_trigger_change:
+                logger.info("task %s: trigger changed; reconciling", definition.name)
                 self._globals.mark_unreconciled([definition.name])
+            policy = definition.evolution.on_handler_version_change
+            if published.upgraded and policy != "none":
+                count = self._task_store.reprocess(
+                    definition, failed_only=policy == "reprocess_failed"
+                )
+                logger.info(
+                    "task %s: handler_version %d: %s reset %d record(s) to pending",
+                    definition.name, definition.evolution.handler_version, policy, count,
+                )  # fmt: skip
         self._specs_touched = time.monotonic()
 
     def _planning_registry(self) -> TaskRegistry:
@@ -343,13 +352,21 @@ class ReactiveTasks:
             is_leader=self._elector.is_leader,
             on_planned=self._on_planned,
         )
+        cleaner = Cleaner(
+            settings=self._settings,
+            registry=registry,
+            task_store=self._task_store,
+            globals_store=self._globals,
+            clock=self.clock,
+            is_leader=self._elector.is_leader,
+        )
         # The planners being replaced stop on their own (they check their stop event
         # before every write); waiting for them here would hold up the leader election.
         self._retire_planning()
         self._retired = [loop for loop in self._retired if not loop.join(0)]
-        self._planning = (reader, planner)
-        reader.start()
-        planner.start()
+        self._planning = _Planning(reader, planner, cleaner)
+        for loop in self._planning:
+            loop.start()
 
     def _retire_planning(self) -> None:
         """Stop planning at once; the threads finish in the background."""
@@ -379,7 +396,7 @@ class ReactiveTasks:
         self._globals.reset_reconciliation()
         planning = self._planning
         if planning is not None:
-            planning[1].request_reconciliation()
+            planning.planner.request_reconciliation()
 
     def _disconnect(self) -> None:
         if self._client is not None:
@@ -388,6 +405,14 @@ class ReactiveTasks:
             except PyMongoError:
                 logger.debug("error closing the client", exc_info=True)
             self._client = None
+
+
+class _Planning(NamedTuple):
+    """The leader's threads."""
+
+    reader: StreamReader
+    planner: Planner
+    cleaner: Cleaner
 
 
 def _validate_with_server(tasks: TaskStore, definition: TaskDefinition) -> None:

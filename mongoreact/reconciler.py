@@ -10,11 +10,14 @@ leader resumes there, unless the set of tasks being reconciled changed.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, Final
+
+from bson import ObjectId
 
 from ._retry import call_with_retry
 from .definition import TaskDefinition
@@ -23,6 +26,8 @@ from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 
 logger = logging.getLogger("mongoreact.reconciler")
+
+VANISHED_MARGIN: Final = dt.timedelta(minutes=1)
 
 
 class Reconciler:
@@ -71,10 +76,13 @@ class Reconciler:
         checkpoint = self._retry(
             partial(self._globals.load_checkpoint, collection, names), "reading the checkpoint"
         )
-        after, resumed = checkpoint if checkpoint is not None else (None, False)
+        after = checkpoint.last_id if checkpoint is not None else None
+        # Documents planned before the scan began and not reached by it are gone; the
+        # margin absorbs clock differences between the leaders that ran the scan.
+        stamp = (checkpoint.scan_stamp if checkpoint else None) or ObjectId()
         logger.info(
             "reconciling %s for %s%s", collection, ", ".join(names),
-            " from the checkpoint" if resumed else "",
+            " from the checkpoint" if checkpoint else "",
         )  # fmt: skip
         scanned = 0
         while True:
@@ -91,9 +99,17 @@ class Reconciler:
             after = ids[-1]
             scanned += len(ids)
             self._retry(
-                partial(self._globals.save_checkpoint, collection, names, after), "checkpointing"
+                partial(self._globals.save_checkpoint, collection, names, after, stamp),
+                "checkpointing",
             )
             yield False
+        before = ObjectId.from_datetime(stamp.generation_time - VANISHED_MARGIN)
+        for definition in definitions:
+            vanished = self._retry(
+                partial(self._tasks.mark_vanished, definition, before), "marking vanished"
+            )
+            if vanished:
+                logger.info("%s: %d record(s) whose document is gone", definition.name, vanished)
         self._retry(partial(self._globals.finish_reconciliation, collection, names), "finishing")
         logger.info("reconciled %s: %d documents", collection, scanned)
         return True

@@ -17,6 +17,7 @@ from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from .definition import CleanupPolicy, Evolution, TaskDefinition
+from .durations import to_milliseconds
 from .errors import MongoReactError
 from .policies.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
@@ -46,6 +47,8 @@ def spec_of(definition: TaskDefinition) -> dict[str, Any]:
         "resetRetriesOnDataChange": definition.retry_policy.reset_retries_on_data_change,
         "triggerHash": trigger_hash(definition),
         "handlerVersion": definition.evolution.handler_version,
+        "deleteWhen": definition.cleanup_policy.delete_when,
+        "keepForMs": to_milliseconds(definition.cleanup_policy.keep_for),
     }
 
 
@@ -69,7 +72,10 @@ def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
         debounce=dt.timedelta(milliseconds=int(spec["debounceMs"])),
         max_debounce=dt.timedelta(milliseconds=int(spec["maxDebounceMs"])),
         retry_policy=policy,
-        cleanup_policy=CleanupPolicy(),
+        cleanup_policy=CleanupPolicy(
+            delete_when=str(spec.get("deleteWhen", "sourceDocumentDeleted")),
+            keep_for=dt.timedelta(milliseconds=int(spec.get("keepForMs", 86_400_000))),
+        ),
         execution_history_limit=0,
         evolution=Evolution(handler_version=int(spec.get("handlerVersion", 1))),
     )

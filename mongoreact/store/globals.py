@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any, Final
 
 import attrs
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
@@ -17,6 +18,27 @@ LEADER_ID: Final = "leader"
 PLANNER_ID: Final = "planner"
 
 Document = dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """An interrupted reconciliation: the last ``_id`` it planned, and the stamp taken
+    when its scan began."""
+
+    last_id: Any
+    scan_stamp: ObjectId | None
+
+
+@attrs.frozen(kw_only=True)
+class Publication:
+    """What publishing a task spec found: a first publication, a trigger that changed,
+    a handler version this instance moved up (``upgraded``: apply its evolution policy
+    once), or a newer version already published (``older``)."""
+
+    new: bool = False
+    trigger_changed: bool = False
+    upgraded: bool = False
+    older: bool = False
 
 
 @attrs.frozen
@@ -118,19 +140,21 @@ class GlobalsStore:
         names = document.get("reconciled") if document else None
         return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
-    def load_checkpoint(self, collection: str, tasks: list[str]) -> tuple[Any, bool] | None:
-        """``(last _id, True)`` of an interrupted reconciliation of exactly ``tasks``."""
+    def load_checkpoint(self, collection: str, tasks: list[str]) -> Checkpoint | None:
+        """Where an interrupted reconciliation of exactly ``tasks`` stopped."""
         document = self._collection.find_one({"_id": _checkpoint_id(collection)})
         if document is None or document.get("tasks") != tasks or "lastId" not in document:
             return None
-        return document["lastId"], True
+        return Checkpoint(last_id=document["lastId"], scan_stamp=document.get("scanStamp"))
 
-    def save_checkpoint(self, collection: str, tasks: list[str], last_id: Any) -> None:
+    def save_checkpoint(
+        self, collection: str, tasks: list[str], last_id: Any, scan_stamp: ObjectId
+    ) -> None:
         """Record that reconciliation of ``tasks`` has covered ids up to ``last_id``."""
         self._collection.update_one(
             {"_id": _checkpoint_id(collection)},
             [{"$set": {"tasks": {"$literal": tasks}, "lastId": {"$literal": last_id},
-                       "updatedAt": NOW}}],
+                       "scanStamp": scan_stamp, "updatedAt": NOW}}],
             upsert=True,
         )  # fmt: skip
 
@@ -148,22 +172,32 @@ class GlobalsStore:
         self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"reconciled": ""}})
         self._collection.delete_many({"_id": {"$regex": "^" + _CHECKPOINT_PREFIX}})
 
-    def publish_spec(self, spec: Document) -> str:
-        """Share a task's planning spec. Returns ``"new"``, ``"unchanged"``,
-        ``"trigger_changed"``, or ``"older"`` when the stored spec comes from a newer
-        ``handler_version`` (then it is kept: during a rolling deploy the newest wins)."""
+    def publish_spec(self, spec: Document) -> Publication:
+        """Share a task's planning spec (see ``Publication`` for what happened).
+
+        A stored spec from a newer ``handler_version`` is kept: during a rolling deploy
+        the newest wins. A newer local version replaces the stored one with a
+        compare-and-set, so exactly one instance sees ``upgraded`` per version change.
+        """
         key = {"_id": _SPEC_PREFIX + spec["task"]}
-        stored = self._collection.find_one(key)
-        if stored is not None and int(stored.get("handlerVersion", 1)) > spec["handlerVersion"]:
-            self._collection.update_one(key, {"$currentDate": {"seenAt": True}})
-            return "older"
-        self._collection.update_one(
-            key, {"$set": spec, "$currentDate": {"seenAt": True}}, upsert=True
+        first = self._collection.update_one(
+            key, {"$setOnInsert": spec, "$currentDate": {"seenAt": True}}, upsert=True
         )
-        if stored is None:
-            return "new"
-        return (
-            "unchanged" if stored.get("triggerHash") == spec["triggerHash"] else "trigger_changed"
+        if first.upserted_id is not None:
+            return Publication(new=True)
+        stored = self._collection.find_one(key) or {}
+        mine = spec["handlerVersion"]
+        theirs = int(stored.get("handlerVersion", 1))
+        if theirs > mine:
+            self._collection.update_one(key, {"$currentDate": {"seenAt": True}})
+            return Publication(older=True)
+        won = self._collection.update_one(
+            {**key, "handlerVersion": stored.get("handlerVersion")},
+            {"$set": spec, "$currentDate": {"seenAt": True}},
+        ).modified_count
+        return Publication(
+            trigger_changed=stored.get("triggerHash") != spec["triggerHash"],
+            upgraded=bool(won) and theirs < mine,
         )
 
     def touch_specs(self, tasks: list[str]) -> None:
@@ -180,6 +214,18 @@ class GlobalsStore:
     def mark_unreconciled(self, tasks: list[str]) -> None:
         """Have ``tasks`` reconciled again (their trigger changed)."""
         self._collection.update_one({"_id": PLANNER_ID}, {"$pull": {"reconciled": {"$in": tasks}}})
+
+    def last_cleanup(self) -> dt.datetime | None:
+        """When a cleanup last completed anywhere in the cluster."""
+        document = self._collection.find_one({"_id": PLANNER_ID}, {"lastCleanupAt": 1})
+        value = document.get("lastCleanupAt") if document else None
+        return value if isinstance(value, dt.datetime) else None
+
+    def mark_cleanup_done(self) -> None:
+        """Record a completed cleanup (server time)."""
+        self._collection.update_one(
+            {"_id": PLANNER_ID}, {"$currentDate": {"lastCleanupAt": True}}, upsert=True
+        )
 
     def forget_resume_token(self) -> None:
         """Drop the stored position (after the server lost the history behind it)."""

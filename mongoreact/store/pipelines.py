@@ -32,6 +32,14 @@ SOURCE_INDEX: Final = IndexModel(
 )
 
 
+# Only records whose source is gone or stopped matching: what cleanup looks at.
+ORPHAN_INDEX: Final = IndexModel(
+    [("task", 1), ("matched", 1), ("updatedAt", 1)],
+    name="mongoreact_orphans",
+    partialFilterExpression={"matched": False},
+)
+
+
 def planning_pipeline(
     definition: TaskDefinition, ids: list[Any], stamp: ObjectId
 ) -> list[dict[str, Any]]:
@@ -159,7 +167,7 @@ def unmatched_update(deleted: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def planning_failure_update(error: str) -> list[dict[str, Any]]:
+def planning_failure_update(error: str, stamp: ObjectId) -> list[dict[str, Any]]:
     """Mark a record as failed to plan (creating it if needed). A running record keeps
     its status and lease, so its worker can still finalize; it only notes the error."""
     active = "$_active"
@@ -168,6 +176,7 @@ def planning_failure_update(error: str) -> list[dict[str, Any]]:
         {
             "$set": {
                 "planningError": {"$literal": error},
+                "planStamp": stamp,  # the document exists: reconciliation reached it
                 "status": _if(active, "$status", FAILED),
                 "nextRunAt": _if(active, "$nextRunAt", None),
                 "lastError": _if(active, "$lastError", {"$literal": f"planning failed: {error}"}),
@@ -180,6 +189,47 @@ def planning_failure_update(error: str) -> list[dict[str, Any]]:
         },
         {"$unset": ["_active"]},
     ]
+
+
+def reprocess_update() -> list[dict[str, Any]]:
+    """Due now with a fresh attempt count; a running record re-runs after its run."""
+    active = {"$in": ["$status", list(ACTIVE)]}
+    return [
+        {
+            "$set": {
+                "status": _if(active, PROCESSING_DIRTY, PENDING),
+                "nextRunAt": _if(active, "$nextRunAt", NOW),
+                "dueAt": NOW,
+                "updatedAt": NOW,
+                "attempts": 0,
+                "firstErrorAt": None,
+            }
+        }
+    ]
+
+
+def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, Any]:
+    """Records the cleanup policy deletes: source gone (or, with
+    ``sourceDocumentDeletedOrNoLongerMatching``, not matching), idle, and untouched by
+    data changes and runs since ``cutoff`` (``keep_for`` ago)."""
+    query: dict[str, Any] = {
+        "task": definition.name,
+        "matched": False,
+        "updatedAt": {"$lt": cutoff},
+        "status": {"$nin": list(ACTIVE)},
+        "$or": [{"lastFinalizedAt": {"$lt": cutoff}}, {"lastFinalizedAt": None}],
+    }
+    if definition.cleanup_policy.delete_when == "sourceDocumentDeleted":
+        query["sourceDeletedAt"] = {"$type": "date"}
+    return query
+
+
+def vanished_filter(task: str, planned_before: ObjectId) -> dict[str, Any]:
+    """Records a finished reconciliation did not reach: their source no longer exists."""
+    return {"task": task, "matched": {"$ne": False}, "planStamp": {"$lt": planned_before}}
+
+
+VANISHED_UPDATE: Final = [{"$set": {"matched": False, "sourceDeletedAt": NOW}}]
 
 
 def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:

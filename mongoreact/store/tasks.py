@@ -31,7 +31,7 @@ class TaskStore:
 
     def ensure_indexes(self, tasks_collection: str) -> None:
         """Create the claim and uniqueness indexes (idempotent)."""
-        indexes = [pipelines.SOURCE_INDEX, pipelines.POLL_INDEX]
+        indexes = [pipelines.SOURCE_INDEX, pipelines.POLL_INDEX, pipelines.ORPHAN_INDEX]
         self._db[tasks_collection].create_indexes(indexes)
 
     def plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> int:
@@ -62,9 +62,40 @@ class TaskStore:
         is ``failed`` with the error, until the document changes and plans cleanly."""
         self._db[definition.tasks_collection].update_one(
             {"task": definition.name, "sourceDocId": doc_id},
-            pipelines.planning_failure_update(error),
+            pipelines.planning_failure_update(error, ObjectId()),
             upsert=True,
         )
+
+    def delete_orphans(
+        self, definition: TaskDefinition, cutoff: dt.datetime, batch_size: int
+    ) -> int:
+        """Delete up to ``batch_size`` records the cleanup policy no longer keeps."""
+        tasks = self._db[definition.tasks_collection]
+        query = pipelines.orphan_filter(definition, cutoff)
+        ids = [d["_id"] for d in tasks.find(query, {"_id": 1}).limit(batch_size)]
+        if not ids:
+            return 0
+        # The filter again: a record may have been re-planned since it was read.
+        return tasks.delete_many({"_id": {"$in": ids}, **query}).deleted_count
+
+    def mark_vanished(self, definition: TaskDefinition, planned_before: ObjectId) -> int:
+        """After a complete reconciliation: records it did not reach lost their source."""
+        result = self._db[definition.tasks_collection].update_many(
+            pipelines.vanished_filter(definition.name, planned_before),
+            pipelines.VANISHED_UPDATE,
+        )
+        return result.modified_count
+
+    def reprocess(self, definition: TaskDefinition, *, failed_only: bool) -> int:
+        """Run a task again for its matching documents (all, or those ``failed``), in
+        one server-side update; running records become ``processing_dirty``."""
+        query: Document = {"task": definition.name, "matched": {"$ne": False}}
+        if failed_only:
+            query["status"] = "failed"
+        result = self._db[definition.tasks_collection].update_many(
+            query, pipelines.reprocess_update()
+        )
+        return result.modified_count
 
     def claim(
         self,

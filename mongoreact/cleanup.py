@@ -1,0 +1,101 @@
+"""Scheduled cleanup: deleting the records the cleanup policies no longer keep.
+
+Runs on the leader in its own thread, every ``cleanup_interval`` (a duration, or
+``"CRON <expr>"``), counted from the last run anywhere in the cluster (``lastCleanupAt``
+in the globals collection), so a change of leader does not reset the schedule. Planning
+already marks records whose document was deleted (``sourceDeletedAt``) or stopped
+matching (``matched: false``), and a partial index holds only those: a cleanup reads
+candidates from that index in batches, never the whole tasks collection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Final
+
+from croniter import croniter
+
+from ._retry import call_with_retry
+from ._threads import Loop
+from .clock import ServerClock, as_utc
+from .registry import TaskRegistry
+from .settings import CRON_PREFIX, Settings
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
+
+logger = logging.getLogger("mongoreact.cleanup")
+
+CLEANUP_BATCH: Final = 1000
+
+
+def next_cleanup(last: dt.datetime | None, schedule: dt.timedelta | str) -> dt.datetime | None:
+    """When the next cleanup is due (``None``: now, it never ran)."""
+    if last is None:
+        return None
+    last = as_utc(last)
+    if isinstance(schedule, str):
+        expression = schedule[len(CRON_PREFIX) :]
+        return as_utc(croniter(expression, last).get_next(dt.datetime))
+    return last + schedule
+
+
+class Cleaner(Loop):
+    """Deletes orphaned task records when the schedule says so."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: TaskRegistry,
+        task_store: TaskStore,
+        globals_store: GlobalsStore,
+        clock: ServerClock,
+        is_leader: Callable[[], bool],
+        batch_size: int = CLEANUP_BATCH,
+    ) -> None:
+        super().__init__(f"mongoreact-cleanup-{settings.instance_id}")
+        self._settings = settings
+        self._registry = registry
+        self._tasks = task_store
+        self._globals = globals_store
+        self._clock = clock
+        self._is_leader = is_leader
+        self._batch_size = batch_size
+        self.deleted = 0
+
+    def step(self) -> float:
+        heartbeat = self._settings.leader_heartbeat.total_seconds()
+        if not self._is_leader():
+            return heartbeat
+        last = call_with_retry(self._globals.last_cleanup, self.stopping, what="cleanup state")
+        due = next_cleanup(last, self._settings.cleanup_interval)
+        now = self._clock.now()
+        if due is not None and due > now:
+            return min(heartbeat, (due - now).total_seconds())
+        if self.run(now):
+            call_with_retry(self._globals.mark_cleanup_done, self.stopping, what="cleanup state")
+        return heartbeat
+
+    def run(self, now: dt.datetime) -> bool:
+        """One cleanup of every task; ``False`` if interrupted (lost the lease, stopping)."""
+        for definition in self._registry:
+            if definition.cleanup_policy.delete_when == "never":
+                continue
+            cutoff = now - definition.cleanup_policy.keep_for
+            while True:
+                if self.stopping.is_set() or not self._is_leader():
+                    return False
+                deleted = call_with_retry(
+                    partial(self._tasks.delete_orphans, definition, cutoff, self._batch_size),
+                    self.stopping,
+                    what=f"cleaning up {definition.name}",
+                )
+                self.deleted += deleted
+                if deleted:
+                    logger.info("%s: deleted %d orphaned record(s)", definition.name, deleted)
+                if deleted < self._batch_size:
+                    break
+        return True
