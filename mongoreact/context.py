@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
 from pymongo.client_session import ClientSession
@@ -14,6 +13,7 @@ from .durations import parse_duration
 from .errors import ConfigError, TaskConditionFailedError
 from .records import ClaimedTask
 from .store.tasks import TaskStore
+from .throttles import SCOPES, Throttles
 
 
 class TaskContext:
@@ -26,13 +26,13 @@ class TaskContext:
         claim: ClaimedTask,
         store: TaskStore,
         clock: ServerClock,
-        throttle: Callable[[str, float], None],
+        throttles: Throttles,
     ) -> None:
         self._definition = definition
         self._claim = claim
         self._store = store
         self._clock = clock
-        self._throttle = throttle
+        self._throttles = throttles
         self.deferred_until: dt.datetime | None = None
 
     @property
@@ -86,12 +86,16 @@ class TaskContext:
         attempt. Takes effect when the handler returns normally."""
         self.deferred_until = self._when(delay, "defer_current")
 
-    def throttle_all(self, delay: object) -> None:
-        """Claim no task of this type on this instance for a while (a duration or a
-        datetime). Takes effect at once, whatever the handler does next; the current
-        run is not affected (combine with ``defer_current`` to postpone it too)."""
+    def throttle_all(self, delay: object, scope: str = "instance") -> None:
+        """Claim no task of this type for a while (a duration or a datetime): on this
+        instance, or with ``scope="cluster"`` on every instance (they notice within
+        about a second). Takes effect at once, whatever the handler does next; the
+        current run is not affected (combine with ``defer_current`` to postpone it)."""
+        if scope not in SCOPES:
+            raise ConfigError("scope", scope, "expected 'instance' or 'cluster'")
         until = self._when(delay, "throttle_all")
-        self._throttle(self.task, (until - self._clock.now()).total_seconds())
+        seconds = (until - self._clock.now()).total_seconds()
+        self._throttles.pause(self.task, seconds, cluster=scope == "cluster")
 
     def _when(self, delay: object, option: str) -> dt.datetime:
         if isinstance(delay, dt.datetime):

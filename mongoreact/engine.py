@@ -28,6 +28,7 @@ from .settings import Settings, build_settings
 from .specs import definition_from_spec, planning_signature, spec_of
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
+from .throttles import Throttles
 from .worker import WorkerPool
 
 logger = logging.getLogger("mongoreact.engine")
@@ -313,6 +314,7 @@ class ReactiveTasks:
             store=self._task_store,
             clock=self.clock,
             leases=self._leases,
+            throttles=Throttles(self._globals, self.clock),
         )
         self._elector = LeaderElector(
             settings=self._settings,

@@ -20,6 +20,7 @@ from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
 from .store.tasks import TaskStore
+from .throttles import Throttles
 
 logger = logging.getLogger("mongoreact.runner")
 
@@ -39,7 +40,7 @@ class TaskRunner:
         store: TaskStore,
         clock: ServerClock,
         leases: LeaseKeeper,
-        throttle: Callable[[str, float], None],
+        throttles: Throttles,
         wake: Callable[[float], None],
     ) -> None:
         self._wake = wake
@@ -47,7 +48,7 @@ class TaskRunner:
         self._store = store
         self._clock = clock
         self._leases = leases
-        self._throttle = throttle
+        self._throttles = throttles
 
     def run(self, definition: TaskDefinition, claim: ClaimedTask) -> str:
         """Run ``claim`` and finalize it; returns the outcome recorded."""
@@ -56,7 +57,7 @@ class TaskRunner:
             claim=claim,
             store=self._store,
             clock=self._clock,
-            throttle=self._throttle,
+            throttles=self._throttles,
         )
         self._leases.hold(claim)
         try:

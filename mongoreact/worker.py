@@ -23,6 +23,7 @@ from .registry import TaskRegistry
 from .runner import TaskRunner
 from .settings import Settings
 from .store.tasks import TaskStore
+from .throttles import Throttles
 
 logger = logging.getLogger("mongoreact.worker")
 
@@ -41,7 +42,9 @@ class WorkerPool:
         store: TaskStore,
         clock: ServerClock,
         leases: LeaseKeeper,
+        throttles: Throttles,
     ) -> None:
+        self._throttles = throttles
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -51,7 +54,7 @@ class WorkerPool:
             store=store,
             clock=clock,
             leases=leases,
-            throttle=self.throttle,
+            throttles=throttles,
             wake=self.wake,
         )
         self._slots = threading.Semaphore(settings.concurrency)
@@ -59,7 +62,6 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._wake_at: float | None = None
-        self._throttled: dict[str, float] = {}
         self._rotation = 0
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
@@ -87,12 +89,6 @@ class WorkerPool:
             if self._wake_at is None or at < self._wake_at:
                 self._wake_at = at
         self._signal.set()
-
-    def throttle(self, task: str, seconds: float) -> None:
-        """Claim no ``task`` for ``seconds`` on this instance."""
-        with self._lock:
-            until = time.monotonic() + max(0.0, seconds)
-            self._throttled[task] = max(until, self._throttled.get(task, 0.0))
 
     def stop(self, timeout: float) -> bool:
         """Stop claiming; wait up to ``timeout`` seconds for running handlers.
@@ -179,13 +175,8 @@ class WorkerPool:
         return None
 
     def _allowed(self, task: str, collection: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            until = self._throttled.get(task)
-            if until is not None:
-                if now < until:
-                    return False
-                del self._throttled[task]
+        if self._throttles.is_paused(task):
+            return False
         task_filter = self._settings.task_filter
         if task_filter is None:
             return True

@@ -227,6 +227,26 @@ class GlobalsStore:
             {"_id": PLANNER_ID}, {"$currentDate": {"lastCleanupAt": True}}, upsert=True
         )
 
+    def throttle(self, task: str, duration: dt.timedelta) -> None:
+        """Pause ``task`` on every instance until ``duration`` from now (server time);
+        an existing longer pause is kept."""
+        until = {"$add": [NOW, to_milliseconds(duration)]}
+        self._collection.update_one(
+            {"_id": _THROTTLE_PREFIX + task},
+            [{"$set": {"task": {"$literal": task},
+                       "until": {"$max": [{"$ifNull": ["$until", EPOCH]}, until]}}}],
+            upsert=True,
+        )  # fmt: skip
+
+    def throttles(self) -> dict[str, dt.datetime]:
+        """Cluster-wide pauses by task (expired ones included)."""
+        query = {"_id": {"$regex": "^" + _THROTTLE_PREFIX}}
+        return {
+            d["task"]: as_utc(d["until"])
+            for d in self._collection.find(query, {"task": 1, "until": 1})
+            if isinstance(d.get("until"), dt.datetime)
+        }
+
     def forget_resume_token(self) -> None:
         """Drop the stored position (after the server lost the history behind it)."""
         self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"resumeToken": ""}})
@@ -234,6 +254,7 @@ class GlobalsStore:
 
 _CHECKPOINT_PREFIX: Final = "reconcile:"
 _SPEC_PREFIX: Final = "task:"
+_THROTTLE_PREFIX: Final = "throttle:"
 
 
 def _checkpoint_id(collection: str) -> str:

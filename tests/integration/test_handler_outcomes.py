@@ -7,7 +7,7 @@ import threading
 
 from pymongo.database import Database
 
-from mongoreact import TaskConditionFailedError, TaskContext
+from mongoreact import ConfigError, TaskConditionFailedError, TaskContext
 
 from .conftest import EngineFactory
 from .helpers import Doc, Recorder, record, record_when, start, wait_until
@@ -186,3 +186,50 @@ def test_throttle_all_pauses_the_task_type_on_this_instance(
     db.users.insert_one({"_id": "u2"})
     wait_until(lambda: len(runs) == 2, timeout=10)
     assert (runs[1][1] - runs[0][1]).total_seconds() >= 0.9
+
+
+def test_a_cluster_wide_throttle_pauses_every_instance(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    runs: list[tuple[str, dt.datetime]] = []
+
+    def handler(ctx: TaskContext) -> None:
+        runs.append((ctx.doc_id, dt.datetime.now(dt.timezone.utc)))
+        if ctx.doc_id == "first":
+            ctx.throttle_all("2s", scope="cluster")
+
+    first, second = make_engine(instance_id="one"), make_engine(instance_id="two")
+    for engine in (first, second):
+        engine.register(task="crm", collection="users", handler=handler, debounce=0)
+    start(first, db)
+    second.start()
+    db.users.insert_one({"_id": "first"})
+    wait_until(lambda: len(runs) == 1)
+    paused_at = runs[0][1]
+    # Instances re-read cluster throttles at most once a second: past that, all know.
+    wait_until(lambda: dt.datetime.now(dt.timezone.utc) > paused_at + dt.timedelta(seconds=1.1))
+    db.users.insert_many([{"_id": f"u{i}"} for i in range(6)])
+    wait_until(lambda: len(runs) == 7, timeout=15)
+    # Neither instance ran anything before the 2 s pause ended.
+    assert all((at - paused_at).total_seconds() >= 1.9 for _, at in runs[1:])
+    assert {r["claimedBy"] for r in db.users_tasks.find({"sourceDocId": {"$ne": "first"}})} <= {
+        "one", "two",
+    }  # fmt: skip
+
+
+def test_throttle_all_refuses_an_unknown_scope(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    errors: list[str] = []
+
+    def handler(ctx: TaskContext) -> None:
+        try:
+            ctx.throttle_all("1s", scope="galaxy")
+        except ConfigError as error:
+            errors.append(error.option)
+
+    engine = make_engine()
+    engine.register(task="t", collection="users", handler=handler, debounce=0)
+    start(engine, db)
+    db.users.insert_one({"_id": "u1"})
+    wait_until(lambda: errors == ["scope"])

@@ -11,6 +11,7 @@ from mongoreact import ReactiveTasks
 from mongoreact.clock import ServerClock
 from mongoreact.leases import LeaseKeeper
 from mongoreact.records import ClaimedTask
+from mongoreact.throttles import Throttles
 from mongoreact.worker import WorkerPool
 
 
@@ -46,7 +47,7 @@ def make_pool(store: FakeStore, ran: threading.Event) -> WorkerPool:
     leases = LeaseKeeper(settings=engine.settings, store=store)  # type: ignore[arg-type]
     return WorkerPool(
         settings=engine.settings, registry=registry, store=store,  # type: ignore[arg-type]
-        clock=ServerClock(), leases=leases,
+        clock=ServerClock(), leases=leases, throttles=Throttles(None, ServerClock()),
     )  # fmt: skip
 
 

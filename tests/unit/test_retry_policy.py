@@ -113,4 +113,3 @@ def test_bad_policies_name_the_option(policy: object, option: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_retry_policy(policy)
     assert caught.value.option == option
-
