@@ -59,6 +59,7 @@ class TaskDefinition:
     cleanup_policy: CleanupPolicy
     execution_history_limit: int
     evolution: Evolution
+    recheck_interval: dt.timedelta | None = None
 
     @property
     def tasks_collection(self) -> str:
@@ -78,7 +79,7 @@ class TaskDefinition:
 
 _OPTIONS: Final = (
     "task", "collection", "handler", "filter", "watch_projection", "debounce", "max_debounce",
-    "retry_policy", "cleanup_policy", "execution_history_limit", "evolution",
+    "retry_policy", "cleanup_policy", "execution_history_limit", "evolution", "recheck_interval",
 )  # fmt: skip
 
 
@@ -117,6 +118,7 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
             options.get("execution_history_limit", 5), "execution_history_limit", minimum=0
         ),
         evolution=_parse_evolution(options.get("evolution")),
+        recheck_interval=_parse_recheck(options),
     )
 
 
@@ -158,3 +160,15 @@ def _parse_evolution(value: object) -> Evolution:
             raw["reconcile_on_trigger_change"], "evolution.reconcile_on_trigger_change"
         )
     return Evolution(**fields)
+
+
+def _parse_recheck(options: Mapping[str, Any]) -> dt.timedelta | None:
+    value = options.get("recheck_interval")
+    if value is None:
+        return None
+    interval = parse_duration(value, "recheck_interval")
+    if interval <= dt.timedelta(0):
+        raise ConfigError("recheck_interval", value, "must be greater than zero")
+    if options.get("filter") is None:
+        raise ConfigError("recheck_interval", value, "needs a filter to re-evaluate")
+    return interval

@@ -24,6 +24,7 @@ from ._retry import call_with_retry, is_transient
 from ._threads import Loop
 from .batching import EventBatcher, id_key
 from .definition import TaskDefinition
+from .recheck import Rechecker
 from .reconciler import Reconciler
 from .registry import TaskRegistry
 from .settings import Settings
@@ -174,6 +175,8 @@ class Planner(Loop):
             stopping=self.stopping,
         )
         self._reconciliation: Iterator[bool] | None = None
+        self._rechecker = Rechecker(registry, task_store, settings.batch_size)
+        self._recheck: Iterator[bool] | None = None
         self._reconcile_requested = threading.Event()
         self._reconcile_requested.set()  # tasks never reconciled catch up at start
         self._settings = settings
@@ -203,13 +206,16 @@ class Planner(Loop):
         self._reconcile_requested.set()
 
     def step(self) -> float:
-        reconciling = self._reconcile_step()
+        busy = self._reconcile_step() or self._recheck_step()
         due = self._batcher.due_at()
         timeout = self._settings.leader_heartbeat.total_seconds()
-        if reconciling:
-            timeout = 0.0  # plan live events between reconciliation batches
+        recheck_in = self._rechecker.seconds_until_due()
+        if recheck_in is not None:
+            timeout = min(timeout, recheck_in)
+        if busy:
+            timeout = 0.0  # plan live events between scan batches
         elif due is not None:
-            timeout = max(0.0, due - time.monotonic())
+            timeout = min(timeout, max(0.0, due - time.monotonic()))
         self._take_events(timeout)
         if self.stopping.is_set():
             return 0.0
@@ -261,6 +267,25 @@ class Planner(Loop):
             return False
         if finished:
             self._reconciliation = None
+        return not finished
+
+    def _recheck_step(self) -> bool:
+        """Advance a due recheck by one batch; ``True`` while one is under way."""
+        if self._recheck is None:
+            definition = self._rechecker.next_due()
+            if definition is None:
+                return False
+            self._recheck = self._rechecker.run(definition, self._plan_reconciled)
+        if self.stopping.is_set() or not self._is_leader():
+            self._recheck = None
+            return False
+        try:
+            finished = next(self._recheck, True)
+        except Exception:
+            self._recheck = None  # the next interval tries again
+            raise
+        if finished:
+            self._recheck = None
         return not finished
 
     def _plan_reconciled(self, definition: TaskDefinition, ids: list[Any]) -> None:

@@ -49,6 +49,9 @@ def spec_of(definition: TaskDefinition) -> dict[str, Any]:
         "handlerVersion": definition.evolution.handler_version,
         "deleteWhen": definition.cleanup_policy.delete_when,
         "keepForMs": to_milliseconds(definition.cleanup_policy.keep_for),
+        "recheckMs": (
+            to_milliseconds(definition.recheck_interval) if definition.recheck_interval else None
+        ),
     }
 
 
@@ -78,10 +81,16 @@ def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
         ),
         execution_history_limit=0,
         evolution=Evolution(handler_version=int(spec.get("handlerVersion", 1))),
+        recheck_interval=(
+            dt.timedelta(milliseconds=int(spec["recheckMs"])) if spec.get("recheckMs") else None
+        ),
     )
 
 
 def planning_signature(definitions: list[TaskDefinition]) -> tuple[Any, ...]:
     """Changes whenever what the planner must do changes."""
-    keys = ("collection", "triggerHash", "debounceMs", "maxDebounceMs", "resetRetriesOnDataChange")
+    keys = (
+        "collection", "triggerHash", "debounceMs", "maxDebounceMs", "resetRetriesOnDataChange",
+        "recheckMs",
+    )  # fmt: skip
     return tuple(sorted((d.name, *(spec_of(d)[k] for k in keys)) for d in definitions))

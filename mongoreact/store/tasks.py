@@ -157,23 +157,28 @@ class TaskStore:
             pipelines.late_binding_query(definition, record), projection, session=session
         )
 
-    def scan_ids(self, collection: str, after: Any, limit: int) -> list[Any]:
-        """The next ``limit`` source ``_id``s after ``after`` in ``_id`` order.
+    def scan_ids(
+        self, collection: str, after: Any, limit: int, where: Document | None = None
+    ) -> list[Any]:
+        """The next ``limit`` source ``_id``s after ``after`` in ``_id`` order (of the
+        documents matching ``where``, if given).
 
         Keyset pagination keeps no cursor open between batches. A query ``$gt`` only
         compares values of one BSON type, so when it runs dry the scan asks once, with
         an ``$expr`` comparison (whole BSON order), whether ids of a later type follow.
         """
         source = self._db[collection]
+
+        def page(position: Document) -> list[Any]:
+            query = {"$and": [position, where]} if where else position
+            return [d["_id"] for d in source.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+
         if after is _START:
-            query: Document = {}
-        else:
-            query = {"_id": {"$gt": after}}
-        ids = [d["_id"] for d in source.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
-        if ids or after is _START:
+            return page({})
+        ids = page({"_id": {"$gt": after}})
+        if ids:
             return ids
-        later = {"$expr": {"$gt": ["$_id", {"$literal": after}]}}
-        return [d["_id"] for d in source.find(later, {"_id": 1}).sort("_id", 1).limit(limit)]
+        return page({"$expr": {"$gt": ["$_id", {"$literal": after}]}})
 
     def validate_definition(self, definition: TaskDefinition) -> None:
         """Have the server parse the filter and projection without reading documents."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from pymongo.database import Database
 
-from mongoreact import TaskContext
+from mongoreact import ConfigError, TaskContext
 
 from .conftest import EngineFactory
 from .helpers import Doc, Recorder, record, record_when, start, wait_until
@@ -230,3 +232,37 @@ def test_reprocess_all_runs_every_record_again(
     )  # fmt: skip
     start(v2, db)
     wait_until(lambda: sorted(rerun.ids()) == ["a", "b", "c"])
+
+
+# Time-based filters.
+
+
+def test_recheck_interval_plans_documents_that_start_matching_as_time_passes(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    recorder = Recorder()
+    engine = make_engine()
+    engine.register(
+        task="remind", collection="orders", handler=recorder, debounce=0,
+        filter={"$expr": {"$lte": ["$remindAt", "$$NOW"]}}, recheck_interval="300ms",
+    )  # fmt: skip
+    start(engine, db)
+    now = db.client.admin.command("hello")["localTime"]
+    db.orders.insert_many(
+        [
+            {"_id": "soon", "remindAt": now + dt.timedelta(seconds=1.5)},
+            {"_id": "later", "remindAt": now + dt.timedelta(days=1)},
+        ]
+    )
+    # No write happens after the insert: only a recheck can notice "soon" is due.
+    wait_until(lambda: recorder.ids() == ["soon"], timeout=10)
+    ran_at = record(db, "orders", "soon")["lastSuccess"]["at"]
+    assert ran_at >= now + dt.timedelta(seconds=1.5)
+    assert record(db, "orders", "later") == {}
+
+
+def test_recheck_interval_needs_a_filter(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    with pytest.raises(ConfigError) as caught:
+        engine.register(task="t", collection="c", handler=failing, recheck_interval="1m")
+    assert caught.value.option == "recheck_interval"
