@@ -60,6 +60,7 @@ class TaskDefinition:
     execution_history_limit: int
     evolution: Evolution
     recheck_interval: dt.timedelta | None = None
+    max_concurrency: int | None = None
 
     @property
     def tasks_collection(self) -> str:
@@ -80,6 +81,7 @@ class TaskDefinition:
 _OPTIONS: Final = (
     "task", "collection", "handler", "filter", "watch_projection", "debounce", "max_debounce",
     "retry_policy", "cleanup_policy", "execution_history_limit", "evolution", "recheck_interval",
+    "max_concurrency",
 )  # fmt: skip
 
 
@@ -119,6 +121,11 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
         ),
         evolution=_parse_evolution(options.get("evolution")),
         recheck_interval=_parse_recheck(options),
+        max_concurrency=(
+            None
+            if options.get("max_concurrency") is None
+            else as_int(options["max_concurrency"], "max_concurrency", minimum=1)
+        ),
     )
 
 

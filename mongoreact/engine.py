@@ -27,6 +27,7 @@ from .registry import TaskRegistry
 from .settings import Settings, build_settings
 from .specs import definition_from_spec, planning_signature, spec_of
 from .store.globals import GlobalsStore
+from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
 from .worker import WorkerPool
@@ -307,7 +308,8 @@ class ReactiveTasks:
 
     def _launch(self, database: Database[Document]) -> None:
         assert self._task_store is not None and self._globals is not None
-        self._leases = LeaseKeeper(settings=self._settings, store=self._task_store)
+        slots = SlotStore(database, self._settings.globals_collection)
+        self._leases = LeaseKeeper(settings=self._settings, store=self._task_store, slots=slots)
         self._workers = WorkerPool(
             settings=self._settings,
             registry=self._registry,
@@ -315,6 +317,7 @@ class ReactiveTasks:
             clock=self.clock,
             leases=self._leases,
             throttles=Throttles(self._globals, self.clock),
+            slots=slots,
         )
         self._elector = LeaderElector(
             settings=self._settings,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Any
 
 from ._retry import call_with_retry
 from ._threads import Loop
 from .records import ClaimedTask
 from .settings import Settings
+from .store.slots import SlotStore
 from .store.tasks import TaskStore
 
 logger = logging.getLogger("mongoreact.leases")
@@ -25,7 +27,10 @@ RENEWALS_PER_LEASE = 5
 class LeaseKeeper(Loop):
     """Renews the leases of the tasks this instance is running."""
 
-    def __init__(self, *, settings: Settings, store: TaskStore) -> None:
+    def __init__(
+        self, *, settings: Settings, store: TaskStore, slots: SlotStore | None = None
+    ) -> None:
+        self._slots = slots
         super().__init__(f"mongoreact-leases-{settings.instance_id}")
         self._settings = settings
         self._store = store
@@ -64,4 +69,20 @@ class LeaseKeeper(Loop):
                 with self._lock:
                     self._lost |= lost & set(self._held)
                 logger.warning("lost the lease of %d running task(s)", len(lost))
+        self._renew_slots(held, interval)
         return interval
+
+    def _renew_slots(self, held: list[ClaimedTask], interval: float) -> None:
+        if self._slots is None:
+            return
+        by_task: dict[str, list[Any]] = {}
+        for claim in held:
+            if claim.holds_slot:
+                by_task.setdefault(claim.record["task"], []).append(claim.claim_id)
+        for task, slot_ids in by_task.items():
+            call_with_retry(
+                partial(self._slots.renew, task, slot_ids, self._settings.task_lease),
+                self.stopping,
+                what="renewing concurrency slots",
+                give_up_after=interval,
+            )

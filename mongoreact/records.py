@@ -31,6 +31,7 @@ class ClaimedTask:
     record: dict[str, Any]
     claim_id: Any
     tasks_collection: str
+    holds_slot: bool = False  # one of the task's cluster-wide max_concurrency slots
 
     @property
     def id(self) -> Any:

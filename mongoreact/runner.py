@@ -19,6 +19,7 @@ from .leases import LeaseKeeper
 from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
+from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
 
@@ -42,7 +43,9 @@ class TaskRunner:
         leases: LeaseKeeper,
         throttles: Throttles,
         wake: Callable[[float], None],
+        slots: SlotStore | None = None,
     ) -> None:
+        self._slots = slots
         self._wake = wake
         self._settings = settings
         self._store = store
@@ -69,6 +72,8 @@ class TaskRunner:
             # Stop renewing before finalizing (the finalize is fenced by the claim), so a
             # renewal racing the finalize cannot report a lease as lost.
             lost = self._leases.release(claim)
+            if claim.holds_slot and self._slots is not None:
+                self._release_slot(definition, claim)
         if lost:
             logger.warning(
                 "task %s for %r: lease lost during the run; result not recorded",
@@ -88,6 +93,16 @@ class TaskRunner:
             return "lease_lost"
         self._schedule_follow_up(written)
         return outcome
+
+    def _release_slot(self, definition: TaskDefinition, claim: ClaimedTask) -> None:
+        try:
+            call_with_retry(
+                lambda: self._slots.release(definition.name, claim.claim_id),  # type: ignore[union-attr]
+                _FINALIZE_RETRY,
+                what="releasing a concurrency slot",
+            )
+        except Exception:
+            logger.warning("could not release a concurrency slot; it expires", exc_info=True)
 
     def _schedule_follow_up(self, record: dict[str, Any]) -> None:
         # A retry, a deferral or a dirty re-run is due again later: have this instance

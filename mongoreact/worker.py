@@ -16,12 +16,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+import attrs
+
 from .clock import ServerClock
 from .leases import LeaseKeeper
 from .records import ClaimedTask, TaskInfo
 from .registry import TaskRegistry
 from .runner import TaskRunner
 from .settings import Settings
+from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
 
@@ -43,8 +46,10 @@ class WorkerPool:
         clock: ServerClock,
         leases: LeaseKeeper,
         throttles: Throttles,
+        slots: SlotStore | None = None,
     ) -> None:
         self._throttles = throttles
+        self._slot_store = slots
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -56,6 +61,7 @@ class WorkerPool:
             leases=leases,
             throttles=throttles,
             wake=self.wake,
+            slots=slots,
         )
         self._slots = threading.Semaphore(settings.concurrency)
         self._signal = threading.Event()
@@ -171,7 +177,25 @@ class WorkerPool:
                 lease=self._settings.task_lease,
             )
             if claim is not None:
+                claim = self._take_slot(claim)
+            if claim is not None:
                 return claim
+        return None
+
+    def _take_slot(self, claim: ClaimedTask) -> ClaimedTask | None:
+        """For a task with ``max_concurrency``: the claim with a cluster-wide slot, or
+        ``None`` (the record is given back) when every slot is taken."""
+        definition = self._registry[claim.record["task"]]
+        limit = definition.max_concurrency
+        if limit is None or self._slot_store is None:
+            return claim
+        lease = self._settings.task_lease
+        if self._slot_store.acquire(definition.name, claim.claim_id, limit, lease):
+            return attrs.evolve(claim, holds_slot=True)
+        self._store.unclaim(claim)
+        # At the limit: leave this task type alone for a moment instead of claiming and
+        # giving back its records on every poll.
+        self._throttles.pause(definition.name, self._settings.poll_min.total_seconds() * 2)
         return None
 
     def _allowed(self, task: str, collection: str) -> bool:

@@ -270,6 +270,59 @@ def fence(record_id: Any, claim_id: ObjectId) -> dict[str, Any]:
     return {"_id": record_id, "claimId": claim_id, "status": {"$in": list(ACTIVE)}}
 
 
+def unclaim_update() -> list[dict[str, Any]]:
+    """Give a claimed record back untouched: due now, the attempt not counted."""
+    return [
+        {
+            "$set": {
+                "status": PENDING,
+                "nextRunAt": NOW,
+                "attempts": {"$max": [0, {"$subtract": ["$attempts", 1]}]},
+            }
+        }
+    ]
+
+
+def slot_acquire_pipeline(slot_id: ObjectId, limit: int, lease_ms: int) -> list[dict[str, Any]]:
+    """Drop expired holders, then add ``slot_id`` if fewer than ``limit`` remain."""
+    live = {
+        "$filter": {
+            "input": {"$ifNull": ["$holders", []]},
+            "cond": {"$gt": ["$$this.expiresAt", NOW]},
+        }
+    }
+    mine = [{"id": slot_id, "expiresAt": {"$add": [NOW, lease_ms]}}]
+    return [
+        {"$set": {"holders": live}},
+        {
+            "$set": {
+                "holders": _if(
+                    {"$lt": [{"$size": "$holders"}, limit]},
+                    {"$concatArrays": ["$holders", mine]},
+                    "$holders",
+                )
+            }
+        },
+    ]
+
+
+def slot_renew_pipeline(slot_ids: list[ObjectId], lease_ms: int) -> list[dict[str, Any]]:
+    """Extend the slots ``slot_ids`` still held."""
+    extended = {"id": "$$this.id", "expiresAt": {"$add": [NOW, lease_ms]}}
+    return [
+        {
+            "$set": {
+                "holders": {
+                    "$map": {
+                        "input": {"$ifNull": ["$holders", []]},
+                        "in": _if({"$in": ["$$this.id", slot_ids]}, extended, "$$this"),
+                    }
+                }
+            }
+        }
+    ]
+
+
 def fence_many(record_ids: list[Any], claim_ids: list[ObjectId]) -> dict[str, Any]:
     """Matches those of the records still owned by one of ``claim_ids``."""
     return {

@@ -144,6 +144,12 @@ class TaskStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    def unclaim(self, claim: ClaimedTask) -> None:
+        """Give a record back as if it had not been claimed (fenced by the claim)."""
+        self._db[claim.tasks_collection].update_one(
+            pipelines.fence(claim.id, claim.claim_id), pipelines.unclaim_update()
+        )
+
     def fetch_source(
         self,
         definition: TaskDefinition,

@@ -189,3 +189,32 @@ def test_a_task_caller_that_never_runs_the_task_is_a_failure(
     error = record_when(db, "jobs", "j1", lambda r: r.get("lastError"))["lastError"]
     assert "without calling run()" in error
     assert recorder.count() == 0
+
+
+def test_max_concurrency_holds_across_instances(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def handler(ctx: TaskContext) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        threading.Event().wait(0.2)
+        with lock:
+            running[0] -= 1
+
+    engines = [make_engine(instance_id=f"i{i}", concurrency=3) for i in range(2)]
+    for engine in engines:
+        engine.register(
+            task="api", collection="jobs", handler=handler, debounce=0, max_concurrency=2
+        )
+    start(engines[0], db)
+    engines[1].start()
+    db.jobs.insert_many([{"n": i} for i in range(10)])
+    wait_until(lambda: db.jobs_tasks.count_documents({"status": "completed"}) == 10, timeout=30)
+    assert peak[0] == 2  # six worker threads, never more than two at once
+    slots = db["_mongoreact_globals"].find_one({"_id": "slots:api"})
+    assert slots is not None and slots["holders"] == []
+    attempts = [r["attempts"] for r in db.jobs_tasks.find()]
+    assert attempts == [1] * 10  # records given back at the limit do not count attempts
