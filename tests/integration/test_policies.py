@@ -266,3 +266,53 @@ def test_recheck_interval_needs_a_filter(make_engine: EngineFactory) -> None:
     with pytest.raises(ConfigError) as caught:
         engine.register(task="t", collection="c", handler=failing, recheck_interval="1m")
     assert caught.value.option == "recheck_interval"
+
+
+def test_linear_retries_grow_by_the_interval(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    engine = make_engine()
+    engine.register(
+        task="t", collection="jobs", handler=failing, debounce=0,
+        retry_policy={"type": "linear", "interval": "250ms", "max_attempts": 3},
+    )  # fmt: skip
+    start(engine, db)
+    db.jobs.insert_one({"_id": "j1"})
+    failed = record_when(db, "jobs", "j1", lambda r: r["status"] == "failed", timeout=20)
+    first, second = gaps(failed["executionHistory"])
+    assert 0.25 <= first < 0.5 <= second  # 250 ms, then 500 ms
+
+
+def test_a_new_version_with_policy_none_reprocesses_nothing(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    v1 = make_engine(instance_id="v1")
+    v1.register(task="t", collection="jobs", handler=failing, debounce=0,
+                retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(v1, db)
+    db.jobs.insert_one({"_id": "j1"})
+    record_when(db, "jobs", "j1", lambda r: r["status"] == "failed")
+    assert v1.stop(timeout=10)
+    v2 = make_engine(instance_id="v2")
+    v2.register(task="t", collection="jobs", handler=Recorder(), debounce=0,
+                evolution={"handler_version": 2})  # fmt: skip
+    start(v2, db)
+    spec = db["_mongoreact_globals"].find_one({"_id": "task:t"})
+    assert spec is not None and spec["handlerVersion"] == 2
+    assert record(db, "jobs", "j1")["status"] == "failed"
+
+
+def test_a_changed_filter_is_not_reconciled_when_told_not_to(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    old = make_engine(instance_id="old")
+    old.register(task="t", collection="orders", handler=Recorder(), debounce=0,
+                 filter={"amount": {"$gt": 100}})  # fmt: skip
+    start(old, db)
+    assert old.stop(timeout=10)
+    new = make_engine(instance_id="new")
+    new.register(task="t", collection="orders", handler=Recorder(), debounce=0,
+                 filter={"amount": {"$gt": 50}},
+                 evolution={"reconcile_on_trigger_change": False})  # fmt: skip
+    new.start()
+    wait_until(lambda: new.is_leader)
+    meta = db["_mongoreact_globals"].find_one({"_id": "planner"})
+    assert meta is not None and "t" in meta["reconciled"]  # still marked reconciled

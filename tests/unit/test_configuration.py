@@ -105,6 +105,11 @@ def test_good_init_options_are_converted() -> None:
         ({"evolution": {"reconcile_on_trigger_change": 1}},
          "evolution.reconcile_on_trigger_change"),
         ({"priority": 1}, "priority"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": "2"}, "max_concurrency"),
+        ({"filter": {"a": 1}, "recheck_interval": "0s"}, "recheck_interval"),
+        ({"filter": {"a": 1}, "recheck_interval": "often"}, "recheck_interval"),
+        ({"recheck_interval": "1m"}, "recheck_interval"),
     ],
 )  # fmt: skip
 def test_bad_register_options(options: dict[str, Any], option: str) -> None:
