@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .api import init, instance, register, start, stop, task
+from .api import (
+    count_tasks,
+    get_task,
+    get_tasks,
+    init,
+    instance,
+    register,
+    retry_tasks,
+    start,
+    stop,
+    task,
+)
 from .context import TaskContext
 from .definition import CleanupPolicy, Evolution, TaskDefinition
 from .engine import ReactiveTasks
 from .errors import ConfigError, MongoReactError, NotStartedError, TaskConditionFailedError
+from .management import RetryResult
 from .policies.retry import RetryPolicy
 from .records import (
     COMPLETED,
@@ -35,14 +47,19 @@ __all__ = [
     "NotStartedError",
     "ReactiveTasks",
     "RetryPolicy",
+    "RetryResult",
     "TaskConditionFailedError",
     "TaskContext",
     "TaskDefinition",
     "TaskInfo",
     "__version__",
+    "count_tasks",
+    "get_task",
+    "get_tasks",
     "init",
     "instance",
     "register",
+    "retry_tasks",
     "start",
     "stop",
     "task",

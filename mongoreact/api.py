@@ -6,13 +6,15 @@ on it. Code that needs several instances uses ``ReactiveTasks`` directly.
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .definition import Handler, TaskDefinition
 from .engine import ReactiveTasks
 from .errors import MongoReactError, NotStartedError
+from .management import RetryResult
 
 _default: ReactiveTasks | None = None
 _lock = threading.Lock()
@@ -65,3 +67,41 @@ def stop(timeout: float = 30.0) -> bool:
     if _default is None:
         return True
     return _default.stop(timeout)
+
+
+def get_tasks(
+    task: str | None = None,
+    status: str | Sequence[str] | None = None,
+    source_doc_filter: Mapping[str, Any] | None = None,
+    error: str | re.Pattern[str] | None = None,
+    limit: int = 50,
+    skip: int = 0,
+    sort: Any = None,
+) -> list[dict[str, Any]]:
+    """Task records matching the filters (see ``ReactiveTasks.get_tasks``)."""
+    return instance().get_tasks(task, status, source_doc_filter, error, limit, skip, sort)
+
+
+def count_tasks(
+    task: str | None = None,
+    status: str | Sequence[str] | None = None,
+    source_doc_filter: Mapping[str, Any] | None = None,
+    error: str | re.Pattern[str] | None = None,
+) -> int:
+    """How many task records match (see ``ReactiveTasks.count_tasks``)."""
+    return instance().count_tasks(task, status, source_doc_filter, error)
+
+
+def retry_tasks(
+    task: str | None = None,
+    status: str | Sequence[str] | None = None,
+    source_doc_filter: Mapping[str, Any] | None = None,
+    error: str | re.Pattern[str] | None = None,
+) -> RetryResult:
+    """Run matching tasks again (see ``ReactiveTasks.retry_tasks``)."""
+    return instance().retry_tasks(task, status, source_doc_filter, error)
+
+
+def get_task(task: str, doc_id: Any) -> dict[str, Any] | None:
+    """One task record with its execution history."""
+    return instance().get_task(task, doc_id)

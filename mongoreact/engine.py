@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple
 
 from pymongo import MongoClient
@@ -22,6 +23,7 @@ from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .leader import LeaderElector
 from .leases import LeaseKeeper
+from .management import RetryResult, TaskManager, TaskQuery, parse_sort
 from .planner import Planner, StreamReader
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
@@ -171,6 +173,7 @@ class ReactiveTasks:
         with self._lock:
             if self._state != "running":
                 self._state = "stopped"
+                self._disconnect()  # a client opened for the management API
                 return True
             self._state = "stopped"
         clean = True
@@ -202,6 +205,58 @@ class ReactiveTasks:
         if self._workers is not None:
             self._workers.wake()
 
+    # Management API (works before start(), and for tasks other instances register).
+
+    def get_tasks(
+        self,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
+        limit: int = 50,
+        skip: int = 0,
+        sort: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Task records matching the filters, one page (``limit``/``skip``), sorted
+        (default ``nextRunAt`` ascending); see docs/management.md."""
+        query = TaskQuery.build(task, status, error, source_doc_filter)
+        return self._manager().find(query, limit=limit, skip=skip, sort=parse_sort(sort))
+
+    def count_tasks(
+        self,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
+    ) -> int:
+        """How many task records match the filters."""
+        return self._manager().count(TaskQuery.build(task, status, error, source_doc_filter))
+
+    def retry_tasks(
+        self,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
+    ) -> RetryResult:
+        """Run matching tasks again now, with a fresh attempt count. Safe while they
+        run: a running task becomes ``processing_dirty`` and runs again after."""
+        return self._manager().retry(TaskQuery.build(task, status, error, source_doc_filter))
+
+    def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None:
+        """The record of ``task`` for source document ``doc_id``, with its history."""
+        return self._manager().get(task, doc_id)
+
+    def _manager(self) -> TaskManager:
+        with self._lock:
+            database = self._database
+            if database is None:
+                if self._state == "stopped":
+                    raise NotStartedError("this instance is stopped")
+                database = self._database = self._connect()
+        local = {d.name: d.collection for d in self._registry}
+        return TaskManager(database, self._settings.globals_collection, local)
+
     def __enter__(self) -> ReactiveTasks:
         self.start()
         return self
@@ -215,6 +270,8 @@ class ReactiveTasks:
         settings = self._settings
         if settings.client is not None:
             client = settings.client
+        elif self._client is not None:
+            client = self._client  # opened earlier for the management API
         else:
             assert settings.uri is not None
             client = MongoClient(settings.uri, tz_aware=True)

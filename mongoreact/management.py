@@ -1,0 +1,217 @@
+"""The management API: find, count and retry task records from any process.
+
+Task names are resolved through the definitions every instance publishes, so an
+operator's script (or the CLI) needs no registered tasks. A ``source_doc_filter`` is a
+query on the *source* documents; their ``_id``s are resolved in batches and never all
+held at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+from pymongo.database import Database
+
+from .errors import ConfigError
+from .records import STATUSES
+from .store import pipelines
+from .triggers import check_no_server_code
+
+Document = dict[str, Any]
+
+DEFAULT_SORT: Final = (("nextRunAt", 1), ("_id", 1))
+MAX_LIMIT: Final = 1000
+ID_BATCH: Final = 1000
+SORTABLE: Final = frozenset(
+    {"_id", "task", "sourceDocId", "status", "attempts", "createdAt", "updatedAt", "nextRunAt",
+     "dueAt", "startedAt", "completedAt", "lastFinalizedAt", "firstErrorAt"}
+)  # fmt: skip
+
+
+@attrs.frozen
+class RetryResult:
+    """What ``retry_tasks`` changed."""
+
+    matched_count: int
+    modified_count: int
+
+
+@attrs.frozen(kw_only=True)
+class TaskQuery:
+    """Validated filters shared by ``get_tasks``, ``count_tasks`` and ``retry_tasks``."""
+
+    task: str | None = None
+    statuses: tuple[str, ...] = ()
+    error: str | re.Pattern[str] | None = None
+    source_doc_filter: Document | None = None
+
+    @classmethod
+    def build(
+        cls,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        error: str | re.Pattern[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+    ) -> TaskQuery:
+        """Validate the filters; ``ConfigError`` names the bad one."""
+        if task is not None and (not isinstance(task, str) or not task):
+            raise ConfigError("task", task, "expected a task name")
+        statuses: tuple[str, ...] = ()
+        if status is not None:
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            for one in statuses:
+                if one not in STATUSES:
+                    raise ConfigError("status", one, f"expected one of {', '.join(STATUSES)}")
+        if error is not None and not isinstance(error, (str, re.Pattern)):
+            raise ConfigError("error", error, "expected a substring or a compiled regex")
+        if source_doc_filter is not None:
+            if not isinstance(source_doc_filter, Mapping):
+                raise ConfigError("source_doc_filter", source_doc_filter, "expected a query")
+            check_no_server_code(source_doc_filter, "source_doc_filter")
+        return cls(
+            task=task, statuses=statuses, error=error,
+            source_doc_filter=dict(source_doc_filter) if source_doc_filter is not None else None,
+        )  # fmt: skip
+
+    def record_filter(self, task: str) -> Document:
+        """The part of the query on the task records themselves."""
+        query: Document = {"task": task}
+        if self.statuses:
+            query["status"] = {"$in": list(self.statuses)}
+        if isinstance(self.error, re.Pattern):
+            query["lastError"] = {"$regex": self.error.pattern}
+            if self.error.flags & re.IGNORECASE:
+                query["lastError"]["$options"] = "i"
+        elif self.error is not None:
+            # A substring: escaped, so "(" or "." in an error message match literally.
+            query["lastError"] = {"$regex": re.escape(self.error)}
+        return query
+
+
+def parse_sort(sort: object) -> list[tuple[str, int]]:
+    """A sort as ``[(field, 1 | -1), ...]`` from a list of pairs or a dict."""
+    if sort is None:
+        return list(DEFAULT_SORT)
+    pairs = list(sort.items()) if isinstance(sort, Mapping) else sort
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise ConfigError("sort", sort, "expected [(field, 1 or -1), ...] or {field: 1 or -1}")
+    parsed: list[tuple[str, int]] = []
+    for pair in pairs:
+        if (
+            not isinstance(pair, (list, tuple))
+            or len(pair) != 2
+            or pair[0] not in SORTABLE
+            or pair[1] not in (1, -1)
+        ):
+            raise ConfigError("sort", sort, f"bad entry {pair!r}; fields: {sorted(SORTABLE)}")
+        parsed.append((pair[0], pair[1]))
+    return parsed
+
+
+class TaskManager:
+    """Read and steer task records of one database."""
+
+    def __init__(
+        self, database: Database[Document], globals_collection: str, local: Mapping[str, str]
+    ) -> None:
+        self._db = database
+        self._globals = database[globals_collection]
+        self._local = dict(local)  # task name -> source collection, registered here
+
+    def collections(self, task: str | None) -> dict[str, str]:
+        """Task name -> source collection for ``task`` (or every known task)."""
+        known = dict(self._local)
+        for spec in self._globals.find({"_id": {"$regex": "^task:"}}, {"task": 1, "collection": 1}):
+            known.setdefault(spec["task"], spec["collection"])
+        if task is None:
+            return known
+        if task not in known:
+            raise ConfigError("task", task, "no instance has registered a task of this name")
+        return {task: known[task]}
+
+    def count(self, query: TaskQuery) -> int:
+        """How many records match."""
+        return sum(
+            self._db[collection + "_tasks"].count_documents(filter_)
+            for collection, filter_ in self._filters(query)
+        )
+
+    def find(
+        self, query: TaskQuery, *, limit: int, skip: int, sort: list[tuple[str, int]]
+    ) -> list[Document]:
+        """Matching records, sorted across tasks and batches, one page of them."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise ConfigError("limit", limit, f"expected 1..{MAX_LIMIT}")
+        if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+            raise ConfigError("skip", skip, "expected an integer >= 0")
+        wanted = skip + limit
+        pages = [
+            list(self._db[collection + "_tasks"].find(filter_).sort(sort).limit(wanted))
+            for collection, filter_ in self._filters(query)
+        ]
+        merged = heapq.merge(*pages, key=_sort_key(sort))
+        return list(merged)[skip:wanted]
+
+    def retry(self, query: TaskQuery) -> RetryResult:
+        """Run matching records again now; a running one re-runs after its run."""
+        matched = modified = 0
+        for collection, filter_ in self._filters(query):
+            result = self._db[collection + "_tasks"].update_many(
+                filter_, pipelines.reprocess_update()
+            )
+            matched += result.matched_count
+            modified += result.modified_count
+        return RetryResult(matched_count=matched, modified_count=modified)
+
+    def get(self, task: str, doc_id: Any) -> Document | None:
+        """One record, with its execution history."""
+        (collection,) = self.collections(task).values()
+        return self._db[collection + "_tasks"].find_one({"task": task, "sourceDocId": doc_id})
+
+    def _filters(self, query: TaskQuery) -> Iterator[tuple[str, Document]]:
+        for task, collection in self.collections(query.task).items():
+            base = query.record_filter(task)
+            if query.source_doc_filter is None:
+                yield collection, base
+                continue
+            for ids in self._source_ids(collection, query.source_doc_filter):
+                yield collection, {**base, "sourceDocId": {"$in": ids}}
+
+    def _source_ids(self, collection: str, source_filter: Document) -> Iterator[list[Any]]:
+        cursor = self._db[collection].find(source_filter, {"_id": 1}, batch_size=ID_BATCH)
+        batch: list[Any] = []
+        for document in cursor:
+            batch.append(document["_id"])
+            if len(batch) == ID_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _sort_key(sort: list[tuple[str, int]]) -> Any:
+    """Order records like the server's sort, well enough to merge pages: missing and
+    null first, values of different types by type name."""
+
+    def compare(a: Document, b: Document) -> int:
+        for field, direction in sort:
+            order = _compare(a.get(field), b.get(field))
+            if order:
+                return order * direction
+        return 0
+
+    return functools.cmp_to_key(compare)
+
+
+def _compare(a: Any, b: Any) -> int:
+    if a is None or b is None:
+        return (a is not None) - (b is not None)
+    try:
+        return int(a > b) - int(a < b)
+    except TypeError:
+        return _compare(type(a).__name__, type(b).__name__)
