@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 
+from .cli_tasks import CommandError, add_commands
 from .testing import EmbeddedServer
 
 logger = logging.getLogger("mongoreact.cli")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only start an embedded server and keep it running (for your own experiments)",
     )
     demo.set_defaults(run=_demo)
+    add_commands(commands)
     return parser
 
 
@@ -43,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mongoreact`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except CommandError as error:
+        print(f"mongoreact: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        return 130
     return result
 
 

@@ -1,0 +1,108 @@
+"""``mongoreact tasks list|count|retry`` and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pymongo.database import Database
+
+import mongoreact.cli_tasks as cli_tasks
+from mongoreact.cli import main
+from mongoreact.cli_tasks import redact
+
+from .conftest import EngineFactory
+from .helpers import Doc, start, wait_until
+
+
+def fail(ctx: object) -> None:
+    raise RuntimeError("boom (upstream)")
+
+
+@pytest.fixture
+def failed_tasks(make_engine: EngineFactory, db: Database[Doc], mongo_uri: str) -> list[str]:
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=fail, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_many([{"_id": "o1", "region": "eu"}, {"_id": "o2", "region": "us"}])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": "failed"}) == 2)
+    return ["--uri", mongo_uri, "--database", db.name]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_count_list_and_retry(failed_tasks: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "tasks", "count", *failed_tasks, "--status", "failed")[:2] == (0, "2\n")
+    code, out, _ = run(capsys, "tasks", "count", *failed_tasks, "--error", "(upstream)",
+                       "--source-filter", '{"region": "eu"}')  # fmt: skip
+    assert (code, out) == (0, "1\n")
+    code, out, _ = run(capsys, "tasks", "list", *failed_tasks, "--sort", "sourceDocId:desc")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("sync") and '"o2"' in lines[0] and "failed" in lines[0]
+    code, out, _ = run(capsys, "tasks", "list", *failed_tasks, "--json", "--limit", "1")
+    assert json.loads(out)["lastError"] == "RuntimeError: boom (upstream)"
+    code, out, _ = run(capsys, "tasks", "retry", *failed_tasks, "--task", "sync")
+    assert (code, out) == (0, "retried 2 task(s)\n")
+
+
+def test_the_uri_can_come_from_the_environment(
+    failed_tasks: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MONGOREACT_URI", failed_tasks[1])
+    assert run(capsys, "tasks", "count", "--database", failed_tasks[3])[:2] == (0, "2\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "unknown"], "no instance has registered"),
+        (["--source-filter", "{not json"], "--source-filter is not JSON"),
+        (["--error", "a", "--error-regex", "b"], "not both"),
+        (["--error-regex", "("], "--error-regex"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    failed_tasks: list[str], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "tasks", "count", *failed_tasks, *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_missing_uri_or_database_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MONGOREACT_URI", raising=False)
+    code, _, err = run(capsys, "tasks", "count")
+    assert code == 2 and "--uri" in err
+    code, _, err = run(capsys, "tasks", "count", "--uri", "mongodb://127.0.0.1:1/")
+    assert code == 2 and "--database" in err
+
+
+def test_an_unreachable_server_exits_3_without_the_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_tasks, "CONNECT_TIMEOUT_MS", 300)
+    code, _, err = run(capsys, "tasks", "count", "--uri", "mongodb://ops:s3cret@127.0.0.1:1/app")
+    assert code == 3 and "cannot reach MongoDB" in err
+    assert "s3cret" not in err and "ops:***@" in err
+
+
+def test_redact_hides_passwords_only() -> None:
+    assert redact("mongodb://a:b@h:1/db") == "mongodb://a:***@h:1/db"
+    assert redact("mongodb+srv://h/db") == "mongodb+srv://h/db"
+
+
+def test_python_dash_m_runs_the_same_command(failed_tasks: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mongoreact", "tasks", "count", *failed_tasks],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "2\n"), done.stderr
