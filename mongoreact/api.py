@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .definition import Handler, TaskDefinition
 from .engine import ReactiveTasks
 from .errors import MongoReactError, NotStartedError
 from .management import RetryResult
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 _default: ReactiveTasks | None = None
 _lock = threading.Lock()
@@ -105,3 +108,9 @@ def retry_tasks(
 def get_task(task: str, doc_id: Any) -> dict[str, Any] | None:
     """One task record with its execution history."""
     return instance().get_task(task, doc_id)
+
+
+def prometheus_registry() -> CollectorRegistry | None:
+    """The default instance's Prometheus registry (``None`` if monitoring is off or
+    prometheus-client is missing)."""
+    return instance().prometheus_registry()

@@ -8,6 +8,7 @@ and only ``_id``s are kept.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import attrs
@@ -21,6 +22,7 @@ class Batch:
     ids: dict[str, dict[bytes, Any]] = attrs.field(factory=dict)
     deleted: dict[str, set[bytes]] = attrs.field(factory=dict)
     token: dict[str, Any] | None = None
+    position_at: dt.datetime | None = None  # when the last event happened (server time)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.ids.values())
@@ -46,7 +48,14 @@ class EventBatcher:
         self._last: float | None = None
 
     def add(
-        self, collection: str, doc_id: Any, *, deleted: bool, token: dict[str, Any], now: float
+        self,
+        collection: str,
+        doc_id: Any,
+        *,
+        deleted: bool,
+        token: dict[str, Any],
+        now: float,
+        cluster_time: Any = None,
     ) -> None:
         """Record one change event."""
         key = id_key(doc_id)
@@ -57,6 +66,8 @@ class EventBatcher:
         else:
             gone.discard(key)
         self._batch.token = token
+        if cluster_time is not None and hasattr(cluster_time, "as_datetime"):
+            self._batch.position_at = cluster_time.as_datetime()
         if self._first is None:
             self._first = now
         self._last = now

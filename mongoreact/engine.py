@@ -9,21 +9,24 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.read_preferences import ReadPreference
 from pymongo.uri_parser import parse_uri
 
 from ._threads import Loop
 from .cleanup import Cleaner
-from .clock import ServerClock
+from .clock import ServerClock, as_utc
 from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .leader import LeaderElector
 from .leases import LeaseKeeper
 from .management import RetryResult, TaskManager, TaskQuery, parse_sort
+from .metrics import Measurements
+from .monitoring import MetricsPusher, build_registry, cluster_measurements, stale_before
 from .planner import Planner, StreamReader
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
@@ -34,10 +37,21 @@ from .store.tasks import TaskStore
 from .throttles import Throttles
 from .worker import WorkerPool
 
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
 logger = logging.getLogger("mongoreact.engine")
 
 Document = dict[str, Any]
 State = Literal["new", "running", "stopped"]
+
+_READ_PREFERENCES: Final = {
+    "primary": ReadPreference.PRIMARY,
+    "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
+    "secondary": ReadPreference.SECONDARY,
+    "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
+    "nearest": ReadPreference.NEAREST,
+}
 
 # A published task nobody has registered for this long is no longer planned.
 SPEC_TTL: Final = dt.timedelta(days=7)
@@ -69,6 +83,9 @@ class ReactiveTasks:
         self._globals: GlobalsStore | None = None
         self._database: Database[Document] | None = None
         self.clock = ServerClock()
+        self.measurements = Measurements()
+        self._pusher: MetricsPusher | None = None
+        self._registry_cache: Any = None
 
     # Registration.
 
@@ -179,7 +196,7 @@ class ReactiveTasks:
         clean = True
         if self._workers is not None:
             clean = self._workers.stop(timeout)
-        loops = [x for x in (self._elector, self._leases) if x is not None]
+        loops = [x for x in (self._elector, self._leases, self._pusher) if x is not None]
         for loop in loops:
             loop.stop()
         for loop in loops:
@@ -246,6 +263,56 @@ class ReactiveTasks:
     def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None:
         """The record of ``task`` for source document ``doc_id``, with its history."""
         return self._manager().get(task, doc_id)
+
+    # Metrics.
+
+    def prometheus_registry(self) -> CollectorRegistry | None:
+        """A prometheus-client ``CollectorRegistry`` with mongoreact's metrics, or
+        ``None`` when monitoring is disabled or prometheus-client is not installed."""
+        if not self._settings.monitoring.enabled:
+            return None
+        with self._lock:
+            if self._registry_cache is None:
+                self._registry_cache = build_registry(self._figures)
+            registry: CollectorRegistry | None = self._registry_cache
+            return registry
+
+    def _figures(self) -> dict[str, Any]:
+        """What a scrape reports (see ``monitoring``)."""
+        own = self.measurements.snapshot()
+        cluster = self._settings.monitoring.scrape_mode == "cluster"
+        figures: dict[str, Any] = {"measurements": own}
+        if self._database is None or self._globals is None:
+            return figures
+        now = self.clock.now()
+        if cluster:
+            pushed = self._globals.pushed_metrics(stale_before(now, self._settings))
+            figures["measurements"] = cluster_measurements(own, pushed, self.instance_id)
+        if cluster or self.is_leader:
+            figures["queue"] = self._queue_figures(now)
+        return figures
+
+    def _queue_figures(self, now: dt.datetime) -> dict[str, Any]:
+        assert self._task_store is not None and self._globals is not None
+        preference = _READ_PREFERENCES[self._settings.monitoring.read_preference]
+        depth: dict[str, dict[str, int]] = {}
+        lag: dict[str, float] = {}
+        collections = set(self._manager().collections(None).values())
+        for collection in sorted(collections):
+            for row in self._task_store.queue_stats(collection + "_tasks", preference):
+                task, status = row["_id"]["task"], row["_id"]["status"]
+                depth.setdefault(task, {})[status] = row["count"]
+                oldest = row.get("oldestDue")
+                if status == "pending" and oldest is not None:
+                    lag[task] = max(0.0, (now - as_utc(oldest)).total_seconds())
+        state = self._globals.planner_state()
+        position, reconciled = state.get("streamPositionAt"), state.get("reconciledAt")
+        return {
+            "depth": depth,
+            "lag": lag,
+            "stream_lag": max(0.0, (now - as_utc(position)).total_seconds()) if position else None,
+            "reconciled_at": as_utc(reconciled).timestamp() if reconciled else None,
+        }
 
     def _manager(self) -> TaskManager:
         with self._lock:
@@ -366,7 +433,12 @@ class ReactiveTasks:
     def _launch(self, database: Database[Document]) -> None:
         assert self._task_store is not None and self._globals is not None
         slots = SlotStore(database, self._settings.globals_collection)
-        self._leases = LeaseKeeper(settings=self._settings, store=self._task_store, slots=slots)
+        self._leases = LeaseKeeper(
+            settings=self._settings,
+            store=self._task_store,
+            slots=slots,
+            measurements=self.measurements,
+        )
         self._workers = WorkerPool(
             settings=self._settings,
             registry=self._registry,
@@ -375,6 +447,7 @@ class ReactiveTasks:
             leases=self._leases,
             throttles=Throttles(self._globals, self.clock),
             slots=slots,
+            measurements=self.measurements,
         )
         self._elector = LeaderElector(
             settings=self._settings,
@@ -383,8 +456,15 @@ class ReactiveTasks:
             hello=lambda: database.client.admin.command("hello"),
             on_elected=self._start_planning,
             on_heartbeat=self._on_heartbeat,
+            measurements=self.measurements,
             on_deposed=self._retire_planning,
         )
+        monitoring = self._settings.monitoring
+        if monitoring.enabled and monitoring.scrape_mode == "cluster":
+            self._pusher = MetricsPusher(
+                settings=self._settings, store=self._globals, measurements=self.measurements
+            )
+            self._pusher.start()
         self._leases.start()
         self._workers.start()
         self._elector.start()
@@ -403,6 +483,7 @@ class ReactiveTasks:
             globals_store=self._globals,
             events=events,
             on_history_lost=self._on_history_lost,
+            measurements=self.measurements,
         )
         planner = Planner(
             settings=self._settings,
@@ -413,6 +494,7 @@ class ReactiveTasks:
             stream_open=reader.opened,
             is_leader=self._elector.is_leader,
             on_planned=self._on_planned,
+            measurements=self.measurements,
         )
         cleaner = Cleaner(
             settings=self._settings,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ._retry import call_with_retry
 from ._threads import Loop
 from .clock import ServerClock
+from .metrics import Measurements
 from .settings import Settings
 from .store.globals import GlobalsStore
 
@@ -35,7 +36,9 @@ class LeaderElector(Loop):
         on_elected: Callable[[], None],
         on_deposed: Callable[[], None],
         on_heartbeat: Callable[[bool], None] = lambda leading: None,
+        measurements: Measurements | None = None,
     ) -> None:
+        self._measurements = measurements or Measurements()
         super().__init__(f"mongoreact-leader-{settings.instance_id}")
         self._settings = settings
         self._store = store
@@ -84,6 +87,7 @@ class LeaderElector(Loop):
                 self._leading = True
                 self.epoch = lease.epoch
             if newly:
+                self._measurements.count("leader_elections")
                 logger.info(
                     "%s became the leader (epoch %d)", self._settings.instance_id, lease.epoch
                 )
@@ -94,6 +98,7 @@ class LeaderElector(Loop):
         return heartbeat
 
     def _depose(self, reason: str) -> None:
+        self._measurements.count("leader_lock_losses")
         with self._lock:
             self._leading = False
         logger.warning("%s lost the leadership: %s", self._settings.instance_id, reason)

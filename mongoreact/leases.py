@@ -14,6 +14,7 @@ from typing import Any
 
 from ._retry import call_with_retry
 from ._threads import Loop
+from .metrics import Measurements
 from .records import ClaimedTask
 from .settings import Settings
 from .store.slots import SlotStore
@@ -28,8 +29,14 @@ class LeaseKeeper(Loop):
     """Renews the leases of the tasks this instance is running."""
 
     def __init__(
-        self, *, settings: Settings, store: TaskStore, slots: SlotStore | None = None
+        self,
+        *,
+        settings: Settings,
+        store: TaskStore,
+        slots: SlotStore | None = None,
+        measurements: Measurements | None = None,
     ) -> None:
+        self._measurements = measurements or Measurements()
         self._slots = slots
         super().__init__(f"mongoreact-leases-{settings.instance_id}")
         self._settings = settings
@@ -69,6 +76,7 @@ class LeaseKeeper(Loop):
                 with self._lock:
                     self._lost |= lost & set(self._held)
                 logger.warning("lost the lease of %d running task(s)", len(lost))
+                self._measurements.count("task_lease_losses", amount=len(lost))
         self._renew_slots(held, interval)
         return interval
 

@@ -10,6 +10,7 @@ task, then saves the resume token, so a new leader resumes after the last planne
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import queue
 import threading
@@ -24,6 +25,7 @@ from ._retry import call_with_retry, is_transient
 from ._threads import Loop
 from .batching import EventBatcher, id_key
 from .definition import TaskDefinition
+from .metrics import Measurements
 from .recheck import Rechecker
 from .reconciler import Reconciler
 from .registry import TaskRegistry
@@ -68,7 +70,9 @@ class StreamReader(Loop):
         globals_store: GlobalsStore,
         events: queue.Queue[tuple[str, Any]],
         on_history_lost: Callable[[], None],
+        measurements: Measurements,
     ) -> None:
+        self._measurements = measurements
         super().__init__(f"mongoreact-stream-{settings.instance_id}")
         self._db = database
         self._registry = registry
@@ -89,6 +93,7 @@ class StreamReader(Loop):
             change = stream.try_next()
         except OperationFailure as error:
             self._close()
+            self._measurements.count("change_stream_errors")
             if error.code in HISTORY_LOST_CODES:
                 logger.error("change stream history lost (code %s); starting afresh", error.code)
                 self._globals.forget_resume_token()
@@ -97,6 +102,7 @@ class StreamReader(Loop):
                 return 0.0
             raise
         except PyMongoError:
+            self._measurements.count("change_stream_errors")
             self._close()  # reopened from the last position handed to the planner
             raise
         token = stream.resume_token
@@ -163,6 +169,7 @@ class Planner(Loop):
         stream_open: threading.Event,
         is_leader: Callable[[], bool],
         on_planned: Callable[[TaskDefinition], None],
+        measurements: Measurements,
     ) -> None:
         super().__init__(f"mongoreact-planner-{settings.instance_id}")
         self._stream_open = stream_open
@@ -193,7 +200,7 @@ class Planner(Loop):
         )
         self._idle_token: Document | None = None
         self._last_save = time.monotonic()
-        self.poisoned = 0  # documents parked because planning them failed
+        self._measurements = measurements
 
     def stop(self) -> None:
         """Ask the planner to finish, interrupting its wait for events."""
@@ -244,6 +251,7 @@ class Planner(Loop):
                 deleted=payload["operationType"] == "delete",
                 token=payload["_id"],
                 now=time.monotonic(),
+                cluster_time=payload.get("clusterTime"),
             )
         elif kind == "idle":
             self._idle_token = payload
@@ -309,7 +317,7 @@ class Planner(Loop):
                 self._plan(definition, ids, deleted)
                 planned.append(definition)
         if batch.token is not None:
-            self._save_token(batch.token)
+            self._save_token(batch.token, batch.position_at)
         logger.debug("planned %d documents", len(batch))
         self._batcher.clear()
         self._idle_token = None
@@ -327,6 +335,7 @@ class Planner(Loop):
             )
             return
         except OperationFailure as error:
+            self._measurements.count("planning_failures", definition.name)
             if is_transient(error) or self.stopping.is_set():
                 raise
             if len(ids) > 1:
@@ -336,7 +345,7 @@ class Planner(Loop):
                     self._plan(definition, part, [i for i in part if id_key(i) in gone])
                 return
             reason = str(error.details.get("errmsg") if error.details else error)
-        self.poisoned += 1
+        self._measurements.count("poison_documents", definition.name)
         logger.error(
             "task %s: planning document %r fails on the server (%s); parked as failed, "
             "planning goes on",
@@ -357,9 +366,9 @@ class Planner(Loop):
             self._save_token(self._idle_token)
             self._idle_token = None
 
-    def _save_token(self, token: Document) -> None:
+    def _save_token(self, token: Document, position_at: dt.datetime | None = None) -> None:
         call_with_retry(
-            lambda: self._globals.save_resume_token(token, self._settings.instance_id),
+            lambda: self._globals.save_resume_token(token, self._settings.instance_id, position_at),
             self.stopping,
             what="saving the resume token",
         )

@@ -16,6 +16,7 @@ from .context import TaskContext
 from .definition import TaskDefinition
 from .errors import MongoReactError, TaskConditionFailedError
 from .leases import LeaseKeeper
+from .metrics import Measurements
 from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
@@ -44,8 +45,10 @@ class TaskRunner:
         throttles: Throttles,
         wake: Callable[[float], None],
         slots: SlotStore | None = None,
+        measurements: Measurements | None = None,
     ) -> None:
         self._slots = slots
+        self._measurements = measurements or Measurements()
         self._wake = wake
         self._settings = settings
         self._store = store
@@ -66,8 +69,10 @@ class TaskRunner:
         try:
             started = time.monotonic()
             error = self._call(definition, context)
-            duration_ms = int((time.monotonic() - started) * 1000)
+            seconds = time.monotonic() - started
+            duration_ms = int(seconds * 1000)
             outcome, update = self._outcome(definition, claim, context, error, duration_ms)
+            self._measure(definition.name, outcome, seconds)
         finally:
             # Stop renewing before finalizing (the finalize is fenced by the claim), so a
             # renewal racing the finalize cannot report a lease as lost.
@@ -93,6 +98,12 @@ class TaskRunner:
             return "lease_lost"
         self._schedule_follow_up(written)
         return outcome
+
+    def _measure(self, task: str, outcome: str, seconds: float) -> None:
+        status = "failed" if outcome == "retry" else outcome
+        self._measurements.observe(task, status, seconds)
+        if outcome == "retry":
+            self._measurements.count("retries", task)
 
     def _release_slot(self, definition: TaskDefinition, claim: ClaimedTask) -> None:
         try:

@@ -20,6 +20,7 @@ import attrs
 
 from .clock import ServerClock
 from .leases import LeaseKeeper
+from .metrics import Measurements
 from .records import ClaimedTask, TaskInfo
 from .registry import TaskRegistry
 from .runner import TaskRunner
@@ -47,6 +48,7 @@ class WorkerPool:
         leases: LeaseKeeper,
         throttles: Throttles,
         slots: SlotStore | None = None,
+        measurements: Measurements | None = None,
     ) -> None:
         self._throttles = throttles
         self._slot_store = slots
@@ -62,6 +64,7 @@ class WorkerPool:
             throttles=throttles,
             wake=self.wake,
             slots=slots,
+            measurements=measurements,
         )
         self._slots = threading.Semaphore(settings.concurrency)
         self._signal = threading.Event()

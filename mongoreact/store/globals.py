@@ -118,8 +118,11 @@ class GlobalsStore:
         token = document.get("resumeToken") if document else None
         return token if isinstance(token, dict) else None
 
-    def save_resume_token(self, token: Document, instance_id: str) -> None:
-        """Remember the stream position after work up to it has been planned."""
+    def save_resume_token(
+        self, token: Document, instance_id: str, position_at: dt.datetime | None = None
+    ) -> None:
+        """Remember the stream position after work up to it has been planned;
+        ``position_at`` is when its last event happened (``None``: caught up, now)."""
         self._collection.update_one(
             {"_id": PLANNER_ID},
             [
@@ -127,6 +130,7 @@ class GlobalsStore:
                     "$set": {
                         "resumeToken": {"$literal": token},
                         "savedAt": NOW,
+                        "streamPositionAt": position_at or NOW,
                         "savedBy": {"$literal": instance_id},
                     }
                 }
@@ -247,6 +251,28 @@ class GlobalsStore:
             if isinstance(d.get("until"), dt.datetime)
         }
 
+    def push_metrics(self, instance_id: str, snapshot: Document) -> None:
+        """Store this instance's measurements for the cluster scrape mode."""
+        self._collection.update_one(
+            {"_id": _METRICS_PREFIX + instance_id},
+            {"$set": {"instanceId": instance_id, "measurements": snapshot},
+             "$currentDate": {"seenAt": True}},
+            upsert=True,
+        )  # fmt: skip
+
+    def drop_metrics(self, instance_id: str) -> None:
+        """Remove this instance's pushed measurements (it stops)."""
+        self._collection.delete_one({"_id": _METRICS_PREFIX + instance_id})
+
+    def pushed_metrics(self, seen_since: dt.datetime) -> dict[str, Document]:
+        """Measurements of the instances heard from since ``seen_since``."""
+        query = {"_id": {"$regex": "^" + _METRICS_PREFIX}, "seenAt": {"$gte": seen_since}}
+        return {d["instanceId"]: d["measurements"] for d in self._collection.find(query)}
+
+    def planner_state(self) -> Document:
+        """The planner document (stream position, reconciliation, cleanup)."""
+        return self._collection.find_one({"_id": PLANNER_ID}) or {}
+
     def forget_resume_token(self) -> None:
         """Drop the stored position (after the server lost the history behind it)."""
         self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"resumeToken": ""}})
@@ -255,6 +281,7 @@ class GlobalsStore:
 _CHECKPOINT_PREFIX: Final = "reconcile:"
 _SPEC_PREFIX: Final = "task:"
 _THROTTLE_PREFIX: Final = "throttle:"
+_METRICS_PREFIX: Final = "metrics:"
 
 
 def _checkpoint_id(collection: str) -> str:

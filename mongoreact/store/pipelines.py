@@ -27,6 +27,8 @@ POLL_INDEX: Final = IndexModel(
     partialFilterExpression={"nextRunAt": {"$type": "date"}},
 )
 # One record per (task, source document); $merge's "on" needs exactly this unique index.
+# The management API and the queue-depth metric filter on status per task.
+STATUS_INDEX: Final = IndexModel([("task", 1), ("status", 1)], name="mongoreact_status")
 SOURCE_INDEX: Final = IndexModel(
     [("task", 1), ("sourceDocId", 1)], name="mongoreact_task_source", unique=True
 )
@@ -230,6 +232,18 @@ def vanished_filter(task: str, planned_before: ObjectId) -> dict[str, Any]:
 
 
 VANISHED_UPDATE: Final = [{"$set": {"matched": False, "sourceDeletedAt": NOW}}]
+
+
+QUEUE_STATS: Final[list[dict[str, Any]]] = [
+    {"$match": {"status": {"$in": [PENDING, PROCESSING, PROCESSING_DIRTY, FAILED]}}},
+    {
+        "$group": {
+            "_id": {"task": "$task", "status": "$status"},
+            "count": {"$sum": 1},
+            "oldestDue": {"$min": "$dueAt"},
+        }
+    },
+]
 
 
 def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:

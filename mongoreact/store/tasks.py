@@ -31,7 +31,12 @@ class TaskStore:
 
     def ensure_indexes(self, tasks_collection: str) -> None:
         """Create the claim and uniqueness indexes (idempotent)."""
-        indexes = [pipelines.SOURCE_INDEX, pipelines.POLL_INDEX, pipelines.ORPHAN_INDEX]
+        indexes = [
+            pipelines.SOURCE_INDEX,
+            pipelines.POLL_INDEX,
+            pipelines.ORPHAN_INDEX,
+            pipelines.STATUS_INDEX,
+        ]
         self._db[tasks_collection].create_indexes(indexes)
 
     def plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> int:
@@ -85,6 +90,14 @@ class TaskStore:
             pipelines.VANISHED_UPDATE,
         )
         return result.modified_count
+
+    def queue_stats(self, tasks_collection: str, read_preference: Any = None) -> list[Document]:
+        """Per task and waiting or failed status: a count, and for ``pending`` the
+        earliest ``dueAt`` (the oldest unhandled change)."""
+        collection = self._db[tasks_collection]
+        if read_preference is not None:
+            collection = collection.with_options(read_preference=read_preference)
+        return list(collection.aggregate(pipelines.QUEUE_STATS))
 
     def reprocess(self, definition: TaskDefinition, *, failed_only: bool) -> int:
         """Run a task again for its matching documents (all, or those ``failed``), in
