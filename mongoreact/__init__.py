@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._version import __version__
 from .api import (
     count_tasks,
+    dashboard_app,
     get_task,
     get_tasks,
     init,
@@ -55,6 +56,7 @@ __all__ = [
     "TaskInfo",
     "__version__",
     "count_tasks",
+    "dashboard_app",
     "get_task",
     "get_tasks",
     "init",

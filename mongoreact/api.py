@@ -114,3 +114,10 @@ def prometheus_registry() -> CollectorRegistry | None:
     """The default instance's Prometheus registry (``None`` if monitoring is off or
     prometheus-client is missing)."""
     return instance().prometheus_registry()
+
+
+def dashboard_app(
+    *, read_only: bool = False, auth: Callable[[dict[str, Any]], bool] | None = None
+) -> Any:
+    """The default instance's web dashboard, a WSGI application."""
+    return instance().dashboard_app(read_only=read_only, auth=auth)

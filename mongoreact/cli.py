@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 
-from .cli_tasks import CommandError, add_commands
+from .cli_tasks import CommandError, add_commands, add_dashboard_command
 from .testing import EmbeddedServer
 
 logger = logging.getLogger("mongoreact.cli")
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_demo)
     add_commands(commands)
+    add_dashboard_command(commands)
     return parser
 
 

@@ -145,3 +145,56 @@ def _line(record: dict[str, Any]) -> str:
             error[:80],
         ]
     ).rstrip()
+
+
+def add_dashboard_command(commands: Any) -> None:
+    """Add ``dashboard``: serve the web dashboard."""
+    parser = commands.add_parser("dashboard", help="serve the web dashboard")
+    parser.add_argument("--uri", help=f"MongoDB URI (default: ${URI_VARIABLE})")
+    parser.add_argument("--database", help="database (default: the URI's)")
+    parser.add_argument("--globals-collection", default="_mongoreact_globals")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--read-only", action="store_true", help="no retry or defer")
+    parser.set_defaults(run=serve_dashboard)
+
+
+def serve_dashboard(args: argparse.Namespace) -> int:
+    """Serve the dashboard until interrupted."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    uri = args.uri or os.environ.get(URI_VARIABLE)
+    if not uri:
+        raise CommandError(f"give --uri or set {URI_VARIABLE}")
+    database = args.database or parse_uri(uri).get("database")
+    if not database:
+        raise CommandError("name the database with --database or in the URI")
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        uri, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, tz_aware=True
+    )
+    try:
+        client.admin.command("ping")
+    except PyMongoError:
+        client.close()
+        raise CommandError(f"cannot reach MongoDB at {redact(uri)}", EXIT_UNREACHABLE) from None
+    engine = ReactiveTasks(
+        client=client, database=database, globals_collection=args.globals_collection
+    )
+    app = engine.dashboard_app(read_only=args.read_only)
+    try:
+        with make_server(args.host, args.port, app, Server, QuietHandler) as server:
+            print(f"mongoreact dashboard on http://{args.host}:{server.server_port}/", flush=True)
+            server.serve_forever()
+    except OSError as error:
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {error}") from None
+    finally:
+        client.close()
+    return 0

@@ -20,6 +20,7 @@ from pymongo.uri_parser import parse_uri
 from ._threads import Loop
 from .cleanup import Cleaner
 from .clock import ServerClock, as_utc
+from .dashboard.app import DashboardApp
 from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .leader import LeaderElector
@@ -313,6 +314,58 @@ class ReactiveTasks:
             "stream_lag": max(0.0, (now - as_utc(position)).total_seconds()) if position else None,
             "reconciled_at": as_utc(reconciled).timestamp() if reconciled else None,
         }
+
+    # Dashboard.
+
+    def dashboard_app(
+        self, *, read_only: bool = False, auth: Callable[[dict[str, Any]], bool] | None = None
+    ) -> DashboardApp:
+        """The web dashboard as a WSGI application (mount it, or ``mongoreact dashboard``).
+        ``auth(environ) -> bool`` may refuse requests; ``read_only`` refuses actions."""
+        return DashboardApp(self, read_only=read_only, auth=auth)
+
+    def overview(self) -> dict[str, Any]:
+        """Counts per task and status, lag, the leader and the instances heard from."""
+        manager = self._manager()
+        assert self._database is not None
+        tasks = TaskStore(self._database)
+        globals_store = GlobalsStore(self._database, self._settings.globals_collection)
+        now = self.clock.now()
+        known = manager.collections(None)
+        rows: dict[str, dict[str, Any]] = {
+            name: {"task": name, "collection": collection, "counts": {}, "lagSeconds": 0.0}
+            for name, collection in known.items()
+        }
+        for collection in sorted(set(known.values())):
+            for row in tasks.queue_stats(collection + "_tasks", all_statuses=True):
+                task, status = row["_id"]["task"], row["_id"]["status"]
+                entry = rows.setdefault(
+                    task, {"task": task, "collection": collection, "counts": {}, "lagSeconds": 0.0}
+                )
+                entry["counts"][status] = row["count"]
+                oldest = row.get("oldestDue")
+                if status == "pending" and oldest is not None:
+                    entry["lagSeconds"] = max(0.0, (now - as_utc(oldest)).total_seconds())
+        lease = globals_store.leader_lease()
+        live = lease.get("expiresAt") is not None and as_utc(lease["expiresAt"]) > now
+        pushed = globals_store.pushed_metrics(stale_before(now, self._settings))
+        state = globals_store.planner_state()
+        return {
+            "tasks": sorted(rows.values(), key=lambda row: row["task"]),
+            "leader": {"instanceId": lease.get("instanceId") if live else None,
+                       "epoch": lease.get("epoch"), "expiresAt": lease.get("expiresAt")},
+            "instances": sorted(pushed),
+            "streamPositionAt": state.get("streamPositionAt"),
+            "reconciledAt": state.get("reconciledAt"),
+            "lastCleanupAt": state.get("lastCleanupAt"),
+        }  # fmt: skip
+
+    def defer_task(self, task: str, doc_id: Any, delay: dt.timedelta) -> int:
+        """Make one waiting or failed task due only after ``delay``."""
+        collection = self._manager().collections(task)[task]
+        assert self._database is not None
+        until = self.clock.now() + delay
+        return TaskStore(self._database).defer(collection, task, doc_id, until)
 
     def _manager(self) -> TaskManager:
         with self._lock:

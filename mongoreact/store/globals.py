@@ -269,6 +269,10 @@ class GlobalsStore:
         query = {"_id": {"$regex": "^" + _METRICS_PREFIX}, "seenAt": {"$gte": seen_since}}
         return {d["instanceId"]: d["measurements"] for d in self._collection.find(query)}
 
+    def leader_lease(self) -> Document:
+        """The leader lease document as stored."""
+        return self._collection.find_one({"_id": LEADER_ID}) or {}
+
     def planner_state(self) -> Document:
         """The planner document (stream position, reconciliation, cleanup)."""
         return self._collection.find_one({"_id": PLANNER_ID}) or {}

@@ -234,8 +234,7 @@ def vanished_filter(task: str, planned_before: ObjectId) -> dict[str, Any]:
 VANISHED_UPDATE: Final = [{"$set": {"matched": False, "sourceDeletedAt": NOW}}]
 
 
-QUEUE_STATS: Final[list[dict[str, Any]]] = [
-    {"$match": {"status": {"$in": [PENDING, PROCESSING, PROCESSING_DIRTY, FAILED]}}},
+STATUS_COUNTS: Final[list[dict[str, Any]]] = [
     {
         "$group": {
             "_id": {"task": "$task", "status": "$status"},
@@ -243,6 +242,10 @@ QUEUE_STATS: Final[list[dict[str, Any]]] = [
             "oldestDue": {"$min": "$dueAt"},
         }
     },
+]
+QUEUE_STATS: Final[list[dict[str, Any]]] = [
+    {"$match": {"status": {"$in": [PENDING, PROCESSING, PROCESSING_DIRTY, FAILED]}}},
+    *STATUS_COUNTS,
 ]
 
 

@@ -91,13 +91,24 @@ class TaskStore:
         )
         return result.modified_count
 
-    def queue_stats(self, tasks_collection: str, read_preference: Any = None) -> list[Document]:
-        """Per task and waiting or failed status: a count, and for ``pending`` the
-        earliest ``dueAt`` (the oldest unhandled change)."""
+    def queue_stats(
+        self, tasks_collection: str, read_preference: Any = None, *, all_statuses: bool = False
+    ) -> list[Document]:
+        """Per task and waiting or failed status (every status with ``all_statuses``): a
+        count, and for ``pending`` the earliest ``dueAt`` (the oldest unhandled change)."""
         collection = self._db[tasks_collection]
         if read_preference is not None:
             collection = collection.with_options(read_preference=read_preference)
-        return list(collection.aggregate(pipelines.QUEUE_STATS))
+        pipeline = pipelines.STATUS_COUNTS if all_statuses else pipelines.QUEUE_STATS
+        return list(collection.aggregate(pipeline))
+
+    def defer(self, source_collection: str, task: str, doc_id: Any, until: Any) -> int:
+        """Make a waiting or failed record due at ``until`` (an operator's deferral)."""
+        result = self._db[source_collection + "_tasks"].update_one(
+            {"task": task, "sourceDocId": doc_id, "status": {"$in": ["pending", "failed"]}},
+            {"$set": {"status": "pending", "nextRunAt": until}},
+        )
+        return result.modified_count
 
     def reprocess(self, definition: TaskDefinition, *, failed_only: bool) -> int:
         """Run a task again for its matching documents (all, or those ``failed``), in

@@ -1,0 +1,113 @@
+"""The dashboard's JSON API and its guards, called as a WSGI application."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from bson import json_util
+from pymongo.database import Database
+
+from mongoreact import ReactiveTasks, TaskContext
+
+from .conftest import EngineFactory
+from .helpers import Doc, record, start, wait_until
+
+
+def call(app: Any, method: str, path: str, query: dict[str, Any] | None = None,
+         body: Any = None) -> tuple[str, Any]:  # fmt: skip
+    raw = json.dumps(body).encode() if body is not None else b""
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": urlencode(query or {}),
+        "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw),
+    }  # fmt: skip
+    status: list[str] = []
+    chunks = app(environ, lambda s, headers: status.append(s))
+    payload = b"".join(chunks)
+    if path == "/":
+        return status[0], payload.decode()
+    return status[0], json_util.loads(payload)
+
+
+def broken(ctx: TaskContext) -> None:
+    if ctx.doc_id.startswith("bad"):
+        raise ConnectionError("partner API down")
+
+
+@pytest.fixture
+def engine(make_engine: EngineFactory, db: Database[Doc]) -> ReactiveTasks:
+    engine = make_engine(instance_id="web", monitoring={"push_interval": "200ms"})
+    engine.register(task="sync", collection="orders", handler=broken, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_many([{"_id": "bad1", "vip": True}, {"_id": "bad2"}, {"_id": "ok"}])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
+               == 3)  # fmt: skip
+    return engine
+
+
+def test_page_overview_list_and_detail(engine: ReactiveTasks) -> None:
+    app = engine.dashboard_app()
+    status, page = call(app, "GET", "/")
+    assert status == "200 OK" and '<table id="task-list">' in page
+    status, overview = call(app, "GET", "/api/overview")
+    counts = {"failed": 2, "completed": 1}
+    expected = {"task": "sync", "collection": "orders", "counts": counts, "lagSeconds": 0.0}
+    assert overview["tasks"] == [expected]
+    assert overview["leader"]["instanceId"] == "web"
+    wait_until(lambda: call(app, "GET", "/api/overview")[1]["instances"] == ["web"])
+    status, listed = call(app, "GET", "/api/tasks", {"status": "failed", "sort": "sourceDocId"})
+    assert listed["total"] == 2 and [r["sourceDocId"] for r in listed["items"]] == ["bad1", "bad2"]
+    assert "lastObservedValues" not in listed["items"][0]
+    _, vip = call(app, "GET", "/api/tasks", {"sourceFilter": '{"vip": true}'})
+    assert vip["total"] == 1
+    status, detail = call(app, "GET", "/api/task", {"task": "sync", "docId": '"bad1"'})
+    assert detail["lastObservedValues"] == {"_id": "bad1", "vip": True}
+    assert "ConnectionError: partner API down" in detail["lastErrorTraceback"]
+
+
+def test_retry_one_selected_or_matching_and_defer(engine: ReactiveTasks, db: Database[Doc]) -> None:
+    app = engine.dashboard_app()
+    status, result = call(app, "POST", "/api/retry", body={"task": "sync", "docIds": ["bad1"]})
+    assert (status, result) == ("200 OK", {"modified": 1})
+    wait_until(lambda: record(db, "orders", "bad1")["status"] == "failed"
+               and record(db, "orders", "bad1")["attempts"] == 1
+               and len(record(db, "orders", "bad1")["executionHistory"]) == 2)  # fmt: skip
+    _, result = call(app, "POST", "/api/defer", body={"task": "sync", "docId": "bad2",
+                                                       "delay": "1h"})  # fmt: skip
+    assert result == {"modified": 1}
+    assert record(db, "orders", "bad2")["status"] == "pending"
+    _, result = call(app, "POST", "/api/retry", body={"filter": {"status": "failed"}})
+    assert result == {"modified": 1}  # bad1 again; bad2 is deferred (pending)
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ({"sourceFilter": '{"$where": "sleep(1000)"}'}, "$where runs code on the server"),
+        ({"sourceFilter": '{"x": {"$function": {}}}'}, "$function"),
+        ({"sourceFilter": "{nope"}, "not JSON"),
+        ({"status": "exploded"}, "status="),
+        ({"task": "unknown"}, "no instance has registered"),
+        ({"limit": "9999"}, "limit="),
+        ({"error": "(", "errorRegex": "1"}, "not a regular expression"),
+    ],
+)
+def test_browser_input_is_validated(engine: ReactiveTasks, query: dict[str, str],
+                                    fragment: str) -> None:  # fmt: skip
+    status, payload = call(engine.dashboard_app(), "GET", "/api/tasks", query)
+    assert status == "400 Bad Request" and fragment in payload["error"]
+
+
+def test_read_only_and_auth(engine: ReactiveTasks) -> None:
+    read_only = engine.dashboard_app(read_only=True)
+    assert call(read_only, "GET", "/api/overview")[1]["readOnly"] is True
+    status, _ = call(read_only, "POST", "/api/retry", body={"filter": {}})
+    assert status == "403 Forbidden"
+    guarded = engine.dashboard_app(auth=lambda environ: environ.get("HTTP_X_TOKEN") == "s3cret")
+    assert call(guarded, "GET", "/api/overview")[0] == "403 Forbidden"
+    assert call(guarded, "GET", "/")[0] == "403 Forbidden"
+    assert call(engine.dashboard_app(), "GET", "/nope")[0] == "404 Not Found"
