@@ -9,3 +9,4 @@ html_title = "mongoreact"
 myst_heading_anchors = 3
 exclude_patterns = ["_build"]
 nitpicky = False
+html_static_path = ["_static"]

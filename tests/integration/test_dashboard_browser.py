@@ -1,0 +1,120 @@
+"""The dashboard in real headless Chromium: load, filter, open a task, retry it.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them).
+Screenshots are saved under the test's output directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+from pymongo.database import Database
+
+from mongoreact import TaskContext
+
+from .conftest import EngineFactory
+from .helpers import Doc, record, start, wait_until
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+webdriver = pytest.importorskip("selenium.webdriver")
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+                allow_module_level=True)  # fmt: skip
+
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)  # fmt: skip
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+FAILED_ONCE: set[str] = set()
+
+
+def flaky(ctx: TaskContext) -> None:
+    if ctx.doc_id == "o-2" and ctx.doc_id not in FAILED_ONCE:
+        FAILED_ONCE.add(ctx.doc_id)
+        raise TimeoutError("ERP timed out")
+
+
+def test_filter_open_and_retry_in_the_browser(
+    make_engine: EngineFactory, db: Database[Doc], browser: Any, tmp_path: Path
+) -> None:
+    engine = make_engine(instance_id="web")
+    engine.register(task="sync-order", collection="orders", handler=flaky, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_many([{"_id": f"o-{i}", "amount": 10 * i} for i in range(1, 5)])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
+               == 4)  # fmt: skip
+    with make_server("127.0.0.1", 0, engine.dashboard_app(), _Server, _Quiet) as server:
+        threading.Thread(target=server.serve_forever, name="dashboard-test", daemon=True).start()
+        try:
+            wait = WebDriverWait(browser, 15)
+            browser.get(f"http://127.0.0.1:{server.server_port}/")
+            wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
+            browser.save_screenshot(str(tmp_path / "1-overview.png"))
+            Select(browser.find_element(By.ID, "filter-status")).select_by_visible_text("failed")
+            browser.find_element(By.ID, "apply").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 1)
+            row = browser.find_element(By.CSS_SELECTOR, "tr.task-row")
+            assert '"o-2"' in row.text and "ERP timed out" in row.text
+            browser.save_screenshot(str(tmp_path / "2-filtered.png"))
+            row.click()
+            wait.until(lambda d: "TimeoutError" in d.find_element(By.ID, "detail-traceback").text)
+            assert '"amount": 20' in browser.find_element(By.ID, "detail-watched").text
+            browser.save_screenshot(str(tmp_path / "3-detail.png"))
+            browser.find_element(By.ID, "retry-one").click()
+            wait.until(
+                lambda d: "retried: 1 record(s) changed" in d.find_element(By.ID, "message").text
+            )
+            wait_until(lambda: record(db, "orders", "o-2")["status"] == "completed")
+            browser.find_element(By.ID, "apply").click()
+            wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "tr.task-row"))
+            browser.save_screenshot(str(tmp_path / "4-after-retry.png"))
+        finally:
+            server.shutdown()
+    assert record(db, "orders", "o-2")["executionHistory"][-1]["status"] == "completed"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "1-overview.png", "2-filtered.png", "3-detail.png", "4-after-retry.png",
+    ]  # fmt: skip
+    print(f"screenshots in {tmp_path}")
