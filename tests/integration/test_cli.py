@@ -106,3 +106,30 @@ def test_python_dash_m_runs_the_same_command(failed_tasks: list[str]) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "2\n"), done.stderr
+
+
+def test_mongoreact_dashboard_serves_the_app(failed_tasks: list[str]) -> None:
+    import re as regex
+    import urllib.request
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mongoreact", "dashboard", *failed_tasks, "--port", "0",
+         "--read-only"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        match = regex.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line + (server.stderr.read() if server.stderr else "")
+        url = f"http://127.0.0.1:{match.group(1)}/api/overview"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            overview = json.loads(response.read())
+        assert overview["readOnly"] is True
+        assert overview["tasks"][0]["counts"] == {"failed": 2}
+    finally:
+        server.terminate()
+        server.wait(10)
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
