@@ -9,6 +9,7 @@ from .api import (
     get_task,
     get_tasks,
     init,
+    install_signal_handlers,
     instance,
     prometheus_registry,
     register,
@@ -16,11 +17,15 @@ from .api import (
     start,
     stop,
     task,
+    with_lock,
+    with_transaction,
 )
+from .batches import process_in_batches
 from .context import TaskContext
 from .definition import CleanupPolicy, Evolution, TaskDefinition
 from .engine import ReactiveTasks
 from .errors import ConfigError, MongoReactError, NotStartedError, TaskConditionFailedError
+from .locks import Lock, LockAlreadyAcquiredError
 from .management import RetryResult
 from .policies.retry import RetryPolicy
 from .records import (
@@ -33,6 +38,7 @@ from .records import (
     TaskInfo,
 )
 from .settings import MonitoringOptions
+from .transactions import register_post_commit_hook
 
 __all__ = [
     "COMPLETED",
@@ -44,6 +50,8 @@ __all__ = [
     "CleanupPolicy",
     "ConfigError",
     "Evolution",
+    "Lock",
+    "LockAlreadyAcquiredError",
     "MongoReactError",
     "MonitoringOptions",
     "NotStartedError",
@@ -60,11 +68,16 @@ __all__ = [
     "get_task",
     "get_tasks",
     "init",
+    "install_signal_handlers",
     "instance",
+    "process_in_batches",
     "prometheus_registry",
     "register",
+    "register_post_commit_hook",
     "retry_tasks",
     "start",
     "stop",
     "task",
+    "with_lock",
+    "with_transaction",
 ]

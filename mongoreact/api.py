@@ -6,18 +6,26 @@ on it. Code that needs several instances uses ``ReactiveTasks`` directly.
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pymongo.client_session import ClientSession
 
 from .definition import Handler, TaskDefinition
 from .engine import ReactiveTasks
 from .errors import MongoReactError, NotStartedError
+from .locks import Lock
 from .management import RetryResult
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
+
+logger = logging.getLogger("mongoreact.api")
+T = TypeVar("T")
 
 _default: ReactiveTasks | None = None
 _lock = threading.Lock()
@@ -121,3 +129,34 @@ def dashboard_app(
 ) -> Any:
     """The default instance's web dashboard, a WSGI application."""
     return instance().dashboard_app(read_only=read_only, auth=auth)
+
+
+def with_lock(key: object, ttl: object = "30s", wait: object = "3s") -> Lock:
+    """A distributed lock on the default instance's database (see ``ReactiveTasks``)."""
+    return instance().with_lock(key, ttl=ttl, wait=wait)
+
+
+def with_transaction(fn: Callable[[ClientSession], T]) -> T:
+    """``fn(session)`` in a transaction on the default instance's client."""
+    return instance().with_transaction(fn)
+
+
+def install_signal_handlers(timeout: float = 30.0) -> None:
+    """For scripts: on SIGTERM or SIGINT, stop the default instance (waiting up to
+    ``timeout`` for running handlers), then exit as the signal would have.
+
+    Call it from the main thread, after ``start()``. Under gunicorn or uWSGI, let the
+    server own the signals and call ``stop()`` from its worker-exit hook instead.
+    """
+    previous: dict[int, Any] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        logger.info("signal %d: stopping mongoreact", signum)
+        stop(timeout)
+        signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handle)

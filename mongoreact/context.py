@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from pymongo.client_session import ClientSession
@@ -34,6 +35,9 @@ class TaskContext:
         self._clock = clock
         self._throttles = throttles
         self.deferred_until: dt.datetime | None = None
+        self.completed = False
+        # Set by the runner: finalizes this run as completed (optionally in a session).
+        self.complete: Callable[[ClientSession | None], bool] = lambda session: False
 
     @property
     def task(self) -> str:
@@ -80,6 +84,13 @@ class TaskContext:
         if document is None:
             raise TaskConditionFailedError(self.task, self.doc_id)
         return document
+
+    def mark_completed(self, session: ClientSession | None = None) -> None:
+        """Complete this task now, inside ``session``'s transaction when given: the
+        business writes and the completion commit together (exactly-once effects for
+        database writes). If the transaction aborts, the run ends as the handler does."""
+        if self.complete(session):
+            self.completed = True
 
     def defer_current(self, delay: object) -> None:
         """Run this task again later (a duration or a datetime), without counting an

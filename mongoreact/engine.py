@@ -9,9 +9,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeVar
 
 from pymongo import MongoClient
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.read_preferences import ReadPreference
@@ -25,6 +26,7 @@ from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .leader import LeaderElector
 from .leases import LeaseKeeper
+from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, parse_sort
 from .metrics import Measurements
 from .monitoring import MetricsPusher, build_registry, cluster_measurements, stale_before
@@ -36,6 +38,7 @@ from .store.globals import GlobalsStore
 from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
+from .transactions import with_transaction
 from .worker import WorkerPool
 
 if TYPE_CHECKING:
@@ -45,6 +48,7 @@ logger = logging.getLogger("mongoreact.engine")
 
 Document = dict[str, Any]
 State = Literal["new", "running", "stopped"]
+T = TypeVar("T")
 
 _READ_PREFERENCES: Final = {
     "primary": ReadPreference.PRIMARY,
@@ -144,11 +148,9 @@ class ReactiveTasks:
 
     @property
     def database(self) -> Database[Document]:
-        """The database the tasks live in (after ``start()``); its ``client`` starts the
-        sessions handlers pass to ``get_document(session=...)``."""
-        if self._database is None:
-            raise NotStartedError("start() first")
-        return self._database
+        """The database the tasks live in (connecting if needed); its ``client`` starts
+        the sessions handlers pass to ``get_document(session=...)``."""
+        return self._db()
 
     @property
     def instance_id(self) -> str:
@@ -367,15 +369,30 @@ class ReactiveTasks:
         until = self.clock.now() + delay
         return TaskStore(self._database).defer(collection, task, doc_id, until)
 
-    def _manager(self) -> TaskManager:
+    # Helpers.
+
+    def with_lock(self, key: object, ttl: object = "30s", wait: object = "3s") -> Lock:
+        """A distributed lock on ``key`` (context manager or decorator), renewed while
+        held; ``LockAlreadyAcquiredError`` if it stays taken for ``wait``."""
+        return Lock(self._db(), key, ttl=ttl, wait=wait)
+
+    def with_transaction(self, fn: Callable[[ClientSession], T]) -> T:
+        """``fn(session)`` in a transaction, retried on transient errors; post-commit
+        hooks (``register_post_commit_hook``) run once, after the commit."""
+        return with_transaction(self._db().client, fn)
+
+    def _db(self) -> Database[Document]:
+        """The database, connecting without starting when needed (management, helpers)."""
         with self._lock:
-            database = self._database
-            if database is None:
+            if self._database is None:
                 if self._state == "stopped":
                     raise NotStartedError("this instance is stopped")
-                database = self._database = self._connect()
+                self._database = self._connect()
+            return self._database
+
+    def _manager(self) -> TaskManager:
         local = {d.name: d.collection for d in self._registry}
-        return TaskManager(database, self._settings.globals_collection, local)
+        return TaskManager(self._db(), self._settings.globals_collection, local)
 
     def __enter__(self) -> ReactiveTasks:
         self.start()

@@ -17,6 +17,7 @@ from typing import Any, Final
 import attrs
 from pymongo.database import Database
 
+from .batches import batched
 from .errors import ConfigError
 from .records import STATUSES
 from .store import pipelines
@@ -184,14 +185,7 @@ class TaskManager:
 
     def _source_ids(self, collection: str, source_filter: Document) -> Iterator[list[Any]]:
         cursor = self._db[collection].find(source_filter, {"_id": 1}, batch_size=ID_BATCH)
-        batch: list[Any] = []
-        for document in cursor:
-            batch.append(document["_id"])
-            if len(batch) == ID_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return batched((document["_id"] for document in cursor), ID_BATCH)
 
 
 def _sort_key(sort: list[tuple[str, int]]) -> Any:

@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final
 
+from pymongo.client_session import ClientSession
+
 from ._retry import call_with_retry
 from .clock import ServerClock, as_utc
 from .context import TaskContext
@@ -65,9 +67,20 @@ class TaskRunner:
             clock=self._clock,
             throttles=self._throttles,
         )
+        started = time.monotonic()
+
+        def complete(session: ClientSession | None) -> bool:
+            seconds = time.monotonic() - started
+            update = pipelines.finalize_update(
+                definition, outcome="completed", duration_ms=int(seconds * 1000),
+                attempt=claim.attempt, instance_id=self._settings.instance_id,
+                claim_id=claim.claim_id,
+            )  # fmt: skip
+            return self._store.finalize(claim, update, session) is not None
+
+        context.complete = complete
         self._leases.hold(claim)
         try:
-            started = time.monotonic()
             error = self._call(definition, context)
             seconds = time.monotonic() - started
             duration_ms = int(seconds * 1000)
@@ -89,6 +102,8 @@ class TaskRunner:
         written = call_with_retry(
             lambda: self._store.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
         )
+        if written is None and context.completed:
+            return "completed"  # by the handler, inside its transaction
         if written is None:
             logger.warning(
                 "task %s for %r: another worker owns the record now; result not recorded",

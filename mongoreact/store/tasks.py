@@ -155,17 +155,21 @@ class TaskStore:
         held = {d["claimId"] for d in collection.find(fence, {"claimId": 1})}
         return set(claim_ids) - held
 
-    def finalize(self, claim: ClaimedTask, update: list[Document]) -> Document | None:
-        """Apply a finalize ``update`` if the claim still owns the record.
+    def finalize(
+        self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
+    ) -> Document | None:
+        """Apply a finalize ``update`` if the claim still owns the record (inside
+        ``session``'s transaction if given).
 
         Returns the record's new ``status`` and ``nextRunAt`` (so a follow-up run can be
-        scheduled locally), or ``None`` if another claim owns the record now.
+        scheduled locally), or ``None`` if the claim no longer owns the record.
         """
         return self._db[claim.tasks_collection].find_one_and_update(
             pipelines.fence(claim.id, claim.claim_id),
             update,
             projection={"_id": 0, "status": 1, "nextRunAt": 1},
             return_document=ReturnDocument.AFTER,
+            session=session,
         )
 
     def unclaim(self, claim: ClaimedTask) -> None:

@@ -1,0 +1,151 @@
+"""Distributed locks: ``with_lock(key, ttl=..., wait=...)``.
+
+A lock is a document in ``_mongoreact_locks`` taken with the server's clock and renewed
+while held (every ``ttl / 5``) by a background thread. Renewal and release are fenced on
+the holder's ``lockId``, so a holder whose lock expired (a long pause, a lost network)
+can neither extend nor release the lock someone else took since. ``fencing_token``
+grows with every acquisition of a key: pass it along to systems that can reject stale
+writers. A key's document stays after release to keep that counter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from .durations import parse_duration, to_milliseconds
+from .errors import ConfigError, MongoReactError
+from .store.pipelines import EPOCH, NOW
+
+logger = logging.getLogger("mongoreact.locks")
+
+LOCKS_COLLECTION: Final = "_mongoreact_locks"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LockAlreadyAcquiredError(MongoReactError):
+    """Another holder kept the lock for longer than ``wait``."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"lock {key!r} is held by someone else")
+        self.key = key
+
+
+def _acquire_pipeline(lock_id: ObjectId, ttl_ms: int) -> list[dict[str, Any]]:
+    free = {"$lt": [{"$ifNull": ["$expiresAt", EPOCH]}, NOW]}
+    return [
+        {"$set": {"_free": free}},
+        {
+            "$set": {
+                "lockId": {"$cond": ["$_free", lock_id, "$lockId"]},
+                "expiresAt": {"$cond": ["$_free", {"$add": [NOW, ttl_ms]}, "$expiresAt"]},
+                "token": {"$cond": ["$_free", {"$add": [{"$ifNull": ["$token", 0]}, 1]}, "$token"]},
+            }
+        },
+        {"$unset": ["_free"]},
+    ]
+
+
+class Lock:
+    """A distributed lock; use as a context manager or a decorator."""
+
+    def __init__(
+        self, database: Database[dict[str, Any]], key: object, *, ttl: object, wait: object
+    ) -> None:
+        self.key = str(key)  # like the reference: 100 and "100" are the same lock
+        self._collection = database[LOCKS_COLLECTION]
+        self._ttl = parse_duration(ttl, "ttl")
+        self._wait = parse_duration(wait, "wait")
+        if self._ttl <= dt.timedelta(0):
+            raise ConfigError("ttl", ttl, "must be greater than zero")
+        self._lock_id: ObjectId | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self.fencing_token: int | None = None
+        self.lost = False
+
+    def acquire(self) -> None:
+        """Take the lock, waiting up to ``wait``; ``LockAlreadyAcquiredError`` if not."""
+        deadline = time.monotonic() + self._wait.total_seconds()
+        delay = 0.05
+        lock_id = ObjectId()
+        while True:
+            document = self._collection.find_one_and_update(
+                {"_id": self.key},
+                _acquire_pipeline(lock_id, to_milliseconds(self._ttl)),
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            if document is not None and document.get("lockId") == lock_id:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockAlreadyAcquiredError(self.key)
+            threading.Event().wait(min(remaining, delay * random.uniform(1.0, 1.2)))
+            delay = min(delay * 2, max(self._wait.total_seconds() / 3, 0.05))
+        self._lock_id, self.fencing_token, self.lost = lock_id, int(document["token"]), False
+        self._stop.clear()
+        self._renewer = threading.Thread(
+            target=self._renew, name=f"mongoreact-lock-{self.key}", daemon=True
+        )
+        self._renewer.start()
+
+    def release(self) -> None:
+        """Give the lock back (only if this holder still has it)."""
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        if self._lock_id is not None:
+            # Expire rather than delete: the document keeps the fencing counter.
+            self._collection.update_one(
+                {"_id": self.key, "lockId": self._lock_id},
+                {"$set": {"expiresAt": EPOCH}, "$unset": {"lockId": ""}},
+            )
+            self._lock_id = None
+
+    def _renew(self) -> None:
+        interval = self._ttl.total_seconds() / 5
+        while not self._stop.wait(interval):
+            try:
+                result = self._collection.update_one(
+                    {"_id": self.key, "lockId": self._lock_id},
+                    [{"$set": {"expiresAt": {"$add": [NOW, to_milliseconds(self._ttl)]}}}],
+                )
+            except Exception:
+                logger.warning("could not renew lock %r; retrying", self.key, exc_info=True)
+                continue
+            if result.matched_count == 0:
+                self.lost = True
+                logger.warning("lock %r expired and was taken by someone else", self.key)
+                return
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __call__(self, fn: F) -> F:
+        @functools.wraps(fn)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return locked  # type: ignore[return-value]
