@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._version import __version__
 from .api import (
     count_tasks,
+    cron_task,
     dashboard_app,
     get_task,
     get_tasks,
@@ -14,6 +15,7 @@ from .api import (
     prometheus_registry,
     register,
     retry_tasks,
+    run_cron_task,
     start,
     stop,
     task,
@@ -64,6 +66,7 @@ __all__ = [
     "TaskInfo",
     "__version__",
     "count_tasks",
+    "cron_task",
     "dashboard_app",
     "get_task",
     "get_tasks",
@@ -75,6 +78,7 @@ __all__ = [
     "register",
     "register_post_commit_hook",
     "retry_tasks",
+    "run_cron_task",
     "start",
     "stop",
     "task",

@@ -160,3 +160,13 @@ def install_signal_handlers(timeout: float = 30.0) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, handle)
+
+
+def cron_task(name: str, schedule: object, handler: Callable[[], object]) -> Any:
+    """Register a cron task on the default instance (see ``ReactiveTasks.cron_task``)."""
+    return instance().cron_task(name, schedule, handler)
+
+
+def run_cron_task(name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+    """Run a cron task now (see ``ReactiveTasks.run_cron_task``)."""
+    instance().run_cron_task(name, wait=wait, timeout=timeout)

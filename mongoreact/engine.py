@@ -21,6 +21,14 @@ from pymongo.uri_parser import parse_uri
 from ._threads import Loop
 from .cleanup import Cleaner
 from .clock import ServerClock, as_utc
+from .cron import (
+    CRON_COLLECTION,
+    CronRunner,
+    CronTask,
+    build_cron_task,
+    finished_since,
+    request_run,
+)
 from .dashboard.app import DashboardApp
 from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
@@ -76,6 +84,8 @@ class ReactiveTasks:
         self._registry = TaskRegistry()
         self._state: State = "new"
         self._lock = threading.RLock()
+        self._cron_tasks: dict[str, CronTask] = {}
+        self._cron_runner: CronRunner | None = None
         self._client: MongoClient[Document] | None = None
         self._elector: LeaderElector | None = None
         self._leases: LeaseKeeper | None = None
@@ -136,6 +146,38 @@ class ReactiveTasks:
 
         return decorate
 
+    def cron_task(self, name: str, schedule: object, handler: Callable[[], object]) -> CronTask:
+        """Register a cron task: ``handler()`` runs once per ``schedule`` across the
+        cluster (``"CRON <expr>"``, an interval, or ``schedule(now) -> datetime``)."""
+        cron = build_cron_task(name, schedule, handler)
+        with self._lock:
+            if self._state != "new":
+                raise ConfigError("name", name, "register cron tasks before start()")
+            if cron.name in self._cron_tasks:
+                raise ConfigError("name", name, "a cron task with this name already exists")
+            self._cron_tasks[cron.name] = cron
+        return cron
+
+    def run_cron_task(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Run cron task ``name`` now on whichever instance claims it first; with
+        ``wait``, return once that run has finished (``TimeoutError`` after ``timeout``)."""
+        database = self._db()
+        requested = request_run(database, name)
+        if self._cron_runner is not None:
+            self._cron_runner.wake.set()
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while not finished_since(database, name, requested):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cron task {name!r} did not finish within {timeout}s")
+            pause.wait(0.05)
+
+    def cron_tasks(self) -> list[dict[str, Any]]:
+        """Every cron task's schedule, lease and recent runs (any instance's)."""
+        return list(self._db()[CRON_COLLECTION].find({}, sort=[("_id", 1)]))
+
     @property
     def definitions(self) -> list[TaskDefinition]:
         """The registered tasks."""
@@ -169,7 +211,7 @@ class ReactiveTasks:
                 return
             if self._state == "stopped":
                 raise MongoReactError("a stopped ReactiveTasks cannot be started again")
-            if not len(self._registry):
+            if not len(self._registry) and not self._cron_tasks:
                 raise ConfigError("register", None, "register at least one task before start()")
             database = self._connect()
             try:
@@ -199,7 +241,11 @@ class ReactiveTasks:
         clean = True
         if self._workers is not None:
             clean = self._workers.stop(timeout)
-        loops = [x for x in (self._elector, self._leases, self._pusher) if x is not None]
+        loops = [
+            x
+            for x in (self._cron_runner, self._elector, self._leases, self._pusher)
+            if x is not None
+        ]
         for loop in loops:
             loop.stop()
         for loop in loops:
@@ -535,6 +581,13 @@ class ReactiveTasks:
                 settings=self._settings, store=self._globals, measurements=self.measurements
             )
             self._pusher.start()
+        if self._cron_tasks:
+            self._cron_runner = CronRunner(
+                settings=self._settings, database=database, tasks=self._cron_tasks,
+                clock=self.clock,
+            )  # fmt: skip
+            self._cron_runner.publish()
+            self._cron_runner.start()
         self._leases.start()
         self._workers.start()
         self._elector.start()

@@ -57,6 +57,7 @@ class DashboardApp:
             ("GET", "/api/overview"): self._overview,
             ("GET", "/api/tasks"): self._tasks,
             ("GET", "/api/task"): self._task,
+            ("GET", "/api/cron"): self._cron,
             ("POST", "/api/retry"): self._retry,
             ("POST", "/api/defer"): self._defer,
         }
@@ -109,6 +110,9 @@ class DashboardApp:
         if record is None:
             raise HttpError("404 Not Found", "no such task record")
         return record
+
+    def _cron(self, environ: Environ) -> dict[str, Any]:
+        return {"items": self._engine.cron_tasks()}
 
     def _retry(self, environ: Environ) -> dict[str, Any]:
         body = _body(environ)

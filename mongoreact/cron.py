@@ -1,0 +1,227 @@
+"""Cron tasks: ``cron_task(name, schedule, handler)``, run once per schedule in the cluster.
+
+Any instance that registers a cron task may run it: the one that claims the due task
+first holds its lease (renewed while the handler runs) and the others skip it, so no
+leader is involved. The schedule is ``"CRON <expr>"`` (croniter; a sixth field is
+seconds), an interval (a duration: the next run is that long after the previous one
+*ended*), or a callable ``schedule(now) -> datetime | duration``. The last five runs are
+kept in ``runLog`` (newest first). A changed schedule applies at once, not after the
+next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+from bson import ObjectId
+from croniter import croniter
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from ._threads import Loop
+from .clock import ServerClock, as_utc
+from .durations import parse_duration, to_milliseconds
+from .errors import ConfigError
+from .settings import CRON_PREFIX, Settings
+from .store.pipelines import EPOCH, NOW
+
+logger = logging.getLogger("mongoreact.cron")
+
+CRON_COLLECTION: Final = "_mongoreact_cron"
+CRON_LEASE: Final = dt.timedelta(minutes=5)
+RUN_LOG_SIZE: Final = 5
+Schedule = str | dt.timedelta | Callable[[dt.datetime], Any]
+
+
+@attrs.frozen(kw_only=True)
+class CronTask:
+    """A registered cron task."""
+
+    name: str
+    schedule: Schedule
+    handler: Callable[[], object]
+
+    @property
+    def description(self) -> str:
+        """How the schedule reads in the database and the dashboard."""
+        if isinstance(self.schedule, str):
+            return self.schedule
+        if isinstance(self.schedule, dt.timedelta):
+            return f"every {self.schedule}"
+        return f"callable {getattr(self.schedule, '__name__', repr(self.schedule))}"
+
+    def next_run(self, after: dt.datetime) -> dt.datetime:
+        """The next run after ``after`` (aware UTC)."""
+        if isinstance(self.schedule, str):
+            expression = self.schedule[len(CRON_PREFIX) :]
+            return as_utc(croniter(expression, after).get_next(dt.datetime))
+        if isinstance(self.schedule, dt.timedelta):
+            return after + self.schedule
+        value = self.schedule(after)
+        if isinstance(value, dt.datetime):
+            return max(as_utc(value), after)
+        return after + parse_duration(value, "schedule")
+
+
+def build_cron_task(name: object, schedule: object, handler: object) -> CronTask:
+    """A ``CronTask`` from ``cron_task``'s arguments, or ``ConfigError``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("name", name, "expected a non-empty string")
+    if not callable(handler):
+        raise ConfigError("handler", handler, "expected a callable")
+    parsed: Schedule
+    if isinstance(schedule, str) and schedule.upper().startswith(CRON_PREFIX):
+        expression = schedule[len(CRON_PREFIX) :].strip()
+        if not croniter.is_valid(expression):
+            raise ConfigError("schedule", schedule, "not a valid cron expression")
+        parsed = CRON_PREFIX + expression
+    elif callable(schedule):
+        parsed = schedule
+    else:
+        parsed = parse_duration(schedule, "schedule")
+        if parsed <= dt.timedelta(0):
+            raise ConfigError("schedule", schedule, "must be greater than zero")
+    return CronTask(name=name, schedule=parsed, handler=handler)
+
+
+class CronRunner(Loop):
+    """Claims and runs this instance's due cron tasks, one at a time."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database[dict[str, Any]],
+        tasks: dict[str, CronTask],
+        clock: ServerClock,
+    ) -> None:
+        super().__init__(f"mongoreact-cron-{settings.instance_id}")
+        self._settings = settings
+        self._collection = database[CRON_COLLECTION]
+        self._tasks = tasks
+        self._clock = clock
+        self.wake = threading.Event()
+
+    def publish(self) -> None:
+        """Create each task's document; a changed schedule is due again at once."""
+        now = self._clock.now()
+        for task in self._tasks.values():
+            self._collection.update_one(
+                {"_id": task.name},
+                {"$setOnInsert": {"nextRunAt": task.next_run(now), "runLog": [],
+                                  "lockedUntil": EPOCH, "runNow": False}},
+                upsert=True,
+            )  # fmt: skip
+            self._collection.update_one(
+                {"_id": task.name, "schedule": {"$ne": task.description}},
+                {"$set": {"schedule": task.description, "nextRunAt": task.next_run(now)}},
+            )
+
+    def step(self) -> float:
+        claimed = self._claim()
+        if claimed is not None:
+            self._execute(*claimed)
+            return 0.0
+        poll_max = self._settings.poll_max.total_seconds()
+        upcoming = self._collection.find_one(
+            {"_id": {"$in": list(self._tasks)}}, {"nextRunAt": 1}, sort=[("nextRunAt", 1)]
+        )
+        wait = poll_max
+        if upcoming and isinstance(upcoming.get("nextRunAt"), dt.datetime):
+            wait = (as_utc(upcoming["nextRunAt"]) - self._clock.now()).total_seconds()
+        self.wake.wait(min(max(wait, 0.0), poll_max))
+        self.wake.clear()
+        return 0.0
+
+    def stop(self) -> None:
+        super().stop()
+        self.wake.set()
+
+    def _claim(self) -> tuple[CronTask, ObjectId] | None:
+        lock_id = ObjectId()
+        entry = {"startedAt": NOW, "finishedAt": None, "error": None,
+                 "instanceId": {"$literal": self._settings.instance_id}}  # fmt: skip
+        document = self._collection.find_one_and_update(
+            {
+                "_id": {"$in": list(self._tasks)},
+                "$or": [{"nextRunAt": {"$lte": self._clock.now()}}, {"runNow": True}],
+                "lockedUntil": {"$lte": self._clock.now()},
+            },
+            [{"$set": {
+                "lockId": lock_id,
+                "lockedUntil": {"$add": [NOW, to_milliseconds(CRON_LEASE)]},
+                "runNow": False,
+                "runLog": {"$slice": [{"$concatArrays": [[entry], {"$ifNull": ["$runLog", []]}]},
+                                      RUN_LOG_SIZE]},
+            }}],
+            sort=[("runNow", -1), ("nextRunAt", 1)],
+            return_document=ReturnDocument.AFTER,
+        )  # fmt: skip
+        if document is None:
+            return None
+        return self._tasks[document["_id"]], lock_id
+
+    def _execute(self, task: CronTask, lock_id: ObjectId) -> None:
+        done = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(task.name, lock_id, done), daemon=True,
+            name=f"mongoreact-cron-lease-{task.name}",
+        )  # fmt: skip
+        renewer.start()
+        error = None
+        started = time.monotonic()
+        try:
+            task.handler()
+        except Exception as failure:
+            error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
+            logger.exception("cron task %s failed", task.name)
+        finally:
+            done.set()
+            renewer.join()
+        logger.info("cron task %s ran in %.2fs", task.name, time.monotonic() - started)
+        self._collection.update_one(
+            {"_id": task.name, "lockId": lock_id},
+            {"$set": {"lockedUntil": EPOCH, "nextRunAt": task.next_run(self._clock.now()),
+                      "runLog.0.error": error},
+             "$currentDate": {"runLog.0.finishedAt": True}},
+        )  # fmt: skip
+
+    def _renew(self, name: str, lock_id: ObjectId, done: threading.Event) -> None:
+        while not done.wait(CRON_LEASE.total_seconds() / 5):
+            self._renew_once(name, lock_id)
+
+    def _renew_once(self, name: str, lock_id: ObjectId) -> None:
+        try:
+            self._collection.update_one(
+                {"_id": name, "lockId": lock_id},
+                [{"$set": {"lockedUntil": {"$add": [NOW, to_milliseconds(CRON_LEASE)]}}}],
+            )
+        except Exception:
+            logger.warning("could not renew cron task %s's lease", name, exc_info=True)
+
+
+def request_run(database: Database[dict[str, Any]], name: str) -> dt.datetime:
+    """Ask for a run of ``name`` now; returns the server time of the request."""
+    document = database[CRON_COLLECTION].find_one_and_update(
+        {"_id": name}, [{"$set": {"runNow": True, "runRequestedAt": NOW}}],
+        return_document=ReturnDocument.AFTER,
+    )  # fmt: skip
+    if document is None:
+        raise ConfigError("name", name, "no cron task of this name has been started")
+    return as_utc(document["runRequestedAt"])
+
+
+def finished_since(database: Database[dict[str, Any]], name: str, since: dt.datetime) -> bool:
+    """Whether a run of ``name`` started at or after ``since`` has finished."""
+    document = database[CRON_COLLECTION].find_one({"_id": name}, {"runLog": {"$slice": 1}})
+    log = (document or {}).get("runLog") or []
+    return bool(
+        log and log[0].get("finishedAt") is not None and as_utc(log[0]["startedAt"]) >= since
+    )

@@ -1,0 +1,114 @@
+"""Cron tasks: once per schedule across instances, run now, run log, bad schedules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+from mongoreact import ConfigError
+
+from .conftest import EngineFactory
+from .helpers import Doc, wait_until
+
+
+def cron_doc(db: Database[Doc], name: str) -> Doc:
+    return db["_mongoreact_cron"].find_one({"_id": name}) or {}
+
+
+def test_an_interval_task_runs_once_per_interval_across_instances(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    runs: list[tuple[str, dt.datetime]] = []
+    lock = threading.Lock()
+
+    def report(instance: str) -> Any:
+        def run() -> None:
+            with lock:
+                runs.append((instance, dt.datetime.now(dt.timezone.utc)))
+            threading.Event().wait(0.05)
+
+        return run
+
+    engines = [make_engine(instance_id=f"i{i}") for i in range(3)]
+    for i, engine in enumerate(engines):
+        engine.cron_task("report", "300ms", report(f"i{i}"))
+        engine.start()
+    wait_until(lambda: len(runs) >= 6, timeout=15, message="six runs")
+    times = sorted(at for _, at in runs)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    # Never two runs for one slot: runs are one interval apart (after the previous end).
+    assert min(gaps) >= 0.3, gaps
+    log = cron_doc(db, "report")["runLog"]
+    assert len(log) == 5 and log[0]["startedAt"] >= log[1]["startedAt"]
+
+
+def test_cron_expressions_and_callables(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    cron_runs: list[dt.datetime] = []
+    dynamic_runs: list[dt.datetime] = []
+    engine = make_engine()
+    engine.cron_task("every-second", "CRON * * * * * */1",
+                     lambda: cron_runs.append(dt.datetime.now(dt.timezone.utc)))  # fmt: skip
+    engine.cron_task("dynamic", lambda now: now + dt.timedelta(milliseconds=200),
+                     lambda: dynamic_runs.append(dt.datetime.now(dt.timezone.utc)))  # fmt: skip
+    engine.start()
+    wait_until(lambda: len(cron_runs) >= 2 and len(dynamic_runs) >= 3, timeout=15)
+    assert cron_doc(db, "every-second")["schedule"] == "CRON * * * * * */1"
+    assert cron_doc(db, "dynamic")["schedule"].startswith("callable")
+
+
+def test_run_now_and_the_run_log_keeps_errors(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    calls: list[int] = []
+
+    def nightly() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("warehouse offline")
+
+    engine = make_engine()
+    engine.cron_task("nightly", "CRON 0 3 * * *", nightly)
+    engine.start()
+    engine.run_cron_task("nightly", timeout=10)
+    assert calls == [1]
+    first = cron_doc(db, "nightly")["runLog"][0]
+    assert first["error"] == "RuntimeError: warehouse offline" and first["finishedAt"]
+    engine.run_cron_task("nightly", timeout=10)
+    assert calls == [1, 1]
+    entry = cron_doc(db, "nightly")
+    assert entry["runLog"][0]["error"] is None
+    assert entry["nextRunAt"].hour == 3  # still on its schedule
+    assert [t["_id"] for t in engine.cron_tasks()] == ["nightly"]
+
+
+@pytest.mark.parametrize(
+    ("name", "schedule", "option"),
+    [
+        ("", "1h", "name"),
+        ("x", "CRON not cron", "schedule"),
+        ("x", "-5m", "schedule"),
+        ("x", 0, "schedule"),
+        ("x", "sometimes", "schedule"),
+    ],
+)
+def test_bad_cron_tasks_are_config_errors(
+    make_engine: EngineFactory, name: str, schedule: object, option: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_engine().cron_task(name, schedule, lambda: None)
+    assert caught.value.option == option
+
+
+def test_duplicate_and_late_cron_tasks_are_refused(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    engine.cron_task("x", "1h", lambda: None)
+    with pytest.raises(ConfigError, match="already exists"):
+        engine.cron_task("x", "2h", lambda: None)
+    engine.start()
+    with pytest.raises(ConfigError, match="before start"):
+        engine.cron_task("y", "1h", lambda: None)
