@@ -81,6 +81,7 @@ class StreamReader(Loop):
         self._on_history_lost = on_history_lost
         self._stream: Any = None
         self._position: Document | None = None
+        self._batch_size = settings.batch_size
         # Set while a stream is open: reconciliation waits for it so that no write can
         # fall between the scan and the stream.
         self.opened = threading.Event()
@@ -132,6 +133,8 @@ class StreamReader(Loop):
             stream_pipeline(collections),
             start_after=self._position,
             max_await_time_ms=STREAM_AWAIT_MS,
+            # Up to a planning batch per round trip, so a burst is read in few getMores.
+            batch_size=self._batch_size,
         )
         self.opened.set()
 

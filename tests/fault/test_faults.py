@@ -90,21 +90,28 @@ def test_connections_cut_repeatedly_during_load(
     assert outcome.items == 300 and outcome.lost == 0 and outcome.unexplained == 0
 
 
+# Planning batches well under the server's history: one planning pass writes one event per
+# document at once, and a history shorter than that is lost before anyone can read it.
+SMALL_BATCHES = ("--batch-size", "100")
+
+
 def test_history_lost_while_every_instance_was_down(apps: list[AppProcess]) -> None:
     # Always a small embedded server: a real oplog cannot be exhausted from a test.
-    with EmbeddedServer(history_size=300) as server:
+    with EmbeddedServer(history_size=500) as server:
         client: MongoClient[Doc] = MongoClient(server.uri)
         try:
             db = client.history_loss
             for i in range(2):
-                start_app(apps, server.uri, db, f"hl-{i}")
+                start_app(apps, server.uri, db, f"hl-{i}", *SMALL_BATCHES)
             Load(db, total=60).start().join()
             wait_for(lambda: done(db, 60), 60, "the first items")
             for app in apps:
                 app.kill()
-            Load(db, total=600).start().join()  # 600 writes: twice the server's history
-            restarted = [start_app(apps, server.uri, db, f"hl-{i}") for i in range(2, 4)]
-            recovery = wait_for(lambda: done(db, 660), 90, "every item to complete")
+            Load(db, total=600).start().join()  # 600 writes: more than the server's history
+            restarted = [
+                start_app(apps, server.uri, db, f"hl-{i}", *SMALL_BATCHES) for i in range(2, 4)
+            ]
+            recovery = wait_for(lambda: done(db, 660), 150, "every item to complete")
             outcome = account(db)
             report(outcome.line("history lost (286) while all down", f"{recovery:.2f}s"))
             assert outcome.items == 660 and outcome.lost == 0 and outcome.unexplained == 0
