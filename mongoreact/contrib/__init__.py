@@ -1,0 +1,1 @@
+"""Framework integrations (optional: Django and Flask are not dependencies)."""

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class ShopConfig(AppConfig):  # type: ignore[misc]
+    name = "tests.integration.django_project.shop"
