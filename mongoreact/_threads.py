@@ -8,6 +8,7 @@ loop carries on after a growing pause: a thread never dies silently.
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 from typing import Final
@@ -18,17 +19,17 @@ ERROR_PAUSE_MIN: Final = 0.1
 ERROR_PAUSE_MAX: Final = 10.0
 
 
-class Loop:
-    """Base class: override ``step``; optionally ``on_stop`` for last words."""
+class Loop(abc.ABC):
+    """Base class: implement ``step``; optionally ``on_stop`` for last words."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abc.abstractmethod
     def step(self) -> float:
         """Do one round of work; return seconds to wait before the next."""
-        raise NotImplementedError
 
     def on_stop(self) -> None:
         """Runs in the thread after the last step."""
