@@ -31,7 +31,7 @@ class Loop(abc.ABC):
     def step(self) -> float:
         """Do one round of work; return seconds to wait before the next."""
 
-    def on_stop(self) -> None:
+    def on_stop(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Runs in the thread after the last step."""
 
     def start(self) -> None:
