@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import ASCENDING, DeleteOne, InsertOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -205,3 +207,34 @@ def test_a_compound_unique_index_is_enforced_on_inserts_and_updates(db: Database
     db.c.update_one({"_id": "b"}, {"$set": {"source": 3}})
     db.c.insert_one({"task": "t", "source": 2})  # freed by the update above
     assert db.c.count_documents({}) == 4
+
+
+def test_long_in_lists_on_id_match_by_bson_equality(db: Database[Doc]) -> None:
+    # How the planner and the reconciler fetch a batch; the embedded server answers
+    # these by lookup, so its results must equal a scan's.
+    oids = [ObjectId() for _ in range(40)]
+    docs: list[Doc] = [{"_id": oid, "n": i} for i, oid in enumerate(oids)]
+    docs += [{"_id": f"s{i}", "n": i} for i in range(20)]
+    docs += [{"_id": 7, "n": 0}, {"_id": 8.0, "n": 1}, {"_id": {"a": 1}, "n": 2}]
+    db.c.insert_many(docs)
+    wanted: list[Any] = [*oids[::2], "s3", "s4", "missing", ObjectId(), 7.0, 8, {"a": 1}]
+    found = [d["_id"] for d in db.c.find({"_id": {"$in": wanted}})]
+    assert sorted(map(str, found)) == sorted(
+        map(str, [*oids[::2], "s3", "s4", 7, 8.0, {"a": 1}])
+    )
+    # Combined with another condition, through aggregate, with a limit, in updates.
+    assert db.c.count_documents({"_id": {"$in": wanted}, "n": {"$lt": 10}}) == 10
+    pipeline: list[Doc] = [{"$match": {"_id": {"$in": wanted}}}, {"$count": "n"}]
+    assert list(db.c.aggregate(pipeline)) == [{"n": 25}]
+    assert len(list(db.c.find({"_id": {"$in": wanted}}).limit(3))) == 3
+    assert db.c.update_many({"_id": {"$in": wanted}}, {"$set": {"hit": True}}).modified_count == 25
+    assert db.c.count_documents({"_id": {"$nin": wanted}}) == len(docs) - 25
+    assert db.c.find_one({"_id": "absent"}) is None
+
+
+def test_long_in_lists_keep_regex_and_null_semantics(db: Database[Doc]) -> None:
+    db.c.insert_many([{"_id": 1, "k": "apple"}, {"_id": 2}, {"_id": 3, "k": "pear"}])
+    values: list[Any] = [f"v{i}" for i in range(30)]
+    assert [d["_id"] for d in db.c.find({"k": {"$in": [*values, re.compile("^ap")]}})] == [1]
+    assert [d["_id"] for d in db.c.find({"k": {"$in": [*values, None]}})] == [2]
+    assert [d["_id"] for d in db.c.find({"k": {"$nin": [*values, None]}})] == [1, 3]

@@ -15,20 +15,74 @@ collection on each write in two cases:
 
 Both checks become lookups, so writes are O(1) in the collection size (measured in
 docs/embedded-server.md).
+
+Reads by ``_id`` get the same treatment. mongoeco looks up a plain ``{_id: value}`` by
+storage key, but scans the whole collection for ``{_id: {$in: [...]}}`` (how the planner
+and the reconciler fetch a batch of documents) and for an ``_id`` that is absent. For
+``_id`` values whose storage key is exact (see ``_exact_id``), both become lookups.
 """
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from typing import Any
 
+from bson import Binary, ObjectId
 from mongoeco.core.filtering import QueryEngine
 from mongoeco.core.identity import id_contains_numeric_value
+from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition
+from mongoeco.engines._memory_collection import MemoryCollection
 from mongoeco.engines.memory import MemoryEngine
 from mongoeco.engines.virtual_indexes import document_in_virtual_index
 
 
+# _id types whose BSON equality is plain Python equality of one type: for them the
+# storage key of a query value is the storage key of every document it matches. Numbers
+# (1 == 1.0 == Int64(1) under different keys) and documents are left to mongoeco.
+_EXACT_ID_TYPES = (ObjectId, str, uuid.UUID, datetime.datetime, Binary, bytes)
+
+
+def _exact_id(value: Any) -> bool:
+    return isinstance(value, _EXACT_ID_TYPES) and not isinstance(value, bool)
+
+
+def _id_lookup_values(plan: Any) -> tuple[Any, ...] | None:
+    """The ``_id`` values ``plan`` is restricted to, or ``None`` if it is not (or if
+    one of them is not an exact key)."""
+    if isinstance(plan, AndCondition):
+        for clause in plan.clauses:
+            values = _id_lookup_values(clause)
+            if values is not None:
+                return values
+        return None
+    if isinstance(plan, EqualsCondition) and plan.field == "_id":
+        values: tuple[Any, ...] = (plan.value,)
+    elif isinstance(plan, InCondition) and plan.field == "_id":
+        values = plan.values
+    else:
+        return None
+    return values if all(_exact_id(value) for value in values) else None
+
+
 class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
-    """MemoryEngine whose unique checks are lookups, not scans."""
+    """MemoryEngine whose unique checks and ``_id`` reads are lookups, not scans."""
+
+    def _candidate_items_for_plan_locked(
+        self, coll: Any, query_plan: Any, **options: Any
+    ) -> list[tuple[Any, Any]]:
+        # mongoeco 4.11.0: every read (find, aggregate's leading $match, update, delete)
+        # takes its candidates from here, and then matches each against the full plan,
+        # so a superset is safe; ours is exact.
+        values = _id_lookup_values(query_plan)
+        if values is None or options.get("collation") is not None:
+            return super()._candidate_items_for_plan_locked(coll, query_plan, **options)  # type: ignore[no-any-return]
+        keys = {self._storage_key(value) for value in values}
+        if isinstance(coll, MemoryCollection):
+            ordered = coll.ordered_keys(keys, limit=options.get("natural_order_limit"))
+        else:
+            ordered = [key for key in coll if key in keys]
+        return [(key, coll[key]) for key in ordered]
 
     def _ensure_unique_indexes(
         self, db_name: str, coll_name: str, candidate: dict[str, Any], **options: Any

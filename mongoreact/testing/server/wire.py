@@ -38,7 +38,7 @@ from mongoeco.wire.protocol import (
 from mongoeco.wire.sessions import WireSessionStore
 from mongoeco.wire.surface import WireSurface
 
-from . import errors, expressions
+from . import errors, expressions, membership
 from .engine import FastMemoryEngine
 from .errors import CommandError
 from .history import History
@@ -84,6 +84,7 @@ class EmbeddedMongoServer:
         cursor_timeout: float = 600.0,
     ) -> None:
         expressions.install()
+        membership.install()
         self.host = host
         self.port = port
         self.replica_set = replica_set
