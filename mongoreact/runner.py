@@ -3,6 +3,7 @@ the outcome on the task record with a fenced update."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from .clock import ServerClock, as_utc
 from .context import TaskContext
 from .definition import TaskDefinition
 from .errors import MongoReactError, TaskConditionFailedError
+from .finalizer import Finalizer
 from .leases import LeaseKeeper
 from .metrics import Measurements
 from .records import PENDING, ClaimedTask
@@ -54,6 +56,7 @@ class TaskRunner:
         self._wake = wake
         self._settings = settings
         self._store = store
+        self._finalizer = Finalizer(store)
         self._clock = clock
         self._leases = leases
         self._throttles = throttles
@@ -84,7 +87,9 @@ class TaskRunner:
             error = self._call(definition, context)
             seconds = time.monotonic() - started
             duration_ms = int(seconds * 1000)
-            outcome, update = self._outcome(definition, claim, context, error, duration_ms)
+            outcome, update, next_run = self._outcome(
+                definition, claim, context, error, duration_ms
+            )
             self._measure(definition.name, outcome, seconds)
         finally:
             # Stop renewing before finalizing (the finalize is fenced by the claim), so a
@@ -100,7 +105,7 @@ class TaskRunner:
             )
             return "lease_lost"
         written = call_with_retry(
-            lambda: self._store.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
+            lambda: self._finalizer.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
         )
         if written is None and context.completed:
             return "completed"  # by the handler, inside its transaction
@@ -111,7 +116,7 @@ class TaskRunner:
                 context.doc_id,
             )
             return "lease_lost"
-        self._schedule_follow_up(written)
+        self._schedule_follow_up(written, next_run)
         return outcome
 
     def _measure(self, task: str, outcome: str, seconds: float) -> None:
@@ -130,11 +135,15 @@ class TaskRunner:
         except Exception:
             logger.warning("could not release a concurrency slot; it expires", exc_info=True)
 
-    def _schedule_follow_up(self, record: dict[str, Any]) -> None:
+    def _schedule_follow_up(self, record: dict[str, Any], next_run: dt.datetime | None) -> None:
         # A retry, a deferral or a dirty re-run is due again later: have this instance
-        # poll then instead of waiting for its idle back-off.
-        next_run = record.get("nextRunAt")
-        if record.get("status") == PENDING and next_run is not None:
+        # poll then instead of waiting for its idle back-off. A batched finalize does
+        # not return the record (``{}``): the retry or deferral time is known here, but
+        # a dirty re-run is then found by the next poll, which comes at once while the
+        # instance is busy enough to batch.
+        if "status" in record:
+            next_run = record.get("nextRunAt") if record["status"] == PENDING else None
+        if next_run is not None:
             self._wake((as_utc(next_run) - self._clock.now()).total_seconds())
 
     def _call(self, definition: TaskDefinition, context: TaskContext) -> BaseException | None:
@@ -168,7 +177,8 @@ class TaskRunner:
         context: TaskContext,
         error: BaseException | None,
         duration_ms: int,
-    ) -> tuple[str, list[dict[str, Any]]]:
+    ) -> tuple[str, list[dict[str, Any]], dt.datetime | None]:
+        """The outcome, its finalize update, and when the record is due again."""
         common: dict[str, Any] = {
             "duration_ms": duration_ms,
             "attempt": claim.attempt,
@@ -200,7 +210,8 @@ class TaskRunner:
                 "giving up" if outcome == "failed" else "will retry",
                 common["error"],
             )
-        return outcome, pipelines.finalize_update(definition, outcome=outcome, **common)
+        update = pipelines.finalize_update(definition, outcome=outcome, **common)
+        return outcome, update, common.get("next_run_at")
 
 
 def _describe(error: BaseException) -> str:

@@ -1,10 +1,11 @@
 """Workers: a claim loop feeding a ``ThreadPoolExecutor`` of ``concurrency`` threads.
 
-The dispatcher thread claims a due task whenever a worker thread is free and hands it
-over; one claimer per instance keeps concurrent ``findAndModify`` calls (and their
-contention on the index head) down. Polling adapts: after an empty claim the wait
-doubles from ``poll_min`` up to ``poll_max``; a found task resets it, and so does a
-wake-up from this instance's planner, which knows when the work it planned is due.
+The dispatcher thread claims due tasks whenever worker threads are free - as many as
+there are free threads, in one batch - and hands them over; one claimer per instance
+keeps concurrent claims (and their contention on the index head) down. Polling adapts:
+after an empty claim the wait doubles from ``poll_min`` up to ``poll_max``; a found task
+resets it, and so does a wake-up from this instance's planner, which knows when the work
+it planned is due.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ logger = logging.getLogger("mongoreact.worker")
 
 POLL_JITTER: Final = 0.1  # seconds; spreads the polls of instances started together
 SLOT_WAIT: Final = 0.25
+MAX_CLAIM_BATCH: Final = 32
 
 
 class WorkerPool:
@@ -151,20 +153,27 @@ class WorkerPool:
         logger.debug("dispatcher stopped")
 
     def _claim_and_submit(self) -> bool:
-        claim = self._claim_next()
-        if claim is None:
+        # One slot is held; take the other free ones too, and claim that many records in
+        # one batch (two commands, whatever the batch size).
+        free = 1
+        while free < MAX_CLAIM_BATCH and self._slots.acquire(blocking=False):
+            free += 1
+        claims = self._claim_next(free)
+        for _ in range(free - len(claims)):
             self._slots.release()
+        if not claims:
             return False
         assert self._executor is not None
         with self._lock:
-            self.running += 1
-        self._executor.submit(self._run, claim)
+            self.running += len(claims)
+        for claim in claims:
+            self._executor.submit(self._run, claim)
         return True
 
-    def _claim_next(self) -> ClaimedTask | None:
+    def _claim_next(self, limit: int) -> list[ClaimedTask]:
         groups = list(self._registry.tasks_collections.items())
         if not groups:
-            return None
+            return []
         # Start with a different collection each time so one busy collection cannot
         # starve the others.
         self._rotation = (self._rotation + 1) % len(groups)
@@ -172,18 +181,18 @@ class WorkerPool:
             names = [d.name for d in definitions if self._allowed(d.name, d.collection)]
             if not names:
                 continue
-            claim = self._store.claim(
+            claimed = self._store.claim_many(
                 tasks_collection,
                 names,
                 now=self._clock.now(),
                 instance_id=self._settings.instance_id,
                 lease=self._settings.task_lease,
+                limit=limit,
             )
-            if claim is not None:
-                claim = self._take_slot(claim)
-            if claim is not None:
-                return claim
-        return None
+            claims = [c for c in map(self._take_slot, claimed) if c is not None]
+            if claims:
+                return claims
+        return []
 
     def _take_slot(self, claim: ClaimedTask) -> ClaimedTask | None:
         """For a task with ``max_concurrency``: the claim with a cluster-wide slot, or

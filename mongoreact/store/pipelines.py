@@ -262,7 +262,9 @@ CLAIM_SORT: Final = [("nextRunAt", 1)]
 
 
 def claim_update(claim_id: ObjectId, instance_id: str, lease_ms: int) -> list[dict[str, Any]]:
-    """Take the record: ``processing`` under a fresh lease, one more attempt."""
+    """Take the record: ``processing`` under a fresh lease, one more attempt.
+
+    ``claimed`` mirrors these fields locally; change both together."""
     return [
         {
             "$set": {
@@ -275,6 +277,26 @@ def claim_update(claim_id: ObjectId, instance_id: str, lease_ms: int) -> list[di
             }
         }
     ]
+
+
+def claimed(
+    record: dict[str, Any],
+    claim_id: ObjectId,
+    instance_id: str,
+    now: dt.datetime,
+    lease_ms: int,
+) -> dict[str, Any]:
+    """``record`` as ``claim_update`` leaves it, worked out locally from the record read
+    before the claim (times from ``now``, the caller's estimate of the server's)."""
+    return {
+        **record,
+        "status": PROCESSING,
+        "claimId": claim_id,
+        "claimedBy": instance_id,
+        "startedAt": now,
+        "nextRunAt": now + dt.timedelta(milliseconds=lease_ms),
+        "attempts": (record.get("attempts") or 0) + 1,
+    }
 
 
 def renew_update(lease_ms: int) -> list[dict[str, Any]]:

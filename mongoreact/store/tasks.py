@@ -7,14 +7,14 @@ import logging
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..definition import TaskDefinition
 from ..durations import to_milliseconds
-from ..records import ClaimedTask
+from ..records import ACTIVE, ClaimedTask
 from . import pipelines
 
 logger = logging.getLogger("mongoreact.store")
@@ -142,6 +142,65 @@ class TaskStore:
             return None
         return ClaimedTask(record=record, claim_id=claim_id, tasks_collection=tasks_collection)
 
+    def claim_many(
+        self,
+        tasks_collection: str,
+        tasks: list[str],
+        *,
+        now: dt.datetime,
+        instance_id: str,
+        lease: dt.timedelta,
+        limit: int,
+    ) -> list[ClaimedTask]:
+        """Take up to ``limit`` of the most overdue runnable records of ``tasks``.
+
+        Two commands for the whole batch instead of one per record: read the candidates,
+        then claim each with an update whose filter repeats the claim condition (an
+        instance that claimed a candidate meanwhile moved its ``nextRunAt`` past ``now``,
+        so the second claimer's update matches nothing). Each record gets its own
+        ``claimId``, as with ``claim``. Only when another instance won some of them does
+        a third command find out which.
+        """
+        if limit <= 1:
+            claim = self.claim(
+                tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease
+            )
+            return [] if claim is None else [claim]
+        collection = self._db[tasks_collection]
+        query = pipelines.claim_filter(tasks, now)
+        candidates = list(collection.find(query).sort(pipelines.CLAIM_SORT).limit(limit))
+        if not candidates:
+            return []
+        lease_ms = to_milliseconds(lease)
+        claim_ids = [ObjectId() for _ in candidates]
+        result = collection.bulk_write(
+            [
+                UpdateOne(
+                    {**query, "_id": record["_id"]},
+                    pipelines.claim_update(claim_id, instance_id, lease_ms),
+                )
+                for record, claim_id in zip(candidates, claim_ids, strict=True)
+            ],
+            ordered=False,
+        )
+        won = list(zip(candidates, claim_ids, strict=True))
+        if result.modified_count < len(candidates):
+            held = {
+                d["_id"]
+                for d in collection.find(
+                    pipelines.fence_many([r["_id"] for r in candidates], claim_ids), {"_id": 1}
+                )
+            }
+            won = [(record, claim_id) for record, claim_id in won if record["_id"] in held]
+        return [
+            ClaimedTask(
+                record=pipelines.claimed(record, claim_id, instance_id, now, lease_ms),
+                claim_id=claim_id,
+                tasks_collection=tasks_collection,
+            )
+            for record, claim_id in won
+        ]
+
     def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
         """Extend the leases of ``claims`` (one collection); return the claim ids lost."""
         if not claims:
@@ -171,6 +230,50 @@ class TaskStore:
             return_document=ReturnDocument.AFTER,
             session=session,
         )
+
+    def finalize_many(
+        self, requests: list[tuple[ClaimedTask, list[Document]]]
+    ) -> list[Document | None]:
+        """``finalize`` for several claims in one command per tasks collection.
+
+        The answers are what is known without reading the records back: ``{}`` for a
+        written update (the new status is not returned), ``None`` for a claim that no
+        longer owns its record. Only when some update matched nothing does a second
+        command find out which.
+        """
+        answers: list[Document | None] = [{} for _ in requests]
+        by_collection: dict[str, list[int]] = {}
+        for index, (claim, _) in enumerate(requests):
+            by_collection.setdefault(claim.tasks_collection, []).append(index)
+        for name, indexes in by_collection.items():
+            collection = self._db[name]
+            claims = [requests[i][0] for i in indexes]
+            result = collection.bulk_write(
+                [
+                    UpdateOne(pipelines.fence(claim.id, claim.claim_id), requests[i][1])
+                    for i, claim in zip(indexes, claims, strict=True)
+                ],
+                ordered=False,
+            )
+            if result.matched_count == len(indexes):
+                continue
+            # A finalize leaves the record inactive with its claimId; one retried after
+            # a transient error may have been applied by the first attempt.
+            finalized = {
+                d["_id"]
+                for d in collection.find(
+                    {
+                        "_id": {"$in": [c.id for c in claims]},
+                        "claimId": {"$in": [c.claim_id for c in claims]},
+                        "status": {"$nin": list(ACTIVE)},
+                    },
+                    {"_id": 1},
+                )
+            }
+            for i, claim in zip(indexes, claims, strict=True):
+                if claim.id not in finalized:
+                    answers[i] = None
+        return answers
 
     def unclaim(self, claim: ClaimedTask) -> None:
         """Give a record back as if it had not been claimed (fenced by the claim)."""

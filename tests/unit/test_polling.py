@@ -24,13 +24,16 @@ class FakeStore:
         self.lock = threading.Lock()
         self.finalized: list[Any] = []
 
-    def claim(self, tasks_collection: str, tasks: list[str], **_: Any) -> ClaimedTask | None:
+    def claim_many(
+        self, tasks_collection: str, tasks: list[str], *, limit: int, **_: Any
+    ) -> list[ClaimedTask]:
         with self.lock:
             self.claims.append(time.monotonic())
-            if not self.queue:
-                return None
-            record = self.queue.pop(0)
-        return ClaimedTask(record=record, claim_id=record["_id"], tasks_collection=tasks_collection)
+            records, self.queue = self.queue[:limit], self.queue[limit:]
+        return [
+            ClaimedTask(record=record, claim_id=record["_id"], tasks_collection=tasks_collection)
+            for record in records
+        ]
 
     def finalize(self, claim: ClaimedTask, update: Any) -> dict[str, Any]:
         self.finalized.append(claim.id)

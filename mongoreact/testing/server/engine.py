@@ -36,7 +36,6 @@ from mongoeco.engines._memory_collection import MemoryCollection
 from mongoeco.engines.memory import MemoryEngine
 from mongoeco.engines.virtual_indexes import document_in_virtual_index
 
-
 # _id types whose BSON equality is plain Python equality of one type: for them the
 # storage key of a query value is the storage key of every document it matches. Numbers
 # (1 == 1.0 == Int64(1) under different keys) and documents are left to mongoeco.
@@ -57,12 +56,12 @@ def _id_lookup_values(plan: Any) -> tuple[Any, ...] | None:
                 return values
         return None
     if isinstance(plan, EqualsCondition) and plan.field == "_id":
-        values: tuple[Any, ...] = (plan.value,)
+        found: tuple[Any, ...] = (plan.value,)
     elif isinstance(plan, InCondition) and plan.field == "_id":
-        values = plan.values
+        found = plan.values
     else:
         return None
-    return values if all(_exact_id(value) for value in values) else None
+    return found if all(_exact_id(value) for value in found) else None
 
 
 class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]

@@ -1,0 +1,170 @@
+"""Batch claims and group-commit finalizes: fewer commands, same guarantees."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from typing import Any
+
+from bson import ObjectId
+from pymongo import MongoClient, monitoring
+from pymongo.database import Database
+
+from mongoreact.finalizer import Finalizer
+from mongoreact.records import ClaimedTask
+from mongoreact.store.tasks import TaskStore
+
+from .helpers import Doc, wait_until
+
+LEASE = dt.timedelta(seconds=60)
+DONE: list[dict[str, Any]] = [{"$set": {"status": "completed", "nextRunAt": None}}]
+
+
+class Commands(monitoring.CommandListener):
+    """Counts the commands sent, by name."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.counts[event.command_name] += 1
+
+    def succeeded(self, event: Any) -> None: ...
+    def failed(self, event: Any) -> None: ...
+
+
+def _queue(db: Database[Doc], count: int) -> None:
+    TaskStore(db).ensure_indexes("jobs_tasks")
+    old = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    db.jobs_tasks.insert_many(
+        [
+            {"_id": f"r{n:03}", "task": "t", "sourceDocId": n, "status": "pending",
+             "attempts": n % 3, "nextRunAt": old + dt.timedelta(seconds=n)}
+            for n in range(count)
+        ]
+    )  # fmt: skip
+
+
+def _claim(store: TaskStore, limit: int, instance: str = "a") -> list[ClaimedTask]:
+    return store.claim_many(
+        "jobs_tasks",
+        ["t"],
+        now=dt.datetime.now(dt.timezone.utc),
+        instance_id=instance,
+        lease=LEASE,
+        limit=limit,
+    )
+
+
+def test_a_batch_claim_takes_the_most_overdue_records_in_two_commands(
+    mongo_uri: str, database_name: str
+) -> None:
+    commands = Commands()
+    client: MongoClient[Doc] = MongoClient(mongo_uri, event_listeners=[commands], tz_aware=True)
+    db = client[database_name]
+    _queue(db, 10)
+    commands.counts.clear()
+
+    claims = _claim(TaskStore(db), 4)
+
+    assert commands.counts == {"find": 1, "update": 1}
+    assert [c.id for c in claims] == ["r000", "r001", "r002", "r003"]
+    assert len({c.claim_id for c in claims}) == 4
+    for claim in claims:
+        stored = db.jobs_tasks.find_one({"_id": claim.id})
+        assert stored is not None
+        # The locally worked-out record agrees with the server's.
+        for field in ("status", "claimId", "claimedBy", "attempts"):
+            assert claim.record[field] == stored[field], field
+        assert abs(claim.record["nextRunAt"] - stored["nextRunAt"]) < dt.timedelta(seconds=5)
+    assert db.jobs_tasks.count_documents({"status": "processing"}) == 4
+    client.close()
+
+
+def test_racing_batch_claims_take_each_record_once(db: Database[Doc]) -> None:
+    _queue(db, 60)
+    store = TaskStore(db)
+    taken: list[ClaimedTask] = []
+    lock = threading.Lock()
+
+    def claimer(instance: str) -> None:
+        while claims := _claim(store, 7, instance):
+            with lock:
+                taken.extend(claims)
+
+    threads = [threading.Thread(target=claimer, args=(f"i{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(c.id for c in taken) == [f"r{n:03}" for n in range(60)]
+    for claim in taken:
+        stored = db.jobs_tasks.find_one({"_id": claim.id})
+        assert stored is not None and stored["claimId"] == claim.claim_id
+        assert stored["claimedBy"] == claim.record["claimedBy"]
+
+
+def test_a_batch_finalize_is_fenced_per_claim(db: Database[Doc]) -> None:
+    _queue(db, 3)
+    store = TaskStore(db)
+    claims = _claim(store, 3)
+    stale = ClaimedTask(record=claims[1].record, claim_id=ObjectId(), tasks_collection="jobs_tasks")
+
+    answers = store.finalize_many([(claims[0], DONE), (stale, DONE), (claims[2], DONE)])
+
+    assert answers == [{}, None, {}]
+    statuses = {d["_id"]: d["status"] for d in db.jobs_tasks.find()}
+    assert statuses == {"r000": "completed", "r001": "processing", "r002": "completed"}
+    # Sent again (as after a transient error), the applied ones still count as written.
+    assert store.finalize_many([(claims[0], DONE), (claims[1], DONE)]) == [{}, {}]
+
+
+class HeldStore(TaskStore):
+    """A store whose single finalize waits until ``release`` is set."""
+
+    release = threading.Event()
+
+    def finalize(self, claim: ClaimedTask, update: Any, session: Any = None) -> Any:
+        self.release.wait(30)
+        return super().finalize(claim, update, session)
+
+
+def test_finalizes_that_arrive_during_a_write_share_the_next_one(
+    mongo_uri: str, database_name: str
+) -> None:
+    commands = Commands()
+    client: MongoClient[Doc] = MongoClient(mongo_uri, event_listeners=[commands], tz_aware=True)
+    db = client[database_name]
+    _queue(db, 40)
+    store = HeldStore(db)
+    claims = _claim(store, 40)
+    finalizer = Finalizer(store)
+    answers: dict[Any, Any] = {}
+
+    def finish(claim: ClaimedTask) -> None:
+        answers[claim.id] = finalizer.finalize(claim, DONE)
+
+    commands.counts.clear()
+    threads = [threading.Thread(target=finish, args=(c,)) for c in claims]
+    threads[0].start()  # its write is held in flight while the others queue
+    wait_until(lambda: finalizer._queue == [] and finalizer._writing, message="the first write")
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: len(finalizer._queue) == 39, message="39 queued finalizes")
+    store.release.set()
+    for thread in threads:
+        thread.join(60)
+
+    assert commands.counts == {"findAndModify": 1, "update": 1}
+    assert len(answers) == 40 and all(a is not None for a in answers.values())
+    assert db.jobs_tasks.count_documents({"status": "completed"}) == 40
+    client.close()
+
+
+def test_a_lone_finalize_returns_the_new_status(db: Database[Doc]) -> None:
+    _queue(db, 1)
+    store = TaskStore(db)
+    (claim,) = _claim(store, 1)
+    assert Finalizer(store).finalize(claim, DONE) == {"status": "completed", "nextRunAt": None}
