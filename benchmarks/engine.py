@@ -71,10 +71,8 @@ def _kind(name: str, command: Mapping[str, Any]) -> str:
     target = target if isinstance(target, str) else ""
     if name == "aggregate" and target == "items":
         return "planning"
-    if name == "update" and target == "items_tasks":
-        return "planning"  # the unmatched pass (claims and finalizes are findAndModify)
-    if name == "findAndModify" and target == "items_tasks":
-        return "claim" if "sort" in command else "finalize"
+    if target == "items_tasks":
+        return _tasks_kind(name, command)
     if name == "getMore" and command.get("collection") == "items":
         return "change stream"
     if target == "_mongoreact_globals":
@@ -82,6 +80,25 @@ def _kind(name: str, command: Mapping[str, Any]) -> str:
     if name == "find" and target == "items":
         return "get_document"
     return f"other ({name})"
+
+
+def _tasks_kind(name: str, command: Mapping[str, Any]) -> str:
+    """What a command on the tasks collection is for, from the fields it sets."""
+    if name == "findAndModify":
+        return "claim" if "sort" in command else "finalize"
+    if name == "find":
+        # The batch claim's read (sorted), or its rare check of which claims it won.
+        return "claim"
+    if name != "update":
+        return f"other ({name})"
+    text = str(command.get("updates", ""))
+    if "claimedBy" in text:
+        return "claim"
+    if "lastFinalizedAt" in text:
+        return "finalize"
+    if "'nextRunAt': {'$add'" in text:
+        return "lease renewal"
+    return "planning"  # the unmatched pass
 
 
 def _wait_completed(db: Any, count: int, timeout: float = 900) -> None:
@@ -288,7 +305,7 @@ def reference(uri: str, mode: str, docs: int, concurrency: int) -> dict[str, Any
             [
                 "node",
                 str(REFERENCE_DIR / "bench.mjs"),
-                uri,
+                _with_database(uri, name),
                 name,
                 mode,
                 str(docs),
@@ -311,6 +328,15 @@ def reference(uri: str, mode: str, docs: int, concurrency: int) -> dict[str, Any
     if mode == "latency":
         result.update(_percentiles(result.pop("latenciesMs")))
     return result
+
+
+def _with_database(uri: str, name: str) -> str:
+    """``uri`` with ``name`` as its default database: mongodash plans only the client's
+    default database (``client.db()``)."""
+    scheme, _, rest = uri.partition("://")
+    rest, _, options = rest.partition("?")
+    hosts = rest.split("/", 1)[0]
+    return f"{scheme}://{hosts}/{name}" + (f"?{options}" if options else "")
 
 
 def main() -> None:

@@ -42,3 +42,11 @@ class ClaimedTask:
     def attempt(self) -> int:
         """Number of this run for the current data (1 for the first)."""
         return int(self.record.get("attempts", 1))
+
+
+@attrs.frozen
+class BatchClaim:
+    """What a batch claim took, and how many of its candidates other claimers won."""
+
+    claims: list[ClaimedTask]
+    lost: int = 0

@@ -35,6 +35,8 @@ logger = logging.getLogger("mongoreact.worker")
 POLL_JITTER: Final = 0.1  # seconds; spreads the polls of instances started together
 SLOT_WAIT: Final = 0.25
 MAX_CLAIM_BATCH: Final = 32
+CONTENDED_SPREAD: Final = 4
+CONTENDED_CLAIMS: Final = 20
 
 
 class WorkerPool:
@@ -74,6 +76,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._wake_at: float | None = None
         self._rotation = 0
+        self._contended: dict[str, int] = {}  # claims left to spread, per collection
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self.running = 0
@@ -181,15 +184,22 @@ class WorkerPool:
             names = [d.name for d in definitions if self._allowed(d.name, d.collection)]
             if not names:
                 continue
-            claimed = self._store.claim_many(
+            batch = self._store.claim_many(
                 tasks_collection,
                 names,
                 now=self._clock.now(),
                 instance_id=self._settings.instance_id,
                 lease=self._settings.task_lease,
                 limit=limit,
+                spread=CONTENDED_SPREAD if self._contended.get(tasks_collection) else 1,
             )
-            claims = [c for c in map(self._take_slot, claimed) if c is not None]
+            # After a collision with another instance, spread the next claims over more
+            # candidates for a while; then go back to strict overdue order.
+            if batch.lost:
+                self._contended[tasks_collection] = CONTENDED_CLAIMS
+            elif self._contended.get(tasks_collection):
+                self._contended[tasks_collection] -= 1
+            claims = [c for c in map(self._take_slot, batch.claims) if c is not None]
             if claims:
                 return claims
         return []

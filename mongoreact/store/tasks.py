@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 from typing import Any
 
 from bson import ObjectId
@@ -14,7 +15,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..definition import TaskDefinition
 from ..durations import to_milliseconds
-from ..records import ACTIVE, ClaimedTask
+from ..records import ACTIVE, BatchClaim, ClaimedTask
 from . import pipelines
 
 logger = logging.getLogger("mongoreact.store")
@@ -151,7 +152,8 @@ class TaskStore:
         instance_id: str,
         lease: dt.timedelta,
         limit: int,
-    ) -> list[ClaimedTask]:
+        spread: int = 1,
+    ) -> BatchClaim:
         """Take up to ``limit`` of the most overdue runnable records of ``tasks``.
 
         Two commands for the whole batch instead of one per record: read the candidates,
@@ -160,17 +162,25 @@ class TaskStore:
         so the second claimer's update matches nothing). Each record gets its own
         ``claimId``, as with ``claim``. Only when another instance won some of them does
         a third command find out which.
+
+        Instances claiming at once all read the same most overdue records and collide;
+        with ``spread`` > 1 the batch is a random ``limit`` of the ``limit * spread``
+        most overdue, which makes collisions rare.
         """
-        if limit <= 1:
+        if limit <= 1 and spread <= 1:
             claim = self.claim(
                 tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease
             )
-            return [] if claim is None else [claim]
+            return BatchClaim([] if claim is None else [claim])
         collection = self._db[tasks_collection]
         query = pipelines.claim_filter(tasks, now)
-        candidates = list(collection.find(query).sort(pipelines.CLAIM_SORT).limit(limit))
+        read = collection.find(query).sort(pipelines.CLAIM_SORT).limit(limit * spread)
+        candidates = list(read)
+        if len(candidates) > limit:
+            chosen = sorted(random.sample(range(len(candidates)), limit))
+            candidates = [candidates[i] for i in chosen]
         if not candidates:
-            return []
+            return BatchClaim([])
         lease_ms = to_milliseconds(lease)
         claim_ids = [ObjectId() for _ in candidates]
         result = collection.bulk_write(
@@ -184,7 +194,8 @@ class TaskStore:
             ordered=False,
         )
         won = list(zip(candidates, claim_ids, strict=True))
-        if result.modified_count < len(candidates):
+        lost = len(candidates) - result.modified_count
+        if lost:
             held = {
                 d["_id"]
                 for d in collection.find(
@@ -192,7 +203,7 @@ class TaskStore:
                 )
             }
             won = [(record, claim_id) for record, claim_id in won if record["_id"] in held]
-        return [
+        claims = [
             ClaimedTask(
                 record=pipelines.claimed(record, claim_id, instance_id, now, lease_ms),
                 claim_id=claim_id,
@@ -200,6 +211,7 @@ class TaskStore:
             )
             for record, claim_id in won
         ]
+        return BatchClaim(claims, lost=lost)
 
     def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
         """Extend the leases of ``claims`` (one collection); return the claim ids lost."""

@@ -46,7 +46,9 @@ def _queue(db: Database[Doc], count: int) -> None:
     )  # fmt: skip
 
 
-def _claim(store: TaskStore, limit: int, instance: str = "a") -> list[ClaimedTask]:
+def _claim(
+    store: TaskStore, limit: int, instance: str = "a", spread: int = 1
+) -> list[ClaimedTask]:
     return store.claim_many(
         "jobs_tasks",
         ["t"],
@@ -54,7 +56,8 @@ def _claim(store: TaskStore, limit: int, instance: str = "a") -> list[ClaimedTas
         instance_id=instance,
         lease=LEASE,
         limit=limit,
-    )
+        spread=spread,
+    ).claims
 
 
 def test_a_batch_claim_takes_the_most_overdue_records_in_two_commands(
@@ -88,12 +91,12 @@ def test_racing_batch_claims_take_each_record_once(db: Database[Doc]) -> None:
     taken: list[ClaimedTask] = []
     lock = threading.Lock()
 
-    def claimer(instance: str) -> None:
-        while claims := _claim(store, 7, instance):
+    def claimer(instance: str, spread: int) -> None:
+        while claims := _claim(store, 7, instance, spread):
             with lock:
                 taken.extend(claims)
 
-    threads = [threading.Thread(target=claimer, args=(f"i{n}",)) for n in range(4)]
+    threads = [threading.Thread(target=claimer, args=(f"i{n}", n % 2 + 1)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -104,6 +107,15 @@ def test_racing_batch_claims_take_each_record_once(db: Database[Doc]) -> None:
         stored = db.jobs_tasks.find_one({"_id": claim.id})
         assert stored is not None and stored["claimId"] == claim.claim_id
         assert stored["claimedBy"] == claim.record["claimedBy"]
+
+
+def test_a_spread_claim_takes_a_subset_of_the_most_overdue(db: Database[Doc]) -> None:
+    _queue(db, 20)
+    claims = _claim(TaskStore(db), 3, spread=4)
+    ids = [c.id for c in claims]
+    assert len(ids) == 3 and ids == sorted(ids)
+    assert set(ids) <= {f"r{n:03}" for n in range(12)}
+    assert db.jobs_tasks.count_documents({"status": "processing"}) == 3
 
 
 def test_a_batch_finalize_is_fenced_per_claim(db: Database[Doc]) -> None:

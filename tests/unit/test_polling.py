@@ -10,7 +10,7 @@ from typing import Any
 from mongoreact import ReactiveTasks
 from mongoreact.clock import ServerClock
 from mongoreact.leases import LeaseKeeper
-from mongoreact.records import ClaimedTask
+from mongoreact.records import BatchClaim, ClaimedTask
 from mongoreact.throttles import Throttles
 from mongoreact.worker import WorkerPool
 
@@ -26,14 +26,18 @@ class FakeStore:
 
     def claim_many(
         self, tasks_collection: str, tasks: list[str], *, limit: int, **_: Any
-    ) -> list[ClaimedTask]:
+    ) -> BatchClaim:
         with self.lock:
             self.claims.append(time.monotonic())
             records, self.queue = self.queue[:limit], self.queue[limit:]
-        return [
-            ClaimedTask(record=record, claim_id=record["_id"], tasks_collection=tasks_collection)
-            for record in records
-        ]
+        return BatchClaim(
+            [
+                ClaimedTask(
+                    record=record, claim_id=record["_id"], tasks_collection=tasks_collection
+                )
+                for record in records
+            ]
+        )
 
     def finalize(self, claim: ClaimedTask, update: Any) -> dict[str, Any]:
         self.finalized.append(claim.id)
