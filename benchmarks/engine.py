@@ -384,6 +384,7 @@ def run(uri: str, docs: int, quick: bool, with_reference: bool) -> dict[str, Any
             "throughput": reference(uri, "throughput", docs, 5),
             "latency": reference(uri, "latency", 60, 5),
         }
+        results["ratios"] = ratios(results)
     return results
 
 
@@ -409,18 +410,36 @@ def print_table(results: dict[str, Any]) -> None:
             f"memory: {row['docs']:>7} docs: peak RSS {row['peak_rss_mb']:.0f} MB "
             f"(reconciled in {row['reconcile_s']:.1f} s)"
         )
-    ref = results.get("reference")
-    if ref:
-        for mode, row in ref.items():
-            if "error" in row:
-                print(f"reference {mode}: not measured: {row['error']}")
-            elif mode == "throughput":
-                print(
-                    f"reference throughput: {row['tasksPerSecond']:.1f} tasks/s "
-                    f"(mongoreact/reference {five['tasks_per_s'] / row['tasksPerSecond']:.2f})"
-                )
-            else:
-                print(f"reference latency: p50 {row.get('p50_ms', 0):.0f} ms")
+    for mode, row in results.get("reference", {}).items():
+        if "error" in row:
+            print(f"reference {mode}: not measured: {row['error']}")
+        elif mode == "throughput":
+            commands = sum(row["commands"].values()) / max(row["completed"], 1)
+            print(
+                f"reference (1 instance, concurrency 5): {row['tasksPerSecond']:.1f} tasks/s, "
+                f"{commands:.2f} commands/task, {row['cpuSecondsPerTask'] * 1000:.2f} CPU ms/task"
+            )
+        else:
+            print(f"reference latency: p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms")
+    for name, value in results.get("ratios", {}).items():
+        print(f"mongoreact / reference, {name}: {value:.2f}")
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """mongoreact / reference for the scenarios both ran (1 instance, concurrency 5)."""
+    ref = results.get("reference", {})
+    ours = next(r for r in results["throughput"] if r["instances"] == 1 and r["concurrency"] == 5)
+    found: dict[str, float] = {}
+    throughput = ref.get("throughput", {})
+    if throughput.get("completed"):
+        found["tasks/s"] = ours["tasks_per_s"] / throughput["tasksPerSecond"]
+        reference_commands = sum(throughput["commands"].values()) / throughput["completed"]
+        found["commands/task"] = ours["commands_per_task"] / reference_commands
+        found["CPU/task"] = ours["cpu_s_per_task"] / throughput["cpuSecondsPerTask"]
+    latency = ref.get("latency", {})
+    if latency.get("p50_ms"):
+        found["p50 latency"] = results["latency"]["p50_ms"] / latency["p50_ms"]
+    return found
 
 
 if __name__ == "__main__":

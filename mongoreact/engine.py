@@ -39,6 +39,7 @@ from .management import RetryResult, TaskManager, TaskQuery, parse_sort
 from .metrics import Measurements
 from .monitoring import MetricsPusher, build_registry, cluster_measurements, stale_before
 from .planner import Planner, StreamReader
+from .records import TaskQueue
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
 from .specs import definition_from_spec, planning_signature, spec_of
@@ -344,16 +345,10 @@ class ReactiveTasks:
     def _queue_figures(self, now: dt.datetime) -> dict[str, Any]:
         assert self._task_store is not None and self._globals is not None
         preference = _READ_PREFERENCES[self._settings.monitoring.read_preference]
-        depth: dict[str, dict[str, int]] = {}
-        lag: dict[str, float] = {}
-        collections = set(self._manager().collections(None).values())
-        for collection in sorted(collections):
-            for row in self._task_store.queue_stats(collection + "_tasks", preference):
-                task, status = row["_id"]["task"], row["_id"]["status"]
-                depth.setdefault(task, {})[status] = row["count"]
-                oldest = row.get("oldestDue")
-                if status == "pending" and oldest is not None:
-                    lag[task] = max(0.0, (now - as_utc(oldest)).total_seconds())
+        collections = list(self._manager().collections(None).values())
+        queues = self._task_store.queue_summary(collections, now, preference)
+        depth = {task: queue.counts for task, queue in queues.items()}
+        lag = {task: queue.lag for task, queue in queues.items() if queue.lag is not None}
         state = self._globals.planner_state()
         position, reconciled = state.get("streamPositionAt"), state.get("reconciledAt")
         return {
@@ -380,26 +375,19 @@ class ReactiveTasks:
         globals_store = GlobalsStore(self._database, self._settings.globals_collection)
         now = self.clock.now()
         known = manager.collections(None)
-        rows: dict[str, dict[str, Any]] = {
-            name: {"task": name, "collection": collection, "counts": {}, "lagSeconds": 0.0}
-            for name, collection in known.items()
-        }
-        for collection in sorted(set(known.values())):
-            for row in tasks.queue_stats(collection + "_tasks", all_statuses=True):
-                task, status = row["_id"]["task"], row["_id"]["status"]
-                entry = rows.setdefault(
-                    task, {"task": task, "collection": collection, "counts": {}, "lagSeconds": 0.0}
-                )
-                entry["counts"][status] = row["count"]
-                oldest = row.get("oldestDue")
-                if status == "pending" and oldest is not None:
-                    entry["lagSeconds"] = max(0.0, (now - as_utc(oldest)).total_seconds())
+        queues = {name: TaskQueue(collection=collection) for name, collection in known.items()}
+        queues.update(tasks.queue_summary(list(known.values()), now, all_statuses=True))
+        rows = [
+            {"task": task, "collection": queue.collection, "counts": queue.counts,
+             "lagSeconds": queue.lag or 0.0}
+            for task, queue in queues.items()
+        ]  # fmt: skip
         lease = globals_store.leader_lease()
         live = lease.get("expiresAt") is not None and as_utc(lease["expiresAt"]) > now
         pushed = globals_store.pushed_metrics(stale_before(now, self._settings))
         state = globals_store.planner_state()
         return {
-            "tasks": sorted(rows.values(), key=lambda row: row["task"]),
+            "tasks": sorted(rows, key=lambda row: row["task"]),
             "leader": {"instanceId": lease.get("instanceId") if live else None,
                        "epoch": lease.get("epoch"), "expiresAt": lease.get("expiresAt")},
             "instances": sorted(pushed),

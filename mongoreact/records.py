@@ -50,3 +50,13 @@ class BatchClaim:
 
     claims: list[ClaimedTask]
     lost: int = 0
+
+
+@attrs.define
+class TaskQueue:
+    """One task's records by status, and its lag: seconds since the oldest pending
+    record fell due (``None`` when nothing is pending)."""
+
+    collection: str
+    counts: dict[str, int] = attrs.field(factory=dict)
+    lag: float | None = None

@@ -13,9 +13,10 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from ..clock import as_utc
 from ..definition import TaskDefinition
 from ..durations import to_milliseconds
-from ..records import ACTIVE, BatchClaim, ClaimedTask
+from ..records import ACTIVE, PENDING, BatchClaim, ClaimedTask, TaskQueue
 from . import pipelines
 
 logger = logging.getLogger("mongoreact.store")
@@ -102,6 +103,29 @@ class TaskStore:
             collection = collection.with_options(read_preference=read_preference)
         pipeline = pipelines.STATUS_COUNTS if all_statuses else pipelines.QUEUE_STATS
         return list(collection.aggregate(pipeline))
+
+    def queue_summary(
+        self,
+        collections: list[str],
+        now: dt.datetime,
+        read_preference: Any = None,
+        *,
+        all_statuses: bool = False,
+    ) -> dict[str, TaskQueue]:
+        """``queue_stats`` of the source ``collections``' tasks, per task."""
+        summary: dict[str, TaskQueue] = {}
+        for collection in sorted(set(collections)):
+            stats = self.queue_stats(
+                collection + "_tasks", read_preference, all_statuses=all_statuses
+            )
+            for row in stats:
+                task, status = row["_id"]["task"], row["_id"]["status"]
+                queue = summary.setdefault(task, TaskQueue(collection=collection))
+                queue.counts[status] = row["count"]
+                oldest = row.get("oldestDue")
+                if status == PENDING and oldest is not None:
+                    queue.lag = max(0.0, (now - as_utc(oldest)).total_seconds())
+        return summary
 
     def defer(self, source_collection: str, task: str, doc_id: Any, until: Any) -> int:
         """Make a waiting or failed record due at ``until`` (an operator's deferral)."""
