@@ -52,18 +52,39 @@ TIMINGS = {
 
 
 class Commands(monitoring.CommandListener):
-    """Counts commands by kind while ``counting`` is set."""
+    """Counts commands by kind while ``counting`` is set. A claim that finds nothing is
+    counted as ``polling``."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.counting = False
+        self._claims: set[tuple[int, Any]] = set()
+        self._lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.counting:
-            self.counts[_kind(event.command_name, event.command)] += 1
+        if not self.counting:
+            return
+        kind = _kind(event.command_name, event.command)
+        with self._lock:
+            if kind == "claim" and event.command_name in ("find", "findAndModify"):
+                self._claims.add((event.request_id, event.connection_id))
+            else:
+                self.counts[kind] += 1
 
-    def succeeded(self, event: Any) -> None: ...
-    def failed(self, event: Any) -> None: ...
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        with self._lock:
+            if (event.request_id, event.connection_id) not in self._claims:
+                return
+            self._claims.discard((event.request_id, event.connection_id))
+            reply = event.reply
+            empty = reply.get("value", 0) is None or reply.get("cursor", {}).get("firstBatch") == []
+            self.counts["polling" if empty else "claim"] += 1
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        with self._lock:
+            if (event.request_id, event.connection_id) in self._claims:
+                self._claims.discard((event.request_id, event.connection_id))
+                self.counts["claim"] += 1
 
 
 def _kind(name: str, command: Mapping[str, Any]) -> str:
@@ -73,8 +94,8 @@ def _kind(name: str, command: Mapping[str, Any]) -> str:
         return "planning"
     if target == "items_tasks":
         return _tasks_kind(name, command)
-    if name == "getMore" and command.get("collection") == "items":
-        return "change stream"
+    if name == "getMore":
+        return "change stream"  # the only cursor kept open (a database-level stream)
     if target == "_mongoreact_globals":
         return "coordination"
     if name == "find" and target == "items":

@@ -219,9 +219,7 @@ def test_long_in_lists_on_id_match_by_bson_equality(db: Database[Doc]) -> None:
     db.c.insert_many(docs)
     wanted: list[Any] = [*oids[::2], "s3", "s4", "missing", ObjectId(), 7.0, 8, {"a": 1}]
     found = [d["_id"] for d in db.c.find({"_id": {"$in": wanted}})]
-    assert sorted(map(str, found)) == sorted(
-        map(str, [*oids[::2], "s3", "s4", 7, 8.0, {"a": 1}])
-    )
+    assert sorted(map(str, found)) == sorted(map(str, [*oids[::2], "s3", "s4", 7, 8.0, {"a": 1}]))
     # Combined with another condition, through aggregate, with a limit, in updates.
     assert db.c.count_documents({"_id": {"$in": wanted}, "n": {"$lt": 10}}) == 10
     pipeline: list[Doc] = [{"$match": {"_id": {"$in": wanted}}}, {"$count": "n"}]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
@@ -46,9 +48,7 @@ def _queue(db: Database[Doc], count: int) -> None:
     )  # fmt: skip
 
 
-def _claim(
-    store: TaskStore, limit: int, instance: str = "a", spread: int = 1
-) -> list[ClaimedTask]:
+def _claim(store: TaskStore, limit: int, instance: str = "a", spread: int = 1) -> list[ClaimedTask]:
     return store.claim_many(
         "jobs_tasks",
         ["t"],
@@ -60,12 +60,19 @@ def _claim(
     ).claims
 
 
-def test_a_batch_claim_takes_the_most_overdue_records_in_two_commands(
-    mongo_uri: str, database_name: str
-) -> None:
+@pytest.fixture
+def counted(mongo_uri: str, database_name: str) -> Iterator[tuple[Database[Doc], Commands]]:
+    """The test's database through a client whose commands are counted."""
     commands = Commands()
     client: MongoClient[Doc] = MongoClient(mongo_uri, event_listeners=[commands], tz_aware=True)
-    db = client[database_name]
+    yield client[database_name], commands
+    client.close()
+
+
+def test_a_batch_claim_takes_the_most_overdue_records_in_two_commands(
+    counted: tuple[Database[Doc], Commands],
+) -> None:
+    db, commands = counted
     _queue(db, 10)
     commands.counts.clear()
 
@@ -82,7 +89,6 @@ def test_a_batch_claim_takes_the_most_overdue_records_in_two_commands(
             assert claim.record[field] == stored[field], field
         assert abs(claim.record["nextRunAt"] - stored["nextRunAt"]) < dt.timedelta(seconds=5)
     assert db.jobs_tasks.count_documents({"status": "processing"}) == 4
-    client.close()
 
 
 def test_racing_batch_claims_take_each_record_once(db: Database[Doc]) -> None:
@@ -144,11 +150,9 @@ class HeldStore(TaskStore):
 
 
 def test_finalizes_that_arrive_during_a_write_share_the_next_one(
-    mongo_uri: str, database_name: str
+    counted: tuple[Database[Doc], Commands],
 ) -> None:
-    commands = Commands()
-    client: MongoClient[Doc] = MongoClient(mongo_uri, event_listeners=[commands], tz_aware=True)
-    db = client[database_name]
+    db, commands = counted
     _queue(db, 40)
     store = HeldStore(db)
     claims = _claim(store, 40)
@@ -172,7 +176,6 @@ def test_finalizes_that_arrive_during_a_write_share_the_next_one(
     assert commands.counts == {"findAndModify": 1, "update": 1}
     assert len(answers) == 40 and all(a is not None for a in answers.values())
     assert db.jobs_tasks.count_documents({"status": "completed"}) == 40
-    client.close()
 
 
 def test_a_lone_finalize_returns_the_new_status(db: Database[Doc]) -> None:
