@@ -142,7 +142,6 @@ class WorkerPool:
             try:
                 found = self._claim_and_submit()
             except Exception:
-                self._slots.release()
                 logger.exception("claiming a task failed; retrying in %.1fs", backoff)
                 found = False
             if found:
@@ -161,9 +160,12 @@ class WorkerPool:
         free = 1
         while free < MAX_CLAIM_BATCH and self._slots.acquire(blocking=False):
             free += 1
-        claims = self._claim_next(free)
-        for _ in range(free - len(claims)):
-            self._slots.release()
+        claims: list[ClaimedTask] = []
+        try:
+            claims = self._claim_next(free)
+        finally:  # on an error too: every slot not given to a claim goes back
+            for _ in range(free - len(claims)):
+                self._slots.release()
         if not claims:
             return False
         assert self._executor is not None

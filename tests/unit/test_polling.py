@@ -23,12 +23,16 @@ class FakeStore:
         self.queue: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.finalized: list[Any] = []
+        self.failures = 0  # claims to fail before answering
 
     def claim_many(
         self, tasks_collection: str, tasks: list[str], *, limit: int, **_: Any
     ) -> BatchClaim:
         with self.lock:
             self.claims.append(time.monotonic())
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("claim failed")
             records, self.queue = self.queue[:limit], self.queue[limit:]
         return BatchClaim(
             [
@@ -100,3 +104,13 @@ def test_a_found_task_resets_the_back_off() -> None:
         assert after[1] - after[0] < 0.12  # polling fast again, not at the 160 ms cap
     finally:
         assert pool.stop(timeout=5)
+
+
+def test_a_failed_claim_gives_back_every_worker_slot_it_took() -> None:
+    store, ran = FakeStore(), threading.Event()
+    store.failures = 2
+    pool = make_pool(store, ran)
+    pool.start()
+    wait_for(lambda: len(store.claims) >= 4)
+    # stop() takes every slot back: a slot lost by the failed claims would time it out.
+    assert pool.stop(timeout=2)
