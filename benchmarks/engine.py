@@ -6,7 +6,8 @@ Without --uri an embedded server is started. Scenarios (a no-op handler, debounc
 
 - throughput: tasks/s for N documents at concurrency 1, 5 and 20, with 1 and 3 instances
   (instances are separate ``ReactiveTasks`` in this process);
-- latency: write -> handler start, p50/p95/p99, one write every 50 ms;
+- latency: write -> handler start, p50/p95/p99: at steady load (one write every 50 ms)
+  and at low load (one write a second, the workers idle in between);
 - commands per task, by kind, counted with pymongo's command monitoring;
 - library CPU seconds per task (this process's CPU time; the server is another process);
 - memory: peak RSS of a fresh process reconciling 1 000 / 10 000 / 100 000 documents;
@@ -191,8 +192,8 @@ def throughput(uri: str, docs: int, concurrency: int, instances: int) -> dict[st
     }
 
 
-def latency(uri: str, samples: int) -> dict[str, Any]:
-    """Write -> handler start, one write every 50 ms."""
+def latency(uri: str, samples: int, interval: float = 0.05) -> dict[str, Any]:
+    """Write -> handler start, one write every ``interval`` seconds."""
     name = f"bench_{ObjectId()}"
     client: MongoClient[Doc] = MongoClient(uri, tz_aware=True)
     delays: list[float] = []
@@ -209,7 +210,7 @@ def latency(uri: str, samples: int) -> dict[str, Any]:
         pause = threading.Event()
         for n in range(samples):
             db.items.insert_one({"n": n, "writtenAt": time.time() * 1000})
-            pause.wait(0.05)
+            pause.wait(interval)
         _wait_completed(db, samples)
     finally:
         engine.stop(timeout=10)
@@ -398,6 +399,7 @@ def run(uri: str, docs: int, quick: bool, with_reference: bool) -> dict[str, Any
         for concurrency in (1, 5, 20):
             results["throughput"].append(throughput(uri, docs, concurrency, instances))
     results["latency"] = latency(uri, 60)
+    results["latency_low_load"] = latency(uri, 15, interval=1.0)
     for size in (1_000, 10_000) if quick else (1_000, 10_000, 100_000):
         results["memory"].append(memory(uri, size))
     if with_reference:
@@ -421,11 +423,12 @@ def print_table(results: dict[str, Any]) -> None:
     print("commands per task by kind (1 instance, concurrency 5):")
     for kind, value in five["commands_by_kind_per_task"].items():
         print(f"  {kind:<22} {value:6.2f}")
-    lat = results["latency"]
-    print(
-        f"latency write->handler: p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
-        f"p99 {lat['p99_ms']:.0f} ms ({lat['samples']} samples)"
-    )
+    for key, load in (("latency", "steady load"), ("latency_low_load", "low load")):
+        lat = results[key]
+        print(
+            f"latency write->handler, {load}: p50 {lat['p50_ms']:.0f} ms, "
+            f"p95 {lat['p95_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms ({lat['samples']} samples)"
+        )
     for row in results["memory"]:
         print(
             f"memory: {row['docs']:>7} docs: peak RSS {row['peak_rss_mb']:.0f} MB "
