@@ -10,19 +10,14 @@ from typing import Any, TypeVar
 from pymongo.database import Database
 
 from mongoreact import ReactiveTasks
+from mongoreact.testing.helpers import FAST_SETTINGS
 
 Doc = dict[str, Any]
 T = TypeVar("T")
 
-# Production timings are seconds; tests shorten them to keep runs quick.
-FAST: dict[str, Any] = {
-    "poll_min": 20,
-    "poll_max": 200,
-    "batch_window": 10,
-    "batch_max_wait": 50,
-    "leader_heartbeat": 200,
-    "leader_ttl": 1000,
-}
+# Production timings are seconds; tests shorten them to keep runs quick (the timings
+# the library offers its users' tests).
+FAST: dict[str, Any] = FAST_SETTINGS
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:

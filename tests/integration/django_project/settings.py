@@ -2,6 +2,8 @@
 
 import os
 
+from mongoreact.testing import FAST_SETTINGS
+
 SECRET_KEY = "test-only"
 INSTALLED_APPS = ["tests.integration.django_project.shop", "mongoreact.contrib.django"]
 DATABASES: dict[str, dict[str, str]] = {}
@@ -9,10 +11,5 @@ USE_TZ = True
 MONGOREACT = {
     "uri": os.environ["MONGOREACT_TEST_DJANGO_URI"],
     "database": os.environ["MONGOREACT_TEST_DJANGO_DB"],
-    "poll_min": 20,
-    "poll_max": 200,
-    "batch_window": 10,
-    "batch_max_wait": 50,
-    "leader_heartbeat": 200,
-    "leader_ttl": 1000,
+    **FAST_SETTINGS,
 }
