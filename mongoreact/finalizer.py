@@ -1,87 +1,125 @@
-"""Group commit for the updates that close runs.
+"""Writing the updates that close runs, in the background and in batches.
 
-Under load many worker threads finish at about the same time, and each would send its
-own finalize. Here the first thread to arrive writes at once; threads arriving while a
-write is in flight queue up, and the next write carries all of them in one command. So a
-lone finalize waits for nothing, and a busy instance sends one command per batch
-instead of one per task. When the batch in flight completes, the oldest queued thread
-is handed the next write, so no thread writes on others' behalf for long.
+A worker thread hands its run's finalize update over and goes on to its next task; one
+thread per instance writes what has been handed over. The first update to arrive is
+written at once; updates arriving while a write is in flight go together in the next
+one. So a lone finalize waits for nothing, and a busy instance sends one command per
+batch instead of one per task - without its worker threads waiting for the server.
+
+The record keeps its lease until the update is written: nothing is lost if the process
+dies in between (the lease expires and the task runs again, as for a crash mid-run).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 
+from ._retry import call_with_retry
+from ._threads import Loop
 from .records import ClaimedTask
 from .store.tasks import TaskStore
 
+logger = logging.getLogger("mongoreact.finalizer")
+
 Document = dict[str, Any]
+# answer: the record's new status and nextRunAt when written alone, {} when written in a
+# batch, None when the claim no longer owned the record; error: why it was not written.
+Done = Callable[[Document | None, BaseException | None], None]
 MAX_BATCH: Final = 100
+IDLE_WAIT: Final = 1.0
+# Finalizing outlives stop(): the run happened and its result is worth keeping.
+_NEVER: Final = threading.Event()
 
 
 @attrs.define(eq=False)
 class _Request:
     claim: ClaimedTask
     update: list[Document]
-    wakeup: threading.Event = attrs.field(factory=threading.Event)
-    done: bool = False
-    answer: Document | None = None
-    error: BaseException | None = None
+    done: Done
 
 
-class Finalizer:
-    """Writes finalize updates, batching those that arrive together."""
+class Finalizer(Loop):
+    """Writes finalize updates handed over by ``submit``, batching those that wait."""
 
-    def __init__(self, store: TaskStore) -> None:
+    def __init__(self, store: TaskStore, instance_id: str) -> None:
+        super().__init__(f"mongoreact-finalizer-{instance_id}")
         self._store = store
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
-        self._writing = False
+        self._arrived = threading.Event()
 
-    def finalize(self, claim: ClaimedTask, update: list[Document]) -> Document | None:
-        """Apply ``update`` if ``claim`` still owns its record.
-
-        Returns ``None`` if it does not; otherwise the record's new ``status`` and
-        ``nextRunAt`` when written alone, or ``{}`` when written in a batch (the
-        batched command does not return documents). Transient errors are raised to the
-        caller, who may call again: the update is fenced, so it applies at most once.
-        """
-        request = _Request(claim, update)
+    def submit(self, claim: ClaimedTask, update: list[Document], done: Done) -> None:
+        """Apply ``update`` if ``claim`` still owns its record, then call ``done`` (from
+        the finalizer thread). The update is fenced by the claim, so it applies at most
+        once even when a write is retried after a transient error."""
         with self._lock:
-            self._queue.append(request)
-            lead = not self._writing
-            self._writing = True
-        if not lead:
-            request.wakeup.wait()
-        if not request.done:
-            self._write_next()  # this thread's turn; its request is in the batch
-        if request.error is not None:
-            raise request.error
-        return request.answer
+            self._queue.append(_Request(claim, update, done))
+        self._arrived.set()
 
-    def _write_next(self) -> None:
+    @property
+    def waiting(self) -> int:
+        """Updates handed over and not yet written."""
         with self._lock:
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[:MAX_BATCH]
+            return len(self._queue)
+
+    def stop(self) -> None:
+        super().stop()
+        self._arrived.set()
+
+    def step(self) -> float:
+        self._arrived.wait(IDLE_WAIT)
+        self._arrived.clear()
+        self.write_all()
+        return 0.0
+
+    def on_stop(self) -> None:
+        # Whatever was handed over before stop() is still written.
+        self.write_all()
+
+    def write_all(self) -> None:
+        """Write everything handed over so far (in the calling thread)."""
+        while True:
+            with self._lock:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+            if not batch:
+                return
+            self.write(batch)
+
+    def write(self, batch: list[_Request]) -> None:
+        """One command for ``batch`` (``findAndModify`` for a single update, so its
+        caller learns the new status), retried on transient errors."""
+        answers: list[Document | None] = []
+        error: BaseException | None = None
         try:
             if len(batch) == 1:
-                answers = [self._store.finalize(batch[0].claim, batch[0].update)]
+                only = batch[0]
+                answers = [
+                    call_with_retry(
+                        lambda: self._store.finalize(only.claim, only.update),
+                        _NEVER,
+                        what="finalizing",
+                    )
+                ]
             else:
-                answers = self._store.finalize_many([(r.claim, r.update) for r in batch])
-            for request, answer in zip(batch, answers, strict=True):
-                request.answer = answer
-        except BaseException as error:  # handed to every caller, who decides
-            for request in batch:
-                request.error = error
-        finally:
-            with self._lock:
-                if self._queue:
-                    self._queue[0].wakeup.set()  # the next writer
-                else:
-                    self._writing = False
-            for request in batch:
-                request.done = True
-                request.wakeup.set()
+                pairs = [(r.claim, r.update) for r in batch]
+                answers = call_with_retry(
+                    lambda: self._store.finalize_many(pairs), _NEVER, what="finalizing"
+                )
+        except Exception as failure:  # handed to every run, who logs it
+            error = failure
+            answers = [None] * len(batch)
+        for request, answer in zip(batch, answers, strict=True):
+            _notify(request, answer, error)
+
+
+def _notify(request: _Request, answer: Document | None, error: BaseException | None) -> None:
+    try:
+        request.done(answer, error)
+    except Exception:
+        logger.exception("error after finalizing task %s", request.claim.record["task"])

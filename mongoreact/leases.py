@@ -58,6 +58,11 @@ class LeaseKeeper(Loop):
             self._lost.discard(claim.claim_id)
             return lost
 
+    def is_lost(self, claim: ClaimedTask) -> bool:
+        """Whether ``claim``'s lease was found lost by a renewal."""
+        with self._lock:
+            return claim.claim_id in self._lost
+
     def step(self) -> float:
         interval = self._settings.task_lease.total_seconds() / RENEWALS_PER_LEASE
         with self._lock:

@@ -32,8 +32,8 @@ logger = logging.getLogger("mongoreact.runner")
 
 MAX_ERROR_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 8_000
-# Finalizing must outlive stop(): the run happened and its result is worth keeping.
-_FINALIZE_RETRY: Final = threading.Event()
+# Releasing a slot must outlive stop(): a slot left held blocks the cluster until it expires.
+_SLOT_RETRY: Final = threading.Event()
 
 
 class TaskRunner:
@@ -48,6 +48,7 @@ class TaskRunner:
         leases: LeaseKeeper,
         throttles: Throttles,
         wake: Callable[[float], None],
+        finalizer: Finalizer,
         slots: SlotStore | None = None,
         measurements: Measurements | None = None,
     ) -> None:
@@ -56,13 +57,30 @@ class TaskRunner:
         self._wake = wake
         self._settings = settings
         self._store = store
-        self._finalizer = Finalizer(store)
+        self._finalizer = finalizer
         self._clock = clock
         self._leases = leases
         self._throttles = throttles
 
-    def run(self, definition: TaskDefinition, claim: ClaimedTask) -> str:
-        """Run ``claim`` and finalize it; returns the outcome recorded."""
+    def run(
+        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[str], None]
+    ) -> None:
+        """Run ``claim`` and hand its outcome to the finalizer.
+
+        ``on_done(outcome)`` is called exactly once: when the outcome is written (from
+        the finalizer's thread), or at once when there is nothing to write.
+        """
+        # _run returns True once on_done is taken care of.
+        handed_over = False
+        try:
+            handed_over = self._run(definition, claim, on_done)
+        finally:
+            if not handed_over:  # the run raised before it had an outcome to write
+                on_done("error")
+
+    def _run(
+        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[str], None]
+    ) -> bool:
         context = TaskContext(
             definition=definition,
             claim=claim,
@@ -103,21 +121,35 @@ class TaskRunner:
                 definition.name,
                 context.doc_id,
             )
-            return "lease_lost"
-        written = call_with_retry(
-            lambda: self._finalizer.finalize(claim, update), _FINALIZE_RETRY, what="finalizing"
-        )
-        if written is None and context.completed:
-            return "completed"  # by the handler, inside its transaction
-        if written is None:
-            logger.warning(
-                "task %s for %r: another worker owns the record now; result not recorded",
-                definition.name,
-                context.doc_id,
-            )
-            return "lease_lost"
-        self._schedule_follow_up(written, next_run)
-        return outcome
+            on_done("lease_lost")
+            return True
+
+        def written(answer: dict[str, Any] | None, failure: BaseException | None) -> None:
+            result = outcome
+            try:
+                if failure is not None:
+                    logger.error(
+                        "task %s for %r: could not record the result (%s); the task runs "
+                        "again when its lease expires",
+                        definition.name, context.doc_id, failure,
+                    )  # fmt: skip
+                    result = "lease_lost"
+                elif answer is None and context.completed:
+                    result = "completed"  # by the handler, inside its transaction
+                elif answer is None:
+                    logger.warning(
+                        "task %s for %r: another worker owns the record now; result not "
+                        "recorded",
+                        definition.name, context.doc_id,
+                    )  # fmt: skip
+                    result = "lease_lost"
+                else:
+                    self._schedule_follow_up(answer, next_run)
+            finally:
+                on_done(result)
+
+        self._finalizer.submit(claim, update, written)
+        return True
 
     def _measure(self, task: str, outcome: str, seconds: float) -> None:
         status = "failed" if outcome == "retry" else outcome
@@ -129,7 +161,7 @@ class TaskRunner:
         try:
             call_with_retry(
                 lambda: self._slots.release(definition.name, claim.claim_id),  # type: ignore[union-attr]
-                _FINALIZE_RETRY,
+                _SLOT_RETRY,
                 what="releasing a concurrency slot",
             )
         except Exception:

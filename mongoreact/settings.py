@@ -45,6 +45,9 @@ class Settings:
     database: str | None = None
     instance_id: str = attrs.field(factory=lambda: str(ObjectId()))
     concurrency: int = 5
+    # Most records claimed ahead of free worker threads (0: none); used only while
+    # handlers are short enough that a record claimed ahead soon gets a thread.
+    prefetch: int = 16
     globals_collection: str = "_mongoreact_globals"
     task_filter: Callable[[TaskInfo], bool] | None = None
     task_caller: Callable[[Callable[[], None]], object] | None = None
@@ -66,7 +69,7 @@ _DURATIONS: Final = (
     "batch_max_wait",
 )  # fmt: skip
 _OPTIONS: Final = (
-    "uri", "client", "database", "instance_id", "concurrency", "globals_collection",
+    "uri", "client", "database", "instance_id", "concurrency", "prefetch", "globals_collection",
     "task_filter", "task_caller", "monitoring", "cleanup_interval", "batch_size", *_DURATIONS,
 )  # fmt: skip
 
@@ -97,6 +100,8 @@ def build_settings(options: Mapping[str, Any]) -> Settings:
         fields["instance_id"] = instance_id
     if "concurrency" in options:
         fields["concurrency"] = as_int(options["concurrency"], "concurrency", minimum=0)
+    if "prefetch" in options:
+        fields["prefetch"] = as_int(options["prefetch"], "prefetch", minimum=0)
     if "globals_collection" in options:
         fields["globals_collection"] = as_name(options["globals_collection"], "globals_collection")
     for hook in ("task_filter", "task_caller"):

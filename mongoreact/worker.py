@@ -1,11 +1,18 @@
 """Workers: a claim loop feeding a ``ThreadPoolExecutor`` of ``concurrency`` threads.
 
-The dispatcher thread claims due tasks whenever worker threads are free - as many as
-there are free threads, in one batch - and hands them over; one claimer per instance
-keeps concurrent claims (and their contention on the index head) down. Polling adapts:
-after an empty claim the wait doubles from ``poll_min`` up to ``poll_max``; a found task
-resets it, and so does a wake-up from this instance's planner, which knows when the work
-it planned is due.
+The dispatcher thread claims due tasks in batches (two commands, whatever the batch
+size) and hands them to the worker threads; one claimer per instance keeps concurrent
+claims (and their contention on the index head) down. Polling adapts: after an empty
+claim the wait doubles from ``poll_min`` up to ``poll_max``; a found task resets it,
+and so does a wake-up from this instance's planner, which knows when the work it
+planned is due.
+
+Prefetch: while handlers are short, the dispatcher claims up to ``prefetch`` records
+more than it has free threads, so a claim serves many runs instead of one or two. How
+far ahead it claims follows the measured run time: a record claimed ahead should get a
+thread within ``PREFETCH_HORIZON``. With long handlers nothing is claimed ahead, and
+idle instances are never kept from work another instance holds. Records claimed and
+not started when the pool stops are given back at once.
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Final
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Final
 
 import attrs
 
+from ._retry import call_with_retry
 from .clock import ServerClock
+from .definition import TaskDefinition
+from .finalizer import Finalizer
 from .leases import LeaseKeeper
 from .metrics import Measurements
 from .records import ClaimedTask, TaskInfo
@@ -33,10 +43,12 @@ from .throttles import Throttles
 logger = logging.getLogger("mongoreact.worker")
 
 POLL_JITTER: Final = 0.1  # seconds; spreads the polls of instances started together
-SLOT_WAIT: Final = 0.25
+ROOM_WAIT: Final = 0.25
 MAX_CLAIM_BATCH: Final = 32
 CONTENDED_SPREAD: Final = 4
 CONTENDED_CLAIMS: Final = 20
+PREFETCH_HORIZON: Final = 0.2  # seconds a record claimed ahead should wait for a thread
+RUN_TIME_WEIGHT: Final = 0.2  # of the newest run in the moving average of run times
 
 
 class WorkerPool:
@@ -60,6 +72,8 @@ class WorkerPool:
         self._registry = registry
         self._store = store
         self._clock = clock
+        self._leases = leases
+        self._finalizer = Finalizer(store, settings.instance_id)
         self._runner = TaskRunner(
             settings=settings,
             store=store,
@@ -67,28 +81,34 @@ class WorkerPool:
             leases=leases,
             throttles=throttles,
             wake=self.wake,
+            finalizer=self._finalizer,
             slots=slots,
             measurements=measurements,
         )
-        self._slots = threading.Semaphore(settings.concurrency)
         self._signal = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
         self._wake_at: float | None = None
         self._rotation = 0
         self._contended: dict[str, int] = {}  # claims left to spread, per collection
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
+        # Claimed and not started, by claim id.
+        self._waiting: dict[Any, tuple[Future[None], ClaimedTask]] = {}
+        self._in_hand = 0  # claimed and not yet finalized or given back
+        self._run_time: float | None = None  # moving average, seconds
         self.running = 0
 
     def start(self) -> None:
-        """Start the dispatcher and the worker threads."""
+        """Start the dispatcher, the worker threads and the finalizer."""
         if self._settings.concurrency == 0 or self._thread is not None:
             return
         self._executor = ThreadPoolExecutor(
             self._settings.concurrency,
             thread_name_prefix=f"mongoreact-worker-{self._settings.instance_id}",
         )
+        self._finalizer.start()
         self._thread = threading.Thread(
             target=self._dispatch,
             name=f"mongoreact-dispatch-{self._settings.instance_id}",
@@ -105,7 +125,8 @@ class WorkerPool:
         self._signal.set()
 
     def stop(self, timeout: float) -> bool:
-        """Stop claiming; wait up to ``timeout`` seconds for running handlers.
+        """Stop claiming; give back records not started; wait up to ``timeout`` seconds
+        for running handlers and their results to be written.
 
         Returns ``True`` if every handler finished. A handler still running keeps its
         thread; its task's lease expires and another instance takes the task over.
@@ -113,21 +134,18 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         self._stopping.set()
         self._signal.set()
-        if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        clean = True
-        if self._executor is not None:
-            # Wait for handlers by taking every slot back.
-            taken = 0
-            for _ in range(self._settings.concurrency):
-                if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                    clean = False
-                    break
-                taken += 1
-            self._executor.shutdown(wait=clean)
-            for _ in range(taken):
-                self._slots.release()
-        return clean
+        if self._thread is None:
+            return True
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._give_back_waiting()
+        with self._returned:
+            clean = self._returned.wait_for(
+                lambda: self._in_hand == 0, max(0.0, deadline - time.monotonic())
+            )
+        assert self._executor is not None
+        self._executor.shutdown(wait=clean)
+        self._finalizer.stop()
+        return self._finalizer.join(max(0.0, deadline - time.monotonic())) and clean
 
     # The dispatcher thread.
 
@@ -136,11 +154,13 @@ class WorkerPool:
         poll_max = self._settings.poll_max.total_seconds()
         backoff = poll_min
         while not self._stopping.is_set():
-            if not self._slots.acquire(timeout=SLOT_WAIT):
-                continue
             self._signal.clear()
+            room = self._room()
+            if room == 0:
+                self._signal.wait(ROOM_WAIT)  # a run finishing signals
+                continue
             try:
-                found = self._claim_and_submit()
+                found = self._claim_and_submit(room)
             except Exception:
                 logger.exception("claiming a task failed; retrying in %.1fs", backoff)
                 found = False
@@ -154,25 +174,38 @@ class WorkerPool:
                 backoff = min(backoff * 2, poll_max)
         logger.debug("dispatcher stopped")
 
-    def _claim_and_submit(self) -> bool:
-        # One slot is held; take the other free ones too, and claim that many records in
-        # one batch (two commands, whatever the batch size).
-        free = 1
-        while free < MAX_CLAIM_BATCH and self._slots.acquire(blocking=False):
-            free += 1
-        claims: list[ClaimedTask] = []
-        try:
-            claims = self._claim_next(free)
-        finally:  # on an error too: every slot not given to a claim goes back
-            for _ in range(free - len(claims)):
-                self._slots.release()
+    def _room(self) -> int:
+        """How many records to claim now: 0 until a thread is idle with nothing waiting
+        for it, or enough has been finished to refill half of the records in hand (a
+        claim then serves many runs)."""
+        concurrency = self._settings.concurrency
+        with self._lock:
+            ahead = self._ahead()
+            room = min(MAX_CLAIM_BATCH, concurrency + ahead - self._in_hand)
+            idle = self.running + len(self._waiting) < concurrency
+        if room <= 0:
+            return 0
+        return room if idle or room >= max(1, (concurrency + ahead) // 2) else 0
+
+    def _ahead(self) -> int:
+        """Records to claim beyond the threads: as many as the threads get through in
+        ``PREFETCH_HORIZON`` at the measured run time, at most ``prefetch``."""
+        if self._run_time is None or self._settings.prefetch == 0:
+            return 0
+        fit = self._settings.concurrency * PREFETCH_HORIZON / max(self._run_time, 1e-4)
+        return min(self._settings.prefetch, int(fit))
+
+    def _claim_and_submit(self, limit: int) -> bool:
+        claims = self._claim_next(limit)
         if not claims:
             return False
         assert self._executor is not None
         with self._lock:
-            self.running += len(claims)
-        for claim in claims:
-            self._executor.submit(self._run, claim)
+            self._in_hand += len(claims)
+            for claim in claims:
+                self._leases.hold(claim)  # renewed while it waits for a thread
+                future = self._executor.submit(self._run, claim)
+                self._waiting[claim.claim_id] = (future, claim)
         return True
 
     def _claim_next(self, limit: int) -> list[ClaimedTask]:
@@ -201,22 +234,95 @@ class WorkerPool:
                 self._contended[tasks_collection] = CONTENDED_CLAIMS
             elif self._contended.get(tasks_collection):
                 self._contended[tasks_collection] -= 1
-            claims = [c for c in map(self._take_slot, batch.claims) if c is not None]
-            if claims:
-                return claims
+            if batch.claims:
+                return batch.claims
         return []
 
-    def _take_slot(self, claim: ClaimedTask) -> ClaimedTask | None:
+    def _give_back_waiting(self) -> None:
+        """Give back the records claimed that no thread has started."""
+        with self._lock:
+            waiting = [claim for future, claim in self._waiting.values() if future.cancel()]
+            for claim in waiting:
+                del self._waiting[claim.claim_id]
+        self._give_back(waiting)
+
+    def _give_back(self, claims: list[ClaimedTask]) -> None:
+        if not claims:
+            return
+        for claim in claims:
+            self._leases.release(claim)
+        try:
+            call_with_retry(
+                lambda: self._store.unclaim_many(claims), self._stopping,
+                what="giving back claimed tasks", give_up_after=5.0,
+            )  # fmt: skip
+        except Exception:
+            logger.warning(
+                "could not give back %d claimed task(s); they run when their leases expire",
+                len(claims),
+                exc_info=True,
+            )
+        self._returned_hand(len(claims))
+
+    def _returned_hand(self, count: int) -> None:
+        with self._returned:
+            self._in_hand -= count
+            self._returned.notify_all()
+        self._signal.set()  # room to claim again
+
+    # Worker threads.
+
+    def _run(self, claim: ClaimedTask) -> None:
+        with self._lock:
+            self._waiting.pop(claim.claim_id, None)
+            self.running += 1
+        started = time.monotonic()
+        ran = False
+        try:
+            ran = self._start(claim)
+        except Exception:
+            logger.exception("unexpected error running task %s", claim.record.get("task"))
+        finally:
+            seconds = time.monotonic() - started
+            with self._lock:
+                self.running -= 1
+                if ran:
+                    weight = RUN_TIME_WEIGHT if self._run_time is not None else 1.0
+                    self._run_time = (1 - weight) * (self._run_time or 0.0) + weight * seconds
+            # A finished run frees a thread: look for more work at once.
+            self._signal.set()
+
+    def _start(self, claim: ClaimedTask) -> bool:
+        """Run ``claim`` unless it was lost or its task held back while it waited;
+        whether it ran."""
+        try:
+            definition = self._registry[claim.record["task"]]
+            if self._leases.is_lost(claim):  # another instance has the record now
+                self._leases.release(claim)
+                self._returned_hand(1)
+                return False
+            admitted = not self._stopping.is_set() and self._allowed(
+                definition.name, definition.collection
+            )
+            taken = self._take_slot(definition, claim) if admitted else None
+        except Exception:
+            logger.exception("could not start task %s; giving it back", claim.record.get("task"))
+            taken = None
+        if taken is None:
+            self._give_back([claim])
+            return False
+        self._runner.run(definition, taken, lambda outcome: self._returned_hand(1))
+        return True
+
+    def _take_slot(self, definition: TaskDefinition, claim: ClaimedTask) -> ClaimedTask | None:
         """For a task with ``max_concurrency``: the claim with a cluster-wide slot, or
-        ``None`` (the record is given back) when every slot is taken."""
-        definition = self._registry[claim.record["task"]]
+        ``None`` when every slot is taken."""
         limit = definition.max_concurrency
         if limit is None or self._slot_store is None:
             return claim
         lease = self._settings.task_lease
         if self._slot_store.acquire(definition.name, claim.claim_id, limit, lease):
             return attrs.evolve(claim, holds_slot=True)
-        self._store.unclaim(claim)
         # At the limit: leave this task type alone for a moment instead of claiming and
         # giving back its records on every poll.
         self._throttles.pause(definition.name, self._settings.poll_min.total_seconds() * 2)
@@ -233,19 +339,6 @@ class WorkerPool:
         except Exception:
             logger.exception("task_filter raised for %s; not claiming it", task)
             return False
-
-    def _run(self, claim: ClaimedTask) -> None:
-        try:
-            definition = self._registry[claim.record["task"]]
-            self._runner.run(definition, claim)
-        except Exception:
-            logger.exception("unexpected error running task %s", claim.record.get("task"))
-        finally:
-            with self._lock:
-                self.running -= 1
-            self._slots.release()
-            # A finished run frees a slot: look for more work at once.
-            self._signal.set()
 
     def _next_wait(self, backoff: float) -> float:
         wait = backoff + random.uniform(0, POLL_JITTER)

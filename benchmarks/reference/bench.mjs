@@ -1,28 +1,45 @@
-// The reference library (mongodash) under the same scenarios as benchmarks/engine.py.
-// Usage: node bench.mjs <uri> <db> <mode throughput|latency> <docs> <concurrency>
-// Prints one JSON line. Installed by benchmarks/engine.py into benchmarks/.reference.
+// One instance of the reference library (mongodash), driven by benchmarks/engine.py.
+// Usage: node bench.mjs <uri with the run's database> <concurrency> <latency 0|1>
+// The Python side writes the documents and times the run, as it does for mongoreact;
+// this process runs a no-op handler and reports over stdout, one JSON object a line:
+//   {"event":"started"}                 once the library runs
+//   {"event":"ran","runs":N}            handler runs so far (at most every 20 ms)
+//   {"event":"result",...}              after "stop": commands, CPU, latencies
+// stdin takes "count" (start counting commands and CPU) and "stop".
+// Installed by benchmarks/engine.py into benchmarks/.reference (ignored by git).
 import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
 const require = createRequire(import.meta.url);
 const mongodash = require("mongodash");
 const { MongoClient } = require("mongodb");
 
-const [uri, dbName, mode, docsArg, concurrencyArg] = process.argv.slice(2);
-const docs = Number(docsArg);
+const [uri, concurrencyArg, latencyArg] = process.argv.slice(2);
 const concurrency = Number(concurrencyArg);
+const measureLatency = latencyArg === "1";
+const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+
 const client = new MongoClient(uri, { monitorCommands: true });
 const commands = {};
 let counting = false;
+let cpuBefore = process.cpuUsage();
 client.on("commandStarted", (event) => {
   if (!counting) return;
   const target = event.command[event.commandName];
   const key = `${event.commandName}:${typeof target === "string" ? target : ""}`;
   commands[key] = (commands[key] || 0) + 1;
 });
-const observer = new MongoClient(uri);
 await client.connect();
-await observer.connect();
-const db = observer.db(dbName);
+
+let runs = 0;
+let reported = 0;
 const latencies = [];
+setInterval(() => {
+  if (runs !== reported) {
+    reported = runs;
+    say({ event: "ran", runs });
+  }
+}, 20);
+
 await mongodash.init({
   mongoClient: client, reactiveTaskConcurrency: concurrency,
   onError: () => {}, onInfo: () => {}, monitoring: { enabled: false },
@@ -30,44 +47,28 @@ await mongodash.init({
 await mongodash.reactiveTask({
   task: "bench", collection: "items", debounce: 0,
   handler: async (context) => {
-    if (mode === "latency") {
-      const written = context.watchedValues.writtenAt;
-      latencies.push(Date.now() - written);
-    }
+    if (measureLatency) latencies.push(Date.now() - context.watchedValues.writtenAt);
+    runs += 1;
   },
 });
 await mongodash.startReactiveTasks();
-await new Promise((resolve) => setTimeout(resolve, 1000)); // leader elected, stream open
-const cpuBefore = process.cpuUsage();
-counting = true;
-const started = Date.now();
-if (mode === "throughput") {
-  for (let i = 0; i < docs; i += 100) {
-    await db.collection("items").insertMany(
-      Array.from({ length: Math.min(100, docs - i) }, (_, k) => ({ n: i + k })));
-  }
-} else {
-  for (let i = 0; i < docs; i += 1) {
-    await db.collection("items").insertOne({ n: i, writtenAt: Date.now() });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+say({ event: "started" });
+
+for await (const line of createInterface({ input: process.stdin })) {
+  if (line === "count") {
+    counting = true;
+    cpuBefore = process.cpuUsage();
+    say({ event: "counting" });
+  } else if (line === "stop") {
+    counting = false;
+    const cpu = process.cpuUsage(cpuBefore);
+    await mongodash.stopReactiveTasks();
+    await client.close();
+    const result = {
+      event: "result", runs, commands, latenciesMs: latencies,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    };
+    // Exit only once the line is flushed: process.exit() can cut piped output short.
+    process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0));
   }
 }
-while ((await db.collection("items_tasks").countDocuments({ status: "completed" })) < docs) {
-  if (Date.now() - started > 600000) { break; }
-  await new Promise((resolve) => setTimeout(resolve, 50));
-}
-const seconds = (Date.now() - started) / 1000;
-counting = false;
-const cpu = process.cpuUsage(cpuBefore);
-const completed = await db.collection("items_tasks").countDocuments({ status: "completed" });
-await mongodash.stopReactiveTasks();
-await client.close();
-await observer.close();
-const line = JSON.stringify({
-  library: "mongodash", mode, docs, completed, concurrency, seconds,
-  tasksPerSecond: completed / seconds,
-  cpuSecondsPerTask: (cpu.user + cpu.system) / 1e6 / Math.max(completed, 1),
-  commands, latenciesMs: latencies,
-});
-// Exit only once the line is flushed: process.exit() can cut piped output short.
-process.stdout.write(line + "\n", () => process.exit(0));

@@ -317,6 +317,20 @@ class TaskStore:
             pipelines.fence(claim.id, claim.claim_id), pipelines.unclaim_update()
         )
 
+    def unclaim_many(self, claims: list[ClaimedTask]) -> None:
+        """``unclaim`` for several claims, one command per tasks collection."""
+        by_collection: dict[str, list[ClaimedTask]] = {}
+        for claim in claims:
+            by_collection.setdefault(claim.tasks_collection, []).append(claim)
+        for name, held in by_collection.items():
+            self._db[name].bulk_write(
+                [
+                    UpdateOne(pipelines.fence(c.id, c.claim_id), pipelines.unclaim_update())
+                    for c in held
+                ],
+                ordered=False,
+            )
+
     def fetch_source(
         self,
         definition: TaskDefinition,

@@ -30,6 +30,8 @@ def handler(ctx: Any) -> None:
         ({"concurrency": -1}, "concurrency"),
         ({"concurrency": "5"}, "concurrency"),
         ({"concurrency": True}, "concurrency"),
+        ({"prefetch": -1}, "prefetch"),
+        ({"prefetch": 2.5}, "prefetch"),
         ({"globals_collection": "a$b"}, "globals_collection"),
         ({"task_filter": "all"}, "task_filter"),
         ({"task_caller": 3}, "task_caller"),

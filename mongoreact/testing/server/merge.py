@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mongoeco.core.aggregation import evaluate_expression
+from mongoeco.core.bson_ordering import bson_equality_key
 from mongoeco.errors import DuplicateKeyError
 from mongoeco.types import ObjectId
 
@@ -56,13 +57,54 @@ async def apply_merge(client: Any, db: str, documents: list[dict[str, Any]], spe
     target = client.get_database(target_db).get_collection(target_coll)
     if fields != ["_id"]:
         await _require_unique_index(target, fields)
-    for document in documents:
-        key = _key(document, fields)
-        existing = await target.find_one(key)
+    keys = [_key(document, fields) for document in documents]
+    found = await _existing(target, keys, fields)
+    for document, key in zip(documents, keys, strict=True):
+        if found is None:
+            existing = await target.find_one(key)
+        else:
+            existing = found.get(_equality(key.values()))
         if existing is None:
-            await _not_matched(target, document, when_not_matched)
+            inserted = await _not_matched(target, document, when_not_matched)
+            if found is not None and inserted is not None:
+                found[_equality(key.values())] = inserted  # a later duplicate matches it
         else:
             await _matched(target, existing, document, when_matched, let)
+
+
+async def _existing(
+    target: Any, keys: list[dict[str, Any]], fields: list[str]
+) -> dict[tuple[Any, ...], dict[str, Any]] | None:
+    """The target documents matching ``keys``, by key, read in one query; ``None`` when
+    a key cannot be looked up exactly that way (then each key is looked up alone).
+
+    One ``$in`` per field selects a superset in one pass over the collection (a lookup
+    per document would scan the collection once per document); the exact match is by
+    BSON equality of the whole key. An array in an ``on`` field matches by any of its
+    elements, which a key lookup cannot mirror: such targets take the slow path.
+    """
+    if not keys:
+        return {}
+    query = {name: {"$in": [key[name] for key in keys]} for name in fields}
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    async for existing in target.find(query):
+        values = [_value(existing, name) for name in fields]
+        if any(isinstance(value, list) for value in values):
+            return None
+        found[_equality(values)] = existing
+    return found
+
+
+def _equality(values: Any) -> tuple[Any, ...]:
+    # mongoeco 4.11.0's key for BSON equality (1, 1.0 and Int64(1) are one key).
+    return tuple(bson_equality_key(value) for value in values)
+
+
+def _value(document: dict[str, Any], name: str) -> Any:
+    value: Any = document
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 async def _require_unique_index(target: Any, fields: list[str]) -> None:
@@ -80,9 +122,7 @@ async def _require_unique_index(target: Any, fields: list[str]) -> None:
 def _key(document: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     key: dict[str, Any] = {}
     for name in fields:
-        value: Any = document
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = _value(document, name)
         if value is None or isinstance(value, list):
             raise CommandError(
                 51132,
@@ -93,9 +133,10 @@ def _key(document: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return key
 
 
-async def _not_matched(target: Any, document: dict[str, Any], mode: str) -> None:
+async def _not_matched(target: Any, document: dict[str, Any], mode: str) -> dict[str, Any] | None:
+    """Insert ``document`` (per ``mode``); the document inserted, if any."""
     if mode == "discard":
-        return
+        return None
     if mode == "fail":
         raise CommandError(
             13113, "$merge could not find a matching document in the target collection"
@@ -103,6 +144,7 @@ async def _not_matched(target: Any, document: dict[str, Any], mode: str) -> None
     if "_id" not in document:
         document = {"_id": ObjectId(), **document}
     await target.insert_one(document)
+    return document
 
 
 async def _matched(

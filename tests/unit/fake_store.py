@@ -1,0 +1,97 @@
+"""An in-memory stand-in for ``TaskStore``, and a ``WorkerPool`` built on it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mongoreact import ReactiveTasks, TaskContext
+from mongoreact.clock import ServerClock
+from mongoreact.leases import LeaseKeeper
+from mongoreact.records import BatchClaim, ClaimedTask
+from mongoreact.throttles import Throttles
+from mongoreact.worker import WorkerPool
+
+
+class FakeStore:
+    """Answers claims from a list of queued records and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.claims: list[float] = []  # when each claim came
+        self.limits: list[int] = []  # what each claim asked for
+        self.queue: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.finalized: list[Any] = []
+        self.given_back: list[Any] = []
+        self.lost: set[Any] = set()  # claim ids the next renewal reports lost
+        self.failures = 0  # claims to fail before answering
+
+    def add(self, *ids: Any) -> None:
+        """Queue records for ``ids`` (of the task ``t``), in one go."""
+        records = [
+            {"_id": i, "task": "t", "sourceDocId": i, "attempts": 1, "lastObservedValues": {}}
+            for i in ids
+        ]
+        with self.lock:
+            self.queue.extend(records)
+
+    def claim_many(
+        self, tasks_collection: str, tasks: list[str], *, limit: int, **_: Any
+    ) -> BatchClaim:
+        with self.lock:
+            self.claims.append(time.monotonic())
+            self.limits.append(limit)
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("claim failed")
+            records, self.queue = self.queue[:limit], self.queue[limit:]
+        return BatchClaim(
+            [
+                ClaimedTask(
+                    record=record, claim_id=record["_id"], tasks_collection=tasks_collection
+                )
+                for record in records
+            ]
+        )
+
+    def finalize(self, claim: ClaimedTask, update: Any) -> dict[str, Any]:
+        with self.lock:
+            self.finalized.append(claim.id)
+        return {"status": "completed", "nextRunAt": None}
+
+    def finalize_many(self, requests: list[tuple[ClaimedTask, Any]]) -> list[dict[str, Any]]:
+        with self.lock:
+            self.finalized.extend(claim.id for claim, _ in requests)
+        return [{} for _ in requests]
+
+    def unclaim_many(self, claims: list[ClaimedTask]) -> None:
+        with self.lock:
+            self.given_back.extend(claim.id for claim in claims)
+
+    def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
+        return {c.claim_id for c in claims} & self.lost
+
+
+def make_pool(
+    store: FakeStore, handler: Callable[[TaskContext], object], **options: Any
+) -> tuple[WorkerPool, LeaseKeeper]:
+    """A pool running ``handler`` for task ``t``; its lease keeper is not started."""
+    engine = ReactiveTasks(uri="mongodb://127.0.0.1:1/app", poll_min=10, poll_max=160, **options)
+    engine.register(task="t", collection="jobs", handler=handler)
+    leases = LeaseKeeper(settings=engine.settings, store=store)  # type: ignore[arg-type]
+    pool = WorkerPool(
+        settings=engine.settings, registry=engine._registry, store=store,  # type: ignore[arg-type]
+        clock=ServerClock(), leases=leases, throttles=Throttles(None, ServerClock()),
+    )  # fmt: skip
+    return pool, leases
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        threading.Event().wait(0.01)
