@@ -48,6 +48,8 @@ class Measured:
     commands: dict[str, int]
     cpu_seconds: float
     latencies_ms: list[float]
+    peak_rss_mb: float | None = None  # the reference's (mongoreact's: a child process)
+    rss_before_start_mb: float | None = None
 
 
 class Run(Protocol):
@@ -256,8 +258,15 @@ class ReferenceRun:
     name = "reference"
 
     def __init__(
-        self, uri: str, database: str, concurrency: int, instances: int, latency: bool = False
+        self,
+        uri: str,
+        database: str,
+        concurrency: int,
+        instances: int,
+        latency: bool = False,
+        reconcile_only: bool = False,
     ) -> None:
+        mode = "memory" if reconcile_only else "latency" if latency else "throughput"
         self._observer: MongoClient[Doc] = MongoClient(uri)
         self._database = database
         self._runs = [0] * instances
@@ -265,7 +274,7 @@ class ReferenceRun:
         self._changed = threading.Condition()
         command = [
             "node", str(REFERENCE_DIR / "bench.mjs"), _with_database(uri, database),
-            str(concurrency), "1" if latency else "0",
+            str(concurrency), mode,
         ]  # fmt: skip
         self._processes = [
             subprocess.Popen(
@@ -344,6 +353,8 @@ class ReferenceRun:
             dict(commands),
             sum(r["cpuSeconds"] for r in results),
             [float(x) for r in results for x in r["latenciesMs"]],
+            peak_rss_mb=max(r["peakRssKb"] for r in results) / 1024,
+            rss_before_start_mb=max(r["rssBeforeStartKb"] for r in results) / 1024,
         )
 
 

@@ -155,8 +155,9 @@ def _percentiles(delays: list[float]) -> dict[str, Any]:
     }
 
 
-def memory(uri: str, size: int) -> dict[str, Any]:
-    """Peak RSS of a fresh process that reconciles ``size`` documents."""
+def memory(uri: str, size: int, with_reference: bool) -> Doc:
+    """Peak RSS of a fresh process that reconciles ``size`` documents (and of the
+    reference doing the same, when asked)."""
     name = f"bench_{ObjectId()}"
     client: MongoClient[Doc] = MongoClient(uri)
     try:
@@ -172,11 +173,31 @@ def memory(uri: str, size: int) -> dict[str, Any]:
             check=True,
             cwd=HERE.parent,
         )
-        result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+        result: Doc = {"docs": size, **json.loads(child.stdout.strip().splitlines()[-1])}
+        if with_reference:
+            client[name].drop_collection("items_tasks")
+            result["reference"] = _reference_memory(uri, name)
     finally:
         client.drop_database(name)
         client.close()
-    return {"docs": size, **result}
+    return result
+
+
+def _reference_memory(uri: str, name: str) -> Doc:
+    started = time.perf_counter()
+    run = ReferenceRun(uri, name, 5, 1, reconcile_only=True)
+    try:
+        run.ready(RUN_TIMEOUT)
+        seconds = time.perf_counter() - started
+    except TimeoutError as error:
+        return {"error": str(error)}
+    finally:
+        measured = run.finish()
+    return {
+        "peak_rss_mb": measured.peak_rss_mb,
+        "rss_before_start_mb": measured.rss_before_start_mb,
+        "reconcile_s": seconds,
+    }
 
 
 def _peak_rss_kb() -> int:
@@ -273,7 +294,7 @@ def run(uri: str, docs: int, quick: bool, with_reference: bool) -> Doc:
             "latency_low_load": latency(library, uri, 15, interval=1.0),
         }
     for size in (1_000, 10_000) if quick else (1_000, 10_000, 100_000):
-        results["memory"].append(memory(uri, size))
+        results["memory"].append(memory(uri, size, "reference" in libraries))
     if "reference" in results:
         results["ratios"] = ratios(results["mongoreact"], results["reference"])
     return results
@@ -332,6 +353,14 @@ def print_table(results: Doc) -> None:
             f"memory: {row['docs']:>7} docs: peak RSS {row['peak_rss_mb']:.1f} MB "
             f"(reconciled in {row['reconcile_s']:.1f} s)"
         )
+        ref = row.get("reference")
+        if ref and "error" in ref:
+            print(f"  reference: not measured: {ref['error']}")
+        elif ref:
+            print(
+                f"  reference: peak RSS {ref['peak_rss_mb']:.1f} MB "
+                f"(reconciled in {ref['reconcile_s']:.1f} s)"
+            )
     if results.get("reference_skipped"):
         print(f"reference: not measured: {results['reference_skipped']}")
     for row in results.get("ratios", []):

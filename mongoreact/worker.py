@@ -200,12 +200,18 @@ class WorkerPool:
         if not claims:
             return False
         assert self._executor is not None
+        refused: list[ClaimedTask] = []
         with self._lock:
             self._in_hand += len(claims)
             for claim in claims:
                 self._leases.hold(claim)  # renewed while it waits for a thread
-                future = self._executor.submit(self._run, claim)
+                try:
+                    future = self._executor.submit(self._run, claim)
+                except RuntimeError:  # shut down by a stop() that gave up waiting for us
+                    refused.append(claim)
+                    continue
                 self._waiting[claim.claim_id] = (future, claim)
+        self._give_back(refused)
         return True
 
     def _claim_next(self, limit: int) -> list[ClaimedTask]:

@@ -1,5 +1,7 @@
 // One instance of the reference library (mongodash), driven by benchmarks/engine.py.
-// Usage: node bench.mjs <uri with the run's database> <concurrency> <latency 0|1>
+// Usage: node bench.mjs <uri with the run's database> <concurrency> <mode>
+// mode: "throughput", "latency" (handler start delays) or "memory" (a filter nothing
+// matches: the run only reconciles; the result has the peak RSS).
 // The Python side writes the documents and times the run, as it does for mongoreact;
 // this process runs a no-op handler and reports over stdout, one JSON object a line:
 //   {"event":"started"}                 once the library runs
@@ -13,9 +15,10 @@ const require = createRequire(import.meta.url);
 const mongodash = require("mongodash");
 const { MongoClient } = require("mongodb");
 
-const [uri, concurrencyArg, latencyArg] = process.argv.slice(2);
+const [uri, concurrencyArg, mode] = process.argv.slice(2);
 const concurrency = Number(concurrencyArg);
-const measureLatency = latencyArg === "1";
+const measureLatency = mode === "latency";
+const rssBeforeKb = process.resourceUsage().maxRSS;
 const say = (message) => process.stdout.write(JSON.stringify(message) + "\n");
 
 const client = new MongoClient(uri, { monitorCommands: true });
@@ -46,6 +49,7 @@ await mongodash.init({
 });
 await mongodash.reactiveTask({
   task: "bench", collection: "items", debounce: 0,
+  ...(mode === "memory" ? { filter: { n: -1 } } : {}),
   handler: async (context) => {
     if (measureLatency) latencies.push(Date.now() - context.watchedValues.writtenAt);
     runs += 1;
@@ -67,6 +71,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     const result = {
       event: "result", runs, commands, latenciesMs: latencies,
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      peakRssKb: process.resourceUsage().maxRSS, rssBeforeStartKb: rssBeforeKb,
     };
     // Exit only once the line is flushed: process.exit() can cut piped output short.
     process.stdout.write(JSON.stringify(result) + "\n", () => process.exit(0));

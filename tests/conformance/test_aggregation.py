@@ -143,6 +143,35 @@ def test_merge_on_a_compound_unique_key_with_a_when_matched_pipeline(
     assert records[2]["observed"] == {"v": 3}
 
 
+def test_merge_matches_targets_by_bson_equality_and_its_own_earlier_output(
+    db: Database[Doc],
+) -> None:
+    db.source_tasks.create_index([("task", 1), ("sourceDocId", 1)], unique=True)
+    # A record keyed by the double 1.0 is the source document with the int _id 1.
+    db.source_tasks.insert_one(
+        {"task": "t", "sourceDocId": 1.0, "observed": {"v": 1}, "status": "completed", "runs": 1}
+    )
+    db.source.insert_many([{"_id": 1, "v": 1}, {"_id": 2, "v": 2}])
+    _plan(db)
+    assert sorted(r["sourceDocId"] for r in db.source_tasks.find()) == [1, 2]
+    assert db.source_tasks.find_one({"sourceDocId": 1})["status"] == "completed"  # type: ignore[index]
+    # Two output documents with one key: the second merges into the first's insert.
+    db.pairs.insert_many([{"_id": "a", "k": 7}, {"_id": "b", "k": 7}])
+    db.pairs.aggregate(
+        [
+            {
+                "$project": {
+                    "_id": 0, "task": {"$literal": "u"}, "sourceDocId": "$k",
+                    "observed": {"v": "$_id"}, "status": {"$literal": "pending"},
+                    "runs": {"$literal": 1},
+                }
+            },
+            _PLAN_MERGE,
+        ]
+    )  # fmt: skip
+    assert db.source_tasks.count_documents({"task": "u"}) == 1
+
+
 def test_merge_on_fields_without_a_unique_index_is_refused(db: Database[Doc]) -> None:
     db.source.insert_one({"_id": 1, "v": 1})
     with pytest.raises(OperationFailure) as error:

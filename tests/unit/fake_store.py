@@ -22,6 +22,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.claims: list[float] = []  # when each claim came
         self.limits: list[int] = []  # what each claim asked for
+        self.taken: list[int] = []  # how many records each claim took
         self.queue: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.finalized: list[Any] = []
@@ -48,6 +49,7 @@ class FakeStore:
                 self.failures -= 1
                 raise RuntimeError("claim failed")
             records, self.queue = self.queue[:limit], self.queue[limit:]
+            self.taken.append(len(records))
         return BatchClaim(
             [
                 ClaimedTask(

@@ -29,20 +29,25 @@ class Handler:
             self.release.wait(10)
 
 
+def drain(store: FakeStore, pool: worker.WorkerPool, count: int) -> None:
+    """Queue ``count`` records, run the pool until all are finalized, stop it."""
+    store.add(*range(count))
+    pool.start()
+    try:
+        wait_for(lambda: len(store.finalized) == count)
+    finally:
+        assert pool.stop(timeout=5)
+
+
 def test_short_runs_are_claimed_ahead_so_a_claim_serves_many_runs() -> None:
     store, handler = FakeStore(), Handler()
     pool, _ = make_pool(store, handler, concurrency=1, prefetch=16)
-    store.add(*range(200))
-    pool.start()
-    try:
-        wait_for(lambda: len(store.finalized) == 200)
-    finally:
-        assert pool.stop(timeout=5)
+    drain(store, pool, 200)
     assert sorted(handler.ran) == list(range(200))
     # The first claim knows no run time and takes one record per thread; after that
     # up to 1 + 16 at a time, refilled when half is done.
     assert store.limits[0] == 1 and max(store.limits) == 17
-    assert len([limit for limit in store.limits if limit > 0]) <= 200 / 5
+    assert len([taken for taken in store.taken if taken]) <= 200 / 5
 
 
 def test_nothing_is_claimed_ahead_for_runs_longer_than_the_horizon(
@@ -51,24 +56,14 @@ def test_nothing_is_claimed_ahead_for_runs_longer_than_the_horizon(
     monkeypatch.setattr(worker, "PREFETCH_HORIZON", 0.001)
     store = FakeStore()
     pool, _ = make_pool(store, lambda ctx: threading.Event().wait(0.02), concurrency=2)
-    store.add(*range(12))
-    pool.start()
-    try:
-        wait_for(lambda: len(store.finalized) == 12)
-    finally:
-        assert pool.stop(timeout=5)
+    drain(store, pool, 12)
     assert max(store.limits) <= 2  # never more than the free threads
 
 
 def test_prefetch_zero_claims_only_for_free_threads() -> None:
     store = FakeStore()
     pool, _ = make_pool(store, lambda ctx: None, concurrency=3, prefetch=0)
-    store.add(*range(60))
-    pool.start()
-    try:
-        wait_for(lambda: len(store.finalized) == 60)
-    finally:
-        assert pool.stop(timeout=5)
+    drain(store, pool, 60)
     assert max(store.limits) <= 3
 
 
