@@ -1,9 +1,11 @@
 """Collecting change events into planning batches.
 
-The first event opens a short sliding window: every further event extends it, but never
-beyond ``max_wait`` after the first, and a batch that reaches ``max_size`` distinct
-documents is due at once. Repeated changes to one document collapse into one entry,
-and only ``_id``s are kept.
+An event that comes after a quiet spell (no event for a window's length) is due at once:
+a lone write is planned without waiting. An event that follows others closely opens a
+short sliding window instead: every further event extends it, but never beyond
+``max_wait`` after the first, and a batch that reaches ``max_size`` distinct documents
+is due at once. So sparse writes get the lowest latency and bursts get large batches.
+Repeated changes to one document collapse into one entry, and only ``_id``s are kept.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class EventBatcher:
         self._batch = Batch()
         self._first: float | None = None
         self._last: float | None = None
+        self._previous: float | None = None  # the last event of the batches before
+        self._after_quiet = False  # the batch's first event came after a quiet spell
 
     def add(
         self,
@@ -70,6 +74,7 @@ class EventBatcher:
             self._batch.position_at = cluster_time.as_datetime()
         if self._first is None:
             self._first = now
+            self._after_quiet = self._previous is None or now - self._previous >= self._window
         self._last = now
 
     def __len__(self) -> int:
@@ -79,7 +84,7 @@ class EventBatcher:
         """When the batch must be planned (``None`` while empty)."""
         if self._first is None or self._last is None:
             return None
-        if len(self._batch) >= self._max_size:
+        if len(self._batch) >= self._max_size or self._after_quiet:
             return self._first
         return min(self._last + self._window, self._first + self._max_wait)
 
@@ -94,4 +99,6 @@ class EventBatcher:
 
     def clear(self) -> None:
         """Forget the batch after it was planned."""
+        if self._last is not None:
+            self._previous = self._last
         self._batch, self._first, self._last = Batch(), None, None

@@ -134,6 +134,28 @@ def done(db: Database[Doc], expected: int) -> bool:
     return db.items_tasks.count_documents({"status": "completed"}) >= expected
 
 
+def wait_done(
+    db: Database[Doc], expected: int, timeout: float, apps: list[AppProcess], what: str
+) -> float:
+    """``wait_for`` ``done``; a timeout says where the work is stuck: the task records
+    by status, the oldest unfinished ones and the end of every app's log."""
+    try:
+        return wait_for(lambda: done(db, expected), timeout, what)
+    except AssertionError as timed_out:
+        statuses = {
+            row["_id"]: row["n"]
+            for row in db.items_tasks.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        }
+        stuck = list(
+            db.items_tasks.find({"status": {"$ne": "completed"}}, {"executionHistory": 0}).limit(3)
+        )
+        logs = "\n".join(f"--- {app.instance}\n{app.output()[-4000:]}" for app in apps)
+        raise AssertionError(
+            f"{timed_out}: {len(list(db.items.find({}, {'_id': 1})))} items, records by "
+            f"status {statuses}, unfinished {stuck}\n{logs}"
+        ) from None
+
+
 def account(db: Database[Doc], query: Doc | None = None) -> Outcome:
     """Compare items, handler runs and task records."""
     items = [d["_id"] for d in db.items.find(query or {}, {"_id": 1})]

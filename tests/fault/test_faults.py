@@ -18,7 +18,7 @@ from pymongo.database import Database
 
 from mongoreact.testing import EmbeddedServer
 
-from .harness import AppProcess, Doc, Load, account, done, leader, report, wait_for
+from .harness import AppProcess, Doc, Load, account, leader, report, wait_done, wait_for
 from .proxy import DroppingProxy
 
 pytestmark = pytest.mark.fault
@@ -57,7 +57,7 @@ def test_leader_and_workers_killed_during_load(
             generation += 1
         threading_pause(0.3)
     load.join()
-    wait_for(lambda: done(fault_db, 400), 90, "every item to complete")
+    wait_done(fault_db, 400, 90, apps, "every item to complete")
     outcome = account(fault_db)
     report(outcome.line("leader+worker SIGKILL x3", f"max {max(recoveries):.2f}s"))
     assert outcome.items == 400 and outcome.lost == 0 and outcome.unexplained == 0
@@ -82,7 +82,7 @@ def test_connections_cut_repeatedly_during_load(
             proxy.drop_all()
             pause += 0.7
         load.join()
-        recovery = wait_for(lambda: done(fault_db, 300), 90, "every item to complete")
+        recovery = wait_done(fault_db, 300, 90, apps, "every item to complete")
     finally:
         proxy.close()
     outcome = account(fault_db)
@@ -104,14 +104,14 @@ def test_history_lost_while_every_instance_was_down(apps: list[AppProcess]) -> N
             for i in range(2):
                 start_app(apps, server.uri, db, f"hl-{i}", *SMALL_BATCHES)
             Load(db, total=60).start().join()
-            wait_for(lambda: done(db, 60), 60, "the first items")
+            wait_done(db, 60, 60, apps, "the first items")
             for app in apps:
                 app.kill()
             Load(db, total=600).start().join()  # 600 writes: more than the server's history
             restarted = [
                 start_app(apps, server.uri, db, f"hl-{i}", *SMALL_BATCHES) for i in range(2, 4)
             ]
-            recovery = wait_for(lambda: done(db, 660), 150, "every item to complete")
+            recovery = wait_done(db, 660, 150, apps, "every item to complete")
             outcome = account(db)
             report(outcome.line("history lost (286) while all down", f"{recovery:.2f}s"))
             assert outcome.items == 660 and outcome.lost == 0 and outcome.unexplained == 0
@@ -138,7 +138,7 @@ def test_a_killed_reconciliation_resumes_from_its_checkpoint(
     remaining = fault_db.items.count_documents({"_id": {"$gt": checkpoint["lastId"]}})
     assert 0 < remaining < total
     second = start_app(apps, mongo_uri, fault_db, "scan-2", *options)
-    recovery = wait_for(lambda: done(fault_db, total // 20), 90, "every matching item")
+    recovery = wait_done(fault_db, total // 20, 90, apps, "every matching item")
     wait_for(lambda: "reconciled items" in second.output(), 30, "the scan to finish")
     log = second.output()
     assert "from the checkpoint" in log

@@ -10,7 +10,7 @@ import pytest
 from pymongo.database import Database
 
 import mongoreact
-from mongoreact import ConfigError, MongoReactError
+from mongoreact import ConfigError, MongoReactError, TaskContext
 
 from .conftest import EngineFactory
 from .helpers import FAST, Doc, Recorder, reconciled, record, start, wait_until
@@ -127,12 +127,17 @@ def test_stop_returns_within_its_timeout_with_production_timings(
 def test_stop_gives_up_on_a_hung_handler_after_its_timeout(
     make_engine: EngineFactory, db: Database[Doc]
 ) -> None:
-    hang = threading.Event()
+    hang, hung = threading.Event(), threading.Event()
+
+    def handler(ctx: TaskContext) -> None:
+        hung.set()
+        hang.wait(30)
+
     engine = make_engine()
-    engine.register(task="hang", collection="jobs", handler=lambda ctx: hang.wait(30), debounce=0)
+    engine.register(task="hang", collection="jobs", handler=handler, debounce=0)
     start(engine, db)
     db.jobs.insert_one({"_id": "j1"})
-    wait_until(lambda: record(db, "jobs", "j1").get("status") == "processing")
+    wait_until(hung.is_set)  # running, not only claimed (stop gives back what is not)
     began = time.monotonic()
     try:
         assert engine.stop(timeout=1) is False  # not clean: a handler was still running

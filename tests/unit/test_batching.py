@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,8 +16,22 @@ def test_an_empty_batch_is_never_due() -> None:
     assert batcher.due_at() is None and not batcher.is_due(1e9)
 
 
+def test_an_event_after_a_quiet_spell_is_due_at_once() -> None:
+    batcher = EventBatcher(0.05, 0.5, 1000)
+    batcher.add("c", 1, deleted=False, token=TOKEN, now=10.0)
+    assert batcher.due_at() == 10.0  # the first event ever
+    batcher.clear()
+    batcher.add("c", 2, deleted=False, token=TOKEN, now=10.06)
+    assert batcher.due_at() == 10.06  # a window's length after the one before
+    batcher.clear()
+    batcher.add("c", 3, deleted=False, token=TOKEN, now=10.07)
+    assert batcher.due_at() == pytest.approx(10.12)  # close behind it: a window opens
+
+
 def test_the_window_slides_with_each_event_up_to_the_max_wait() -> None:
     batcher = EventBatcher(0.05, 0.5, 1000)
+    batcher.add("c", 0, deleted=False, token=TOKEN, now=9.99)
+    batcher.clear()  # a busy moment: the next event follows closely
     batcher.add("c", 1, deleted=False, token=TOKEN, now=10.0)
     assert batcher.due_at() == 10.05
     batcher.add("c", 2, deleted=False, token=TOKEN, now=10.04)
