@@ -181,8 +181,6 @@ class _Handler:
 class MongoreactRun:
     """mongoreact: ``instances`` ``ReactiveTasks`` in this process, a client each."""
 
-    name = "mongoreact"
-
     def __init__(
         self,
         uri: str,
@@ -254,8 +252,6 @@ def install_reference() -> str | None:
 
 class ReferenceRun:
     """mongodash: one Node process per instance (the library is a per-process singleton)."""
-
-    name = "reference"
 
     def __init__(
         self,
