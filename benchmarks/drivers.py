@@ -68,7 +68,8 @@ class Run(Protocol):
         """Stop the instances; what was counted since ``count``."""
 
 
-def _wait(check: Any, timeout: float, what: str) -> None:
+def wait(check: Any, timeout: float, what: str) -> None:
+    """Poll ``check`` every 20 ms until it is true; ``TimeoutError`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while not check():
@@ -153,7 +154,7 @@ def _tasks_kind(name: str, command: Mapping[str, Any]) -> str:
 
 def planner_ready(db: Any, timeout: float) -> None:
     """Wait until mongoreact's leader reconciled task ``bench`` (its stream is open)."""
-    _wait(
+    wait(
         lambda: db["_mongoreact_globals"].find_one({"_id": "planner", "reconciled": "bench"}),
         timeout,
         "mongoreact's planner",
@@ -319,7 +320,7 @@ class ReferenceRun:
         # mongodash marks each task reconciled in its planner's meta document once its
         # change stream runs.
         globals_ = self._observer[self._database]["_mongodash_globals"]
-        _wait(
+        wait(
             lambda: globals_.find_one(
                 {"_id": "_mongodash_planner_meta", "reconciliation.bench": True}
             ),

@@ -47,6 +47,7 @@ from .drivers import (
     Run,
     install_reference,
     planner_ready,
+    wait,
 )
 
 Doc = dict[str, Any]
@@ -59,12 +60,11 @@ LIBRARIES: dict[str, Library] = {"mongoreact": MongoreactRun, "reference": Refer
 def _completed(db: Any, count: int, timeout: float) -> None:
     """Wait until ``count`` records are ``completed`` (asked only once every handler ran,
     so the polling does not load the server during the run)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while db.items_tasks.count_documents({"status": "completed"}) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} tasks did not complete")
-        pause.wait(0.02)
+    wait(
+        lambda: db.items_tasks.count_documents({"status": "completed"}) >= count,
+        timeout,
+        f"{count} tasks to complete",
+    )
 
 
 def _measure(

@@ -17,6 +17,9 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 logger = logging.getLogger("mongoreact.retry")
 T = TypeVar("T")
+# Never set: the stop event of work that must outlive stop() (finalizing a run that
+# happened, releasing a concurrency slot that would otherwise block the cluster).
+OUTLIVES_STOP: Final = threading.Event()
 
 # Server codes meaning "try again, possibly on the new primary".
 _TRANSIENT_CODES: Final = frozenset(

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._retry import call_with_retry
+from ._retry import OUTLIVES_STOP, call_with_retry
 from ._threads import Loop
 from .records import ClaimedTask
 from .store.tasks import TaskStore
@@ -32,8 +32,6 @@ Document = dict[str, Any]
 Done = Callable[[Document | None, BaseException | None], None]
 MAX_BATCH: Final = 100
 IDLE_WAIT: Final = 1.0
-# Finalizing outlives stop(): the run happened and its result is worth keeping.
-_NEVER: Final = threading.Event()
 
 
 @attrs.define(eq=False)
@@ -94,23 +92,16 @@ class Finalizer(Loop):
     def write(self, batch: list[_Request]) -> None:
         """One command for ``batch`` (``findAndModify`` for a single update, so its
         caller learns the new status), retried on transient errors."""
-        answers: list[Document | None] = []
+
+        def send() -> list[Document | None]:
+            if len(batch) == 1:
+                return [self._store.finalize(batch[0].claim, batch[0].update)]
+            return self._store.finalize_many([(r.claim, r.update) for r in batch])
+
         error: BaseException | None = None
         try:
-            if len(batch) == 1:
-                only = batch[0]
-                answers = [
-                    call_with_retry(
-                        lambda: self._store.finalize(only.claim, only.update),
-                        _NEVER,
-                        what="finalizing",
-                    )
-                ]
-            else:
-                pairs = [(r.claim, r.update) for r in batch]
-                answers = call_with_retry(
-                    lambda: self._store.finalize_many(pairs), _NEVER, what="finalizing"
-                )
+            # The run happened: its result is worth writing after stop() too.
+            answers = call_with_retry(send, OUTLIVES_STOP, what="finalizing")
         except Exception as failure:  # handed to every run, who logs it
             error = failure
             answers = [None] * len(batch)

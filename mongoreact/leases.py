@@ -15,7 +15,7 @@ from typing import Any
 from ._retry import call_with_retry
 from ._threads import Loop
 from .metrics import Measurements
-from .records import ClaimedTask
+from .records import ClaimedTask, by_collection
 from .settings import Settings
 from .store.slots import SlotStore
 from .store.tasks import TaskStore
@@ -67,10 +67,7 @@ class LeaseKeeper(Loop):
         interval = self._settings.task_lease.total_seconds() / RENEWALS_PER_LEASE
         with self._lock:
             held = list(self._held.values())
-        by_collection: dict[str, list[ClaimedTask]] = {}
-        for claim in held:
-            by_collection.setdefault(claim.tasks_collection, []).append(claim)
-        for claims in by_collection.values():
+        for claims in by_collection(held).values():
             lost = call_with_retry(
                 lambda c=claims: self._store.renew(c, self._settings.task_lease),  # type: ignore[misc]
                 self.stopping,

@@ -44,6 +44,14 @@ class ClaimedTask:
         return int(self.record.get("attempts", 1))
 
 
+def by_collection(claims: list[ClaimedTask]) -> dict[str, list[ClaimedTask]]:
+    """``claims`` grouped by tasks collection (one command per collection)."""
+    grouped: dict[str, list[ClaimedTask]] = {}
+    for claim in claims:
+        grouped.setdefault(claim.tasks_collection, []).append(claim)
+    return grouped
+
+
 @attrs.frozen
 class BatchClaim:
     """What a batch claim took, and how many of its candidates other claimers won."""

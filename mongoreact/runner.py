@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pymongo.client_session import ClientSession
 
-from ._retry import call_with_retry
+from ._retry import OUTLIVES_STOP, call_with_retry
 from .clock import ServerClock, as_utc
 from .context import TaskContext
 from .definition import TaskDefinition
@@ -32,8 +32,6 @@ logger = logging.getLogger("mongoreact.runner")
 
 MAX_ERROR_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 8_000
-# Releasing a slot must outlive stop(): a slot left held blocks the cluster until it expires.
-_SLOT_RETRY: Final = threading.Event()
 
 
 class TaskRunner:
@@ -161,7 +159,7 @@ class TaskRunner:
         try:
             call_with_retry(
                 lambda: self._slots.release(definition.name, claim.claim_id),  # type: ignore[union-attr]
-                _SLOT_RETRY,
+                OUTLIVES_STOP,
                 what="releasing a concurrency slot",
             )
         except Exception:

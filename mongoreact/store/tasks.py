@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from ..clock import as_utc
 from ..definition import TaskDefinition
 from ..durations import to_milliseconds
-from ..records import ACTIVE, PENDING, BatchClaim, ClaimedTask, TaskQueue
+from ..records import ACTIVE, PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
 from . import pipelines
 
 logger = logging.getLogger("mongoreact.store")
@@ -311,18 +311,10 @@ class TaskStore:
                     answers[i] = None
         return answers
 
-    def unclaim(self, claim: ClaimedTask) -> None:
-        """Give a record back as if it had not been claimed (fenced by the claim)."""
-        self._db[claim.tasks_collection].update_one(
-            pipelines.fence(claim.id, claim.claim_id), pipelines.unclaim_update()
-        )
-
     def unclaim_many(self, claims: list[ClaimedTask]) -> None:
-        """``unclaim`` for several claims, one command per tasks collection."""
-        by_collection: dict[str, list[ClaimedTask]] = {}
-        for claim in claims:
-            by_collection.setdefault(claim.tasks_collection, []).append(claim)
-        for name, held in by_collection.items():
+        """Give records back as if they had not been claimed (each fenced by its claim),
+        one command per tasks collection."""
+        for name, held in by_collection(claims).items():
             self._db[name].bulk_write(
                 [
                     UpdateOne(pipelines.fence(c.id, c.claim_id), pipelines.unclaim_update())
