@@ -238,11 +238,12 @@ class Planner(Loop):
     def _take_events(self, timeout: float) -> None:
         """Wait up to ``timeout`` for an event, then take every one already queued, so
         the stream reader is never held back by a slow consumer for long."""
+        # Every event removed from the queue is taken: the resume token saved after the
+        # batch covers it, so one dropped here would never be planned.
         try:
-            item = self._events.get(timeout=timeout)
-            for _ in range(self._settings.batch_size):
-                self._take(*item)
-                item = self._events.get_nowait()
+            self._take(*self._events.get(timeout=timeout))
+            for _ in range(self._settings.batch_size - 1):
+                self._take(*self._events.get_nowait())
         except queue.Empty:
             pass
 
