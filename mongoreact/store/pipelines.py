@@ -259,6 +259,23 @@ def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:
 
 
 CLAIM_SORT: Final = [("nextRunAt", 1)]
+# Every field a run depends on, and every field a change of state rewrites: a batch
+# claim takes a candidate only while these still hold what was read.
+_VERSION_FIELDS: Final = (
+    "status", "claimId", "attempts", "updatedAt", "lastObservedValues", "firstErrorAt",
+    "lastFinalizedAt", "nextRunAt",
+)  # fmt: skip
+
+
+def claim_candidate(record: dict[str, Any]) -> dict[str, Any]:
+    """Matches ``record`` (read by ``claim_filter``) only while it is exactly as read,
+    so still runnable and due.
+
+    A record re-planned, claimed or finalized after the read no longer matches, so the
+    claimed record handed to the worker is the version that was claimed: a run never
+    works on one snapshot while its finalize closes another.
+    """
+    return {"_id": record["_id"], **{field: record.get(field) for field in _VERSION_FIELDS}}
 
 
 def claim_update(claim_id: ObjectId, instance_id: str, lease_ms: int) -> list[dict[str, Any]]:

@@ -181,9 +181,9 @@ class TaskStore:
         """Take up to ``limit`` of the most overdue runnable records of ``tasks``.
 
         Two commands for the whole batch instead of one per record: read the candidates,
-        then claim each with an update whose filter repeats the claim condition (an
-        instance that claimed a candidate meanwhile moved its ``nextRunAt`` past ``now``,
-        so the second claimer's update matches nothing). Each record gets its own
+        then claim each with an update that matches it only if it is still exactly the
+        version read (see ``pipelines.claim_candidate``): a candidate claimed, re-planned
+        or finalized in between is not taken, so the worker runs what it claimed. Each record gets its own
         ``claimId``, as with ``claim``. Only when another instance won some of them does
         a third command find out which.
 
@@ -210,7 +210,7 @@ class TaskStore:
         result = collection.bulk_write(
             [
                 UpdateOne(
-                    {**query, "_id": record["_id"]},
+                    pipelines.claim_candidate(record),
                     pipelines.claim_update(claim_id, instance_id, lease_ms),
                 )
                 for record, claim_id in zip(candidates, claim_ids, strict=True)

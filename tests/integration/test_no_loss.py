@@ -5,7 +5,15 @@ Each test fails on the code before its fix; the comment on each says what was lo
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+import pytest
+from pymongo.collection import Collection
 from pymongo.database import Database
+
+from mongoreact.definition import build_definition
+from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
 from .helpers import Doc, start, wait_until
@@ -29,3 +37,48 @@ def test_a_burst_of_full_batches_plans_every_document(
         timeout=60,
         message="a record for each of the 1000 documents",
     )
+
+
+def test_a_batch_claim_hands_over_exactly_the_version_it_claimed(
+    db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # claim_many read its candidates, then claimed them with an update that only
+    # repeated the claim condition. A record re-planned in between (overdue, so still
+    # due) was claimed anyway, and the worker ran the snapshot read before the change:
+    # its late-binding check failed, the run was "skipped" and the finalize completed
+    # the new snapshot, which never ran.
+    store = TaskStore(db)
+    definition = build_definition(
+        {"task": "sync", "collection": "orders", "handler": _noop, "debounce": 1000,
+         "watch_projection": {"v": 1}}
+    )  # fmt: skip
+    store.ensure_indexes(definition.tasks_collection)
+    db.orders.insert_many([{"_id": i, "v": 1} for i in range(3)])
+    store.plan(definition, [0, 1, 2], [])
+    an_hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    db.orders_tasks.update_many({}, {"$set": {"dueAt": an_hour_ago, "nextRunAt": an_hour_ago}})
+    replanned = False
+    bulk_write = Collection.bulk_write
+
+    def replan_first(self: Collection[Doc], *args: Any, **kwargs: Any) -> Any:
+        nonlocal replanned
+        if not replanned:  # between the claim's read and its update
+            replanned = True
+            db.orders.update_one({"_id": 0}, {"$set": {"v": 2}})
+            store.plan(definition, [0], [])
+        return bulk_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "bulk_write", replan_first)
+    batch = store.claim_many(
+        "orders_tasks", ["sync"], now=dt.datetime.now(dt.timezone.utc),
+        instance_id="i", lease=dt.timedelta(minutes=1), limit=3,
+    )  # fmt: skip
+    assert replanned and batch.claims
+    for claim in batch.claims:
+        stored = db.orders_tasks.find_one({"_id": claim.id})
+        assert stored is not None and stored["claimId"] == claim.claim_id
+        for field in ("lastObservedValues", "attempts", "updatedAt", "dueAt"):
+            assert claim.record.get(field) == stored.get(field), field
+    # The re-planned record is left for the next claim, with its new snapshot.
+    fresh = db.orders_tasks.find_one({"sourceDocId": 0})
+    assert fresh is not None and fresh["lastObservedValues"] == {"v": 2}
