@@ -436,6 +436,9 @@ def finalize_update(
         "status": PENDING if outcome == "deferred" else _if(dirty, PENDING, status),
         "nextRunAt": next_run if outcome == "deferred" else _if(dirty, dirty_due, next_run),
         "lastFinalizedAt": NOW,
+        # Which claim wrote this: a finalize retried after a lost reply finds its own
+        # write here, even after another instance has claimed the record again.
+        "finalizedClaimId": claim_id,
     }
     if succeeded:
         fields.update(
@@ -478,6 +481,11 @@ def finalize_update(
         else {"$literal": []}
     )
     return [{"$set": fields}, {"$set": {"executionHistory": history}}]
+
+
+def finalized_by(record_id: Any, claim_id: ObjectId) -> dict[str, Any]:
+    """Matches the record if ``claim_id``'s finalize has been applied to it."""
+    return {"_id": record_id, "finalizedClaimId": claim_id}
 
 
 def late_binding_query(definition: TaskDefinition, record: dict[str, Any]) -> dict[str, Any]:

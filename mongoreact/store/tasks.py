@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from ..clock import as_utc
 from ..definition import TaskDefinition
 from ..durations import to_milliseconds
-from ..records import ACTIVE, PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
+from ..records import PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
 from . import pipelines
 
 logger = logging.getLogger("mongoreact.store")
@@ -259,13 +259,22 @@ class TaskStore:
         Returns the record's new ``status`` and ``nextRunAt`` (so a follow-up run can be
         scheduled locally), or ``None`` if the claim no longer owns the record.
         """
-        return self._db[claim.tasks_collection].find_one_and_update(
+        collection = self._db[claim.tasks_collection]
+        projection = {"_id": 0, "status": 1, "nextRunAt": 1}
+        written = collection.find_one_and_update(
             pipelines.fence(claim.id, claim.claim_id),
             update,
-            projection={"_id": 0, "status": 1, "nextRunAt": 1},
+            projection=projection,
             return_document=ReturnDocument.AFTER,
             session=session,
         )
+        if written is None:
+            # Retried after a lost reply (by us or by the driver), the first attempt may
+            # have been applied; the record then names this claim as its finalizer.
+            written = collection.find_one(
+                pipelines.finalized_by(claim.id, claim.claim_id), projection, session=session
+            )
+        return written
 
     def finalize_many(
         self, requests: list[tuple[ClaimedTask, list[Document]]]
@@ -293,21 +302,17 @@ class TaskStore:
             )
             if result.matched_count == len(indexes):
                 continue
-            # A finalize leaves the record inactive with its claimId; one retried after
-            # a transient error may have been applied by the first attempt.
+            # One retried after a lost reply may have been applied by the first attempt:
+            # the record then names its claim as the finalizer.
             finalized = {
-                d["_id"]
+                (d["_id"], d["finalizedClaimId"])
                 for d in collection.find(
-                    {
-                        "_id": {"$in": [c.id for c in claims]},
-                        "claimId": {"$in": [c.claim_id for c in claims]},
-                        "status": {"$nin": list(ACTIVE)},
-                    },
-                    {"_id": 1},
+                    {"$or": [pipelines.finalized_by(c.id, c.claim_id) for c in claims]},
+                    {"_id": 1, "finalizedClaimId": 1},
                 )
             }
             for i, claim in zip(indexes, claims, strict=True):
-                if claim.id not in finalized:
+                if (claim.id, claim.claim_id) not in finalized:
                     answers[i] = None
         return answers
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import attrs
 import pytest
+from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongoreact.definition import build_definition
+from mongoreact.store import pipelines
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
@@ -82,3 +85,52 @@ def test_a_batch_claim_hands_over_exactly_the_version_it_claimed(
     # The re-planned record is left for the next claim, with its new snapshot.
     fresh = db.orders_tasks.find_one({"sourceDocId": 0})
     assert fresh is not None and fresh["lastObservedValues"] == {"v": 2}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_finalize_retried_after_a_lost_reply_is_recognised(
+    db: Database[Doc], batched: bool
+) -> None:
+    # The first attempt landed but its reply was lost; the retry matched nothing and the
+    # run was reported as "another worker owns the record", with the wrong outcome and
+    # no follow-up wake-up - even when another instance had claimed the record since.
+    store = TaskStore(db)
+    definition = build_definition({"task": "sync", "collection": "orders", "handler": _noop})
+    store.ensure_indexes(definition.tasks_collection)
+    db.orders.insert_many([{"_id": 1}, {"_id": 2}])
+    store.plan(definition, [1, 2], [])
+    db.orders_tasks.update_many({}, {"$set": {"nextRunAt": dt.datetime(2000, 1, 1)}})
+    now, lease = dt.datetime.now(dt.timezone.utc), dt.timedelta(minutes=1)
+    claims = [
+        claim
+        for _ in range(2)
+        for claim in store.claim_many(
+            "orders_tasks", ["sync"], now=now, instance_id="i", lease=lease, limit=1
+        ).claims
+    ]
+    assert len(claims) == 2
+    retry_in = now + dt.timedelta(hours=1)
+    requests = [
+        (claim, pipelines.finalize_update(
+            definition, outcome="retry", duration_ms=1, attempt=1, instance_id="i",
+            claim_id=claim.claim_id, error="E: boom", traceback="", next_run_at=retry_in,
+        ))
+        for claim in claims
+    ]  # fmt: skip
+
+    def send() -> list[Doc | None]:
+        if batched:
+            return store.finalize_many(requests)
+        return [store.finalize(claim, update) for claim, update in requests]
+
+    assert all(answer is not None for answer in send())  # the first attempt lands
+    db.orders_tasks.update_many({}, {"$set": {"nextRunAt": dt.datetime(2000, 1, 1)}})
+    assert store.claim_many("orders_tasks", ["sync"], now=now, instance_id="j", lease=lease,
+                            limit=1).claims  # fmt: skip
+    answers = send()  # the retry
+    assert all(answer is not None for answer in answers), answers
+    if not batched:
+        assert {a["status"] for a in answers if a} <= {"pending", "processing"}
+    # Another claim fences the real owner's finalize out.
+    other = [(attrs.evolve(claim, claim_id=ObjectId()), update) for claim, update in requests]
+    assert store.finalize_many(other) == [None, None]
