@@ -17,6 +17,7 @@ not started when the pool stops are given back at once.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import threading
@@ -89,7 +90,9 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
-        self._wake_at: float | None = None
+        # Every scheduled wake-up (monotonic times, a heap): a later one must survive an
+        # earlier one firing, or a retry or deferral waits for the idle back-off.
+        self._wake_times: list[float] = []
         self._rotation = 0
         self._contended: dict[str, int] = {}  # claims left to spread, per collection
         self._executor: ThreadPoolExecutor | None = None
@@ -120,8 +123,7 @@ class WorkerPool:
         """Poll at once, or at the latest ``delay`` seconds from now."""
         at = time.monotonic() + max(0.0, delay)
         with self._lock:
-            if self._wake_at is None or at < self._wake_at:
-                self._wake_at = at
+            heapq.heappush(self._wake_times, at)
         self._signal.set()
 
     def stop(self, timeout: float) -> bool:
@@ -349,13 +351,16 @@ class WorkerPool:
     def _next_wait(self, backoff: float) -> float:
         wait = backoff + random.uniform(0, POLL_JITTER)
         with self._lock:
-            if self._wake_at is not None:
-                wait = min(wait, max(0.0, self._wake_at - time.monotonic()))
+            if self._wake_times:
+                wait = min(wait, max(0.0, self._wake_times[0] - time.monotonic()))
         return wait
 
     def _wake_due(self) -> bool:
+        """Whether a scheduled wake-up has come (each fires once; later ones are kept)."""
+        now = time.monotonic()
+        due = False
         with self._lock:
-            if self._wake_at is not None and self._wake_at <= time.monotonic():
-                self._wake_at = None
-                return True
-        return False
+            while self._wake_times and self._wake_times[0] <= now:
+                heapq.heappop(self._wake_times)
+                due = True
+        return due

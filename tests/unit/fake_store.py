@@ -81,7 +81,9 @@ def make_pool(
     store: FakeStore, handler: Callable[[TaskContext], object], **options: Any
 ) -> tuple[WorkerPool, LeaseKeeper]:
     """A pool running ``handler`` for task ``t``; its lease keeper is not started."""
-    engine = ReactiveTasks(uri="mongodb://127.0.0.1:1/app", poll_min=10, poll_max=160, **options)
+    engine = ReactiveTasks(
+        **{"uri": "mongodb://127.0.0.1:1/app", "poll_min": 10, "poll_max": 160, **options}
+    )
     engine.register(task="t", collection="jobs", handler=handler)
     leases = LeaseKeeper(settings=engine.settings, store=store)  # type: ignore[arg-type]
     pool = WorkerPool(

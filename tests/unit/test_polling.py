@@ -51,3 +51,21 @@ def test_a_failed_claim_gives_back_every_worker_slot_it_took() -> None:
     wait_for(lambda: len(store.claims) >= 4)
     # stop() takes every slot back: a slot lost by the failed claims would time it out.
     assert pool.stop(timeout=2)
+
+
+def test_every_scheduled_wake_up_fires() -> None:
+    # Only the earliest wake-up was kept: a later one (a retry, a deferral) was dropped
+    # when the earlier fired, and its poll came with the idle back-off, seconds late.
+    store = FakeStore()
+    pool, _ = make_pool(store, lambda ctx: None, poll_min=2000, poll_max=2000)
+    pool.start()
+    try:
+        wait_for(lambda: len(store.claims) >= 1)  # the first poll; the next is 2 s away
+        scheduled = time.monotonic()
+        pool.wake(0.3)
+        pool.wake(0.6)
+        wait_for(lambda: len([c for c in store.claims if c >= scheduled + 0.55]) >= 1)
+        later = [c - scheduled for c in store.claims if c >= scheduled + 0.55]
+        assert later[0] < 1.5, later  # the 0.6 s wake-up, not the 2 s back-off
+    finally:
+        assert pool.stop(timeout=5)
