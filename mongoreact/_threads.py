@@ -44,6 +44,12 @@ class Loop(abc.ABC):
         """Ask the thread to finish; does not wait (see ``join``)."""
         self.stopping.set()
 
+    @property
+    def is_running(self) -> bool:
+        """Started, not asked to stop, and its thread alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self.stopping.is_set()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; ``True`` if it has finished."""
         thread = self._thread

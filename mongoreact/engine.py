@@ -528,7 +528,12 @@ class ReactiveTasks:
         if time.monotonic() - self._specs_touched > SPEC_TOUCH_INTERVAL:
             self._globals.touch_specs([d.name for d in self._registry])
             self._specs_touched = time.monotonic()
-        if leading and self._planning is not None:
+        if leading and (self._planning is None or not self._planning.is_running):
+            # The lease is ours, so a planner must run: never hold the lease and plan
+            # nothing. (A planner stops itself when it sees the lease lapse locally.)
+            logger.warning("this instance holds the lease but its planner had stopped; restarting it")
+            self._start_planning()
+        elif leading and self._planning is not None:
             registry = self._planning_registry()
             if planning_signature(list(registry)) != self._planning_signature:
                 logger.info("the published task definitions changed; restarting planning")
@@ -668,6 +673,11 @@ class _Planning(NamedTuple):
     reader: StreamReader
     planner: Planner
     cleaner: Cleaner
+
+    @property
+    def is_running(self) -> bool:
+        """Whether every one of them still runs."""
+        return all(loop.is_running for loop in self)
 
 
 def _validate_with_server(tasks: TaskStore, definition: TaskDefinition) -> None:

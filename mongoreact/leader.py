@@ -80,9 +80,11 @@ class LeaderElector(Loop):
             return 0.0
         if lease.holder == self._settings.instance_id:
             with self._lock:
-                # A lease that lapsed locally (the planner saw it and stopped) counts as
-                # newly won: planning must start again.
-                newly = not self._leading or asked >= self._valid_until
+                # A lease that lapsed locally while this renewal was in flight counts as
+                # newly won: the planner may have seen the lapse and stopped, and must
+                # start again. Judged now, under the lock that is_leader() takes: had any
+                # is_leader() call seen the lapse, now is past _valid_until too.
+                newly = not self._leading or time.monotonic() >= self._valid_until
                 self._valid_until = asked + ttl
                 self._leading = True
                 self.epoch = lease.epoch

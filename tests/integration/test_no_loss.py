@@ -6,6 +6,7 @@ Each test fails on the code before its fix; the comment on each says what was lo
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ from pymongo.database import Database
 
 from mongoreact.definition import build_definition
 from mongoreact.store import pipelines
+from mongoreact.store.globals import GlobalsStore
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
@@ -134,3 +136,43 @@ def test_a_finalize_retried_after_a_lost_reply_is_recognised(
     # Another claim fences the real owner's finalize out.
     other = [(attrs.evolve(claim, claim_id=ObjectId()), update) for claim, update in requests]
     assert store.finalize_many(other) == [None, None]
+
+
+def test_a_renewal_landing_after_the_local_expiry_restarts_planning(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A renewal still in flight past the local expiry made is_leader() false; the
+    # planner saw it and stopped for good; the renewal then succeeded and was not
+    # counted as a new election, so the instance held the lease and planned nothing.
+    engine = make_engine(concurrency=0, leader_heartbeat=100, leader_ttl=1000)
+    engine.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    start(engine, db)
+    acquire = GlobalsStore.acquire_leadership
+    calls = 0
+    stalled = threading.Event()
+
+    def slow_once(self: GlobalsStore, *args: Any) -> Any:
+        # A slow renewal (0.3 s), then one in flight past the local expiry (which comes
+        # 0.6 s into it) but back before its own start plus the TTL: the lease never
+        # looks expired at the start of a heartbeat.
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            threading.Event().wait(0.3)
+        elif calls == 2:
+            threading.Event().wait(0.65)
+            db.orders.insert_one({"_id": "during"})  # the planner finds it is not leader
+            threading.Event().wait(0.1)
+            stalled.set()
+        return acquire(self, *args)
+
+    monkeypatch.setattr(GlobalsStore, "acquire_leadership", slow_once)
+    wait_until(stalled.is_set)
+    wait_until(lambda: engine.is_leader, message="the renewal to land")
+    db.orders.insert_one({"_id": "after"})
+    wait_until(
+        lambda: db.orders_tasks.count_documents({"sourceDocId": {"$in": ["during", "after"]}})
+        == 2,
+        timeout=15,
+        message="both documents planned",
+    )
