@@ -611,6 +611,7 @@ class ReactiveTasks:
             is_leader=self._elector.is_leader,
             on_planned=self._on_planned,
             measurements=self.measurements,
+            epoch=self._elector.epoch,
         )
         cleaner = Cleaner(
             settings=self._settings,

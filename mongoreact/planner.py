@@ -173,8 +173,10 @@ class Planner(Loop):
         is_leader: Callable[[], bool],
         on_planned: Callable[[TaskDefinition], None],
         measurements: Measurements,
+        epoch: int,
     ) -> None:
         super().__init__(f"mongoreact-planner-{settings.instance_id}")
+        self._epoch = epoch  # the leader epoch this planner was started in
         self._stream_open = stream_open
         self._reconciler = Reconciler(
             registry=registry,
@@ -183,6 +185,7 @@ class Planner(Loop):
             batch_size=settings.batch_size,
             should_stop=lambda: self.stopping.is_set() or not is_leader(),
             stopping=self.stopping,
+            epoch=epoch,
         )
         self._reconciliation: Iterator[bool] | None = None
         self._rechecker = Rechecker(registry, task_store, settings.batch_size)
@@ -371,9 +374,15 @@ class Planner(Loop):
             self._idle_token = None
 
     def _save_token(self, token: Document, position_at: dt.datetime | None = None) -> None:
-        call_with_retry(
-            lambda: self._globals.save_resume_token(token, self._settings.instance_id, position_at),
+        saved = call_with_retry(
+            lambda: self._globals.save_resume_token(
+                token, self._settings.instance_id, position_at, epoch=self._epoch
+            ),
             self.stopping,
             what="saving the resume token",
         )
         self._last_save = time.monotonic()
+        if not saved:
+            # A later leader has saved its own position: this one is deposed.
+            logger.warning("a later leader saves the stream position; this planner stops")
+            self.stop()

@@ -6,18 +6,21 @@ catch up with existing documents) and for every task after the stream's history 
 lost. It reads ``_id``s only, in ``_id`` order and in batches, plans each batch with the
 same code as change events, and checkpoints the last ``_id`` after each batch: a new
 leader resumes there, unless the set of tasks being reconciled changed.
+
+History lost during a scan starts a new *reconciliation generation*: checkpoints carry
+their generation, and a scan of an older one can neither be resumed from nor mark
+anything reconciled, so after a history loss every scan starts from the beginning.
+Checkpoints are also fenced by the leader epoch, so a deposed leader's scan cannot
+overwrite its successor's.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from functools import partial
-from typing import Any, Final
-
-from bson import ObjectId
+from typing import Any
 
 from ._retry import call_with_retry
 from .definition import TaskDefinition
@@ -26,8 +29,6 @@ from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 
 logger = logging.getLogger("mongoreact.reconciler")
-
-VANISHED_MARGIN: Final = dt.timedelta(minutes=1)
 
 
 class Reconciler:
@@ -42,7 +43,9 @@ class Reconciler:
         batch_size: int,
         should_stop: Callable[[], bool],
         stopping: threading.Event,
+        epoch: int,
     ) -> None:
+        self._epoch = epoch
         self._registry = registry
         self._tasks = task_store
         self._globals = globals_store
@@ -57,11 +60,14 @@ class Reconciler:
         between) and finally ``True`` once everything is reconciled; stops early,
         without the final ``True``, when asked to.
         """
+        generation = self._retry(
+            self._globals.reconciliation_generation, "reading the generation"
+        )
         done = set(self._retry(self._globals.reconciled_tasks, "reading reconciliation state"))
         for collection in self._registry.collections:
             pending = [d for d in self._registry.for_collection(collection) if d.name not in done]
             if pending:
-                finished = yield from self._collection(collection, pending, plan)
+                finished = yield from self._collection(collection, pending, plan, generation)
                 if not finished:
                     return
         yield True
@@ -71,15 +77,21 @@ class Reconciler:
         collection: str,
         definitions: list[TaskDefinition],
         plan: Callable[[TaskDefinition, list[Any]], None],
+        generation: int,
     ) -> Generator[bool, None, bool]:
         names = sorted(d.name for d in definitions)
         checkpoint = self._retry(
-            partial(self._globals.load_checkpoint, collection, names), "reading the checkpoint"
+            partial(self._globals.load_checkpoint, collection, names, generation),
+            "reading the checkpoint",
         )
         after = checkpoint.last_id if checkpoint is not None else None
-        # Documents planned before the scan began and not reached by it are gone; the
-        # margin absorbs clock differences between the leaders that ran the scan.
-        stamp = (checkpoint.scan_stamp if checkpoint else None) or ObjectId()
+        # Records last planned before the scan began (server time) that it does not
+        # reach have lost their document. Taken before the first page is read.
+        started_at = (
+            checkpoint.started_at
+            if checkpoint is not None
+            else self._retry(self._globals.server_time, "reading the server's clock")
+        )
         logger.info(
             "reconciling %s for %s%s", collection, ", ".join(names),
             " from the checkpoint" if checkpoint else "",
@@ -98,21 +110,44 @@ class Reconciler:
                 plan(definition, ids)
             after = ids[-1]
             scanned += len(ids)
-            self._retry(
-                partial(self._globals.save_checkpoint, collection, names, after, stamp),
+            saved = self._retry(
+                partial(
+                    self._globals.save_checkpoint, collection, names, after, started_at,
+                    generation=generation, epoch=self._epoch,
+                ),
                 "checkpointing",
-            )
+            )  # fmt: skip
+            if not saved:
+                logger.warning("reconciliation of %s: a later leader took over", collection)
+                return False
             yield False
-        before = ObjectId.from_datetime(stamp.generation_time - VANISHED_MARGIN)
+        if not self._same_generation(generation):
+            return False
         for definition in definitions:
             vanished = self._retry(
-                partial(self._tasks.mark_vanished, definition, before), "marking vanished"
+                partial(self._tasks.mark_vanished, definition, started_at), "marking vanished"
             )
             if vanished:
                 logger.info("%s: %d record(s) whose document is gone", definition.name, vanished)
-        self._retry(partial(self._globals.finish_reconciliation, collection, names), "finishing")
+        finished = self._retry(
+            partial(self._globals.finish_reconciliation, collection, names, generation),
+            "finishing",
+        )
+        if not finished:
+            return self._same_generation(generation)  # False: the history was lost
         logger.info("reconciled %s: %d documents", collection, scanned)
         return True
+
+    def _same_generation(self, generation: int) -> bool:
+        """Whether no history loss has started a new generation since the scan began;
+        a scan of an older one is abandoned (the new one runs from the beginning)."""
+        current = self._retry(self._globals.reconciliation_generation, "reading the generation")
+        if current != generation:
+            logger.warning(
+                "the change stream history was lost during the reconciliation; its scan "
+                "is abandoned and starts again from the beginning"
+            )
+        return bool(current == generation)
 
     def _retry(self, fn: Callable[[], Any], what: str) -> Any:
         return call_with_retry(fn, self._stopping, what=f"reconciliation: {what}")

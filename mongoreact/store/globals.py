@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Any, Final
 
 import attrs
-from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from ..clock import as_utc
 from ..durations import to_milliseconds
@@ -22,11 +22,11 @@ Document = dict[str, Any]
 
 @attrs.frozen(kw_only=True)
 class Checkpoint:
-    """An interrupted reconciliation: the last ``_id`` it planned, and the stamp taken
-    when its scan began."""
+    """An interrupted reconciliation: the last ``_id`` it planned, and when (server
+    time) its scan began."""
 
     last_id: Any
-    scan_stamp: ObjectId | None
+    started_at: dt.datetime
 
 
 @attrs.frozen(kw_only=True)
@@ -119,24 +119,43 @@ class GlobalsStore:
         return token if isinstance(token, dict) else None
 
     def save_resume_token(
-        self, token: Document, instance_id: str, position_at: dt.datetime | None = None
-    ) -> None:
+        self,
+        token: Document,
+        instance_id: str,
+        position_at: dt.datetime | None = None,
+        *,
+        epoch: int,
+    ) -> bool:
         """Remember the stream position after work up to it has been planned;
-        ``position_at`` is when its last event happened (``None``: caught up, now)."""
-        self._collection.update_one(
-            {"_id": PLANNER_ID},
-            [
-                {
-                    "$set": {
-                        "resumeToken": {"$literal": token},
-                        "savedAt": NOW,
-                        "streamPositionAt": position_at or NOW,
-                        "savedBy": {"$literal": instance_id},
-                    }
+        ``position_at`` is when its last event happened (``None``: caught up, now).
+
+        Fenced by the leader ``epoch``: ``False`` (nothing written) once a later leader
+        has saved a position, so a deposed leader cannot move the position back.
+        """
+        update = [
+            {
+                "$set": {
+                    "resumeToken": {"$literal": token},
+                    "savedAt": NOW,
+                    "streamPositionAt": position_at or NOW,
+                    "savedBy": {"$literal": instance_id},
+                    "leaderEpoch": epoch,
                 }
-            ],
-            upsert=True,
-        )
+            }
+        ]
+        return self._fenced_upsert(PLANNER_ID, "leaderEpoch", epoch, update)
+
+    def _fenced_upsert(self, key: str, field: str, epoch: int, update: list[Document]) -> bool:
+        """Apply ``update`` to document ``key`` (creating it) unless its ``field`` holds
+        an epoch later than ``epoch``; whether it was applied."""
+        query = {"_id": key, field: {"$not": {"$gt": epoch}}}
+        try:
+            self._collection.update_one(query, update, upsert=True)
+            return True
+        except DuplicateKeyError:
+            # The document exists with a later epoch (the upsert then tries to insert
+            # the key again), or two upserts raced: one plain try tells which.
+            return self._collection.update_one(query, update).matched_count == 1
 
     def reconciled_tasks(self) -> list[str]:
         """Names of the tasks whose reconciliation has completed."""
@@ -144,37 +163,89 @@ class GlobalsStore:
         names = document.get("reconciled") if document else None
         return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
-    def load_checkpoint(self, collection: str, tasks: list[str]) -> Checkpoint | None:
-        """Where an interrupted reconciliation of exactly ``tasks`` stopped."""
+    def reconciliation_generation(self) -> int:
+        """The current reconciliation generation (see ``reset_reconciliation``)."""
+        document = self._collection.find_one_and_update(
+            {"_id": PLANNER_ID},
+            [{"$set": {"reconcileGeneration": {"$ifNull": ["$reconcileGeneration", 0]}}}],
+            projection={"reconcileGeneration": 1},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int((document or {}).get("reconcileGeneration", 0))
+
+    def load_checkpoint(
+        self, collection: str, tasks: list[str], generation: int
+    ) -> Checkpoint | None:
+        """Where an interrupted reconciliation of exactly ``tasks`` stopped, if it ran in
+        ``generation`` (a checkpoint from before a history loss is worthless)."""
         document = self._collection.find_one({"_id": _checkpoint_id(collection)})
-        if document is None or document.get("tasks") != tasks or "lastId" not in document:
+        if (
+            document is None
+            or document.get("tasks") != tasks
+            or document.get("generation") != generation
+            or "lastId" not in document
+            or not isinstance(document.get("startedAt"), dt.datetime)
+        ):
             return None
-        return Checkpoint(last_id=document["lastId"], scan_stamp=document.get("scanStamp"))
+        return Checkpoint(last_id=document["lastId"], started_at=as_utc(document["startedAt"]))
 
     def save_checkpoint(
-        self, collection: str, tasks: list[str], last_id: Any, scan_stamp: ObjectId
-    ) -> None:
-        """Record that reconciliation of ``tasks`` has covered ids up to ``last_id``."""
-        self._collection.update_one(
-            {"_id": _checkpoint_id(collection)},
-            [{"$set": {"tasks": {"$literal": tasks}, "lastId": {"$literal": last_id},
-                       "scanStamp": scan_stamp, "updatedAt": NOW}}],
-            upsert=True,
-        )  # fmt: skip
+        self,
+        collection: str,
+        tasks: list[str],
+        last_id: Any,
+        started_at: dt.datetime,
+        *,
+        generation: int,
+        epoch: int,
+    ) -> bool:
+        """Record that reconciliation of ``tasks`` in ``generation`` has covered ids up
+        to ``last_id``; fenced by the leader ``epoch`` (``False``: a later leader's
+        checkpoint is there, nothing written)."""
+        update = [
+            {
+                "$set": {
+                    "tasks": {"$literal": tasks},
+                    "lastId": {"$literal": last_id},
+                    "startedAt": started_at,
+                    "generation": generation,
+                    "leaderEpoch": epoch,
+                    "updatedAt": NOW,
+                }
+            }
+        ]
+        return self._fenced_upsert(_checkpoint_id(collection), "leaderEpoch", epoch, update)
 
-    def finish_reconciliation(self, collection: str, tasks: list[str]) -> None:
-        """Mark ``tasks`` reconciled and drop the collection's checkpoint."""
-        self._collection.update_one(
-            {"_id": PLANNER_ID},
+    def finish_reconciliation(self, collection: str, tasks: list[str], generation: int) -> bool:
+        """Mark ``tasks`` reconciled and drop the collection's checkpoint, unless the
+        generation moved on meanwhile (``False``: the history was lost during the scan,
+        which must then start again)."""
+        marked = self._collection.update_one(
+            {"_id": PLANNER_ID, "reconcileGeneration": generation},
             {"$addToSet": {"reconciled": {"$each": tasks}}, "$currentDate": {"reconciledAt": True}},
-            upsert=True,
-        )
-        self._collection.delete_one({"_id": _checkpoint_id(collection)})
+        ).matched_count
+        if marked:
+            self._collection.delete_one(
+                {"_id": _checkpoint_id(collection), "generation": generation}
+            )
+        return bool(marked)
 
     def reset_reconciliation(self) -> None:
-        """Have every task reconciled again (the change history was lost)."""
-        self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"reconciled": ""}})
+        """Have every task reconciled again, from the beginning (the change history was
+        lost). Starts a new generation: scans of the old one can no longer checkpoint
+        usefully or mark anything reconciled."""
+        self._collection.update_one(
+            {"_id": PLANNER_ID},
+            {"$unset": {"reconciled": ""}, "$inc": {"reconcileGeneration": 1}},
+            upsert=True,
+        )
         self._collection.delete_many({"_id": {"$regex": "^" + _CHECKPOINT_PREFIX}})
+
+    def server_time(self) -> dt.datetime:
+        """The server's clock now (``hello``'s ``localTime``, from the primary)."""
+        hello = self._collection.database.command("hello")
+        return as_utc(hello["localTime"])
 
     def publish_spec(self, spec: Document) -> Publication:
         """Share a task's planning spec (see ``Publication`` for what happened).

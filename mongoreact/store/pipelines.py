@@ -73,6 +73,7 @@ def planning_pipeline(
                 "nextRunAt": due,
                 "dueAt": due,
                 "planStamp": {"$literal": stamp},
+                "plannedAt": NOW,
             }
         },
         {
@@ -111,6 +112,7 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
                 "matched": True,
                 "sourceDeletedAt": None,
                 "planStamp": "$$new.planStamp",
+                "plannedAt": "$$new.plannedAt",
                 "status": _if(changed, _if("$_active", PROCESSING_DIRTY, PENDING), "$status"),
                 "updatedAt": _if(changed, "$$new.updatedAt", "$updatedAt"),
                 # dueAt marks the first change not handled yet; later changes keep it, so
@@ -178,7 +180,8 @@ def planning_failure_update(error: str, stamp: ObjectId) -> list[dict[str, Any]]
         {
             "$set": {
                 "planningError": {"$literal": error},
-                "planStamp": stamp,  # the document exists: reconciliation reached it
+                "planStamp": stamp,
+                "plannedAt": NOW,  # the document exists: reconciliation reached it
                 "status": _if(active, "$status", FAILED),
                 "nextRunAt": _if(active, "$nextRunAt", None),
                 "lastError": _if(active, "$lastError", {"$literal": f"planning failed: {error}"}),
@@ -226,9 +229,17 @@ def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, 
     return query
 
 
-def vanished_filter(task: str, planned_before: ObjectId) -> dict[str, Any]:
-    """Records a finished reconciliation did not reach: their source no longer exists."""
-    return {"task": task, "matched": {"$ne": False}, "planStamp": {"$lt": planned_before}}
+def vanished_filter(task: str, scan_started_at: dt.datetime) -> dict[str, Any]:
+    """Records a finished reconciliation did not reach: their source no longer exists.
+
+    Both times are the server's (``plannedAt`` is ``$$NOW`` of the planning write, the
+    scan's start is the server's ``localTime``), never an application host's clock.
+    """
+    return {
+        "task": task,
+        "matched": {"$ne": False},
+        "plannedAt": {"$not": {"$gte": scan_started_at}},
+    }
 
 
 VANISHED_UPDATE: Final = [{"$set": {"matched": False, "sourceDeletedAt": NOW}}]

@@ -85,10 +85,11 @@ class TaskStore:
         # The filter again: a record may have been re-planned since it was read.
         return tasks.delete_many({"_id": {"$in": ids}, **query}).deleted_count
 
-    def mark_vanished(self, definition: TaskDefinition, planned_before: ObjectId) -> int:
-        """After a complete reconciliation: records it did not reach lost their source."""
+    def mark_vanished(self, definition: TaskDefinition, scan_started_at: dt.datetime) -> int:
+        """After a complete reconciliation: records last planned before the scan began
+        (server time) that it did not reach have lost their source."""
         result = self._db[definition.tasks_collection].update_many(
-            pipelines.vanished_filter(definition.name, planned_before),
+            pipelines.vanished_filter(definition.name, scan_started_at),
             pipelines.VANISHED_UPDATE,
         )
         return result.modified_count

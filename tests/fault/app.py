@@ -73,9 +73,10 @@ def slow_down_checkpoints(seconds: float) -> None:
     save = GlobalsStore.save_checkpoint
     pause = threading.Event()
 
-    def save_then_pause(self: GlobalsStore, *args: Any) -> None:
-        save(self, *args)
+    def save_then_pause(self: GlobalsStore, *args: Any, **kwargs: Any) -> bool:
+        saved = save(self, *args, **kwargs)
         pause.wait(seconds)
+        return saved
 
     GlobalsStore.save_checkpoint = save_then_pause  # type: ignore[method-assign,assignment]
 

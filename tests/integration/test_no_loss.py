@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -16,6 +17,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongoreact.definition import build_definition
+from mongoreact.reconciler import Reconciler
+from mongoreact.registry import TaskRegistry
 from mongoreact.store import pipelines
 from mongoreact.store.globals import GlobalsStore
 from mongoreact.store.tasks import TaskStore
@@ -176,3 +179,52 @@ def test_a_renewal_landing_after_the_local_expiry_restarts_planning(
         timeout=15,
         message="both documents planned",
     )
+
+
+def test_history_lost_during_a_reconciliation_restarts_it_from_the_beginning(
+    db: Database[Doc],
+) -> None:
+    # The reset happened on the stream reader's thread while the planner went on with
+    # the old scan, which saved its checkpoint again (and could mark the task
+    # reconciled); the new scan trusted that checkpoint and skipped every document
+    # before it - including those changed while the history was lost.
+    definition = build_definition({"task": "sync", "collection": "orders", "handler": _noop})
+    registry = TaskRegistry()
+    registry.add(definition)
+    db.orders.insert_many([{"_id": i} for i in range(100)])
+    globals_store = GlobalsStore(db, "_mongoreact_globals")
+
+    def reconciler() -> tuple[Iterator[bool], list[Any]]:
+        planned: list[Any] = []
+        scan = Reconciler(
+            registry=registry, task_store=TaskStore(db), globals_store=globals_store,
+            batch_size=10, should_stop=lambda: False, stopping=threading.Event(), epoch=1,
+        ).run(lambda definition, ids: planned.extend(ids))  # fmt: skip
+        return scan, planned
+
+    old, _ = reconciler()
+    for _ in range(5):
+        assert next(old) is False  # half-way through
+    globals_store.reset_reconciliation()  # the stream reader: history lost
+    assert True not in list(old)  # the old scan goes on to its end, and is not finished
+    assert "sync" not in globals_store.reconciled_tasks()
+    new, planned = reconciler()
+    assert list(new)[-1] is True
+    assert planned == list(range(100))  # from the beginning
+    assert "sync" in globals_store.reconciled_tasks()
+
+
+def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None:
+    # A deposed leader (an older epoch) must not move the stream position or a
+    # reconciliation checkpoint back over its successor's.
+    store = GlobalsStore(db, "_mongoreact_globals")
+    assert store.save_resume_token({"_data": "new"}, "b", epoch=2)
+    assert not store.save_resume_token({"_data": "old"}, "a", epoch=1)
+    assert store.load_resume_token() == {"_data": "new"}
+    now = store.server_time()
+    generation = store.reconciliation_generation()
+    assert store.save_checkpoint("orders", ["t"], 50, now, generation=generation, epoch=2)
+    assert not store.save_checkpoint("orders", ["t"], 10, now, generation=generation, epoch=1)
+    checkpoint = store.load_checkpoint("orders", ["t"], generation)
+    assert checkpoint is not None and checkpoint.last_id == 50
+    assert store.load_checkpoint("orders", ["t"], generation + 1) is None

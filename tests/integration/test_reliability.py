@@ -159,9 +159,10 @@ def test_a_long_reconciliation_keeps_the_leader_lease(
     db.orders.insert_many([{"n": i} for i in range(100)])
     save = GlobalsStore.save_checkpoint
 
-    def slow_save(self: GlobalsStore, *args: Any) -> None:
-        save(self, *args)
+    def slow_save(self: GlobalsStore, *args: Any, **kwargs: Any) -> bool:
+        saved = save(self, *args, **kwargs)
         threading.Event().wait(0.25)  # 10 batches: the scan outlasts the 1 s lease twice
+        return saved
 
     monkeypatch.setattr(GlobalsStore, "save_checkpoint", slow_save)
     recorder = Recorder(fetch=False)
