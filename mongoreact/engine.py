@@ -651,8 +651,9 @@ class ReactiveTasks:
             self._workers.wake(definition.debounce.total_seconds())
 
     def _on_history_lost(self) -> None:
-        # Runs in the stream reader, after the stream closed and before it reopens.
-        logger.error("the change stream history was lost; reconciling every task")
+        # Runs in the stream reader, after the stream closed and before it reopens
+        # from now (the reader has logged why, at ERROR).
+        logger.info("reconciling every task from the beginning")
         assert self._globals is not None
         self._globals.reset_reconciliation()
         planning = self._planning

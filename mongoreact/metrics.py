@@ -21,6 +21,7 @@ COUNTERS: Final = (
     "leader_lock_losses",  # times it lost the leadership while leading
     "task_lease_losses",  # runs whose task lease expired under them
     "change_stream_errors",
+    "change_stream_restarts",  # streams restarted from now (history lost, unresumable)
     "planning_failures",  # planning passes that failed (and were retried or bisected)
     "poison_documents",  # documents parked because planning them fails
 )

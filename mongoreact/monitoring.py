@@ -33,6 +33,10 @@ _COUNTER_HELP: Final = {
     "leader_lock_losses": ("reactive_tasks_leader_lock_losses_total", "Leaderships lost."),
     "task_lease_losses": ("reactive_tasks_lease_losses_total", "Runs whose task lease expired."),
     "change_stream_errors": ("reactive_tasks_change_stream_errors_total", "Change stream errors."),
+    "change_stream_restarts": (
+        "reactive_tasks_change_stream_restarts_total",
+        "Change streams restarted from now, with a full reconciliation.",
+    ),
     "planning_failures": ("reactive_tasks_planning_failures_total", "Planning passes that failed."),
     "poison_documents": ("reactive_tasks_poison_documents_total", "Unplannable documents."),
 }  # fmt: skip

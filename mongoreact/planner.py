@@ -41,6 +41,9 @@ PLANNED_OPERATIONS: Final = ("insert", "update", "replace", "delete")
 # ChangeStreamHistoryLost (286) and the older CappedPositionLost (280): the oplog no
 # longer reaches back to the saved token.
 HISTORY_LOST_CODES: Final = frozenset({280, 286})
+# Other errors that are not transient (an invalid resume token after a restore, ...) are
+# retried this many times from the same position, then handled like lost history.
+UNRESUMABLE_TRIES: Final = 5
 STREAM_AWAIT_MS: Final = 500
 QUEUE_PUT_TIMEOUT: Final = 0.2
 
@@ -81,6 +84,7 @@ class StreamReader(Loop):
         self._on_history_lost = on_history_lost
         self._stream: Any = None
         self._position: Document | None = None
+        self._failures = 0  # non-transient errors in a row at the same position
         self._batch_size = settings.batch_size
         # Set while a stream is open: reconciliation waits for it so that no write can
         # fall between the scan and the stream.
@@ -97,15 +101,25 @@ class StreamReader(Loop):
             self._measurements.count("change_stream_errors")
             if error.code in HISTORY_LOST_CODES:
                 logger.error("change stream history lost (code %s); starting afresh", error.code)
-                self._globals.forget_resume_token()
-                self._position = None
-                self._on_history_lost()
+                self._restart_from_now()
                 return 0.0
-            raise
+            if is_transient(error):
+                raise
+            self._failures += 1
+            if self._failures < UNRESUMABLE_TRIES:
+                raise
+            logger.error(
+                "the change stream cannot resume (code %s: %s) after %d tries; starting "
+                "afresh and reconciling every task",
+                error.code, error, self._failures,
+            )  # fmt: skip
+            self._restart_from_now()
+            return 0.0
         except PyMongoError:
             self._measurements.count("change_stream_errors")
             self._close()  # reopened from the last position handed to the planner
             raise
+        self._failures = 0
         token = stream.resume_token
         if change is None:
             if not stream.alive:  # invalidated, e.g. the database was dropped
@@ -118,6 +132,17 @@ class StreamReader(Loop):
             self._position = token
         self._put(("event", change))
         return 0.0
+
+    def _restart_from_now(self) -> None:
+        """Forget the position the stream cannot resume from; the next stream starts
+        from now and every task is reconciled (what happened in between is found)."""
+        self._measurements.count("change_stream_restarts")
+        # Reconciliation is reset before the position is dropped: a crash in between
+        # then retries from the old position, never opens from now unreconciled.
+        self._on_history_lost()
+        self._globals.forget_resume_token()
+        self._position = None
+        self._failures = 0
 
     def _open(self) -> None:
         if self._position is None:

@@ -6,6 +6,7 @@ Each test fails on the code before its fix; the comment on each says what was lo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -228,3 +229,32 @@ def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None
     checkpoint = store.load_checkpoint("orders", ["t"], generation)
     assert checkpoint is not None and checkpoint.last_id == 50
     assert store.load_checkpoint("orders", ["t"], generation + 1) is None
+
+
+def test_an_unresumable_stream_restarts_from_now_and_reconciles(
+    make_engine: EngineFactory, db: Database[Doc], caplog: pytest.LogCaptureFixture
+) -> None:
+    # An error other than history loss (here an invalid resume token, as after a
+    # restore) was retried from the same token forever: planning stalled silently.
+    first = make_engine(concurrency=0)
+    first.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    start(first, db)
+    assert first.stop(timeout=10)
+    globals_collection = db[first.settings.globals_collection]
+    globals_collection.update_one({"_id": "planner"}, {"$set": {"resumeToken": {"_data": "zz"}}})
+    db.orders.insert_one({"_id": "written while down"})
+    second = make_engine(concurrency=0)
+    second.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    with caplog.at_level(logging.WARNING, logger="mongoreact"):
+        second.start()
+        wait_until(
+            lambda: db.orders_tasks.count_documents({"sourceDocId": "written while down"}),
+            timeout=30,
+            message="the document written while down to be planned",
+        )
+    restarts = second.measurements.snapshot()["counters"]["change_stream_restarts"]
+    assert sum(row["value"] for row in restarts) == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("cannot resume" in r.getMessage() for r in errors)
+    db.orders.insert_one({"_id": "live"})  # and the new stream carries live events
+    wait_until(lambda: db.orders_tasks.count_documents({"sourceDocId": "live"}))
