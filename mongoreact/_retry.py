@@ -39,6 +39,15 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OperationFailure) and error.code in _TRANSIENT_CODES
 
 
+def log_failure(log: logging.Logger, error: BaseException, message: str, *args: object) -> None:
+    """Log an error a background thread will retry: a transient one (network, election)
+    as a WARNING without a traceback, anything else as an ERROR with it."""
+    if is_transient(error):
+        log.warning("%s: %s", message % args, error)
+    else:
+        log.error(message, *args, exc_info=error)
+
+
 def call_with_retry(
     fn: Callable[[], T], stop: threading.Event, *, what: str, give_up_after: float = 30.0
 ) -> T:

@@ -13,6 +13,8 @@ import logging
 import threading
 from typing import Final
 
+from ._retry import log_failure
+
 logger = logging.getLogger("mongoreact.threads")
 
 ERROR_PAUSE_MIN: Final = 0.1
@@ -65,8 +67,8 @@ class Loop(abc.ABC):
                 try:
                     wait = self.step()
                     pause = ERROR_PAUSE_MIN
-                except Exception:
-                    logger.exception("%s: error; retrying in %.1fs", self.name, pause)
+                except Exception as error:
+                    log_failure(logger, error, "%s: error; retrying in %.1fs", self.name, pause)
                     wait, pause = pause, min(pause * 2, ERROR_PAUSE_MAX)
                 if wait > 0:
                     self.stopping.wait(wait)

@@ -25,6 +25,7 @@ from croniter import croniter
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
+from ._retry import log_failure
 from ._threads import Loop
 from .clock import ServerClock, as_utc
 from .durations import parse_duration, to_milliseconds
@@ -203,8 +204,8 @@ class CronRunner(Loop):
                 {"_id": name, "lockId": lock_id},
                 [{"$set": {"lockedUntil": {"$add": [NOW, to_milliseconds(CRON_LEASE)]}}}],
             )
-        except Exception:
-            logger.warning("could not renew cron task %s's lease", name, exc_info=True)
+        except Exception as error:
+            log_failure(logger, error, "could not renew cron task %s's lease", name)
 
 
 def request_run(database: Database[dict[str, Any]], name: str) -> dt.datetime:

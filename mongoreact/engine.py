@@ -531,7 +531,9 @@ class ReactiveTasks:
         if leading and (self._planning is None or not self._planning.is_running):
             # The lease is ours, so a planner must run: never hold the lease and plan
             # nothing. (A planner stops itself when it sees the lease lapse locally.)
-            logger.warning("this instance holds the lease but its planner had stopped; restarting it")
+            logger.warning(
+                "this instance holds the lease but its planner had stopped; restarting it"
+            )
             self._start_planning()
         elif leading and self._planning is not None:
             registry = self._planning_registry()

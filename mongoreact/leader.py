@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._retry import call_with_retry
+from ._retry import call_with_retry, log_failure
 from ._threads import Loop
 from .clock import ServerClock
 from .metrics import Measurements
@@ -114,7 +114,5 @@ class LeaderElector(Loop):
         self._on_deposed()
         try:
             self._store.release_leadership(self._settings.instance_id)
-        except Exception:
-            logger.warning(
-                "could not release the leader lease; it expires by itself", exc_info=True
-            )
+        except Exception as error:
+            log_failure(logger, error, "could not release the leader lease; it expires by itself")

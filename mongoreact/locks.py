@@ -24,6 +24,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
+from ._retry import log_failure
 from .durations import parse_duration, to_milliseconds
 from .errors import ConfigError, MongoReactError
 from .store.pipelines import EPOCH, NOW
@@ -122,8 +123,8 @@ class Lock:
                     {"_id": self.key, "lockId": self._lock_id},
                     [{"$set": {"expiresAt": {"$add": [NOW, to_milliseconds(self._ttl)]}}}],
                 )
-            except Exception:
-                logger.warning("could not renew lock %r; retrying", self.key, exc_info=True)
+            except Exception as error:
+                log_failure(logger, error, "could not renew lock %r; retrying", self.key)
                 continue
             if result.matched_count == 0:
                 self.lost = True

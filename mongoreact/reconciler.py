@@ -60,9 +60,7 @@ class Reconciler:
         between) and finally ``True`` once everything is reconciled; stops early,
         without the final ``True``, when asked to.
         """
-        generation = self._retry(
-            self._globals.reconciliation_generation, "reading the generation"
-        )
+        generation = self._retry(self._globals.reconciliation_generation, "reading the generation")
         done = set(self._retry(self._globals.reconciled_tasks, "reading reconciliation state"))
         for collection in self._registry.collections:
             pending = [d for d in self._registry.for_collection(collection) if d.name not in done]

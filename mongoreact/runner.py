@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pymongo.client_session import ClientSession
 
-from ._retry import OUTLIVES_STOP, call_with_retry
+from ._retry import OUTLIVES_STOP, call_with_retry, log_failure
 from .clock import ServerClock, as_utc
 from .context import TaskContext
 from .definition import TaskDefinition
@@ -162,8 +162,8 @@ class TaskRunner:
                 OUTLIVES_STOP,
                 what="releasing a concurrency slot",
             )
-        except Exception:
-            logger.warning("could not release a concurrency slot; it expires", exc_info=True)
+        except Exception as error:
+            log_failure(logger, error, "could not release a concurrency slot; it expires")
 
     def _schedule_follow_up(self, record: dict[str, Any], next_run: dt.datetime | None) -> None:
         # A retry, a deferral or a dirty re-run is due again later: have this instance

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Final
 
+from ._retry import log_failure
 from .clock import ServerClock
 from .store.globals import GlobalsStore
 
@@ -66,8 +67,8 @@ class Throttles:
             self._read_at = now
         try:
             view = self._store.throttles()
-        except Exception:
-            logger.warning("could not read cluster throttles; keeping the last view", exc_info=True)
+        except Exception as error:
+            log_failure(logger, error, "could not read cluster throttles; keeping the last view")
             return self._cluster
         with self._lock:
             self._cluster = view

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._retry import call_with_retry
+from ._retry import call_with_retry, log_failure
 from .clock import ServerClock
 from .definition import TaskDefinition
 from .finalizer import Finalizer
@@ -163,8 +163,8 @@ class WorkerPool:
                 continue
             try:
                 found = self._claim_and_submit(room)
-            except Exception:
-                logger.exception("claiming a task failed; retrying in %.1fs", backoff)
+            except Exception as error:
+                log_failure(logger, error, "claiming a task failed; retrying in %.1fs", backoff)
                 found = False
             if found:
                 backoff = poll_min
@@ -264,12 +264,12 @@ class WorkerPool:
                 lambda: self._store.unclaim_many(claims), self._stopping,
                 what="giving back claimed tasks", give_up_after=5.0,
             )  # fmt: skip
-        except Exception:
-            logger.warning(
+        except Exception as error:
+            log_failure(
+                logger, error,
                 "could not give back %d claimed task(s); they run when their leases expire",
                 len(claims),
-                exc_info=True,
-            )
+            )  # fmt: skip
         self._returned_hand(len(claims))
 
     def _returned_hand(self, count: int) -> None:

@@ -184,9 +184,9 @@ class TaskStore:
         Two commands for the whole batch instead of one per record: read the candidates,
         then claim each with an update that matches it only if it is still exactly the
         version read (see ``pipelines.claim_candidate``): a candidate claimed, re-planned
-        or finalized in between is not taken, so the worker runs what it claimed. Each record gets its own
-        ``claimId``, as with ``claim``. Only when another instance won some of them does
-        a third command find out which.
+        or finalized in between is not taken, so the worker runs what it claimed. Each
+        record gets its own ``claimId``, as with ``claim``. Only when another instance
+        won some of them does a third command find out which.
 
         Instances claiming at once all read the same most overdue records and collide;
         with ``spread`` > 1 the batch is a random ``limit`` of the ``limit * spread``

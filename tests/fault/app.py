@@ -78,7 +78,7 @@ def slow_down_checkpoints(seconds: float) -> None:
         pause.wait(seconds)
         return saved
 
-    GlobalsStore.save_checkpoint = save_then_pause  # type: ignore[method-assign,assignment]
+    GlobalsStore.save_checkpoint = save_then_pause  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -175,8 +175,7 @@ def test_a_renewal_landing_after_the_local_expiry_restarts_planning(
     wait_until(lambda: engine.is_leader, message="the renewal to land")
     db.orders.insert_one({"_id": "after"})
     wait_until(
-        lambda: db.orders_tasks.count_documents({"sourceDocId": {"$in": ["during", "after"]}})
-        == 2,
+        lambda: db.orders_tasks.count_documents({"sourceDocId": {"$in": ["during", "after"]}}) == 2,
         timeout=15,
         message="both documents planned",
     )
