@@ -15,8 +15,10 @@ from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.uri_parser import parse_uri
+from pymongo.write_concern import WriteConcern
 
 from ._threads import Loop
 from .cleanup import Cleaner
@@ -458,7 +460,7 @@ class ReactiveTasks:
         if not name:
             self._disconnect()
             raise ConfigError("database", None, "name the database (database= or in the URI)")
-        return client[name]
+        return library_database(client, name)
 
     def _prepare(self, database: Database[Document]) -> None:
         hello = database.client.admin.command("hello")
@@ -682,6 +684,24 @@ class _Planning(NamedTuple):
     def is_running(self) -> bool:
         """Whether every one of them still runs."""
         return all(loop.is_running for loop in self)
+
+
+def library_database(client: MongoClient[Document], name: str) -> Database[Document]:
+    """Database ``name`` as mongoreact uses it, whatever the client's own settings.
+
+    Planning, claims, fences and late-binding reads go to the primary; every write is
+    acknowledged by a majority (a write acknowledged by one member can be rolled back
+    after a failover, and a rolled-back planning write or resume token loses events);
+    reads use "majority" read concern, so nothing decided on them can be rolled back
+    (it is also the only read concern MongoDB accepts for change streams). Inside a
+    handler's transaction the transaction's own concerns apply (pymongo does that).
+    """
+    return client.get_database(
+        name,
+        read_preference=ReadPreference.PRIMARY,
+        write_concern=WriteConcern("majority"),
+        read_concern=ReadConcern("majority"),
+    )
 
 
 def _validate_with_server(tasks: TaskStore, definition: TaskDefinition) -> None:

@@ -447,9 +447,6 @@ def finalize_update(
         "status": PENDING if outcome == "deferred" else _if(dirty, PENDING, status),
         "nextRunAt": next_run if outcome == "deferred" else _if(dirty, dirty_due, next_run),
         "lastFinalizedAt": NOW,
-        # Which claim wrote this: a finalize retried after a lost reply finds its own
-        # write here, even after another instance has claimed the record again.
-        "finalizedClaimId": claim_id,
     }
     if succeeded:
         fields.update(
@@ -492,6 +489,13 @@ def finalize_update(
         else {"$literal": []}
     )
     return [{"$set": fields}, {"$set": {"executionHistory": history}}]
+
+
+def signed_finalize(update: list[dict[str, Any]], claim_id: ObjectId) -> list[dict[str, Any]]:
+    """A finalize ``update`` that also records which claim wrote it: a finalize retried
+    after a lost reply finds its own write (``finalized_by``), even after another
+    instance has claimed the record again."""
+    return [*update, {"$set": {"finalizedClaimId": claim_id}}]
 
 
 def finalized_by(record_id: Any, claim_id: ObjectId) -> dict[str, Any]:

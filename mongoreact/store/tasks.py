@@ -264,7 +264,7 @@ class TaskStore:
         projection = {"_id": 0, "status": 1, "nextRunAt": 1}
         written = collection.find_one_and_update(
             pipelines.fence(claim.id, claim.claim_id),
-            update,
+            pipelines.signed_finalize(update, claim.claim_id),
             projection=projection,
             return_document=ReturnDocument.AFTER,
             session=session,
@@ -296,7 +296,10 @@ class TaskStore:
             claims = [requests[i][0] for i in indexes]
             result = collection.bulk_write(
                 [
-                    UpdateOne(pipelines.fence(claim.id, claim.claim_id), requests[i][1])
+                    UpdateOne(
+                        pipelines.fence(claim.id, claim.claim_id),
+                        pipelines.signed_finalize(requests[i][1], claim.claim_id),
+                    )
                     for i, claim in zip(indexes, claims, strict=True)
                 ],
                 ordered=False,
