@@ -255,7 +255,11 @@ class ReactiveTasks:
             clean &= loop.join(max(0.0, deadline - time.monotonic()))
         self._retire_planning()
         clean &= self._join_retired(max(0.0, deadline - time.monotonic()))
-        self._disconnect()
+        if self._workers is not None:
+            # A handler still running may still use the client: close it after that.
+            self._workers.after_handlers(self._disconnect)
+        else:
+            self._disconnect()
         logger.info("mongoreact instance %s stopped (clean: %s)", self.instance_id, clean)
         return clean
 

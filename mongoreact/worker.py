@@ -17,16 +17,19 @@ not started when the pool stops are given back at once.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Final
 
 import attrs
 
+from ._pool import DaemonThreadPool
 from ._retry import call_with_retry, log_failure
 from .clock import ServerClock
 from .definition import TaskDefinition
@@ -95,7 +98,8 @@ class WorkerPool:
         self._wake_times: list[float] = []
         self._rotation = 0
         self._contended: dict[str, int] = {}  # claims left to spread, per collection
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
+        self._on_idle: list[Callable[[], None]] = []  # after stop, once no handler runs
         self._thread: threading.Thread | None = None
         # Claimed and not started, by claim id.
         self._waiting: dict[Any, tuple[Future[None], ClaimedTask]] = {}
@@ -107,9 +111,8 @@ class WorkerPool:
         """Start the dispatcher, the worker threads and the finalizer."""
         if self._settings.concurrency == 0 or self._thread is not None:
             return
-        self._executor = ThreadPoolExecutor(
-            self._settings.concurrency,
-            thread_name_prefix=f"mongoreact-worker-{self._settings.instance_id}",
+        self._executor = DaemonThreadPool(
+            self._settings.concurrency, f"mongoreact-worker-{self._settings.instance_id}"
         )
         self._finalizer.start()
         self._thread = threading.Thread(
@@ -131,7 +134,8 @@ class WorkerPool:
         for running handlers and their results to be written.
 
         Returns ``True`` if every handler finished. A handler still running keeps its
-        thread; its task's lease expires and another instance takes the task over.
+        thread (a daemon: it does not hold the process's exit up); its result is
+        discarded, and its task runs again elsewhere once the lease expires.
         """
         deadline = time.monotonic() + timeout
         self._stopping.set()
@@ -145,9 +149,18 @@ class WorkerPool:
                 lambda: self._in_hand == 0, max(0.0, deadline - time.monotonic())
             )
         assert self._executor is not None
-        self._executor.shutdown(wait=clean)
+        self._executor.shutdown(wait=clean, timeout=max(0.0, deadline - time.monotonic()))
         self._finalizer.stop()
         return self._finalizer.join(max(0.0, deadline - time.monotonic())) and clean
+
+    def after_handlers(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once no handler runs any more (at once if none does); for
+        resources a handler abandoned by ``stop()`` may still use, such as the client."""
+        with self._lock:
+            if self.running:
+                self._on_idle.append(callback)
+                return
+        callback()
 
     # The dispatcher thread.
 
@@ -203,12 +216,13 @@ class WorkerPool:
             return False
         assert self._executor is not None
         refused: list[ClaimedTask] = []
+        executor = self._executor
         with self._lock:
             self._in_hand += len(claims)
             for claim in claims:
                 self._leases.hold(claim)  # renewed while it waits for a thread
                 try:
-                    future = self._executor.submit(self._run, claim)
+                    future = executor.submit(functools.partial(self._run, claim))
                 except RuntimeError:  # shut down by a stop() that gave up waiting for us
                     refused.append(claim)
                     continue
@@ -297,6 +311,10 @@ class WorkerPool:
                 if ran:
                     weight = RUN_TIME_WEIGHT if self._run_time is not None else 1.0
                     self._run_time = (1 - weight) * (self._run_time or 0.0) + weight * seconds
+                idle = self._stopping.is_set() and self.running == 0
+                callbacks, self._on_idle = (self._on_idle, []) if idle else ([], self._on_idle)
+            for callback in callbacks:
+                callback()
             # A finished run frees a thread: look for more work at once.
             self._signal.set()
 

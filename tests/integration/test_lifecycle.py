@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -146,3 +148,77 @@ def test_stop_gives_up_on_a_hung_handler_after_its_timeout(
         assert record(db, "jobs", "j1")["status"] == "processing"
     finally:
         hang.set()
+
+
+def test_a_handler_outliving_stop_keeps_a_working_client(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # stop() closed the client under a handler still running: its next database call
+    # failed with "Cannot use MongoClient after close" and counted as a task failure.
+    release, running = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def handler(ctx: TaskContext) -> None:
+        running.set()
+        release.wait(30)
+        try:
+            outcome.append(ctx.get_document())
+        except Exception as error:
+            outcome.append(error)
+
+    engine = make_engine()
+    engine.register(task="slow", collection="jobs", handler=handler, debounce=0)
+    start(engine, db)
+    db.jobs.insert_one({"_id": "j1"})
+    wait_until(running.is_set)
+    assert engine.stop(timeout=0.5) is False
+    assert engine._client is not None  # left open for the handler
+    release.set()
+    wait_until(lambda: outcome, message="the handler to finish")
+    assert outcome == [{"_id": "j1"}]
+    wait_until(lambda: engine._client is None, message="the client to be closed after it")
+
+
+STOP_SCRIPT = """
+import sys, threading
+from mongoreact import ReactiveTasks
+from mongoreact.testing.helpers import FAST_SETTINGS
+
+uri, name = sys.argv[1:3]
+engine = ReactiveTasks(uri=uri, database=name, **FAST_SETTINGS)
+started = threading.Event()
+
+def slow(ctx):
+    started.set()
+    threading.Event().wait(15)
+
+engine.register(task="slow", collection="jobs", handler=slow, debounce=0)
+engine.start()
+engine.database.jobs.insert_one({"_id": 1})
+assert started.wait(30)
+print("running", flush=True)
+print("clean" if engine.stop(timeout=1) else "not clean", flush=True)
+"""
+
+
+def test_the_process_exits_within_the_stop_timeout_while_a_handler_runs(
+    mongo_uri: str, database_name: str
+) -> None:
+    # Handler threads were joined at interpreter exit: with stop(timeout=1) and a 15 s
+    # handler, the process lived on until the handler returned.
+    with subprocess.Popen(
+        [sys.executable, "-c", STOP_SCRIPT, mongo_uri, database_name],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "running"
+            began = time.monotonic()
+            process.wait(timeout=30)
+            exited_after = time.monotonic() - began
+            assert process.stdout.read().strip() == "not clean"
+            assert process.returncode == 0
+            assert exited_after < 5, exited_after  # stop's 1 s and the interpreter's exit
+        finally:
+            process.kill()
