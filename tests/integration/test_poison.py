@@ -5,7 +5,7 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from .conftest import EngineFactory
-from .helpers import Doc, Recorder, record, record_when, start, wait_until
+from .helpers import Doc, Recorder, record_when, start, wait_until
 
 
 def test_a_poison_document_is_parked_and_the_rest_is_planned(
