@@ -1,0 +1,284 @@
+"""Model-based test of planning, claiming and finalizing against a real server.
+
+Hypothesis drives random interleavings through real ``ReactiveTasks`` instances: single
+writes, bursts larger than ``batch_size``, deletes, re-plans inside a batch claim's
+window, expired task leases (as when a worker is paused), history lost while writes go
+unread (also in the middle of a reconciliation) and leader changes. The model keeps each
+document's last version. The invariant, checked once the instances have caught up:
+
+    every document whose last version matches the filter has had that version handled
+    by a successful run, or its record is ``failed`` with the error.
+
+``MONGOREACT_MODEL_EXAMPLES`` raises the number of examples for a soak run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+from pymongo import MongoClient
+from pymongo.change_stream import ChangeStream
+from pymongo.collection import Collection
+from pymongo.errors import OperationFailure
+
+from mongoreact import ReactiveTasks, TaskContext
+from mongoreact.records import ACTIVE
+from mongoreact.store.tasks import TaskStore
+
+from .helpers import FAST, Doc
+
+EXAMPLES = int(os.environ.get("MONGOREACT_MODEL_EXAMPLES", "6"))
+STEPS = 14
+DOC_IDS = st.integers(min_value=0, max_value=29)
+SETTLE_TIMEOUT = 90.0
+
+
+class Flaky(Exception):
+    """A handler failure the retry policy absorbs."""
+
+
+class Hooks:
+    """Test seams patched into pymongo for the machine's interleavings."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_claim: list[Any] = []  # callables run inside the next batch claim's window
+        self.hold_reader = threading.Event()  # the next try_next blocks ...
+        self.reader_held = threading.Event()
+        self.release_reader = threading.Event()  # ... until this is set
+        self.lose_history = False  # and then fails with ChangeStreamHistoryLost
+
+    def before_bulk_write(self, collection: Collection[Doc]) -> None:
+        if not collection.name.endswith("_tasks"):
+            return
+        with self.lock:
+            pending, self.in_claim = self.in_claim, []
+        for action in pending:
+            action()
+
+    def before_try_next(self) -> None:
+        if not self.hold_reader.is_set():
+            return
+        self.hold_reader.clear()
+        self.reader_held.set()
+        self.release_reader.wait(10)
+        self.release_reader.clear()
+        if self.lose_history:
+            self.lose_history = False
+            raise OperationFailure("history lost (test)", code=286)
+
+
+@pytest.fixture
+def hooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooks]:
+    seams = Hooks()
+    bulk_write, try_next = Collection.bulk_write, ChangeStream.try_next
+
+    def patched_bulk_write(self: Collection[Doc], *args: Any, **kwargs: Any) -> Any:
+        seams.before_bulk_write(self)
+        return bulk_write(self, *args, **kwargs)
+
+    def patched_try_next(self: ChangeStream[Doc]) -> Any:
+        seams.before_try_next()
+        return try_next(self)
+
+    monkeypatch.setattr(Collection, "bulk_write", patched_bulk_write)
+    monkeypatch.setattr(ChangeStream, "try_next", patched_try_next)
+    yield seams
+    seams.release_reader.set()
+
+
+class Handled:
+    """What the handler saw: the versions each successful run read."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.versions: dict[int, set[int]] = {}
+        self.random = random.Random(0)
+
+    def __call__(self, ctx: TaskContext) -> None:
+        document = ctx.get_document()  # the late-binding check: this run's snapshot
+        with self.lock:
+            flaky = self.random.random() < 0.1
+        if flaky:
+            raise Flaky("fails one run in ten")
+        with self.lock:
+            self.versions.setdefault(document["_id"], set()).add(document["v"])
+
+
+def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
+    class Planning(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.client: MongoClient[Doc] = MongoClient(uri, tz_aware=True)
+            self.name = f"model_{uuid.uuid4().hex[:10]}"
+            self.db = self.client[self.name]
+            self.handled = Handled()
+            self.model: dict[int, tuple[int, bool]] = {}  # id -> (version, matches)
+            self.version = 0
+            self.engines: list[ReactiveTasks] = []
+            self.started = 0
+            self._start_instance()
+
+        # Instances.
+
+        def _start_instance(self) -> None:
+            self.started += 1
+            engine = ReactiveTasks(
+                **{**FAST, "uri": uri, "database": self.name, "batch_size": 5,
+                   "concurrency": 2, "instance_id": f"app-{self.started}"}
+            )  # fmt: skip
+            engine.register(
+                task="sync", collection="items", handler=self.handled,
+                filter={"status": "paid"}, watch_projection={"v": 1, "status": 1},
+                debounce=30, max_debounce=40,
+                retry_policy={"type": "fixed", "interval": 20, "max_attempts": 20},
+            )  # fmt: skip
+            engine.start()
+            self.engines.append(engine)
+
+        @rule()
+        def change_leader(self) -> None:
+            """Stop the leader (or the oldest instance) and start a new one."""
+            leader = next((e for e in self.engines if e.is_leader), self.engines[0])
+            self.engines.remove(leader)
+            leader.stop(timeout=5)
+            if not self.engines:
+                self._start_instance()
+
+        @rule()
+        def add_instance(self) -> None:
+            if len(self.engines) < 3:
+                self._start_instance()
+
+        # Writes.
+
+        def _write(self, doc_id: int, paid: bool) -> None:
+            with lock:  # rules and claim hooks write
+                self.version += 1
+                self.db.items.replace_one(
+                    {"_id": doc_id},
+                    {"_id": doc_id, "v": self.version, "status": "paid" if paid else "new"},
+                    upsert=True,
+                )
+                self.model[doc_id] = (self.version, paid)
+
+        @rule(doc_id=DOC_IDS, paid=st.booleans())
+        def write(self, doc_id: int, paid: bool) -> None:
+            self._write(doc_id, paid)
+
+        @rule(first=DOC_IDS, size=st.integers(min_value=6, max_value=24))
+        def burst(self, first: int, size: int) -> None:
+            """More documents in one command than a planning batch holds."""
+            with lock:
+                documents = []
+                for offset in range(size):
+                    self.version += 1
+                    doc_id = 100 + (first * 7 + offset) % 60
+                    documents.append({"_id": doc_id, "v": self.version, "status": "paid"})
+                    self.model[doc_id] = (self.version, True)
+                self.db.items.delete_many({"_id": {"$in": [d["_id"] for d in documents]}})
+                self.db.items.insert_many(documents)
+
+        @rule(doc_id=DOC_IDS)
+        def delete(self, doc_id: int) -> None:
+            with lock:
+                self.db.items.delete_one({"_id": doc_id})
+                self.model.pop(doc_id, None)
+
+        @rule(doc_id=DOC_IDS)
+        def replan_during_a_claim(self, doc_id: int) -> None:
+            """Change a document and plan it between a batch claim's read and update."""
+            store, definition = TaskStore(self.db), self.engines[0].definitions[0]
+
+            def change() -> None:
+                self._write(doc_id, True)
+                store.plan(definition, [doc_id], [])
+
+            with hooks.lock:
+                hooks.in_claim.append(change)
+
+        @rule()
+        def expire_leases(self) -> None:
+            """Every running task's lease runs out, as if its worker had paused."""
+            past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+            self.db.items_tasks.update_many(
+                {"status": {"$in": list(ACTIVE)}}, {"$set": {"nextRunAt": past}}
+            )
+
+        @rule(doc_ids=st.lists(DOC_IDS, min_size=1, max_size=8))
+        def lose_history(self, doc_ids: list[int]) -> None:
+            """Writes the stream never delivers: its reader is held while they happen,
+            then its history is lost (a reconciliation may already be under way)."""
+            hooks.hold_reader.set()
+            if not hooks.reader_held.wait(5):
+                hooks.hold_reader.clear()  # no reader right now (a leader change)
+                return
+            hooks.reader_held.clear()
+            for doc_id in doc_ids:
+                self._write(doc_id, True)
+            hooks.lose_history = True
+            hooks.release_reader.set()
+
+        # The invariant.
+
+        def missing(self) -> list[str]:
+            with lock:
+                model = dict(self.model)
+            records = {r["sourceDocId"]: r for r in self.db.items_tasks.find()}
+            problems = []
+            for doc_id, (version, paid) in sorted(model.items()):
+                if not paid:
+                    continue
+                with self.handled.lock:
+                    seen = version in self.handled.versions.get(doc_id, set())
+                record = records.get(doc_id, {})
+                if seen or (record.get("status") == "failed" and record.get("lastError")):
+                    continue
+                problems.append(f"{doc_id} v{version}: record {record.get('status')!r}")
+            return problems
+
+        def teardown(self) -> None:
+            try:
+                deadline = threading.Event()
+                waited = 0.0
+                while (problems := self.missing()) and waited < SETTLE_TIMEOUT:
+                    deadline.wait(0.1)
+                    waited += 0.1
+                assert not problems, f"never handled after {SETTLE_TIMEOUT}s: {problems}"
+            finally:
+                hooks.release_reader.set()
+                for engine in self.engines:
+                    engine.stop(timeout=5)
+                self.client.drop_database(self.name)
+                self.client.close()
+                hooks.release_reader.clear()
+                hooks.in_claim.clear()
+                hooks.lose_history = False
+
+    lock = threading.Lock()  # the model is written from rules and claim hooks
+    return Planning
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_last_matching_version_is_handled(mongo_uri: str, hooks: Hooks) -> None:
+    run_state_machine_as_test(
+        make_machine(mongo_uri, hooks),
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            derandomize=False,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
