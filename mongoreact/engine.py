@@ -608,6 +608,7 @@ class ReactiveTasks:
             events=events,
             on_history_lost=self._on_history_lost,
             measurements=self.measurements,
+            epoch=self._elector.epoch,
         )
         planner = Planner(
             settings=self._settings,

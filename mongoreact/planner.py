@@ -74,8 +74,11 @@ class StreamReader(Loop):
         events: queue.Queue[tuple[str, Any]],
         on_history_lost: Callable[[], None],
         measurements: Measurements,
+        epoch: int,
     ) -> None:
         self._measurements = measurements
+        self._epoch = epoch
+        self._instance_id = settings.instance_id
         super().__init__(f"mongoreact-stream-{settings.instance_id}")
         self._db = database
         self._registry = registry
@@ -95,6 +98,8 @@ class StreamReader(Loop):
             if self._stream is None:
                 self._open()
             stream = self._stream
+            if stream is None:  # deposed while opening
+                return 0.0
             change = stream.try_next()
         except OperationFailure as error:
             self._close()
@@ -154,6 +159,7 @@ class StreamReader(Loop):
             ", ".join(collections),
             "resuming" if self._position else "from now",
         )
+        from_now = self._position is None
         self._stream = self._db.watch(
             stream_pipeline(collections),
             start_after=self._position,
@@ -161,7 +167,28 @@ class StreamReader(Loop):
             # Up to a planning batch per round trip, so a burst is read in few getMores.
             batch_size=self._batch_size,
         )
-        self.opened.set()
+        if from_now:
+            self._save_start()
+        if self._stream is not None:
+            self.opened.set()
+
+    def _save_start(self) -> None:
+        """Save where a stream opened from now starts, before anything relies on it.
+
+        Reconciliation (which waits for ``opened``) covers what was written before this
+        point, the stream what comes after. Without the saved start, a leader replaced
+        before its first save would leave its successor nothing to resume from: it would
+        open from *its* now, and every write in between would never be planned.
+        """
+        token = self._stream.resume_token
+        if token is None:  # servers before 4.0.7 send no postBatchResumeToken
+            return
+        if not self._globals.save_resume_token(token, self._instance_id, epoch=self._epoch):
+            logger.warning("a later leader saves the stream position; this reader stops")
+            self._close()
+            self.stop()
+            return
+        self._position = token
 
     def _put(self, item: tuple[str, Any]) -> None:
         # A full queue means planning lags behind: stop reading until it catches up.

@@ -18,6 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongoreact.definition import build_definition
+from mongoreact.planner import Planner
 from mongoreact.reconciler import Reconciler
 from mongoreact.registry import TaskRegistry
 from mongoreact.store import pipelines
@@ -257,3 +258,32 @@ def test_an_unresumable_stream_restarts_from_now_and_reconciles(
     assert any("cannot resume" in r.getMessage() for r in errors)
     db.orders.insert_one({"_id": "live"})  # and the new stream carries live events
     wait_until(lambda: db.orders_tasks.count_documents({"sourceDocId": "live"}))
+
+
+def test_a_leader_replaced_before_its_first_save_leaves_a_position_to_resume_from(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the model-based test. A leader that opened its stream "from now" and was
+    # replaced before it saved any position left its successor nothing to resume from:
+    # the successor opened from *its* now (reconciliation was already done), and every
+    # write in between was never planned.
+    flush = Planner._flush
+
+    def first_leader_plans_nothing(self: Planner) -> None:
+        if self._settings.instance_id != "first":
+            flush(self)
+
+    monkeypatch.setattr(Planner, "_flush", first_leader_plans_nothing)
+    first = make_engine(instance_id="first", concurrency=0)
+    first.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    start(first, db)
+    db.orders.insert_one({"_id": "between"})  # read by the first leader, never planned
+    assert first.stop(timeout=10)
+    second = make_engine(instance_id="second", concurrency=0)
+    second.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    second.start()
+    wait_until(
+        lambda: db.orders_tasks.count_documents({"sourceDocId": "between"}),
+        timeout=15,
+        message="the write made under the first leader to be planned",
+    )
