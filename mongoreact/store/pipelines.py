@@ -270,11 +270,12 @@ def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:
 
 
 CLAIM_SORT: Final = [("nextRunAt", 1)]
-# Every field a run depends on, and every field a change of state rewrites: a batch
-# claim takes a candidate only while these still hold what was read.
+# Fields that together change with every write to a record: a batch claim takes a
+# candidate only while they still hold what was read. A planning pass always writes a
+# new planStamp (the snapshot itself may be large: it is not repeated in the filter).
 _VERSION_FIELDS: Final = (
-    "status", "claimId", "attempts", "updatedAt", "lastObservedValues", "firstErrorAt",
-    "lastFinalizedAt", "nextRunAt",
+    "status", "claimId", "attempts", "planStamp", "nextRunAt", "firstErrorAt",
+    "lastFinalizedAt",
 )  # fmt: skip
 
 
