@@ -2,7 +2,9 @@
 
 Run as ``python -m tests.fault.app --uri URI --database DB --instance NAME``. The handler
 records each run (with its claim id and pid) in ``runs`` before doing its "work", so a
-run cut short by a kill is still counted.
+run cut short by a kill is still counted. With ``--versions`` the task watches the
+item's ``v`` and each run records the version it read through ``get_document()``;
+``--fail-percent`` makes that share of runs fail (and be retried).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--filter-mod", type=int, default=1)
     parser.add_argument("--checkpoint-pause-ms", type=int, default=0)
+    parser.add_argument("--versions", action="store_true")
+    parser.add_argument("--fail-percent", type=float, default=0.0)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -42,8 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     work = threading.Event()  # never set: the handler's "work" is a timed wait
 
     def handler(ctx: TaskContext) -> None:
-        runs.insert_one({"docId": ctx.doc_id, "claimId": ctx.record["claimId"], "pid": os.getpid()})
+        run = {"docId": ctx.doc_id, "claimId": ctx.record["claimId"], "pid": os.getpid()}
+        if args.versions:
+            run["v"] = ctx.get_document().get("v")
+        runs.insert_one(run)
         work.wait(args.handler_ms / 1000)
+        if random.random() * 100 < args.fail_percent:
+            raise RuntimeError("a failure the retry policy absorbs")
 
     engine = ReactiveTasks(
         uri=args.uri, database=args.database, instance_id=args.instance,
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     engine.register(
         task="process", collection="items", handler=handler, debounce=0,
         filter={"n": {"$mod": [args.filter_mod, 0]}}, execution_history_limit=50,
+        watch_projection={"v": 1} if args.versions else None,
         retry_policy={"type": "fixed", "interval": 100, "max_attempts": -1},
     )  # fmt: skip
     if args.checkpoint_pause_ms:

@@ -1,4 +1,5 @@
-"""A TCP proxy that can drop every connection on demand (the fault tests' network)."""
+"""A TCP proxy that can drop every connection or stall all traffic on demand (the fault
+tests' network)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ class DroppingProxy:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.drops = 0
+        self.stalls = 0
         threading.Thread(target=self._accept, name="fault-proxy-accept", daemon=True).start()
 
     def _accept(self) -> None:
@@ -44,6 +48,7 @@ class DroppingProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -67,7 +72,17 @@ class DroppingProxy:
             self._close(sock)
         self.drops += 1
 
+    def stall(self, seconds: float) -> None:
+        """Hold every byte in both directions for ``seconds`` (connections stay open:
+        a hung network or server, not a reset)."""
+        self._flowing.clear()
+        self.stalls += 1
+        timer = threading.Timer(seconds, self._flowing.set)
+        timer.daemon = True
+        timer.start()
+
     def close(self) -> None:
+        self._flowing.set()
         self._closed.set()
         with contextlib.suppress(OSError):
             self._listener.close()
