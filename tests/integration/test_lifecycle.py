@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -220,5 +221,51 @@ def test_the_process_exits_within_the_stop_timeout_while_a_handler_runs(
             assert process.stdout.read().strip() == "not clean"
             assert process.returncode == 0
             assert exited_after < 5, exited_after  # stop's 1 s and the interpreter's exit
+        finally:
+            process.kill()
+
+
+SIGNAL_SCRIPT = """
+import sys, threading
+import mongoreact as reactive
+from mongoreact.testing.helpers import FAST_SETTINGS
+
+uri, name = sys.argv[1:3]
+reactive.init(uri=uri, database=name, **FAST_SETTINGS)
+started = threading.Event()
+
+def slow(ctx):
+    started.set()
+    threading.Event().wait(15)
+
+reactive.register(task="slow", collection="jobs", handler=slow, debounce=0)
+reactive.start()
+reactive.install_signal_handlers(timeout=2)
+reactive.instance().database.jobs.insert_one({"_id": 1})
+assert started.wait(30)
+print("running", flush=True)
+threading.Event().wait(60)
+"""
+
+
+def test_sigterm_with_install_signal_handlers_exits_within_the_timeout(
+    mongo_uri: str, database_name: str
+) -> None:
+    # The reported case: install_signal_handlers(timeout=2) and a 15 s handler; the
+    # process was still alive 8 s after SIGTERM.
+    with subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_SCRIPT, mongo_uri, database_name],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "running"
+            began = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+            exited_after = time.monotonic() - began
+            assert process.returncode == 128 + signal.SIGTERM
+            assert exited_after < 6, exited_after  # the 2 s timeout and the exit itself
         finally:
             process.kill()
