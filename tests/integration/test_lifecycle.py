@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -202,27 +204,36 @@ print("clean" if engine.stop(timeout=1) else "not clean", flush=True)
 """
 
 
+@contextlib.contextmanager
+def handler_running_in(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run ``script`` in a new process until it prints that its handler runs."""
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "running"
+            yield process
+        finally:
+            process.kill()
+
+
+def seconds_to_exit(process: subprocess.Popen[str]) -> float:
+    began = time.monotonic()
+    process.wait(timeout=30)
+    return time.monotonic() - began
+
+
 def test_the_process_exits_within_the_stop_timeout_while_a_handler_runs(
     mongo_uri: str, database_name: str
 ) -> None:
     # Handler threads were joined at interpreter exit: with stop(timeout=1) and a 15 s
     # handler, the process lived on until the handler returned.
-    with subprocess.Popen(
-        [sys.executable, "-c", STOP_SCRIPT, mongo_uri, database_name],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "running"
-            began = time.monotonic()
-            process.wait(timeout=30)
-            exited_after = time.monotonic() - began
-            assert process.stdout.read().strip() == "not clean"
-            assert process.returncode == 0
-            assert exited_after < 5, exited_after  # stop's 1 s and the interpreter's exit
-        finally:
-            process.kill()
+    with handler_running_in(STOP_SCRIPT, mongo_uri, database_name) as process:
+        exited_after = seconds_to_exit(process)
+        assert process.stdout is not None and process.stdout.read().strip() == "not clean"
+        assert process.returncode == 0
+        assert exited_after < 5, exited_after  # stop's 1 s and the interpreter's exit
 
 
 SIGNAL_SCRIPT = """
@@ -253,19 +264,8 @@ def test_sigterm_with_install_signal_handlers_exits_within_the_timeout(
 ) -> None:
     # The reported case: install_signal_handlers(timeout=2) and a 15 s handler; the
     # process was still alive 8 s after SIGTERM.
-    with subprocess.Popen(
-        [sys.executable, "-c", SIGNAL_SCRIPT, mongo_uri, database_name],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "running"
-            began = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
-            exited_after = time.monotonic() - began
-            assert process.returncode == 128 + signal.SIGTERM
-            assert exited_after < 6, exited_after  # the 2 s timeout and the exit itself
-        finally:
-            process.kill()
+    with handler_running_in(SIGNAL_SCRIPT, mongo_uri, database_name) as process:
+        process.send_signal(signal.SIGTERM)
+        exited_after = seconds_to_exit(process)
+        assert process.returncode == 128 + signal.SIGTERM
+        assert exited_after < 6, exited_after  # the 2 s timeout and the exit itself
