@@ -116,7 +116,11 @@ class Reconciler:
                 "checkpointing",
             )  # fmt: skip
             if not saved:
-                logger.warning("reconciliation of %s: a later leader took over", collection)
+                logger.warning(
+                    "reconciliation of %s: a later leader or a newer reconciliation took "
+                    "over; this scan stops",
+                    collection,
+                )
                 return False
             yield False
         if not self._same_generation(generation):

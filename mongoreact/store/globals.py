@@ -143,12 +143,13 @@ class GlobalsStore:
                 }
             }
         ]
-        return self._fenced_upsert(PLANNER_ID, "leaderEpoch", epoch, update)
+        return self._fenced_upsert(PLANNER_ID, {"leaderEpoch": epoch}, update)
 
-    def _fenced_upsert(self, key: str, field: str, epoch: int, update: list[Document]) -> bool:
-        """Apply ``update`` to document ``key`` (creating it) unless its ``field`` holds
-        an epoch later than ``epoch``; whether it was applied."""
-        query = {"_id": key, field: {"$not": {"$gt": epoch}}}
+    def _fenced_upsert(self, key: str, fences: dict[str, int], update: list[Document]) -> bool:
+        """Apply ``update`` to document ``key`` (creating it) unless one of its
+        ``fences`` fields holds a later value than given; whether it was applied."""
+        query: Document = {"_id": key}
+        query.update((field, {"$not": {"$gt": value}}) for field, value in fences.items())
         try:
             self._collection.update_one(query, update, upsert=True)
             return True
@@ -201,8 +202,8 @@ class GlobalsStore:
         epoch: int,
     ) -> bool:
         """Record that reconciliation of ``tasks`` in ``generation`` has covered ids up
-        to ``last_id``; fenced by the leader ``epoch`` (``False``: a later leader's
-        checkpoint is there, nothing written)."""
+        to ``last_id``; fenced by the leader ``epoch`` and the ``generation`` (``False``:
+        a later leader's or a later generation's checkpoint is there, nothing written)."""
         update = [
             {
                 "$set": {
@@ -215,7 +216,8 @@ class GlobalsStore:
                 }
             }
         ]
-        return self._fenced_upsert(_checkpoint_id(collection), "leaderEpoch", epoch, update)
+        fences = {"leaderEpoch": epoch, "generation": generation}
+        return self._fenced_upsert(_checkpoint_id(collection), fences, update)
 
     def finish_reconciliation(self, collection: str, tasks: list[str], generation: int) -> bool:
         """Mark ``tasks`` reconciled and drop the collection's checkpoint, unless the

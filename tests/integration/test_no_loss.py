@@ -229,6 +229,9 @@ def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None
     checkpoint = store.load_checkpoint("orders", ["t"], generation)
     assert checkpoint is not None and checkpoint.last_id == 50
     assert store.load_checkpoint("orders", ["t"], generation + 1) is None
+    # A scan of an older generation cannot overwrite a newer one's checkpoint either.
+    assert store.save_checkpoint("orders", ["t"], 5, now, generation=generation + 1, epoch=2)
+    assert not store.save_checkpoint("orders", ["t"], 60, now, generation=generation, epoch=2)
 
 
 def test_an_unresumable_stream_restarts_from_now_and_reconciles(
