@@ -4,8 +4,9 @@ Commands mongoeco handles correctly go to its ``WireCommandExecutor`` (mongoeco 
 ``mongoeco.wire.executor``). This layer adds what a MongoDB 6.0+ replica-set primary
 does and mongoeco's own wire server does not: ``hello`` with replica-set fields, cluster
 times on every reply, change streams, ``$merge`` on any unique key, namespace events for
-drop / rename / dropDatabase, Int64 cursor ids in both directions, and large write
-batches run in chunks so one slow command cannot stall every other connection.
+drop / rename / dropDatabase, Int64 cursor ids in both directions, retryable writes answered once
+(``retryable``), and large write batches run in chunks so one slow command cannot stall
+every other connection.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .errors import CommandError
 from .history import History
 from .hub import RecordingHub
 from .merge import apply_merge, split_merge
+from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
 from .streams import ChangeStreams
 
@@ -104,6 +106,7 @@ class EmbeddedMongoServer:
         )
         self._connections = WireConnectionRegistry()
         self.streams = ChangeStreams(self.history, idle_timeout=cursor_timeout)
+        self._retryable = RetryableWrites()
         self._cursor_timeout = cursor_timeout
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -220,7 +223,12 @@ class EmbeddedMongoServer:
         body.pop("$clusterTime", None)
         name = next(iter(body), "")
         try:
-            reply = await self._route(name, body, db, connection)
+            reply = await self._retryable.run(
+                name,
+                body,
+                _session_key(body.get("lsid")),
+                lambda: self._route(name, body, db, connection),
+            )
         except CommandError as error:
             reply = error.to_reply()
         except Exception as error:
@@ -244,6 +252,7 @@ class EmbeddedMongoServer:
         if name == "endSessions":
             sessions = body.get("endSessions") or []
             self.streams.end_sessions(_session_key(s) for s in sessions)
+            self._retryable.end_sessions([_session_key(s) for s in sessions])
             return await self._passthrough(body, db, connection)
         if name == "drop":
             return await self._drop(body, db, connection)
