@@ -97,10 +97,33 @@ class StreamCursor:
     last_used: float = field(default_factory=time.monotonic)
     killed: asyncio.Event = field(default_factory=asyncio.Event)
     busy: bool = False
+    invalidated: bool = False  # the stream has delivered its invalidate event
+
+
+# Every aggregation stage MongoDB 7.0 knows: one outside this list is "unrecognized"
+# (40324), one in it but not allowed after $changeStream is an illegal operation (20).
+AGGREGATION_STAGES: Final = frozenset(
+    {"$addFields", "$bucket", "$bucketAuto", "$changeStream", "$changeStreamSplitLargeEvent",
+     "$collStats", "$count", "$currentOp", "$densify", "$documents", "$facet", "$fill",
+     "$geoNear", "$graphLookup", "$group", "$indexStats", "$limit", "$listLocalSessions",
+     "$listSampledQueries", "$listSearchIndexes", "$listSessions", "$lookup", "$match",
+     "$merge", "$out", "$planCacheStats", "$project", "$redact", "$replaceRoot",
+     "$replaceWith", "$sample", "$search", "$searchMeta", "$set", "$setWindowFields",
+     "$shardedDataDistribution", "$skip", "$sort", "$sortByCount", "$unionWith", "$unset",
+     "$unwind", "$vectorSearch"}
+)  # fmt: skip
 
 
 def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
     """Validate a change stream ``aggregate`` command."""
+    read_concern = command.get("readConcern")
+    level = read_concern.get("level") if isinstance(read_concern, dict) else None
+    if level not in (None, "majority"):
+        raise CommandError(
+            errors.INVALID_OPTIONS,
+            "$changeStream cannot run with a readConcern other than 'majority', or in a "
+            f"multi-document transaction. Current readConcern: {read_concern}",
+        )
     pipeline = command.get("pipeline")
     if not isinstance(pipeline, list) or not pipeline:
         raise CommandError(errors.FAILED_TO_PARSE, "aggregate requires a pipeline")
@@ -127,6 +150,10 @@ def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
             raise CommandError(
                 errors.LOCATION_40602_NOT_FIRST,
                 "$changeStream is only valid as the first stage in a pipeline.",
+            )
+        if name not in ALLOWED_STAGES and name not in AGGREGATION_STAGES:
+            raise CommandError(
+                errors.UNRECOGNIZED_STAGE, f"Unrecognized pipeline stage name: '{name}'"
             )
         if name not in ALLOWED_STAGES:
             raise CommandError(
@@ -255,7 +282,8 @@ class ChangeStreams:
             DEFAULT_FIRST_BATCH,
         )
         batch = self._collect(cursor, batch_size) if batch_size else []
-        closed = bool(batch) and batch[-1]["operationType"] == "invalidate"
+        # Known from the event, not the batch: a $project may drop operationType.
+        closed = cursor.invalidated
         if not closed:
             self._cursors[cursor.cursor_id] = cursor
         return self._reply(cursor, batch, "firstBatch", closed)
@@ -292,7 +320,7 @@ class ChangeStreams:
         finally:
             cursor.busy = False
             cursor.last_used = time.monotonic()
-        closed = bool(batch) and batch[-1]["operationType"] == "invalidate"
+        closed = cursor.invalidated
         if closed:
             self._cursors.pop(cursor_id, None)
         return self._reply(cursor, batch, "nextBatch", closed)
@@ -350,6 +378,7 @@ class ChangeStreams:
                 if output is not None:
                     batch.append(output)
                 if document["operationType"] == "invalidate":
+                    cursor.invalidated = True
                     cursor.resume_token = document["_id"]["_data"]
                     return batch if output is not None else [*batch, document]
         if scanned_to_end:
@@ -373,6 +402,7 @@ class ChangeStreams:
                 "was modified by the pipeline. Modifying the _id field of an event makes it "
                 "impossible to resume the stream from that point. Only transformations that "
                 "retain the unmodified _id field are allowed.",
+                labels=("NonResumableChangeStreamError",),
             )
         return output
 

@@ -47,7 +47,7 @@ from .hub import RecordingHub
 from .merge import apply_merge, split_merge
 from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
-from .streams import ChangeStreams
+from .streams import AGGREGATION_STAGES, ChangeStreams
 
 logger = logging.getLogger("mongoreact.testing.server")
 
@@ -57,6 +57,22 @@ _MAX_MESSAGE_BYTES: Final = 48_000_000
 WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
 _HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
+# Fields any command may carry besides its own options (drivers add them).
+_GENERIC_FIELDS: Final = frozenset(
+    {"$db", "lsid", "txnNumber", "$clusterTime", "$readPreference", "writeConcern",
+     "readConcern", "comment", "apiVersion", "apiStrict", "apiDeprecationErrors",
+     "maxTimeMS", "autocommit", "startTransaction"}
+)  # fmt: skip
+# What a replacement by an empty document does, as an update pipeline (mongoeco 4.11.0
+# rejects an empty update document): only the _id is left.
+_EMPTY_REPLACEMENT: Final = [{"$replaceWith": {"_id": "$_id"}}]
+# getParameter values a 7.0 replica-set member reports.
+_PARAMETERS: Final = {
+    "featureCompatibilityVersion": {"version": "7.0"},
+    "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"],
+    "requireApiVersion": False,
+    "transactionLifetimeLimitSeconds": 60,
+}
 _ELECTION_ID: Final = BsonObjectId("7fffffff0000000000000001")
 
 
@@ -243,6 +259,15 @@ class EmbeddedMongoServer:
         if name in _HELLO_NAMES:
             connection.register_hello(name, body)
             return self._hello(name, connection)
+        if name == "buildinfo":  # MongoClient.server_info() sends it in lowercase
+            body = {"buildInfo": 1, **{k: v for k, v in body.items() if k != name}}
+            return await self._passthrough(body, db, connection)
+        if name == "getParameter":
+            return _get_parameter(body)
+        if name == "update":
+            body = _with_empty_replacements(body)
+        if name == "findAndModify" and body.get("update") == {}:
+            body = {**body, "update": _EMPTY_REPLACEMENT}
         if name == "aggregate":
             return await self._aggregate(body, db, connection)
         if name == "getMore":
@@ -360,6 +385,12 @@ class EmbeddedMongoServer:
                 )
             return self.streams.open(body, db, session_id=_session_key(body.get("lsid")))
         if isinstance(pipeline, list):
+            for stage in pipeline:
+                name = next(iter(stage), None) if isinstance(stage, dict) else None
+                if isinstance(name, str) and name not in AGGREGATION_STAGES:
+                    raise CommandError(
+                        errors.UNRECOGNIZED_STAGE, f"Unrecognized pipeline stage name: '{name}'"
+                    )
             pipeline = body["pipeline"] = rewrite_pipeline(pipeline)
             for stage in pipeline[1:]:
                 if isinstance(stage, dict) and "$changeStream" in stage:
@@ -472,7 +503,8 @@ class EmbeddedMongoServer:
         images = body.pop("changeStreamPreAndPostImages", None)
         if images is not None and not isinstance(images, dict):
             raise CommandError(errors.BAD_VALUE, "changeStreamPreAndPostImages must be an object")
-        if name == "collMod" and images is not None and len(body) <= 2:
+        options = [key for key in body if key != name and key not in _GENERIC_FIELDS]
+        if name == "collMod" and images is not None and not options:
             # collMod with only this option: mongoeco has nothing left to do.
             reply: dict[str, Any] = {"ok": 1.0}
         else:
@@ -515,6 +547,33 @@ class EmbeddedMongoServer:
         if write_errors:
             total["writeErrors"] = write_errors
         return total
+
+
+def _get_parameter(body: dict[str, Any]) -> dict[str, Any]:
+    """``getParameter``: the values asked for (``"*"``: all known), as mongod answers."""
+    if body.get("getParameter") == "*":
+        return {**_PARAMETERS, "ok": 1.0}
+    wanted = [key for key in body if key != "getParameter" and key not in _GENERIC_FIELDS]
+    found = {key: _PARAMETERS[key] for key in wanted if key in _PARAMETERS}
+    if not found:
+        raise CommandError(errors.INVALID_OPTIONS, "no option found to get")
+    return {**found, "ok": 1.0}
+
+
+def _with_empty_replacements(body: dict[str, Any]) -> dict[str, Any]:
+    """An ``update`` command whose empty replacement documents are pipelines."""
+    updates = body.get("updates")
+    if not isinstance(updates, list) or not any(
+        isinstance(u, dict) and u.get("u") == {} for u in updates
+    ):
+        return body
+    return {
+        **body,
+        "updates": [
+            {**u, "u": _EMPTY_REPLACEMENT} if isinstance(u, dict) and u.get("u") == {} else u
+            for u in updates
+        ],
+    }
 
 
 def _encode(reply: dict[str, Any], request_id: int, response_to: int) -> bytes:
