@@ -58,10 +58,12 @@ def test_a_projection_may_drop_the_operation_type(db: Database[Doc]) -> None:
 
 
 def test_a_stream_that_drops_the_resume_token_is_not_resumable(db: Database[Doc]) -> None:
-    with pytest.raises(OperationFailure) as fatal:
-        with db.items.watch([{"$project": {"_id": 0}}], max_await_time_ms=200) as stream:
-            db.items.insert_one({"_id": "y"})
-            stream.next()
+    with (
+        pytest.raises(OperationFailure) as fatal,
+        db.items.watch([{"$project": {"_id": 0}}], max_await_time_ms=200) as stream,
+    ):
+        db.items.insert_one({"_id": "y"})
+        stream.next()
     assert fatal.value.code == 280
     assert fatal.value.has_error_label("NonResumableChangeStreamError")
 
