@@ -36,7 +36,6 @@ from mongoeco.wire.protocol import (
     encode_op_reply,
     parse_message_header,
 )
-from mongoeco.wire.sessions import WireSessionStore
 from mongoeco.wire.surface import WireSurface
 
 from . import errors, expressions, membership
@@ -48,6 +47,7 @@ from .merge import apply_merge, split_merge
 from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
 from .streams import AGGREGATION_STAGES, ChangeStreams
+from .transactions import TransactionSessionStore
 
 logger = logging.getLogger("mongoreact.testing.server")
 
@@ -57,6 +57,7 @@ _MAX_MESSAGE_BYTES: Final = 48_000_000
 WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
 _HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
+_TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
 # Fields any command may carry besides its own options (drivers add them).
 _GENERIC_FIELDS: Final = frozenset(
     {"$db", "lsid", "txnNumber", "$clusterTime", "$readPreference", "writeConcern",
@@ -72,6 +73,8 @@ _PARAMETERS: Final = {
     "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"],
     "requireApiVersion": False,
     "transactionLifetimeLimitSeconds": 60,
+    # No configureFailPoint and friends: test suites then skip what needs them.
+    "enableTestCommands": 0,
 }
 _ELECTION_ID: Final = BsonObjectId("7fffffff0000000000000001")
 
@@ -113,10 +116,11 @@ class EmbeddedMongoServer:
         # committed changes into our history.
         self._client._change_hub = RecordingHub(self.history)
         self._surface = WireSurface()
+        self._sessions = TransactionSessionStore()
         self._executor = WireCommandExecutor(
             self._client,
             _CursorStore(),
-            WireSessionStore(),
+            self._sessions,
             surface=self._surface,
             auth=WireAuthenticationService(()),
         )
@@ -251,6 +255,9 @@ class EmbeddedMongoServer:
             reply = self._executor.error_document(error)
             if "code" not in reply:
                 logger.debug("command %s failed", name, exc_info=True)
+        failed = reply.get("ok") != 1 or bool(reply.get("writeErrors"))
+        if failed and body.get("autocommit") is False and name not in _TRANSACTION_ENDS:
+            self._sessions.abort_after_error(body)
         return self._decorate(reply)
 
     async def _route(

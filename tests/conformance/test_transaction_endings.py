@@ -1,0 +1,65 @@
+"""How failed transactions end: the codes and labels drivers act on, and sessions that
+stay usable afterwards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+Doc = dict[str, Any]
+
+
+def test_a_conflicting_commit_is_a_transient_write_conflict(
+    db: Database[Doc], mongo_client: MongoClient[Doc]
+) -> None:
+    db.accounts.insert_one({"_id": 1, "balance": 0})
+    with mongo_client.start_session() as session:
+        session.start_transaction()
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 1}}, session=session)
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 10}})  # another writer
+        with pytest.raises(OperationFailure) as conflict:
+            session.commit_transaction()
+        assert conflict.value.code == 112
+        assert conflict.value.has_error_label("TransientTransactionError")
+        # The session is not stuck in the dead transaction: its writes are everyone's.
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 100}}, session=session)
+    assert db.accounts.find_one({"_id": 1}) == {"_id": 1, "balance": 110}
+
+
+def test_with_transaction_retries_a_conflicting_commit(
+    db: Database[Doc], mongo_client: MongoClient[Doc]
+) -> None:
+    db.accounts.insert_one({"_id": 1, "balance": 0})
+    attempts = 0
+
+    def transfer(session: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 1}}, session=session)
+        if attempts == 1:
+            db.other.insert_one({"x": 1})  # a concurrent write: the first commit conflicts
+
+    with mongo_client.start_session() as session:
+        session.with_transaction(transfer)
+    assert attempts == 2
+    assert db.accounts.find_one({"_id": 1}) == {"_id": 1, "balance": 1}
+
+
+def test_an_error_inside_a_transaction_aborts_it(
+    db: Database[Doc], mongo_client: MongoClient[Doc]
+) -> None:
+    db.items.insert_one({"_id": 1})
+    with mongo_client.start_session() as session:
+        session.start_transaction()
+        db.items.insert_one({"_id": 2}, session=session)
+        with pytest.raises(DuplicateKeyError):
+            db.items.insert_one({"_id": 1}, session=session)
+        with pytest.raises(OperationFailure) as aborted:
+            session.commit_transaction()
+        assert aborted.value.code == 251  # NoSuchTransaction
+        assert aborted.value.has_error_label("TransientTransactionError")
+    assert sorted(d["_id"] for d in db.items.find()) == [1]  # the insert of 2 is gone
