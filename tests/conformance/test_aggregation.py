@@ -210,3 +210,17 @@ def test_expression_operators_the_task_engine_uses(db: Database[Doc]) -> None:
         "last_two": [3, 4],
         "fallback": 0,
     }
+
+
+def test_merge_when_matched_fail_reports_the_colliding_key(db: Database[Doc]) -> None:
+    db.source.insert_one({"_id": 1, "k": "a"})
+    db.target.create_index("k", unique=True)
+    db.target.insert_one({"_id": 9, "k": "a"})
+    with pytest.raises(OperationFailure) as collided:
+        db.source.aggregate(
+            [{"$project": {"_id": 0, "k": 1}},
+             {"$merge": {"into": "target", "on": "k", "whenMatched": "fail"}}]
+        )  # fmt: skip
+    assert collided.value.code == 11000
+    details = collided.value.details or {}
+    assert details.get("keyPattern") == {"k": 1} and details.get("keyValue") == {"k": "a"}

@@ -76,11 +76,6 @@ def test_documents_over_16_mib_are_rejected_on_insert(db: Database[Doc]) -> None
         db.t.insert_one({"_id": 1, "blob": "x" * (17 * 1024 * 1024)})
 
 
-@pytest.mark.xfail(
-    reason="embedded server gap: mongoeco 4.11.0 does not enforce the 16 MiB limit when an "
-    "update grows a document (docs/embedded-server.md)",
-    strict=False,
-)
 def test_an_update_that_grows_a_document_past_16_mib_is_rejected(db: Database[Doc]) -> None:
     db.t.insert_one({"_id": 1, "a": "x" * (9 * 1024 * 1024)})
     with pytest.raises((WriteError, OperationFailure)):

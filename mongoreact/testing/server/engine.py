@@ -28,6 +28,7 @@ import datetime
 import uuid
 from typing import Any
 
+import bson
 from bson import Binary, ObjectId
 from mongoeco.core.filtering import QueryEngine
 from mongoeco.core.identity import id_contains_numeric_value
@@ -35,6 +36,7 @@ from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition
 from mongoeco.engines._memory_collection import MemoryCollection
 from mongoeco.engines.memory import MemoryEngine
 from mongoeco.engines.virtual_indexes import document_in_virtual_index
+from mongoeco.errors import OperationFailure
 
 # _id types whose BSON equality is plain Python equality of one type: for them the
 # storage key of a query value is the storage key of every document it matches. Numbers
@@ -64,6 +66,28 @@ def _id_lookup_values(plan: Any) -> tuple[Any, ...] | None:
     return found if all(_exact_id(value) for value in found) else None
 
 
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+def _check_size(document: dict[str, Any], *, updating: bool) -> None:
+    """Refuse a document over 16 MiB as MongoDB does (17419 for the result of an update,
+    10334 for an insert)."""
+    try:
+        size = len(bson.encode(document))
+    except Exception:  # a value only mongoeco knows: leave it to mongoeco
+        return
+    if size <= MAX_DOCUMENT_BYTES:
+        return
+    if updating:
+        raise OperationFailure(
+            f"Resulting document after update is larger than {MAX_DOCUMENT_BYTES}", code=17419
+        )
+    raise OperationFailure(
+        f"object to insert too large. size in bytes: {size}, max size: {MAX_DOCUMENT_BYTES}",
+        code=10334,
+    )
+
+
 class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     """MemoryEngine whose unique checks and ``_id`` reads are lookups, not scans."""
 
@@ -86,6 +110,9 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     def _ensure_unique_indexes(
         self, db_name: str, coll_name: str, candidate: dict[str, Any], **options: Any
     ) -> None:
+        # mongoeco 4.11.0 checks every document it writes here (inserts, updates and
+        # replacements alike) and nowhere enforces MongoDB's 16 MiB document limit.
+        _check_size(candidate, updating=options.get("exclude_storage_key") is not None)
         if options.get("scan_payload_id") and not id_contains_numeric_value(candidate.get("_id")):
             options["scan_payload_id"] = False
         indexes_view = options.get("indexes_view")

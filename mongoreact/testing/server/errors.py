@@ -43,11 +43,19 @@ _CODE_NAMES = {
 class CommandError(Exception):
     """A command failed with a MongoDB error code."""
 
-    def __init__(self, code: int, message: str, *, labels: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        labels: tuple[str, ...] = (),
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.labels = labels
+        self.details = details or {}  # further fields of the reply (keyPattern, ...)
 
     def to_reply(self) -> dict[str, Any]:
         reply: dict[str, Any] = {
@@ -58,6 +66,7 @@ class CommandError(Exception):
         }
         if self.labels:
             reply["errorLabels"] = list(self.labels)
+        reply.update(self.details)
         return reply
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from mongoeco.core.aggregation import evaluate_expression
 from mongoeco.core.bson_ordering import bson_equality_key
-from mongoeco.errors import DuplicateKeyError
 from mongoeco.types import ObjectId
 
 from . import errors
@@ -69,7 +68,7 @@ async def apply_merge(client: Any, db: str, documents: list[dict[str, Any]], spe
             if found is not None and inserted is not None:
                 found[_equality(key.values())] = inserted  # a later duplicate matches it
         else:
-            await _matched(target, existing, document, when_matched, let)
+            await _matched(target, existing, document, when_matched, let, key)
 
 
 async def _existing(
@@ -148,7 +147,12 @@ async def _not_matched(target: Any, document: dict[str, Any], mode: str) -> dict
 
 
 async def _matched(
-    target: Any, existing: dict[str, Any], document: dict[str, Any], mode: Any, let: Any
+    target: Any,
+    existing: dict[str, Any],
+    document: dict[str, Any],
+    mode: Any,
+    let: Any,
+    key: dict[str, Any],
 ) -> None:
     selector = {"_id": existing["_id"]}
     incoming = {name: value for name, value in document.items() if name != "_id"}
@@ -163,6 +167,9 @@ async def _matched(
     elif mode == "replace":
         await target.replace_one(selector, incoming)
     elif mode == "fail":
-        raise DuplicateKeyError(
-            f"E11000 duplicate key error collection: {target.name} ($merge whenMatched: fail)"
+        # As MongoDB reports it: which unique key, and the value that collided.
+        raise CommandError(
+            errors.DUPLICATE_KEY,
+            f"E11000 duplicate key error collection: {target.name} ($merge whenMatched: fail)",
+            details={"keyPattern": dict.fromkeys(key, 1), "keyValue": dict(key)},
         )
