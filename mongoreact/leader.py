@@ -79,6 +79,12 @@ class LeaderElector(Loop):
         if self.stopping.is_set():
             return 0.0
         if lease.holder == self._settings.instance_id:
+            if time.monotonic() >= asked + ttl:
+                # The renewal took longer than the lease lasts: what it granted may have
+                # lapsed already, so it proves nothing. Renew again at once rather than
+                # start a planner that could not plan.
+                logger.warning("the leader lease renewal took longer than leader_ttl; retrying")
+                return 0.0
             with self._lock:
                 # A lease that lapsed locally while this renewal was in flight counts as
                 # newly won: the planner may have seen the lapse and stopped, and must
