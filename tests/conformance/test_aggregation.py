@@ -224,3 +224,14 @@ def test_merge_when_matched_fail_reports_the_colliding_key(db: Database[Doc]) ->
     assert collided.value.code == 11000
     details = collided.value.details or {}
     assert details.get("keyPattern") == {"k": 1} and details.get("keyValue") == {"k": "a"}
+
+
+@pytest.mark.once
+@pytest.mark.timeout(300)
+def test_count_and_group_over_more_than_50_000_documents(db: Database[Doc]) -> None:
+    # mongoeco refuses to materialize more than 50 000 documents by default; MongoDB
+    # groups and counts any number (spilling to disk when needed).
+    db.big.insert_many([{"g": i % 3} for i in range(50_001)])
+    assert db.big.count_documents({}) == 50_001
+    counts = sorted(d["n"] for d in db.big.aggregate([{"$group": {"_id": "$g", "n": {"$sum": 1}}}]))
+    assert counts == [16_667, 16_667, 16_667]

@@ -37,7 +37,7 @@ from mongoreact.testing import EmbeddedServer
 from .harness import AppProcess, Doc, leader, report, wait_for
 from .proxy import DroppingProxy
 
-pytestmark = [pytest.mark.fault, pytest.mark.chaos]
+pytestmark = [pytest.mark.fault, pytest.mark.chaos, pytest.mark.once]
 
 SECONDS = float(os.environ.get("MONGOREACT_CHAOS_SECONDS", "15"))
 # Sized for the embedded server, whose cost per claim grows with the pending records

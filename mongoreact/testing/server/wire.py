@@ -110,7 +110,9 @@ class EmbeddedMongoServer:
         self.port = port
         self.replica_set = replica_set
         self.history = History(max_events=history_size)
-        self._client = AsyncMongoClient(FastMemoryEngine())
+        # No document budget on aggregations (mongoeco 4.11.0 refuses a $group or a count
+        # over more than 50 000 documents): MongoDB 6.0+ spills to disk by default.
+        self._client = AsyncMongoClient(FastMemoryEngine(aggregation_materialization_limit=None))
         # mongoeco 4.11.0 keeps one change-stream hub per client and hands it to every
         # database and collection it creates; replacing it before first use routes all
         # committed changes into our history.
