@@ -63,3 +63,21 @@ def test_an_error_inside_a_transaction_aborts_it(
         assert aborted.value.code == 251  # NoSuchTransaction
         assert aborted.value.has_error_label("TransientTransactionError")
     assert sorted(d["_id"] for d in db.items.find()) == [1]  # the insert of 2 is gone
+
+
+def test_the_events_of_a_transaction_carry_its_session_and_number(
+    db: Database[Doc], mongo_client: MongoClient[Doc]
+) -> None:
+    with db.items.watch(max_await_time_ms=200) as stream:
+        with mongo_client.start_session() as session:
+            session.with_transaction(
+                lambda s: db.items.insert_many([{"_id": 1}, {"_id": 2}], session=s)
+            )
+            session_id = session.session_id
+        db.items.insert_one({"_id": 3})  # not in a transaction
+        events = [stream.next() for _ in range(3)]
+    in_transaction, alone = events[:2], events[2]
+    for event in in_transaction:
+        assert event["lsid"]["id"] == session_id["id"]
+        assert isinstance(event["txnNumber"], int) and event["txnNumber"] >= 1
+    assert "lsid" not in alone and "txnNumber" not in alone

@@ -14,6 +14,7 @@ answer from memory without a query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 from collections import deque
@@ -45,6 +46,9 @@ class ChangeEvent:
     post_image: Document | None = None
     pre_image: Document | None = None
     to: Document | None = None  # rename target
+    # The session and transaction number of the transaction that wrote it, if any.
+    lsid: Document | None = None
+    txn_number: int | None = None
 
 
 @dataclass
@@ -71,6 +75,8 @@ class History:
         self._shadow = _Shadow()
         self._images_enabled: set[NamespaceKey] = set()
         self._new_event = asyncio.Event()
+        # (lsid, txnNumber) while a transaction's changes are being committed.
+        self._transaction: tuple[Document, int] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- reading ----------------------------------------------------------------------
@@ -136,6 +142,15 @@ class History:
         return (db, coll) in self._images_enabled
 
     # -- writing ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def committing(self, lsid: Document, txn_number: int) -> Iterator[None]:
+        """Changes recorded inside come from this transaction (events carry both ids)."""
+        self._transaction = (lsid, txn_number)
+        try:
+            yield
+        finally:
+            self._transaction = None
+
     def record_document_change(
         self,
         *,
@@ -167,6 +182,8 @@ class History:
             update_description=description,
             post_image=after if images and operation_type != "delete" else None,
             pre_image=before if images and operation_type != "insert" else None,
+            lsid=self._transaction[0] if self._transaction else None,
+            txn_number=self._transaction[1] if self._transaction else None,
         )
 
     def record_drop(self, db: str, coll: str) -> None:

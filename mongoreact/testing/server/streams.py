@@ -458,6 +458,9 @@ class ChangeStreams:
             document["documentKey"] = event.document_key
         if event.update_description is not None:
             document["updateDescription"] = event.update_description
+        if event.lsid is not None and event.txn_number is not None:
+            document["lsid"] = event.lsid
+            document["txnNumber"] = Int64(event.txn_number)
         before = self._before_change(spec, event)
         if before is not _ABSENT:
             document["fullDocumentBeforeChange"] = before

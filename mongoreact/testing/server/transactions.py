@@ -13,7 +13,8 @@ driver is how a failed transaction ends, and there mongoeco differed:
   and the commit then fails with ``NoSuchTransaction`` (251, transient);
 - a session that moves on (a new ``startTransaction``, or a command outside any
   transaction) while a transaction is still open implicitly aborts it, as a new
-  transaction number does on MongoDB.
+  transaction number does on MongoDB;
+- the change events of a committed transaction carry its ``lsid`` and ``txnNumber``.
 
 What remains different: the conflict check is server-wide, so a commit can fail (and be
 retried by the driver) although no document it wrote was touched by anyone else.
@@ -28,6 +29,8 @@ from mongoeco.errors import OperationFailure
 from mongoeco.wire._session_identity import wire_session_key
 from mongoeco.wire.sessions import WireSessionStore
 
+from .history import History
+
 WRITE_CONFLICT: Final = 112
 NO_SUCH_TRANSACTION: Final = 251
 TRANSIENT: Final = ("TransientTransactionError",)
@@ -36,8 +39,9 @@ TRANSIENT: Final = ("TransientTransactionError",)
 class TransactionSessionStore(WireSessionStore):  # type: ignore[misc]
     """mongoeco's session store with MongoDB's endings of failed transactions."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: History) -> None:
         super().__init__()
+        self._history = history
         self._aborted: dict[str, Any] = {}  # session key -> txnNumber the server aborted
 
     def resolve_for_command(self, client: Any, body: dict[str, Any], *, capability: Any) -> Any:
@@ -64,7 +68,11 @@ class TransactionSessionStore(WireSessionStore):  # type: ignore[misc]
         session = self._require_session(body)
         if session.transaction_active:
             try:
-                session.commit_transaction()
+                txn_number = body.get("txnNumber")
+                with self._history.committing(
+                    dict(body["lsid"]), int(getattr(txn_number, "value", txn_number) or 0)
+                ):
+                    session.commit_transaction()
             except OperationFailure as error:
                 self._abort(session)
                 raise OperationFailure(

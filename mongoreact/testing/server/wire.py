@@ -118,7 +118,7 @@ class EmbeddedMongoServer:
         # committed changes into our history.
         self._client._change_hub = RecordingHub(self.history)
         self._surface = WireSurface()
-        self._sessions = TransactionSessionStore()
+        self._sessions = TransactionSessionStore(self.history)
         self._executor = WireCommandExecutor(
             self._client,
             _CursorStore(),
