@@ -81,3 +81,43 @@ def test_the_events_of_a_transaction_carry_its_session_and_number(
         assert event["lsid"]["id"] == session_id["id"]
         assert isinstance(event["txnNumber"], int) and event["txnNumber"] >= 1
     assert "lsid" not in alone and "txnNumber" not in alone
+
+
+def test_inside_a_transaction_no_write_concern_and_no_existing_collection(
+    db: Database[Doc], mongo_client: MongoClient[Doc]
+) -> None:
+    db.create_collection("existing")
+    with mongo_client.start_session() as session:
+        session.start_transaction()
+        with pytest.raises(OperationFailure) as concern:
+            db.command(
+                {"insert": "items", "documents": [{}], "writeConcern": {"w": 1}},
+                session=session,
+            )
+        assert concern.value.code == 72
+        session.abort_transaction()
+        session.start_transaction()
+        with pytest.raises(OperationFailure) as exists:
+            db.create_collection("existing", session=session, check_exists=False)
+        assert exists.value.code == 48
+        session.abort_transaction()
+
+
+def test_ddl_is_refused_inside_a_transaction(
+    db: Database[Doc], mongo_client: MongoClient[Doc]
+) -> None:
+    db.items.insert_one({"a": 1})
+    refused = [
+        lambda s: db.items.drop(session=s),
+        lambda s: db.items.create_index("a", session=s),
+        lambda s: db.items.drop_indexes(session=s),
+        lambda s: db.items.rename("other", session=s),
+    ]
+    for operation in refused:
+        with mongo_client.start_session() as session:
+            session.start_transaction()
+            with pytest.raises(OperationFailure) as error:
+                operation(session)
+            assert error.value.code == 263
+            session.abort_transaction()
+    assert db.items.count_documents({}) == 1

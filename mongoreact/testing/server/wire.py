@@ -58,6 +58,10 @@ WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
 _HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
 _TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
+# DDL MongoDB refuses inside a transaction (createIndexes only on an existing collection).
+_NOT_IN_TRANSACTIONS: Final = frozenset(
+    {"drop", "dropDatabase", "renameCollection", "dropIndexes", "collMod"}
+)
 # Fields any command may carry besides its own options (drivers add them).
 _GENERIC_FIELDS: Final = frozenset(
     {"$db", "lsid", "txnNumber", "$clusterTime", "$readPreference", "writeConcern",
@@ -265,6 +269,18 @@ class EmbeddedMongoServer:
     async def _route(
         self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
     ) -> dict[str, Any]:
+        in_transaction = body.get("autocommit") is False
+        if in_transaction and "writeConcern" in body and name not in _TRANSACTION_ENDS:
+            raise CommandError(
+                errors.INVALID_OPTIONS, "Cannot set write concern after starting a transaction."
+            )
+        if in_transaction and (
+            name in _NOT_IN_TRANSACTIONS
+            or (name == "createIndexes" and body.get(name) in await self._collection_names(db))
+        ):
+            raise CommandError(
+                errors.NOT_IN_TRANSACTION, f"Cannot run '{name}' in a multi-document transaction."
+            )
         if name in _HELLO_NAMES:
             connection.register_hello(name, body)
             return self._hello(name, connection)
@@ -390,7 +406,8 @@ class EmbeddedMongoServer:
         ):
             if body.get("autocommit") is False:
                 raise CommandError(
-                    263, "Cannot run a change stream aggregation inside a transaction"
+                    errors.NOT_IN_TRANSACTION,
+                    "Cannot run a change stream aggregation inside a transaction",
                 )
             return self.streams.open(body, db, session_id=_session_key(body.get("lsid")))
         if isinstance(pipeline, list):
@@ -513,6 +530,15 @@ class EmbeddedMongoServer:
         if images is not None and not isinstance(images, dict):
             raise CommandError(errors.BAD_VALUE, "changeStreamPreAndPostImages must be an object")
         options = [key for key in body if key != name and key not in _GENERIC_FIELDS]
+        if (
+            name == "create"
+            and body.get("autocommit") is False
+            and str(body.get(name)) in await self._collection_names(db)
+        ):
+            # Inside a transaction MongoDB refuses to create an existing collection.
+            raise CommandError(
+                errors.NAMESPACE_EXISTS, f"Collection {db}.{body[name]} already exists."
+            )
         if name == "collMod" and images is not None and not options:
             # collMod with only this option: mongoeco has nothing left to do.
             reply: dict[str, Any] = {"ok": 1.0}

@@ -1,0 +1,1 @@
+"""pymongo's own test suite run against the embedded server (``tox -e peer``)."""
