@@ -3,10 +3,12 @@ stay usable afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pymongo import MongoClient
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -107,7 +109,7 @@ def test_ddl_is_refused_inside_a_transaction(
     db: Database[Doc], mongo_client: MongoClient[Doc]
 ) -> None:
     db.items.insert_one({"a": 1})
-    refused = [
+    refused: list[Callable[[ClientSession], object]] = [
         lambda s: db.items.drop(session=s),
         lambda s: db.items.create_index("a", session=s),
         lambda s: db.items.drop_indexes(session=s),
