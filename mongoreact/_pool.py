@@ -8,14 +8,12 @@ exits, and the abandoned run's record is claimed again once its lease expires.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

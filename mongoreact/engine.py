@@ -541,7 +541,7 @@ class ReactiveTasks:
                 "this instance holds the lease but its planner had stopped; restarting it"
             )
             self._start_planning()
-        elif leading and self._planning is not None:
+        elif leading:
             registry = self._planning_registry()
             if planning_signature(list(registry)) != self._planning_signature:
                 logger.info("the published task definitions changed; restarting planning")

@@ -135,8 +135,9 @@ class Reconciler:
             partial(self._globals.finish_reconciliation, collection, names, generation),
             "finishing",
         )
-        if not finished:
-            return self._same_generation(generation)  # False: the history was lost
+        if not finished:  # only refused when the generation moved on
+            _log_abandoned()
+            return False
         logger.info("reconciled %s: %d documents", collection, scanned)
         return True
 
@@ -145,11 +146,15 @@ class Reconciler:
         a scan of an older one is abandoned (the new one runs from the beginning)."""
         current = self._retry(self._globals.reconciliation_generation, "reading the generation")
         if current != generation:
-            logger.warning(
-                "the change stream history was lost during the reconciliation; its scan "
-                "is abandoned and starts again from the beginning"
-            )
+            _log_abandoned()
         return bool(current == generation)
 
     def _retry(self, fn: Callable[[], Any], what: str) -> Any:
         return call_with_retry(fn, self._stopping, what=f"reconciliation: {what}")
+
+
+def _log_abandoned() -> None:
+    logger.warning(
+        "the change stream history was lost during the reconciliation; its scan is "
+        "abandoned and starts again from the beginning"
+    )

@@ -216,13 +216,12 @@ class WorkerPool:
             return False
         assert self._executor is not None
         refused: list[ClaimedTask] = []
-        executor = self._executor
         with self._lock:
             self._in_hand += len(claims)
             for claim in claims:
                 self._leases.hold(claim)  # renewed while it waits for a thread
                 try:
-                    future = executor.submit(functools.partial(self._run, claim))
+                    future = self._executor.submit(functools.partial(self._run, claim))
                 except RuntimeError:  # shut down by a stop() that gave up waiting for us
                     refused.append(claim)
                     continue
@@ -311,8 +310,9 @@ class WorkerPool:
                 if ran:
                     weight = RUN_TIME_WEIGHT if self._run_time is not None else 1.0
                     self._run_time = (1 - weight) * (self._run_time or 0.0) + weight * seconds
-                idle = self._stopping.is_set() and self.running == 0
-                callbacks, self._on_idle = (self._on_idle, []) if idle else ([], self._on_idle)
+                callbacks: list[Callable[[], None]] = []
+                if self._stopping.is_set() and self.running == 0:
+                    callbacks, self._on_idle = self._on_idle, []
             for callback in callbacks:
                 callback()
             # A finished run frees a thread: look for more work at once.
