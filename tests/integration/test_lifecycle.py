@@ -182,25 +182,33 @@ def test_a_handler_outliving_stop_keeps_a_working_client(
     wait_until(lambda: engine._client is None, message="the client to be closed after it")
 
 
-STOP_SCRIPT = """
+# A 15 s handler is running when the script ends the instance: with "stop" it calls
+# stop(timeout=1) and prints whether that was clean; with "signal" it waits for the
+# SIGTERM that install_signal_handlers(timeout=2) turns into a stop and an exit.
+SLOW_HANDLER_SCRIPT = """
 import sys, threading
-from mongoreact import ReactiveTasks
+import mongoreact as reactive
 from mongoreact.testing.helpers import FAST_SETTINGS
 
-uri, name = sys.argv[1:3]
-engine = ReactiveTasks(uri=uri, database=name, **FAST_SETTINGS)
+uri, name, ending = sys.argv[1:4]
+reactive.init(uri=uri, database=name, **FAST_SETTINGS)
 started = threading.Event()
 
 def slow(ctx):
     started.set()
     threading.Event().wait(15)
 
-engine.register(task="slow", collection="jobs", handler=slow, debounce=0)
-engine.start()
-engine.database.jobs.insert_one({"_id": 1})
+reactive.register(task="slow", collection="jobs", handler=slow, debounce=0)
+reactive.start()
+if ending == "signal":
+    reactive.install_signal_handlers(timeout=2)
+reactive.instance().database.jobs.insert_one({"_id": 1})
 assert started.wait(30)
 print("running", flush=True)
-print("clean" if engine.stop(timeout=1) else "not clean", flush=True)
+if ending == "stop":
+    print("clean" if reactive.stop(timeout=1) else "not clean", flush=True)
+else:
+    threading.Event().wait(60)
 """
 
 
@@ -229,34 +237,11 @@ def test_the_process_exits_within_the_stop_timeout_while_a_handler_runs(
 ) -> None:
     # Handler threads were joined at interpreter exit: with stop(timeout=1) and a 15 s
     # handler, the process lived on until the handler returned.
-    with handler_running_in(STOP_SCRIPT, mongo_uri, database_name) as process:
+    with handler_running_in(SLOW_HANDLER_SCRIPT, mongo_uri, database_name, "stop") as process:
         exited_after = seconds_to_exit(process)
         assert process.stdout is not None and process.stdout.read().strip() == "not clean"
         assert process.returncode == 0
         assert exited_after < 5, exited_after  # stop's 1 s and the interpreter's exit
-
-
-SIGNAL_SCRIPT = """
-import sys, threading
-import mongoreact as reactive
-from mongoreact.testing.helpers import FAST_SETTINGS
-
-uri, name = sys.argv[1:3]
-reactive.init(uri=uri, database=name, **FAST_SETTINGS)
-started = threading.Event()
-
-def slow(ctx):
-    started.set()
-    threading.Event().wait(15)
-
-reactive.register(task="slow", collection="jobs", handler=slow, debounce=0)
-reactive.start()
-reactive.install_signal_handlers(timeout=2)
-reactive.instance().database.jobs.insert_one({"_id": 1})
-assert started.wait(30)
-print("running", flush=True)
-threading.Event().wait(60)
-"""
 
 
 def test_sigterm_with_install_signal_handlers_exits_within_the_timeout(
@@ -264,7 +249,7 @@ def test_sigterm_with_install_signal_handlers_exits_within_the_timeout(
 ) -> None:
     # The reported case: install_signal_handlers(timeout=2) and a 15 s handler; the
     # process was still alive 8 s after SIGTERM.
-    with handler_running_in(SIGNAL_SCRIPT, mongo_uri, database_name) as process:
+    with handler_running_in(SLOW_HANDLER_SCRIPT, mongo_uri, database_name, "signal") as process:
         process.send_signal(signal.SIGTERM)
         exited_after = seconds_to_exit(process)
         assert process.returncode == 128 + signal.SIGTERM
