@@ -20,23 +20,39 @@ Reads by ``_id`` get the same treatment. mongoeco looks up a plain ``{_id: value
 storage key, but scans the whole collection for ``{_id: {$in: [...]}}`` (how the planner
 and the reconciler fetch a batch of documents) and for an ``_id`` that is absent. For
 ``_id`` values whose storage key is exact (see ``_exact_id``), both become lookups.
+
+Sorted reads with a limit (the claim, keyset pages) walk an ordered index instead of
+matching and sorting every document: see ``ordered.py``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import bson
 from bson import Binary, ObjectId
 from mongoeco.core.filtering import QueryEngine
 from mongoeco.core.identity import id_contains_numeric_value
-from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition
+from mongoeco.core.query_plan import (
+    AndCondition,
+    EqualsCondition,
+    ExprCondition,
+    InCondition,
+    NotCondition,
+    OrCondition,
+    WhereCondition,
+)
 from mongoeco.engines._memory_collection import MemoryCollection
 from mongoeco.engines.memory import MemoryEngine
+from mongoeco.engines.semantic_core import compile_update_semantics
 from mongoeco.engines.virtual_indexes import document_in_virtual_index
 from mongoeco.errors import OperationFailure
+
+from . import ordered
 
 # _id types whose BSON equality is plain Python equality of one type: for them the
 # storage key of a query value is the storage key of every document it matches. Numbers
@@ -88,8 +104,159 @@ def _check_size(document: dict[str, Any], *, updating: bool) -> None:
     )
 
 
+class SortedRead:
+    """A sorted read with a limit, handed from the public engine method to the
+    candidate selection (which mongoeco calls without the sort or the limit)."""
+
+    def __init__(
+        self,
+        namespace: tuple[str, str],
+        plan: Any,
+        sort: list[tuple[str, int]],
+        wanted: int,
+        matches: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        self.namespace, self.plan, self.sort = namespace, plan, sort
+        self.wanted, self.matches = wanted, matches
+
+
+# Task-local, so interleaved commands on the server's event loop never see each other's.
+_SORTED_READ: contextvars.ContextVar[SortedRead | None] = contextvars.ContextVar(
+    "mongoreact_sorted_read", default=None
+)
+
+
+def _uses_expressions(node: Any) -> bool:
+    """Whether a query plan evaluates expressions (whose ``$$NOW`` is per compilation)."""
+    if isinstance(node, (ExprCondition, WhereCondition)):
+        return True
+    if isinstance(node, (AndCondition, OrCondition)):
+        return any(_uses_expressions(clause) for clause in node.clauses)
+    return isinstance(node, NotCondition)  # conservative: a negation may wrap anything
+
+
+async def _serving(inner: AsyncIterator[Any], request: SortedRead) -> AsyncIterator[Any]:
+    # mongoeco selects a find's candidates on the first step of its generator.
+    token = _SORTED_READ.set(request)
+    try:
+        first = await anext(inner)
+    except StopAsyncIteration:
+        return
+    finally:
+        _SORTED_READ.reset(token)
+    yield first
+    async for document in inner:
+        yield document
+
+
 class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
-    """MemoryEngine whose unique checks and ``_id`` reads are lookups, not scans."""
+    """MemoryEngine whose unique checks and ``_id`` reads are lookups, not scans, and
+    whose sorted reads with a limit walk an ordered index."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ordered: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], ordered.OrderedIndex]
+        self._ordered = {}
+
+    def scan_find_semantics(
+        self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
+    ) -> Any:
+        inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+        if not semantics.sort or not semantics.limit or semantics.text_query is not None:
+            return inner
+        plan, variables, dialect = semantics.query_plan, semantics.variables, semantics.dialect
+
+        def matches(document: dict[str, Any]) -> bool:
+            return QueryEngine.match_plan(document, plan, dialect=dialect, variables=variables)  # type: ignore[no-any-return]
+
+        wanted = semantics.skip + semantics.limit
+        request = SortedRead((db_name, coll_name), plan, semantics.sort, wanted, matches)
+        return _serving(inner, request)
+
+    async def update_with_operation(
+        self, db_name: str, coll_name: str, operation: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        # A sorted update changes one document (findAndModify, updateOne with sort).
+        if not operation.sort:
+            return await super().update_with_operation(
+                db_name, coll_name, operation, *args, **kwargs
+            )
+        bound = kwargs.get("operation_context")
+        semantics = compile_update_semantics(
+            operation if bound is None else operation.bind(bound),
+            dialect=kwargs.get("dialect"),
+            selector_filter=kwargs.get("selector_filter"),
+        )
+        plans = [p for p in (semantics.query_plan, semantics.selector_plan) if p is not None]
+        if semantics.collation is not None or any(_uses_expressions(p) for p in plans):
+            return await super().update_with_operation(
+                db_name, coll_name, operation, *args, **kwargs
+            )
+
+        def matches(document: dict[str, Any]) -> bool:
+            return all(
+                QueryEngine.match_plan(document, p, dialect=semantics.dialect) for p in plans
+            )
+
+        request = SortedRead((db_name, coll_name), semantics.query_plan, semantics.sort, 1, matches)
+        token = _SORTED_READ.set(request)
+        try:
+            return await super().update_with_operation(
+                db_name, coll_name, operation, *args, **kwargs
+            )
+        finally:
+            _SORTED_READ.reset(token)
+
+    def _set_storage_document_locked(
+        self, collection: Any, storage_key: Any, document: Any
+    ) -> None:
+        before = getattr(collection, "_values", None)
+        super()._set_storage_document_locked(collection, storage_key, document)
+        self._follow_write(collection, before, storage_key, document)
+
+    def _delete_storage_document_locked(self, collection: Any, storage_key: Any) -> None:
+        before = getattr(collection, "_values", None)
+        super()._delete_storage_document_locked(collection, storage_key)
+        self._follow_write(collection, before, storage_key, None)
+
+    def _follow_write(self, collection: Any, before: Any, storage_key: Any, data: Any) -> None:
+        following = [index for index in self._ordered.values() if index.collection is collection]
+        if not following:
+            return
+        document = None if data is None else self._borrow_storage_document(data)
+        for index in following:
+            index.written(collection, before, storage_key, document)
+
+    def _sorted_candidates(
+        self, coll: Any, request: SortedRead, indexes: list[Any]
+    ) -> list[tuple[Any, Any]] | None:
+        """The first ``request.wanted`` matching documents in sort order, read from an
+        ordered index; ``None`` if no index serves the request."""
+        db_name, coll_name = request.namespace
+        if not isinstance(coll, MemoryCollection) or coll is not self._storage.get(db_name, {}).get(
+            coll_name
+        ):
+            return None  # a transaction's view: left to mongoeco
+        key_patterns = [[("_id", 1)], *(list(index["key"]) for index in indexes)]
+        route = ordered.choose(request.plan, request.sort, key_patterns)
+        if route is None:
+            return None
+        name = (db_name, coll_name, route.prefix, route.sort)
+        index = self._ordered.get(name)
+        if index is None:
+            index = self._ordered[name] = ordered.OrderedIndex(route.prefix, route.sort)
+        if not index.in_sync(coll):
+            index.rebuild(coll, self._borrow_storage_document)
+        if not index.servable:
+            return None
+        found: list[tuple[Any, Any]] = []
+        for storage_key in index.walk(route.groups, route.bounds, descending=route.descending):
+            data = coll[storage_key]
+            if request.matches(self._borrow_storage_document(data)):
+                found.append((storage_key, data))
+                if len(found) >= request.wanted:
+                    break
+        return found
 
     def _candidate_items_for_plan_locked(
         self, coll: Any, query_plan: Any, **options: Any
@@ -97,6 +264,16 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         # mongoeco 4.11.0: every read (find, aggregate's leading $match, update, delete)
         # takes its candidates from here, and then matches each against the full plan,
         # so a superset is safe; ours is exact.
+        request = _SORTED_READ.get()
+        if (
+            request is not None
+            and options.get("collation") is None
+            and (request.plan is query_plan or request.plan == query_plan)
+        ):
+            _SORTED_READ.set(None)  # this read only: not a nested one with the same plan
+            served = self._sorted_candidates(coll, request, options.get("indexes") or [])
+            if served is not None:
+                return served
         values = _id_lookup_values(query_plan)
         if values is None or options.get("collation") is not None:
             return super()._candidate_items_for_plan_locked(coll, query_plan, **options)  # type: ignore[no-any-return]

@@ -1,0 +1,189 @@
+"""Sorted reads with a limit return what MongoDB returns, whatever writes came before.
+
+The embedded server answers them from ordered indexes it keeps beside the collection
+(``mongoreact/testing/server/ordered.py``). A hypothesis state machine interleaves every
+kind of write (single and bulk inserts, updates that move a document in the order,
+deletes, an ``insert_many`` that fails half-way and is rolled back, transactions that
+commit or abort) with sorted reads, and checks each read against a model: the documents
+matching the filter, ordered by MongoDB's BSON comparison order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from pymongo import MongoClient, ReturnDocument
+from pymongo.errors import BulkWriteError
+
+Doc = dict[str, Any]
+
+BASE = dt.datetime(2026, 1, 1)
+MISSING = object()
+# Values of the sort field of several BSON types, so type brackets are exercised.
+VALUES = st.one_of(
+    st.none(),
+    st.just(MISSING),
+    st.integers(min_value=-3, max_value=3),
+    st.sampled_from(["a", "b", "c"]),
+    st.integers(min_value=0, max_value=6).map(lambda h: BASE + dt.timedelta(hours=h)),
+)
+TASKS = st.sampled_from(["t1", "t2", "t3"])
+STATUSES = st.sampled_from(["pending", "processing", "completed"])
+IDS = st.integers(min_value=0, max_value=24)
+
+
+def bracket(value: Any) -> tuple[Any, ...]:
+    """MongoDB's sort order for the values used here (null and missing alike)."""
+    if value is None or value is MISSING:
+        return (1,)
+    if isinstance(value, int):
+        return (3, value)
+    if isinstance(value, str):
+        return (4, value)
+    return (10, value)
+
+
+def document(doc_id: int, task: str, status: str, due: Any) -> Doc:
+    doc: Doc = {"_id": doc_id, "task": task, "status": status}
+    if due is not MISSING:
+        doc["due"] = due
+    return doc
+
+
+class SortedReads(RuleBasedStateMachine):
+    client: MongoClient[Doc]  # set by the test on a subclass
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coll = client[f"sorted_{uuid.uuid4().hex[:10]}"].tasks
+        self.coll.create_index([("task", 1), ("due", 1)])
+        self.model: dict[int, Doc] = {}
+
+    def teardown(self) -> None:
+        self.client.drop_database(self.coll.database.name)
+
+    # -- writes ---------------------------------------------------------------
+    @rule(doc_id=IDS, task=TASKS, status=STATUSES, due=VALUES)
+    def upsert(self, doc_id: int, task: str, status: str, due: Any) -> None:
+        doc = document(doc_id, task, status, due)
+        self.coll.replace_one({"_id": doc_id}, doc, upsert=True)
+        self.model[doc_id] = doc
+
+    @rule(doc_id=IDS, due=VALUES)
+    def move(self, doc_id: int, due: Any) -> None:
+        update = {"$unset": {"due": ""}} if due is MISSING else {"$set": {"due": due}}
+        self.coll.update_one({"_id": doc_id}, update)
+        if doc_id in self.model:
+            self.model[doc_id] = document(
+                doc_id, self.model[doc_id]["task"], self.model[doc_id]["status"], due
+            )
+
+    @rule(doc_id=IDS)
+    def delete(self, doc_id: int) -> None:
+        self.coll.delete_one({"_id": doc_id})
+        self.model.pop(doc_id, None)
+
+    @rule(start=st.integers(min_value=100, max_value=140), due=VALUES)
+    def insert_many_failing_half_way(self, start: int, due: Any) -> None:
+        docs = [document(start + i, "t1", "pending", due) for i in range(3)]
+        existing = next(iter(self.model), None)
+        if existing is not None:
+            docs.insert(2, dict(self.model[existing]))
+        with contextlib.suppress(BulkWriteError):
+            self.coll.insert_many(docs)
+        for doc in docs:  # an ordered insert stops at the first duplicate
+            if doc["_id"] in self.model:
+                break
+            self.model[doc["_id"]] = doc
+
+    @rule(doc_id=IDS, due=VALUES, commit=st.booleans())
+    def transaction(self, doc_id: int, due: Any, commit: bool) -> None:
+        doc = document(doc_id, "t2", "pending", due)
+        with self.client.start_session() as session:
+            session.start_transaction()
+            self.coll.replace_one({"_id": doc_id}, doc, upsert=True, session=session)
+            if commit:
+                session.commit_transaction()
+                self.model[doc_id] = doc
+            else:
+                session.abort_transaction()
+
+    # -- reads ----------------------------------------------------------------
+    @rule(
+        tasks=st.lists(TASKS, min_size=1, max_size=3, unique=True),
+        hours=st.integers(min_value=0, max_value=6),
+    )
+    def claim(self, tasks: list[str], hours: int) -> None:
+        now = BASE + dt.timedelta(hours=hours)
+        claimed = self.coll.find_one_and_update(
+            {"task": {"$in": tasks}, "due": {"$lte": now}, "status": "pending"},
+            {"$set": {"status": "processing"}},
+            sort=[("due", 1)],
+            return_document=ReturnDocument.BEFORE,
+        )
+        due = [
+            d
+            for d in self.model.values()
+            if d["task"] in tasks
+            and d["status"] == "pending"
+            and isinstance(d.get("due"), dt.datetime)
+            and d["due"] <= now
+        ]
+        if not due:
+            assert claimed is None
+            return
+        assert claimed is not None
+        assert claimed in due
+        assert claimed["due"] == min(d["due"] for d in due)
+        self.model[claimed["_id"]]["status"] = "processing"
+
+    @rule(
+        task=TASKS,
+        direction=st.sampled_from([1, -1]),
+        limit=st.integers(min_value=1, max_value=30),
+        low=st.one_of(st.none(), VALUES.filter(lambda v: v is not None and v is not MISSING)),
+    )
+    def page(self, task: str, direction: int, limit: int, low: Any) -> None:
+        query: Doc = {"task": task}
+        if low is not None:
+            query["due"] = {"$gt": low}
+        got = list(self.coll.find(query).sort("due", direction).limit(limit))
+        matching = [
+            d
+            for d in self.model.values()
+            if d["task"] == task
+            and (low is None or (bracket(d.get("due", MISSING))[0] == bracket(low)[0]
+                                 and bracket(d.get("due", MISSING)) > bracket(low)))
+        ]  # fmt: skip
+        expected = sorted(
+            (bracket(d.get("due", MISSING)) for d in matching), reverse=direction == -1
+        )[:limit]
+        assert [bracket(d.get("due", MISSING)) for d in got] == expected
+        assert all(d in matching for d in got)
+
+    @rule(after=st.one_of(st.none(), IDS), limit=st.integers(min_value=1, max_value=30))
+    def keyset(self, after: int | None, limit: int) -> None:
+        query = {} if after is None else {"_id": {"$gt": after}}
+        got = [d["_id"] for d in self.coll.find(query, {"_id": 1}).sort("_id", 1).limit(limit)]
+        expected = sorted(i for i in self.model if after is None or i > after)[:limit]
+        assert got == expected
+
+    @invariant()
+    def same_documents(self) -> None:
+        assert {d["_id"]: d for d in self.coll.find()} == self.model
+
+
+def test_sorted_reads_follow_every_write(mongo_client: MongoClient[Doc]) -> None:
+    class OnServer(SortedReads):
+        client = mongo_client
+
+    run_state_machine_as_test(
+        OnServer,
+        settings=settings(max_examples=40, stateful_step_count=40),
+    )
