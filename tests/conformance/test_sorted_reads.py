@@ -61,7 +61,7 @@ class SortedReads(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.coll = client[f"sorted_{uuid.uuid4().hex[:10]}"].tasks
+        self.coll = self.client[f"sorted_{uuid.uuid4().hex[:10]}"].tasks
         self.coll.create_index([("task", 1), ("due", 1)])
         self.model: dict[int, Doc] = {}
 
