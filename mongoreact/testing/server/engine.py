@@ -50,9 +50,10 @@ from mongoeco.engines._memory_collection import MemoryCollection
 from mongoeco.engines.memory import MemoryEngine
 from mongoeco.engines.semantic_core import compile_update_semantics
 from mongoeco.engines.virtual_indexes import document_in_virtual_index
-from mongoeco.errors import OperationFailure
+from mongoeco.errors import DuplicateKeyError, OperationFailure
 
 from . import ordered
+from .follow import Follower, NumericIds, plain_number
 
 # _id types whose BSON equality is plain Python equality of one type: for them the
 # storage key of a query value is the storage key of every document it matches. Numbers
@@ -120,6 +121,12 @@ class SortedRead:
         self.wanted, self.matches = wanted, matches
 
 
+# Set while an insert runs as mongoeco's overwriting insert (see _insert_documents_impl).
+_PLAIN_INSERT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "mongoreact_plain_insert", default=False
+)
+_NO_ID = object()
+
 # Task-local, so interleaved commands on the server's event loop never see each other's.
 _SORTED_READ: contextvars.ContextVar[SortedRead | None] = contextvars.ContextVar(
     "mongoreact_sorted_read", default=None
@@ -155,8 +162,8 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ordered: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], ordered.OrderedIndex]
-        self._ordered = {}
+        # Per namespace: what follows its writes (ordered indexes, numeric ids), by kind.
+        self._followers: dict[tuple[str, str, Any], Follower] = {}
 
     def scan_find_semantics(
         self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
@@ -220,12 +227,18 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         self._follow_write(collection, before, storage_key, None)
 
     def _follow_write(self, collection: Any, before: Any, storage_key: Any, data: Any) -> None:
-        following = [index for index in self._ordered.values() if index.collection is collection]
+        following = [f for f in self._followers.values() if f.collection is collection]
         if not following:
             return
         document = None if data is None else self._borrow_storage_document(data)
-        for index in following:
-            index.written(collection, before, storage_key, document)
+        for follower in following:
+            follower.written(collection, before, storage_key, document)
+
+    def _follower(self, name: tuple[str, str, Any], create: Callable[[], Follower]) -> Follower:
+        follower = self._followers.get(name)
+        if follower is None:
+            follower = self._followers[name] = create()
+        return follower
 
     def _sorted_candidates(
         self, coll: Any, request: SortedRead, indexes: list[Any]
@@ -241,13 +254,13 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         route = ordered.choose(request.plan, request.sort, key_patterns)
         if route is None:
             return None
-        name = (db_name, coll_name, route.prefix, route.sort)
-        index = self._ordered.get(name)
-        if index is None:
-            index = self._ordered[name] = ordered.OrderedIndex(route.prefix, route.sort)
-        if not index.in_sync(coll):
-            index.rebuild(coll, self._borrow_storage_document)
-        if not index.servable:
+        index = self._follower(
+            (db_name, coll_name, (route.prefix, route.sort)),
+            lambda: ordered.OrderedIndex(route.prefix, route.sort),
+        )
+        if not isinstance(index, ordered.OrderedIndex) or not index.ready(
+            coll, self._borrow_storage_document
+        ):
             return None
         found: list[tuple[Any, Any]] = []
         for storage_key in index.walk(route.groups, route.bounds, descending=route.descending):
@@ -284,11 +297,91 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             ordered = [key for key in coll if key in keys]
         return [(key, coll[key]) for key in ordered]
 
+    async def _insert_documents_impl(
+        self,
+        db_name: str,
+        coll_name: str,
+        documents: list[dict[str, Any]],
+        overwrite: bool = False,
+        **options: Any,
+    ) -> Any:
+        # mongoeco 4.11.0 reads every stored document once per insert command when an
+        # inserted _id is numeric (1, 1.0 and Int64(1) are one key to MongoDB, three to
+        # its storage). Its overwriting insert skips that scan; we run that instead,
+        # with our own exact duplicate check inside the write (``_check_new_id``). Any
+        # duplicate key rolls that attempt back and the insert runs as mongoeco's own,
+        # which reports it with MongoDB's ordered-insert semantics.
+        if overwrite or not self._plain_insert(db_name, coll_name, documents, options):
+            return await super()._insert_documents_impl(
+                db_name, coll_name, documents, overwrite, **options
+            )
+        token = _PLAIN_INSERT.set(True)
+        try:
+            return await super()._insert_documents_impl(
+                db_name, coll_name, documents, True, **options
+            )
+        except DuplicateKeyError:
+            pass
+        finally:
+            _PLAIN_INSERT.reset(token)
+        return await super()._insert_documents_impl(
+            db_name, coll_name, documents, overwrite, **options
+        )
+
+    def _plain_insert(
+        self, db_name: str, coll_name: str, documents: list[dict[str, Any]], options: Any
+    ) -> bool:
+        """Whether an insert with numeric ``_id``s can skip mongoeco's scan: outside a
+        transaction, every ``_id`` a plain number or an exact key, all distinct, none
+        stored yet (checked again inside the write)."""
+        ids = [document.get("_id", _NO_ID) for document in documents]
+        numeric = [value for value in ids if plain_number(value)]
+        if not numeric or any(
+            value is _NO_ID or (not plain_number(value) and not _exact_id(value)) for value in ids
+        ):
+            return False
+        if self._storage_view(options.get("context")) is not self._storage:
+            return False
+        keys = {self._storage_key(value) for value in ids}
+        if len(keys) != len(ids) or len(set(numeric)) != len(numeric):
+            return False
+        coll = self._storage.get(db_name, {}).get(coll_name)
+        if coll is None:
+            return True
+        if not isinstance(coll, MemoryCollection) or any(key in coll for key in keys):
+            return False
+        known = self._numeric_ids(db_name, coll_name, coll)
+        return known is not None and not any(value in known for value in numeric)
+
+    def _numeric_ids(self, db_name: str, coll_name: str, coll: Any) -> NumericIds | None:
+        follower = self._follower((db_name, coll_name, "numeric _id"), NumericIds)
+        ready = isinstance(follower, NumericIds) and follower.ready(
+            coll, self._borrow_storage_document
+        )
+        return follower if ready else None  # type: ignore[return-value]
+
+    def _check_new_id(self, db_name: str, coll_name: str, candidate: dict[str, Any]) -> None:
+        """Inside a write: refuse an ``_id`` already stored (by BSON equality)."""
+        coll = self._storage.get(db_name, {}).get(coll_name, {})
+        doc_id = candidate.get("_id")
+        known = self._numeric_ids(db_name, coll_name, coll)
+        if (
+            self._storage_key(doc_id) in coll
+            or known is None
+            or (plain_number(doc_id) and doc_id in known)
+        ):
+            raise self._unique_key_error(
+                f"Duplicate key: _id={doc_id}", f"{db_name}.{coll_name}", candidate
+            )
+
     def _ensure_unique_indexes(
         self, db_name: str, coll_name: str, candidate: dict[str, Any], **options: Any
     ) -> None:
         # mongoeco 4.11.0 checks every document it writes here (inserts, updates and
         # replacements alike) and nowhere enforces MongoDB's 16 MiB document limit.
+        if _PLAIN_INSERT.get():
+            self._check_new_id(db_name, coll_name, candidate)
+            options.update(exclude_storage_key=None, check_id_storage=False, scan_payload_id=False)
         _check_size(candidate, updating=options.get("exclude_storage_key") is not None)
         if options.get("scan_payload_id") and not id_contains_numeric_value(candidate.get("_id")):
             options["scan_payload_id"] = False

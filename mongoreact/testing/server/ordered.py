@@ -13,12 +13,8 @@ query's filter and sort; :meth:`OrderedIndex.walk` yields storage keys in sort o
 from the range the filter allows, and the engine matches each against the full filter
 until it has as many as the limit asks for.
 
-Staying exact without trusting every write path: an index remembers the collection
-object and the immutable root of its contents (``MemoryCollection._values``, a
-persistent map replaced by every write) that it describes. Writes through the engine's
-two storage methods update it in place; any other change (a rollback, a transaction's
-commit swapping the collection, a drop) leaves the roots different, and the next read
-rebuilds the index from the collection. A read therefore never sees a stale index.
+An ordered index is a ``follow.Follower``: exact after every write, rebuilt when a
+write it did not see (a rollback, a transaction's commit) changed the collection.
 
 Only what can be ordered exactly is served: ascending index fields, scalar values of
 the types :func:`order_key` knows, no collation. Everything else (an array in an
@@ -32,7 +28,7 @@ import datetime
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from mongoeco.core.query_plan import (
@@ -44,7 +40,8 @@ from mongoeco.core.query_plan import (
     LessThanCondition,
     LessThanOrEqualCondition,
 )
-from mongoeco.engines._memory_collection import MemoryCollection
+
+from .follow import Doc, Follower, Unservable
 
 OrderKey = tuple[Any, ...]
 # An entry: (keys of the sort fields, insertion sequence, storage key). The sequence
@@ -92,72 +89,40 @@ def _field_key(document: dict[str, Any], path: str) -> OrderKey | None:
     return order_key(value)
 
 
-class Unservable(Exception):
-    """A document holds a value this index cannot order exactly."""
-
-
-class OrderedIndex:
+class OrderedIndex(Follower):
     """One collection's documents in the order of ``prefix + sort`` fields, grouped by
     the values of the ``prefix`` fields."""
 
     def __init__(self, prefix: tuple[str, ...], sort: tuple[str, ...]) -> None:
+        super().__init__()
         self.prefix = prefix
         self.sort = sort
-        self.collection: Any = None
-        self.root: Any = None
-        self.servable = False
+        self._clear()
+
+    def _clear(self) -> None:
         self._buckets: dict[tuple[OrderKey, ...], list[Entry]] = {}
         self._placed: dict[Any, tuple[tuple[OrderKey, ...], Entry]] = {}
         self._sequence = itertools.count()
 
-    def in_sync(self, collection: Any) -> bool:
-        return self.collection is collection and self.root is collection._values
-
-    def rebuild(self, collection: MemoryCollection[Any, Any], borrow: Callable[[Any], Any]) -> None:
-        self.collection, self.root = collection, collection._values
-        self._buckets, self._placed = {}, {}
-        self._sequence = itertools.count()
-        try:
-            for storage_key, data in collection.items():
-                self._place(storage_key, borrow(data))
-        except Unservable:
-            self.servable = False
-            self._buckets, self._placed = {}, {}
-            return
+    def _built(self) -> None:
         for entries in self._buckets.values():
             entries.sort()
-        self.servable = True
 
-    def written(
-        self, collection: Any, before: Any, storage_key: Any, document: dict[str, Any] | None
-    ) -> None:
-        """Follow one write to ``collection`` whose root was ``before`` (``document`` is
-        ``None`` for a delete)."""
-        if self.collection is not collection or self.root is not before:
-            return  # not the collection described, or already out of sync: rebuilt on read
-        self.root = collection._values
-        if not self.servable:
-            return
+    def _remove(self, storage_key: Any) -> None:
         placed = self._placed.pop(storage_key, None)
-        if placed is not None:
-            group, entry = placed
-            entries = self._buckets[group]
-            del entries[bisect.bisect_left(entries, entry)]
-            if not entries:
-                del self._buckets[group]
-        if document is None:
+        if placed is None:
             return
-        try:
-            self._place(storage_key, document, insort=True)
-        except Unservable:
-            self.servable = False
-            self._buckets, self._placed = {}, {}
+        group, entry = placed
+        entries = self._buckets[group]
+        del entries[bisect.bisect_left(entries, entry)]
+        if not entries:
+            del self._buckets[group]
 
-    def _place(self, storage_key: Any, document: dict[str, Any], *, insort: bool = False) -> None:
+    def _add(self, storage_key: Any, document: Doc, *, incremental: bool = False) -> None:
         group = self._keys(document, self.prefix)
         entry = (self._keys(document, self.sort), next(self._sequence), storage_key)
         entries = self._buckets.setdefault(group, [])
-        if insort:
+        if incremental:
             bisect.insort(entries, entry)
         else:
             entries.append(entry)

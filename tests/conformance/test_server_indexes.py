@@ -1,7 +1,9 @@
-"""Sorted reads with a limit return what MongoDB returns, whatever writes came before.
+"""Sorted reads and duplicate ``_id`` checks answer as MongoDB does, whatever came before.
 
-The embedded server answers them from ordered indexes it keeps beside the collection
-(``mongoreact/testing/server/ordered.py``). A hypothesis state machine interleaves every
+The embedded server answers sorted reads with a limit from ordered indexes it keeps
+beside the collection (``mongoreact/testing/server/ordered.py``), and checks numeric
+``_id``s for duplicates (1, 1.0 and Int64(1) are one key) against a set it keeps the same
+way (``follow.py``). A hypothesis state machine interleaves every
 kind of write (single and bulk inserts, updates that move a document in the order,
 deletes, an ``insert_many`` that fails half-way and is rolled back, transactions that
 commit or abort) with sorted reads, and checks each read against a model: the documents
@@ -15,11 +17,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from bson.int64 import Int64
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from pymongo import MongoClient, ReturnDocument
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 Doc = dict[str, Any]
 
@@ -57,13 +60,15 @@ def document(doc_id: int, task: str, status: str, due: Any) -> Doc:
 
 
 class SortedReads(RuleBasedStateMachine):
-    client: MongoClient[Doc]  # set by the test on a subclass
-
     def __init__(self) -> None:
         super().__init__()
+        self.client = self.connect()
         self.coll = self.client[f"sorted_{uuid.uuid4().hex[:10]}"].tasks
         self.coll.create_index([("task", 1), ("due", 1)])
         self.model: dict[int, Doc] = {}
+
+    def connect(self) -> MongoClient[Doc]:
+        raise NotImplementedError  # the test's subclass connects to its server
 
     def teardown(self) -> None:
         self.client.drop_database(self.coll.database.name)
@@ -113,6 +118,19 @@ class SortedReads(RuleBasedStateMachine):
                 self.model[doc_id] = doc
             else:
                 session.abort_transaction()
+
+    @rule(data=st.data(), kind=st.sampled_from([float, Int64, int]))
+    def insert_numeric(self, data: st.DataObject, kind: type) -> None:
+        stored = sorted(self.model)
+        doc_id = data.draw(st.sampled_from(stored) if stored else IDS)  # mostly duplicates
+        doc = document(doc_id, "t3", "pending", None)
+        try:
+            self.coll.insert_one({**doc, "_id": kind(doc_id)})
+        except DuplicateKeyError:
+            assert doc_id in self.model
+        else:
+            assert doc_id not in self.model
+            self.model[doc_id] = doc
 
     # -- reads ----------------------------------------------------------------
     @rule(
@@ -179,9 +197,10 @@ class SortedReads(RuleBasedStateMachine):
         assert {d["_id"]: d for d in self.coll.find()} == self.model
 
 
-def test_sorted_reads_follow_every_write(mongo_client: MongoClient[Doc]) -> None:
+def test_indexes_follow_every_write(mongo_client: MongoClient[Doc]) -> None:
     class OnServer(SortedReads):
-        client = mongo_client
+        def connect(self) -> MongoClient[Doc]:
+            return mongo_client
 
     run_state_machine_as_test(
         OnServer,
