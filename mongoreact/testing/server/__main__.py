@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from .pacing import freeze_survivors
 from .wire import EmbeddedMongoServer
 
 
@@ -56,6 +57,7 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    freeze_survivors(loop)  # this process is the server's own: see pacing.py
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     sys.stdout.write(server.uri + "\n")

@@ -54,6 +54,7 @@ from mongoeco.errors import DuplicateKeyError, OperationFailure
 
 from . import ordered
 from .follow import Follower, NumericIds, plain_number
+from .pacing import Pacer
 
 # _id types whose BSON equality is plain Python equality of one type: for them the
 # storage key of a query value is the storage key of every document it matches. Numbers
@@ -162,13 +163,16 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._pacer = Pacer()
         # Per namespace: what follows its writes (ordered indexes, numeric ids), by kind.
         self._followers: dict[tuple[str, str, Any], Follower] = {}
 
     def scan_find_semantics(
         self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
     ) -> Any:
-        inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+        inner = self._pacer.paced(
+            super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+        )
         if not semantics.sort or not semantics.limit or semantics.text_query is not None:
             return inner
         plan, variables, dialect = semantics.query_plan, semantics.variables, semantics.dialect
@@ -183,6 +187,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     async def update_with_operation(
         self, db_name: str, coll_name: str, operation: Any, *args: Any, **kwargs: Any
     ) -> Any:
+        await self._pacer.breathe()  # update_many calls this once per document
         # A sorted update changes one document (findAndModify, updateOne with sort).
         if not operation.sort:
             return await super().update_with_operation(
@@ -213,6 +218,10 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             )
         finally:
             _SORTED_READ.reset(token)
+
+    async def delete_with_operation(self, *args: Any, **kwargs: Any) -> Any:
+        await self._pacer.breathe()  # delete_many calls this once per document
+        return await super().delete_with_operation(*args, **kwargs)
 
     def _set_storage_document_locked(
         self, collection: Any, storage_key: Any, document: Any
@@ -311,6 +320,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         # with our own exact duplicate check inside the write (``_check_new_id``). Any
         # duplicate key rolls that attempt back and the insert runs as mongoeco's own,
         # which reports it with MongoDB's ordered-insert semantics.
+        await self._pacer.breathe()
         if overwrite or not self._plain_insert(db_name, coll_name, documents, options):
             return await super()._insert_documents_impl(
                 db_name, coll_name, documents, overwrite, **options

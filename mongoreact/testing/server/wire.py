@@ -53,6 +53,10 @@ logger = logging.getLogger("mongoreact.testing.server")
 
 _MORE_TO_COME: Final = 0x2
 _MAX_MESSAGE_BYTES: Final = 48_000_000
+# A getMore returns at most this many documents, the first batch by default this many
+# (see _CursorStore).
+MAX_GET_MORE_DOCUMENTS = 4096
+DEFAULT_FIRST_BATCH = 101
 # Write batches larger than this run as several engine calls with a yield between them.
 WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
@@ -84,7 +88,24 @@ _ELECTION_ID: Final = BsonObjectId("7fffffff0000000000000001")
 
 
 class _CursorStore(WireCursorStore):  # type: ignore[misc]
-    """mongoeco's cursor store, answering CursorNotFound for unknown ids as MongoDB does."""
+    """mongoeco's cursor store, answering CursorNotFound for unknown ids as MongoDB does,
+    with MongoDB's default first batch and getMore batches of at most
+    ``MAX_GET_MORE_DOCUMENTS``."""
+
+    def materialize_command_result(
+        self, command_document: dict[str, Any], result: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        # mongoeco 4.11.0 returns a whole result in the first batch when the command
+        # names no batchSize; MongoDB returns 101 documents and keeps a cursor for the
+        # rest (unless singleBatch), and drivers rely on that.
+        if self._resolve_batch_size(command_document) is None and not command_document.get(
+            "singleBatch"
+        ):
+            command_document = {**command_document, "batchSize": DEFAULT_FIRST_BATCH}
+        reply: dict[str, Any] = super().materialize_command_result(
+            command_document, result, **options
+        )
+        return reply
 
     def get_more(self, command_document: dict[str, Any], **options: Any) -> dict[str, Any]:
         cursor_id = command_document.get("getMore")
@@ -92,6 +113,12 @@ class _CursorStore(WireCursorStore):  # type: ignore[misc]
         # batch for ids it does not know; drivers rely on error 43 instead.
         if cursor_id not in self._state:
             raise CommandError(errors.CURSOR_NOT_FOUND, f"cursor id {cursor_id} not found")
+        # Without a batchSize mongoeco returns everything left in one reply, whose
+        # encoding then holds the event loop (600 ms for 100 000 documents). A server
+        # may return fewer documents than asked for; MongoDB itself stops at 16 MiB.
+        size = command_document.get("batchSize")
+        if not isinstance(size, int) or size <= 0 or size > MAX_GET_MORE_DOCUMENTS:
+            command_document = {**command_document, "batchSize": MAX_GET_MORE_DOCUMENTS}
         reply: dict[str, Any] = super().get_more(command_document, **options)
         return reply
 
