@@ -1,18 +1,32 @@
 """Speed of the embedded MongoDB-compatible server, as pymongo sees it over TCP.
 
-    python -m benchmarks.server_speed [--uri URI] [--json results.json]
+    python -m benchmarks.server_speed [--uri URI] [--sizes 1000,10000,100000] [--json PATH]
 
-Measures single-document writes against collections of 0 / 1 000 / 10 000 documents,
-claim-style find_one_and_update with a sort, change-event latency, and how long another
-client waits while an insert_many of 2 000 documents runs. Without --uri it starts an
-embedded server; with --uri it measures that server instead (e.g. a real replica set).
+For each size N (default 1 000, 10 000 and 100 000 documents) it measures, on a
+collection of N documents shaped like task records (half of them pending and due):
+
+- single writes: ``insert_one`` with ObjectId and with integer ``_id``s, ``update_one``
+  by ``_id`` (operations/s);
+- ``insert_many`` of N integer-keyed documents into an empty collection (µs/document);
+- the claim: ``find_one_and_update`` of the most overdue pending record, sorted by due
+  time on a ``{task, due}`` index (claims/s);
+- keyset paging: the next 500 ``_id``s after a random one, sorted by ``_id`` (ms/page);
+- stalls: the longest wait of another client's ``find_one`` while a large command runs
+  (``insert_many`` of 10 000 documents, ``update_many`` / ``delete_many`` of N/10,
+  ``find`` of everything, a count and a ``$group`` over N);
+
+and once, the latency from ``insert_one`` returning to the change event reaching a
+watching client. Without --uri it starts an embedded server; with --uri it measures that
+server instead (e.g. a real replica set), so the two can be compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import platform
+import random
 import statistics
 import threading
 import time
@@ -22,10 +36,13 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
+from pymongo.database import Database
 
 from mongoreact.testing import EmbeddedServer
 
 Doc = dict[str, Any]
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+PAGE = 500
 
 
 def _rate(operation: Callable[[int], object], count: int) -> float:
@@ -35,14 +52,24 @@ def _rate(operation: Callable[[int], object], count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def _record(n: int) -> Doc:
+    pending = n % 2 == 0
+    return {
+        "n": n,
+        "task": "bench",
+        "status": "pending" if pending else "completed",
+        "due": NOW - dt.timedelta(seconds=n) if pending else None,
+        "pad": "x" * 100,
+    }
+
+
 def _fill(coll: Collection[Doc], size: int) -> None:
-    while (have := coll.estimated_document_count()) < size:
-        step = min(1000, size - have)
-        coll.insert_many([{"n": have + i, "status": "done"} for i in range(step)])
+    for offset in range(0, size, 5000):
+        coll.insert_many([_record(n) for n in range(offset, min(size, offset + 5000))])
 
 
-def _single_writes(coll: Collection[Doc], size: int) -> dict[str, float]:
-    ids = [d["_id"] for d in coll.find({}, {"_id": 1}).limit(300)] or [None]
+def _single_writes(coll: Collection[Doc], size: int) -> Doc:
+    ids = [d["_id"] for d in coll.find({}, {"_id": 1}).limit(300)]
 
     def insert_object_id(i: int) -> object:
         return coll.insert_one({"v": i})
@@ -55,76 +82,142 @@ def _single_writes(coll: Collection[Doc], size: int) -> dict[str, float]:
 
     return {
         f"insert_one_objectid_per_s@{size}": _rate(insert_object_id, 300),
-        f"insert_one_int_id_per_s@{size}": _rate(insert_int_id, 100),
+        f"insert_one_int_id_per_s@{size}": _rate(insert_int_id, 300),
         f"update_one_by_id_per_s@{size}": _rate(update_by_id, 300),
     }
 
 
-def measure(uri: str) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def _insert_many_int_ids(db: Database[Doc], size: int) -> Doc:
+    coll = db[f"int_ids_{size}"]
+    started = time.perf_counter()
+    for offset in range(0, size, 5000):
+        coll.insert_many([{"_id": n} for n in range(offset, min(size, offset + 5000))])
+    seconds = time.perf_counter() - started
+    coll.drop()
+    return {f"insert_many_int_id_us_per_doc@{size}": seconds / size * 1e6}
+
+
+def _claims(coll: Collection[Doc], size: int) -> Doc:
+    coll.create_index([("task", ASCENDING), ("due", ASCENDING)])
+
+    def claim(i: int) -> object:
+        return coll.find_one_and_update(
+            {"task": {"$in": ["bench"]}, "due": {"$lte": NOW}, "status": "pending"},
+            {"$set": {"status": "processing", "due": NOW + dt.timedelta(hours=1)}},
+            sort=[("due", ASCENDING)],
+        )
+
+    return {f"claim_sorted_per_s@{size}": _rate(claim, 200)}
+
+
+def _keyset_pages(coll: Collection[Doc], size: int) -> Doc:
+    ids = [d["_id"] for d in coll.find({}, {"_id": 1}).limit(1000)]
+    rng = random.Random(size)
+
+    def page(i: int) -> object:
+        after = rng.choice(ids)
+        return list(coll.find({"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(PAGE))
+
+    return {f"keyset_page_{PAGE}_ms@{size}": 1000 / _rate(page, 40)}
+
+
+def _longest_wait(uri: str, db_name: str, command: Callable[[], object]) -> float:
+    """Milliseconds: the longest another client waited for a find_one while
+    ``command`` ran."""
+    waits: list[float] = []
+    done = threading.Event()
+    probing = threading.Event()
+
+    def probe() -> None:
+        other: MongoClient[Doc] = MongoClient(uri)
+        with other:
+            other[db_name].probe.insert_one({})
+            while not done.is_set():
+                started = time.perf_counter()
+                other[db_name].probe.find_one({})
+                waits.append(time.perf_counter() - started)
+                probing.set()
+
+    thread = threading.Thread(target=probe, name="bench-probe")
+    thread.start()
+    probing.wait()
+    command()
+    done.set()
+    thread.join()
+    return max(waits) * 1000
+
+
+def _stalls(uri: str, db: Database[Doc], coll: Collection[Doc], size: int) -> Doc:
+    tenth = max(1, size // 10)
+    commands: dict[str, Callable[[], object]] = {
+        "insert_many_10000": lambda: db.stall_insert.insert_many(
+            [{"i": i, "pad": "x" * 100} for i in range(10_000)]
+        ),
+        f"update_many_{tenth}": lambda: coll.update_many({"n": {"$lt": tenth}}, {"$inc": {"u": 1}}),
+        f"find_all_{size}": lambda: list(coll.find({})),
+        f"count_{size}": lambda: coll.count_documents({"status": "pending"}),
+        f"group_{size}": lambda: list(
+            coll.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        ),
+        f"delete_many_{tenth}": lambda: coll.delete_many({"n": {"$lt": tenth}}),
+    }
+    results = {
+        f"longest_wait_ms_during_{name}@{size}": _longest_wait(uri, db.name, command)
+        for name, command in commands.items()
+    }
+    db.stall_insert.drop()
+    return results
+
+
+def _change_event_latency(db: Database[Doc]) -> Doc:
+    latencies: list[float] = []
+    with db.events.watch(max_await_time_ms=1000) as stream:
+        for i in range(200):
+            written = time.perf_counter()
+            db.events.insert_one({"i": i})
+            while stream.try_next() is None:
+                pass
+            latencies.append((time.perf_counter() - written) * 1000)
+    latencies.sort()
+    return {
+        "change_event_latency_ms_p50": statistics.median(latencies),
+        "change_event_latency_ms_p95": latencies[int(len(latencies) * 0.95)],
+    }
+
+
+def measure(uri: str, sizes: list[int]) -> Doc:
+    results: Doc = {}
     client: MongoClient[Doc] = MongoClient(uri)
     with client:
         db = client[f"bench_{ObjectId()}"]
-        for size in (0, 1_000, 10_000):
-            coll = db[f"size_{size}"]
-            _fill(coll, size)
-            results.update(_single_writes(coll, size))
-
-        tasks = db.tasks
-        tasks.create_index([("status", ASCENDING), ("due", ASCENDING)])
-        tasks.insert_many([{"status": "pending", "due": i} for i in range(1000)])
-        results["claim_find_one_and_update_sorted_per_s@1000"] = _rate(
-            lambda i: tasks.find_one_and_update(
-                {"status": "pending"}, {"$set": {"status": "processing"}}, sort=[("due", ASCENDING)]
-            ),
-            200,
-        )
-
-        latencies: list[float] = []
-        with db.events.watch(max_await_time_ms=1000) as stream:
-            for i in range(200):
-                written = time.perf_counter()
-                db.events.insert_one({"i": i})
-                while stream.try_next() is None:
-                    pass
-                latencies.append((time.perf_counter() - written) * 1000)
-        latencies.sort()
-        results["change_event_latency_ms_p50"] = statistics.median(latencies)
-        results["change_event_latency_ms_p95"] = latencies[int(len(latencies) * 0.95)]
-
-        waits: list[float] = []
-        done = threading.Event()
-
-        def probe() -> None:
-            other: MongoClient[Doc] = MongoClient(uri)
-            with other:
-                while not done.is_set():
-                    started = time.perf_counter()
-                    other[db.name].events.find_one({})
-                    waits.append(time.perf_counter() - started)
-
-        thread = threading.Thread(target=probe, name="bench-probe")
-        thread.start()
-        started = time.perf_counter()
-        db.bulk.insert_many([{"i": i, "pad": "x" * 100} for i in range(2000)])
-        results["insert_many_2000_seconds"] = time.perf_counter() - started
-        done.set()
-        thread.join()
-        results["other_client_max_wait_ms_during_insert_many"] = max(waits) * 1000
-        client.drop_database(db.name)
+        try:
+            results.update(_change_event_latency(db))
+            for size in sizes:
+                coll = db[f"records_{size}"]
+                _fill(coll, size)
+                results.update(_single_writes(coll, size))
+                results.update(_insert_many_int_ids(db, size))
+                results.update(_claims(coll, size))
+                results.update(_keyset_pages(coll, size))
+                results.update(_stalls(uri, db, coll, size))
+                coll.drop()
+        finally:
+            client.drop_database(db.name)
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uri", help="measure this server instead of an embedded one")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="collection sizes")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
     if args.uri:
-        results = measure(args.uri)
+        results = measure(args.uri, sizes)
     else:
         with EmbeddedServer() as server:
-            results = measure(server.uri)
+            results = measure(server.uri, sizes)
     results["machine"] = f"{platform.machine()}, {platform.python_version()}"
     width = max(map(len, results))
     for name, value in results.items():

@@ -206,3 +206,25 @@ def test_indexes_follow_every_write(mongo_client: MongoClient[Doc]) -> None:
         OnServer,
         settings=settings(max_examples=40, stateful_step_count=40),
     )
+
+
+def test_sorted_reads_over_arrays_sort_by_their_least_or_greatest_element(
+    mongo_client: MongoClient[Doc],
+) -> None:
+    coll = mongo_client[f"sorted_{uuid.uuid4().hex[:10]}"].tasks
+    coll.create_index([("task", 1), ("due", 1)])
+    coll.insert_many(
+        [
+            {"_id": 1, "task": "a", "due": 5},
+            {"_id": 2, "task": "a", "due": [1, 9]},
+            {"_id": 3, "task": "a", "due": 3},
+            {"_id": 4, "task": "b", "due": 0},
+        ]
+    )
+    ascending = coll.find({"task": "a"}).sort("due", 1).limit(2)
+    assert [d["_id"] for d in ascending] == [2, 3]
+    descending = coll.find({"task": "a"}).sort("due", -1).limit(2)
+    assert [d["_id"] for d in descending] == [2, 1]
+    coll.delete_one({"_id": 2})
+    assert [d["_id"] for d in coll.find({"task": "a"}).sort("due", 1).limit(2)] == [3, 1]
+    mongo_client.drop_database(coll.database.name)

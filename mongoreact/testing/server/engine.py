@@ -28,6 +28,7 @@ matching and sorting every document: see ``ordered.py``.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import datetime
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -46,6 +47,7 @@ from mongoeco.core.query_plan import (
     OrCondition,
     WhereCondition,
 )
+from mongoeco.core.sorting import sort_documents
 from mongoeco.engines._memory_collection import MemoryCollection
 from mongoeco.engines.memory import MemoryEngine
 from mongoeco.engines.semantic_core import compile_update_semantics
@@ -120,6 +122,8 @@ class SortedRead:
     ) -> None:
         self.namespace, self.plan, self.sort = namespace, plan, sort
         self.wanted, self.matches = wanted, matches
+        # Whether mongoeco was told not to sort: the candidates must come in order.
+        self.presorted = False
 
 
 # Set while an insert runs as mongoeco's overwriting insert (see _insert_documents_impl).
@@ -170,11 +174,15 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     def scan_find_semantics(
         self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
     ) -> Any:
-        inner = self._pacer.paced(
-            super().scan_find_semantics(db_name, coll_name, semantics, context=context)
-        )
-        if not semantics.sort or not semantics.limit or semantics.text_query is not None:
-            return inner
+        if (
+            not semantics.sort
+            or not semantics.limit
+            or semantics.text_query is not None
+            or semantics.collation is not None
+        ):
+            return self._pacer.paced(
+                super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+            )
         plan, variables, dialect = semantics.query_plan, semantics.variables, semantics.dialect
 
         def matches(document: dict[str, Any]) -> bool:
@@ -182,7 +190,15 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
 
         wanted = semantics.skip + semantics.limit
         request = SortedRead((db_name, coll_name), plan, semantics.sort, wanted, matches)
-        return _serving(inner, request)
+        # When an index serves the sort, the candidates arrive in order and mongoeco's
+        # sort (a comparison function per pair, 40% of a reconciliation's server time)
+        # is skipped; the candidates are then sorted here if the index cannot serve
+        # after all (see _candidate_items_for_plan_locked).
+        if self._storage_view(context) is self._storage and self._route(request) is not None:
+            request.presorted = True
+            semantics = dataclasses.replace(semantics, sort=None)
+        inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+        return _serving(self._pacer.paced(inner), request)
 
     async def update_with_operation(
         self, db_name: str, coll_name: str, operation: Any, *args: Any, **kwargs: Any
@@ -249,9 +265,27 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             follower = self._followers[name] = create()
         return follower
 
-    def _sorted_candidates(
-        self, coll: Any, request: SortedRead, indexes: list[Any]
-    ) -> list[tuple[Any, Any]] | None:
+    def _route(self, request: SortedRead) -> ordered.Route | None:
+        db_name, coll_name = request.namespace
+        indexes = self._indexes.get(db_name, {}).get(coll_name, [])
+        key_patterns = [[("_id", 1)], *(list(index["key"]) for index in indexes)]
+        return ordered.choose(request.plan, request.sort, key_patterns)
+
+    def _sort_here(
+        self, items: list[tuple[Any, Any]], request: SortedRead, dialect: Any
+    ) -> list[tuple[Any, Any]]:
+        """The first ``request.wanted`` of ``items`` matching, in sort order: what
+        mongoeco would have done for a read it was told not to sort."""
+        matching = {}
+        for storage_key, data in items:
+            document = self._borrow_storage_document(data)
+            if request.matches(document):
+                matching[id(document)] = (storage_key, data, document)
+        documents = [document for _, _, document in matching.values()]
+        in_order = sort_documents(documents, request.sort, dialect=dialect)
+        return [matching[id(document)][:2] for document in in_order[: request.wanted]]
+
+    def _sorted_candidates(self, coll: Any, request: SortedRead) -> list[tuple[Any, Any]] | None:
         """The first ``request.wanted`` matching documents in sort order, read from an
         ordered index; ``None`` if no index serves the request."""
         db_name, coll_name = request.namespace
@@ -259,8 +293,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             coll_name
         ):
             return None  # a transaction's view: left to mongoeco
-        key_patterns = [[("_id", 1)], *(list(index["key"]) for index in indexes)]
-        route = ordered.choose(request.plan, request.sort, key_patterns)
+        route = self._route(request)
         if route is None:
             return None
         index = self._follower(
@@ -293,9 +326,12 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             and (request.plan is query_plan or request.plan == query_plan)
         ):
             _SORTED_READ.set(None)  # this read only: not a nested one with the same plan
-            served = self._sorted_candidates(coll, request, options.get("indexes") or [])
+            served = self._sorted_candidates(coll, request)
             if served is not None:
                 return served
+            if request.presorted:
+                items = super()._candidate_items_for_plan_locked(coll, query_plan, **options)
+                return self._sort_here(items, request, options.get("dialect"))
         values = _id_lookup_values(query_plan)
         if values is None or options.get("collation") is not None:
             return super()._candidate_items_for_plan_locked(coll, query_plan, **options)  # type: ignore[no-any-return]
