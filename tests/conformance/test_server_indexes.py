@@ -3,7 +3,8 @@
 The embedded server answers sorted reads with a limit from ordered indexes it keeps
 beside the collection (``mongoreact/testing/server/ordered.py``), and checks numeric
 ``_id``s for duplicates (1, 1.0 and Int64(1) are one key) against a set it keeps the same
-way (``follow.py``). A hypothesis state machine interleaves every
+way (``follow.py``), and finds the documents a query pins by equality on every field of an
+index through the same ordered indexes. A hypothesis state machine interleaves every
 kind of write (single and bulk inserts, updates that move a document in the order,
 deletes, an ``insert_many`` that fails half-way and is rolled back, transactions that
 commit or abort) with sorted reads, and checks each read against a model: the documents
@@ -65,6 +66,7 @@ class SortedReads(RuleBasedStateMachine):
         self.client = self.connect()
         self.coll = self.client[f"sorted_{uuid.uuid4().hex[:10]}"].tasks
         self.coll.create_index([("task", 1), ("due", 1)])
+        self.coll.create_index([("task", 1), ("status", 1)], unique=False)
         self.model: dict[int, Doc] = {}
 
     def connect(self) -> MongoClient[Doc]:
@@ -184,6 +186,18 @@ class SortedReads(RuleBasedStateMachine):
         )[:limit]
         assert [bracket(d.get("due", MISSING)) for d in got] == expected
         assert all(d in matching for d in got)
+
+    @rule(
+        tasks=st.lists(TASKS, min_size=1, max_size=3, unique=True),
+        statuses=st.lists(STATUSES, min_size=1, max_size=2, unique=True),
+    )
+    def lookup(self, tasks: list[str], statuses: list[str]) -> None:
+        query = {"task": {"$in": tasks}, "status": {"$in": statuses}}
+        got = sorted(d["_id"] for d in self.coll.find(query))
+        expected = sorted(
+            i for i, d in self.model.items() if d["task"] in tasks and d["status"] in statuses
+        )
+        assert got == expected
 
     @rule(after=st.one_of(st.none(), IDS), limit=st.integers(min_value=1, max_value=30))
     def keyset(self, after: int | None, limit: int) -> None:

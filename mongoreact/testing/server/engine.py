@@ -266,10 +266,50 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         return follower
 
     def _route(self, request: SortedRead) -> ordered.Route | None:
-        db_name, coll_name = request.namespace
+        return ordered.choose(request.plan, request.sort, self._key_patterns(*request.namespace))
+
+    def _key_patterns(self, db_name: str, coll_name: str) -> list[list[tuple[str, Any]]]:
+        """``_id``'s and every declared index's key pattern."""
         indexes = self._indexes.get(db_name, {}).get(coll_name, [])
-        key_patterns = [[("_id", 1)], *(list(index["key"]) for index in indexes)]
-        return ordered.choose(request.plan, request.sort, key_patterns)
+        return [[("_id", 1)], *(list(index["key"]) for index in indexes)]
+
+    def _live_namespace(self, coll: Any) -> tuple[str, str] | None:
+        """The namespace whose live collection ``coll`` is (``None`` for a transaction's
+        view or a collection being created)."""
+        for db_name, collections in self._storage.items():
+            for coll_name, candidate in collections.items():
+                if candidate is coll:
+                    return db_name, coll_name
+        return None
+
+    def _ordered_index(
+        self, namespace: tuple[str, str], route: ordered.Route, coll: Any
+    ) -> ordered.OrderedIndex | None:
+        """The ordered index ``route`` walks, in sync with ``coll``; ``None`` if it
+        cannot serve."""
+        index = self._follower(
+            (*namespace, (route.prefix, route.sort)),
+            lambda: ordered.OrderedIndex(route.prefix, route.sort),
+        )
+        if not isinstance(index, ordered.OrderedIndex):
+            return None
+        return index if index.ready(coll, self._borrow_storage_document) else None
+
+    def _looked_up(self, coll: Any, query_plan: Any, limit: int | None) -> list[Any] | None:
+        """Storage keys of ``query_plan``'s candidates found by equality on every field
+        of an index (a superset: mongoeco matches each), in natural order; ``None`` if
+        no index serves."""
+        if not isinstance(coll, MemoryCollection):
+            return None
+        namespace = self._live_namespace(coll)
+        if namespace is None:
+            return None
+        route = ordered.choose_lookup(query_plan, self._key_patterns(*namespace)[1:])
+        index = None if route is None else self._ordered_index(namespace, route, coll)
+        if route is None or index is None:
+            return None
+        found: list[Any] = coll.ordered_keys(index.members(route.groups), limit=limit)
+        return found
 
     def _sort_here(
         self, items: list[tuple[Any, Any]], request: SortedRead, dialect: Any
@@ -294,15 +334,8 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         ):
             return None  # a transaction's view: left to mongoeco
         route = self._route(request)
-        if route is None:
-            return None
-        index = self._follower(
-            (db_name, coll_name, (route.prefix, route.sort)),
-            lambda: ordered.OrderedIndex(route.prefix, route.sort),
-        )
-        if not isinstance(index, ordered.OrderedIndex) or not index.ready(
-            coll, self._borrow_storage_document
-        ):
+        index = None if route is None else self._ordered_index(request.namespace, route, coll)
+        if route is None or index is None:
             return None
         found: list[tuple[Any, Any]] = []
         for storage_key in index.walk(route.groups, route.bounds, descending=route.descending):
@@ -332,15 +365,21 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             if request.presorted:
                 items = super()._candidate_items_for_plan_locked(coll, query_plan, **options)
                 return self._sort_here(items, request, options.get("dialect"))
-        values = _id_lookup_values(query_plan)
-        if values is None or options.get("collation") is not None:
+        if options.get("collation") is not None:
             return super()._candidate_items_for_plan_locked(coll, query_plan, **options)  # type: ignore[no-any-return]
-        keys = {self._storage_key(value) for value in values}
-        if isinstance(coll, MemoryCollection):
-            ordered = coll.ordered_keys(keys, limit=options.get("natural_order_limit"))
+        limit = options.get("natural_order_limit")
+        values = _id_lookup_values(query_plan)
+        if values is not None:
+            keys = {self._storage_key(value) for value in values}
+            if isinstance(coll, MemoryCollection):
+                found = coll.ordered_keys(keys, limit=limit)
+            else:
+                found = [key for key in coll if key in keys]
         else:
-            ordered = [key for key in coll if key in keys]
-        return [(key, coll[key]) for key in ordered]
+            found = self._looked_up(coll, query_plan, limit)
+            if found is None:
+                return super()._candidate_items_for_plan_locked(coll, query_plan, **options)  # type: ignore[no-any-return]
+        return [(key, coll[key]) for key in found]
 
     async def _insert_documents_impl(
         self,

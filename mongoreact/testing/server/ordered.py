@@ -135,6 +135,12 @@ class OrderedIndex(Follower):
             raise Unservable
         return keys  # type: ignore[return-value]
 
+    def members(self, groups: list[tuple[OrderKey, ...]]) -> Iterator[Any]:
+        """Storage keys of every document in ``groups``."""
+        for group in groups:
+            for _, _, storage_key in self._buckets.get(group, ()):
+                yield storage_key
+
     def walk(
         self, groups: list[tuple[OrderKey, ...]], bounds: Bounds, *, descending: bool
     ) -> Iterator[Any]:
@@ -255,14 +261,8 @@ def choose(
     if not sort or len(directions) != 1 or directions - {1, -1}:
         return None
     sort_fields = tuple(field for field, _ in sort)
-    pinned: dict[str, list[OrderKey]] = {}
     clauses = _clauses(plan)
-    for clause in clauses:
-        if isinstance(clause, (EqualsCondition, InCondition)) and not clause.null_matches_undefined:
-            values = (clause.value,) if isinstance(clause, EqualsCondition) else clause.values
-            keys = [order_key(v) if not isinstance(v, (list, dict)) else None for v in values]
-            if all(k is not None and k != (_NULL,) for k in keys) and clause.field not in pinned:
-                pinned[clause.field] = keys  # type: ignore[assignment]
+    pinned = _pinned(clauses)
     for key_pattern in index_keys:
         fields = tuple(field for field, _ in key_pattern)
         if any(direction != 1 for _, direction in key_pattern):
@@ -282,3 +282,35 @@ def choose(
             groups = [tuple(keys) for keys in itertools.product(*(pinned[f] for f in prefix))]
             return Route(prefix, rest, groups, bounds, descending=-1 in directions)
     return None
+
+
+# An equality lookup through more index groups than this is left to a scan.
+MAX_LOOKUP_GROUPS = 10_000
+
+
+def choose_lookup(plan: Any, index_keys: list[list[tuple[str, Any]]]) -> Route | None:
+    """A route that finds ``plan``'s candidates by equality on every field of one of
+    ``index_keys`` (the planner's ``$merge`` targets: ``task`` and ``sourceDocId`` by
+    ``$in``), or ``None``."""
+    pinned = _pinned(_clauses(plan))
+    for key_pattern in index_keys:
+        fields = tuple(field for field, _ in key_pattern)
+        if not fields or not all(field in pinned for field in fields):
+            continue
+        if math.prod(len(pinned[field]) for field in fields) > MAX_LOOKUP_GROUPS:
+            continue
+        groups = [tuple(keys) for keys in itertools.product(*(pinned[f] for f in fields))]
+        return Route(fields, (), groups, Bounds(), descending=False)
+    return None
+
+
+def _pinned(clauses: list[Any]) -> dict[str, list[OrderKey]]:
+    """The fields ``clauses`` pin to a list of exact values (by ``$eq`` or ``$in``)."""
+    pinned: dict[str, list[OrderKey]] = {}
+    for clause in clauses:
+        if isinstance(clause, (EqualsCondition, InCondition)) and not clause.null_matches_undefined:
+            values = (clause.value,) if isinstance(clause, EqualsCondition) else clause.values
+            keys = [order_key(v) if not isinstance(v, (list, dict)) else None for v in values]
+            if all(k is not None and k != (_NULL,) for k in keys) and clause.field not in pinned:
+                pinned[clause.field] = list(dict.fromkeys(keys))  # type: ignore[arg-type]
+    return pinned
