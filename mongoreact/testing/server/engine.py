@@ -252,7 +252,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         self._follow_write(collection, before, storage_key, None)
 
     def _follow_write(self, collection: Any, before: Any, storage_key: Any, data: Any) -> None:
-        following = [f for f in self._followers.values() if f.collection is collection]
+        following = [f for f in self._followers.values() if f.follows(collection, before)]
         if not following:
             return
         document = None if data is None else self._borrow_storage_document(data)

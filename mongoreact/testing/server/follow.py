@@ -10,6 +10,12 @@ transaction's commit swapping the collection, a drop) leaves the roots different
 the next use rebuilds the follower from the collection. So a follower is never stale:
 it is either in sync with the collection or rebuilt before it is read.
 
+A transaction writes to its own copy of the collection, which replaces the collection
+when it commits. A follower records the writes to such a copy (a *branch*, recognised
+by its first write starting from the contents the follower describes) and, when the
+copy has become the collection with no write unseen, applies them instead of
+rebuilding; any doubt still means a rebuild.
+
 A follower can find a document it cannot describe exactly; it then stops serving
 (``servable`` is false, callers fall back to mongoeco) until its next rebuild.
 """
@@ -29,6 +35,22 @@ class Unservable(Exception):
     """A document holds a value this follower cannot describe exactly."""
 
 
+# Transactions' copies of a collection followed at once (older ones are forgotten, and
+# a commit of theirs then costs a rebuild).
+MAX_BRANCHES = 8
+
+
+class _Branch:
+    """A copy of the described collection (a transaction's view), with the writes made
+    to it since it was taken from the described contents (``base``)."""
+
+    __slots__ = ("base", "collection", "root", "writes")
+
+    def __init__(self, collection: Any, base: Any) -> None:
+        self.collection, self.base, self.root = collection, base, base
+        self.writes: list[tuple[Any, Doc | None]] = []
+
+
 class Follower:
     """Base class: the sync protocol; subclasses say what they keep per document."""
 
@@ -36,15 +58,40 @@ class Follower:
         self.collection: Any = None
         self.root: Any = None
         self.servable = False
+        self._branches: dict[int, _Branch] = {}
 
     def ready(self, collection: Any, borrow: Callable[[Any], Any]) -> bool:
         """Bring the follower in sync with ``collection``; whether it can serve."""
-        if self.collection is not collection or self.root is not collection._values:
-            self._rebuild(collection, borrow)
+        if self.collection is collection and self.root is collection._values:
+            return self.servable
+        branch = self._branches.get(id(collection))
+        if (
+            branch is not None
+            and branch.collection is collection
+            and branch.root is collection._values
+            and branch.base is self.root
+        ):
+            # A transaction committed: its copy, whose every write we saw, taken from
+            # what we describe, is now the collection. Apply its writes, not a rebuild.
+            self.collection, self.root = collection, collection._values
+            self._branches.clear()
+            for storage_key, document in branch.writes:
+                self._apply(storage_key, document)
+            return self.servable
+        self._rebuild(collection, borrow)
         return self.servable
+
+    def follows(self, collection: Any, before: Any) -> bool:
+        """Whether a write to ``collection`` whose root was ``before`` concerns us."""
+        return (
+            self.collection is collection
+            or (before is self.root and self.collection is not None)
+            or id(collection) in self._branches
+        )
 
     def _rebuild(self, collection: Any, borrow: Callable[[Any], Any]) -> None:
         self.collection, self.root = collection, collection._values
+        self._branches.clear()
         self._clear()
         try:
             for storage_key, data in collection.items():
@@ -56,14 +103,24 @@ class Follower:
         self._built()
         self.servable = True
 
-    def written(
-        self, collection: Any, before: Any, storage_key: Any, document: dict[str, Any] | None
-    ) -> None:
+    def written(self, collection: Any, before: Any, storage_key: Any, document: Doc | None) -> None:
         """Follow one write to ``collection`` whose root was ``before`` (``document`` is
         ``None`` for a delete)."""
-        if self.collection is not collection or self.root is not before:
-            return  # not the collection described, or already out of sync: rebuilt on use
-        self.root = collection._values
+        if self.collection is collection:
+            if self.root is before:  # otherwise already out of sync: rebuilt on use
+                self.root = collection._values
+                self._apply(storage_key, document)
+            return
+        branch = self._branches.get(id(collection))
+        if branch is None and before is self.root and self.collection is not None:
+            if len(self._branches) >= MAX_BRANCHES:
+                del self._branches[next(iter(self._branches))]
+            branch = self._branches[id(collection)] = _Branch(collection, self.root)
+        if branch is not None and branch.collection is collection and branch.root is before:
+            branch.writes.append((storage_key, document))
+            branch.root = collection._values
+
+    def _apply(self, storage_key: Any, document: Doc | None) -> None:
         if not self.servable:
             return
         self._remove(storage_key)
