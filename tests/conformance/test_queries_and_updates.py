@@ -236,3 +236,29 @@ def test_long_in_lists_keep_regex_and_null_semantics(db: Database[Doc]) -> None:
     assert [d["_id"] for d in db.c.find({"k": {"$in": [*values, re.compile("^ap")]}})] == [1]
     assert [d["_id"] for d in db.c.find({"k": {"$in": [*values, None]}})] == [2]
     assert [d["_id"] for d in db.c.find({"k": {"$nin": [*values, None]}})] == [1, 3]
+
+
+def test_comparisons_match_only_values_of_the_query_values_type(db: Database[Doc]) -> None:
+    now = datetime.datetime(2026, 1, 1)
+    db.c.insert_many(
+        [
+            {"_id": "null", "v": None, "sub": {"v": None}},
+            {"_id": "missing", "sub": {}},
+            {"_id": "int", "v": 5, "sub": {"v": 5}},
+            {"_id": "string", "v": "x", "sub": {"v": "x"}},
+            {"_id": "date", "v": now, "sub": {"v": now}},
+            {"_id": "array", "v": [1, "x"], "sub": {"v": [1, "x"]}},
+        ]
+    )
+
+    def ids(query: Doc) -> list[str]:
+        return sorted(d["_id"] for d in db.c.find(query))
+
+    for path in ("v", "sub.v"):
+        assert ids({path: {"$lte": now}}) == ["date"]
+        assert ids({path: {"$gt": 3}}) == ["int"]
+        assert ids({path: {"$lt": 3}}) == ["array"]
+        assert ids({path: {"$gte": "a"}}) == ["array", "string"]
+        assert ids({path: {"$not": {"$gt": 3}}}) == ["array", "date", "missing", "null", "string"]
+    # Aggregation expressions do compare across types, by the BSON sort order.
+    assert ids({"$expr": {"$lt": ["$v", 0]}}) == ["missing", "null"]

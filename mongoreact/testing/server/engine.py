@@ -27,9 +27,11 @@ matching and sorting every document: see ``ordered.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import datetime
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -126,6 +128,8 @@ class SortedRead:
         self.presorted = False
 
 
+logger = logging.getLogger(__name__)
+
 # Set while an insert runs as mongoeco's overwriting insert (see _insert_documents_impl).
 _PLAIN_INSERT: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "mongoreact_plain_insert", default=False
@@ -170,6 +174,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         self._pacer = Pacer()
         # Per namespace: what follows its writes (ordered indexes, numeric ids), by kind.
         self._followers: dict[tuple[str, str, Any], Follower] = {}
+        self._builds: set[asyncio.Task[None]] = set()  # referenced until they end
 
     def scan_find_semantics(
         self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
@@ -259,11 +264,29 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         for follower in following:
             follower.written(collection, before, storage_key, document)
 
-    def _follower(self, name: tuple[str, str, Any], create: Callable[[], Follower]) -> Follower:
+    def _usable(
+        self, name: tuple[str, str, Any], create: Callable[[], Follower], coll: Any
+    ) -> Follower | None:
+        """The follower ``name`` if it describes ``coll`` as it is now; otherwise
+        ``None``, and a build of it is under way (see follow.py)."""
         follower = self._followers.get(name)
         if follower is None:
             follower = self._followers[name] = create()
-        return follower
+        if follower.usable(coll):
+            return follower
+        if not follower.building:
+            build = follower.build(coll, self._borrow_storage_document, self._pacer.breathe)
+            follower.building = True  # from now: no second build until this one ends
+            task = asyncio.get_running_loop().create_task(build)
+            self._builds.add(task)
+            task.add_done_callback(self._build_ended)
+        return None
+
+    def _build_ended(self, task: asyncio.Task[None]) -> None:
+        self._builds.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            logger.error("building an index of the embedded server failed", exc_info=error)
 
     def _route(self, request: SortedRead) -> ordered.Route | None:
         return ordered.choose(request.plan, request.sort, self._key_patterns(*request.namespace))
@@ -287,13 +310,12 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     ) -> ordered.OrderedIndex | None:
         """The ordered index ``route`` walks, in sync with ``coll``; ``None`` if it
         cannot serve."""
-        index = self._follower(
+        index = self._usable(
             (*namespace, (route.prefix, route.sort)),
             lambda: ordered.OrderedIndex(route.prefix, route.sort),
+            coll,
         )
-        if not isinstance(index, ordered.OrderedIndex):
-            return None
-        return index if index.ready(coll, self._borrow_storage_document) else None
+        return index if isinstance(index, ordered.OrderedIndex) else None
 
     def _looked_up(self, coll: Any, query_plan: Any, limit: int | None) -> list[Any] | None:
         """Storage keys of ``query_plan``'s candidates found by equality on every field
@@ -439,11 +461,8 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         return known is not None and not any(value in known for value in numeric)
 
     def _numeric_ids(self, db_name: str, coll_name: str, coll: Any) -> NumericIds | None:
-        follower = self._follower((db_name, coll_name, "numeric _id"), NumericIds)
-        ready = isinstance(follower, NumericIds) and follower.ready(
-            coll, self._borrow_storage_document
-        )
-        return follower if ready else None  # type: ignore[return-value]
+        follower = self._usable((db_name, coll_name, "numeric _id"), NumericIds, coll)
+        return follower if isinstance(follower, NumericIds) else None
 
     def _check_new_id(self, db_name: str, coll_name: str, candidate: dict[str, Any]) -> None:
         """Inside a write: refuse an ``_id`` already stored (by BSON equality)."""

@@ -7,8 +7,12 @@ the collection and that root. Writes through the engine's two storage methods
 (``_set_storage_document_locked``, ``_delete_storage_document_locked``) are applied
 incrementally and move the root along; any other change (a rolled-back write, a
 transaction's commit swapping the collection, a drop) leaves the roots different, and
-the next use rebuilds the follower from the collection. So a follower is never stale:
-it is either in sync with the collection or rebuilt before it is read.
+the follower is rebuilt from the collection. So a follower is never stale: it is either
+in sync with the collection or not used.
+
+A (re)build runs as its own task on the server's event loop and yields as it goes, so
+describing 100 000 documents (a second or two) stalls no connection; until it is done,
+reads are answered as mongoeco answers them.
 
 A transaction writes to its own copy of the collection, which replaces the collection
 when it commits. A follower records the writes to such a copy (a *branch*, recognised
@@ -23,7 +27,7 @@ A follower can find a document it cannot describe exactly; it then stops serving
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mongoeco.core.identity import id_contains_numeric_value
@@ -58,15 +62,20 @@ class Follower:
         self.collection: Any = None
         self.root: Any = None
         self.servable = False
+        self.building = False
         self._branches: dict[int, _Branch] = {}
+        self._pending: list[tuple[Any, Doc | None]] = []
 
-    def ready(self, collection: Any, borrow: Callable[[Any], Any]) -> bool:
-        """Bring the follower in sync with ``collection``; whether it can serve."""
+    def usable(self, collection: Any) -> bool:
+        """Whether the follower describes ``collection`` as it is now and can serve;
+        catches up with a committed transaction's copy, never rebuilds (see
+        :meth:`build`)."""
         if self.collection is collection and self.root is collection._values:
-            return self.servable
+            return self.servable and not self.building
         branch = self._branches.get(id(collection))
         if (
             branch is not None
+            and not self.building
             and branch.collection is collection
             and branch.root is collection._values
             and branch.base is self.root
@@ -78,8 +87,34 @@ class Follower:
             for storage_key, document in branch.writes:
                 self._apply(storage_key, document)
             return self.servable
-        self._rebuild(collection, borrow)
-        return self.servable
+        return False
+
+    async def build(
+        self, collection: Any, borrow: Callable[[Any], Any], breathe: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Describe ``collection`` from its current contents, yielding to the event loop
+        as it goes (``breathe``); writes made meanwhile are applied at the end."""
+        self.collection, self.root = collection, collection._values
+        self.building, self.servable = True, False
+        self._branches.clear()
+        self._pending = []
+        self._clear()
+        contents = collection.copy()  # O(1): the persistent map at self.root, unchanging
+        try:
+            for count, (storage_key, data) in enumerate(contents.items()):
+                self._add(storage_key, borrow(data))
+                if count % 256 == 0:
+                    await breathe()
+        except Unservable:
+            self._clear()
+            return
+        finally:
+            self.building = False
+        self._built()
+        self.servable = True
+        for storage_key, document in self._pending:
+            self._apply(storage_key, document)
+        self._pending = []
 
     def follows(self, collection: Any, before: Any) -> bool:
         """Whether a write to ``collection`` whose root was ``before`` concerns us."""
@@ -88,20 +123,6 @@ class Follower:
             or (before is self.root and self.collection is not None)
             or id(collection) in self._branches
         )
-
-    def _rebuild(self, collection: Any, borrow: Callable[[Any], Any]) -> None:
-        self.collection, self.root = collection, collection._values
-        self._branches.clear()
-        self._clear()
-        try:
-            for storage_key, data in collection.items():
-                self._add(storage_key, borrow(data))
-        except Unservable:
-            self.servable = False
-            self._clear()
-            return
-        self._built()
-        self.servable = True
 
     def written(self, collection: Any, before: Any, storage_key: Any, document: Doc | None) -> None:
         """Follow one write to ``collection`` whose root was ``before`` (``document`` is
@@ -121,6 +142,9 @@ class Follower:
             branch.root = collection._values
 
     def _apply(self, storage_key: Any, document: Doc | None) -> None:
+        if self.building:
+            self._pending.append((storage_key, document))
+            return
         if not self.servable:
             return
         self._remove(storage_key)

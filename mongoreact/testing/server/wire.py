@@ -38,7 +38,7 @@ from mongoeco.wire.protocol import (
 )
 from mongoeco.wire.surface import WireSurface
 
-from . import errors, expressions, membership
+from . import brackets, errors, expressions, membership
 from .engine import FastMemoryEngine
 from .errors import CommandError
 from .history import History
@@ -137,6 +137,7 @@ class EmbeddedMongoServer:
     ) -> None:
         expressions.install()
         membership.install()
+        brackets.install()
         self.host = host
         self.port = port
         self.replica_set = replica_set
