@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+import attrs
+
+from .durations import parse_duration
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -73,3 +77,46 @@ def as_callable(value: object, option: str) -> Any:
     if not callable(value):
         raise ConfigError(option, value, "expected a callable")
     return value
+
+
+# -- attrs fields that validate themselves ----------------------------------------------
+# Option classes declare their fields with these, so an object built directly (not from
+# a dict) is converted and checked the same way, and raises ConfigError naming the
+# option: "retry_policy.jitter", "cleanup_policy.keep_for".
+
+
+def duration_field(option: str, default: dt.timedelta, *, positive: bool = False) -> Any:
+    """A ``timedelta`` field that also takes milliseconds or ``"10s"``-style strings."""
+
+    def convert(value: object) -> dt.timedelta:
+        duration = parse_duration(value, option)
+        if positive and duration <= dt.timedelta(0):
+            raise ConfigError(option, value, "must be greater than zero")
+        return duration
+
+    return attrs.field(default=default, converter=convert)
+
+
+def choice_field(option: str, choices: Iterable[str], default: str) -> Any:
+    """A field that is one of ``choices``."""
+    allowed = tuple(choices)
+    return attrs.field(
+        default=default, validator=lambda _, __, value: as_choice(value, option, allowed)
+    )
+
+
+def bool_field(option: str, default: bool) -> Any:
+    """A field that is ``True`` or ``False``."""
+    return attrs.field(default=default, validator=lambda _, __, value: as_bool(value, option))
+
+
+def int_field(option: str, default: int, *, minimum: int | None = None) -> Any:
+    """An int field (not a bool) no smaller than ``minimum``."""
+    return attrs.field(
+        default=default, validator=lambda _, __, value: as_int(value, option, minimum=minimum)
+    )
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """The option names of an attrs option class: its fields."""
+    return tuple(field.name for field in attrs.fields(cls))

@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._validate import as_bool, as_callable, as_choice, as_int, as_mapping, as_name, check_unknown
+from ._validate import (
+    as_callable,
+    as_int,
+    as_mapping,
+    as_name,
+    bool_field,
+    check_unknown,
+    choice_field,
+    duration_field,
+    field_names,
+    int_field,
+)
 from .durations import parse_duration, to_milliseconds
 from .errors import ConfigError
 from .policies.retry import RetryPolicy, parse_retry_policy
@@ -28,19 +39,27 @@ TASKS_SUFFIX: Final = "_tasks"
 
 @attrs.frozen(kw_only=True)
 class CleanupPolicy:
-    """When records of tasks whose source document is gone (or unmatched) are deleted."""
+    """When records of tasks whose source document is gone (or unmatched) are deleted.
 
-    delete_when: str = "sourceDocumentDeleted"
-    keep_for: dt.timedelta = dt.timedelta(hours=24)
+    Checked however it is built: ``ConfigError`` names the option and the value."""
+
+    delete_when: str = choice_field(
+        "cleanup_policy.delete_when", DELETE_WHEN, "sourceDocumentDeleted"
+    )
+    keep_for: dt.timedelta = duration_field("cleanup_policy.keep_for", dt.timedelta(hours=24))
 
 
 @attrs.frozen(kw_only=True)
 class Evolution:
-    """How a task reacts to a new handler version or a changed trigger."""
+    """How a task reacts to a new handler version or a changed trigger.
 
-    handler_version: int = 1
-    on_handler_version_change: str = "none"
-    reconcile_on_trigger_change: bool = True
+    Checked however it is built: ``ConfigError`` names the option and the value."""
+
+    handler_version: int = int_field("evolution.handler_version", 1, minimum=1)
+    on_handler_version_change: str = choice_field(
+        "evolution.on_handler_version_change", ON_HANDLER_VERSION_CHANGE, "none"
+    )
+    reconcile_on_trigger_change: bool = bool_field("evolution.reconcile_on_trigger_change", True)
 
 
 @attrs.frozen(kw_only=True)
@@ -132,41 +151,13 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
 def _parse_cleanup(value: object) -> CleanupPolicy:
     if value is None or isinstance(value, CleanupPolicy):
         return value or CleanupPolicy()
-    raw = as_mapping(value, "cleanup_policy", ("delete_when", "keep_for"))
-    fields: dict[str, Any] = {}
-    if "delete_when" in raw:
-        fields["delete_when"] = as_choice(
-            raw["delete_when"], "cleanup_policy.delete_when", DELETE_WHEN
-        )
-    if "keep_for" in raw:
-        fields["keep_for"] = parse_duration(raw["keep_for"], "cleanup_policy.keep_for")
-    return CleanupPolicy(**fields)
+    return CleanupPolicy(**as_mapping(value, "cleanup_policy", field_names(CleanupPolicy)))
 
 
 def _parse_evolution(value: object) -> Evolution:
     if value is None or isinstance(value, Evolution):
         return value or Evolution()
-    raw = as_mapping(
-        value,
-        "evolution",
-        ("handler_version", "on_handler_version_change", "reconcile_on_trigger_change"),
-    )
-    fields: dict[str, Any] = {}
-    if "handler_version" in raw:
-        fields["handler_version"] = as_int(
-            raw["handler_version"], "evolution.handler_version", minimum=1
-        )
-    if "on_handler_version_change" in raw:
-        fields["on_handler_version_change"] = as_choice(
-            raw["on_handler_version_change"],
-            "evolution.on_handler_version_change",
-            ON_HANDLER_VERSION_CHANGE,
-        )
-    if "reconcile_on_trigger_change" in raw:
-        fields["reconcile_on_trigger_change"] = as_bool(
-            raw["reconcile_on_trigger_change"], "evolution.reconcile_on_trigger_change"
-        )
-    return Evolution(**fields)
+    return Evolution(**as_mapping(value, "evolution", field_names(Evolution)))
 
 
 def _parse_recheck(options: Mapping[str, Any]) -> dt.timedelta | None:

@@ -10,7 +10,17 @@ import attrs
 from bson import ObjectId
 from croniter import croniter
 
-from ._validate import as_bool, as_callable, as_choice, as_int, as_mapping, as_name, check_unknown
+from ._validate import (
+    as_callable,
+    as_int,
+    as_mapping,
+    as_name,
+    bool_field,
+    check_unknown,
+    choice_field,
+    duration_field,
+    field_names,
+)
 from .durations import parse_duration
 from .errors import ConfigError
 
@@ -28,12 +38,17 @@ READ_PREFERENCES: Final = (
 
 @attrs.frozen(kw_only=True)
 class MonitoringOptions:
-    """The ``monitoring`` option."""
+    """The ``monitoring`` option. Checked however it is built: ``ConfigError`` names the
+    option and the value."""
 
-    enabled: bool = True
-    push_interval: dt.timedelta = dt.timedelta(minutes=1)
-    scrape_mode: str = "cluster"
-    read_preference: str = "secondaryPreferred"
+    enabled: bool = bool_field("monitoring.enabled", True)
+    push_interval: dt.timedelta = duration_field(
+        "monitoring.push_interval", dt.timedelta(minutes=1), positive=True
+    )
+    scrape_mode: str = choice_field("monitoring.scrape_mode", SCRAPE_MODES, "cluster")
+    read_preference: str = choice_field(
+        "monitoring.read_preference", READ_PREFERENCES, "secondaryPreferred"
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -157,20 +172,4 @@ def parse_monitoring(value: object) -> MonitoringOptions:
         return value
     if isinstance(value, bool):
         return MonitoringOptions(enabled=value)
-    raw = as_mapping(
-        value, "monitoring", ("enabled", "push_interval", "scrape_mode", "read_preference")
-    )
-    fields: dict[str, Any] = {}
-    if "enabled" in raw:
-        fields["enabled"] = as_bool(raw["enabled"], "monitoring.enabled")
-    if "push_interval" in raw:
-        fields["push_interval"] = parse_duration(raw["push_interval"], "monitoring.push_interval")
-    if "scrape_mode" in raw:
-        fields["scrape_mode"] = as_choice(
-            raw["scrape_mode"], "monitoring.scrape_mode", SCRAPE_MODES
-        )
-    if "read_preference" in raw:
-        fields["read_preference"] = as_choice(
-            raw["read_preference"], "monitoring.read_preference", READ_PREFERENCES
-        )
-    return MonitoringOptions(**fields)
+    return MonitoringOptions(**as_mapping(value, "monitoring", field_names(MonitoringOptions)))

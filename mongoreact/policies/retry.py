@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Mapping
-from typing import Any, Final
+from math import inf
+from typing import Final
 
 import attrs
 from croniter import croniter
 
-from .._validate import as_bool, as_choice, as_int, as_mapping
+from .._validate import as_choice, as_int, as_mapping, bool_field, duration_field, field_names
 from ..clock import as_utc
 from ..durations import parse_duration
 from ..errors import ConfigError
@@ -22,6 +22,7 @@ UNLIMITED: Final = -1
 DEFAULT_MAX_ATTEMPTS: Final = 5
 TYPES: Final = ("fixed", "linear", "exponential", "series", "cron")
 _COMMON: Final = ("type", "max_attempts", "max_duration", "reset_retries_on_data_change", "jitter")
+_REQUIRED: Final = ("interval", "intervals", "expression")
 _SPECIFIC: Final = {
     "fixed": ("interval",),
     "linear": ("interval",),
@@ -31,21 +32,70 @@ _SPECIFIC: Final = {
 }
 
 
+def _max_attempts(_: object, __: object, value: object) -> None:
+    attempts = as_int(value, "retry_policy.max_attempts", minimum=UNLIMITED)
+    if attempts == 0:
+        raise ConfigError("retry_policy.max_attempts", attempts, "use -1 for unlimited, or >= 1")
+
+
+def _fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError("retry_policy.jitter", value, "expected a fraction from 0 to 1")
+    return float(value)
+
+
+def _factor(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < inf:
+        raise ConfigError("retry_policy.factor", value, "expected a number >= 1")
+    return float(value)
+
+
+def _optional_duration(value: object) -> dt.timedelta | None:
+    return None if value is None else parse_duration(value, "retry_policy.max_duration")
+
+
+def _intervals(value: object) -> tuple[dt.timedelta, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError("retry_policy.intervals", value, "expected a non-empty list")
+    return tuple(
+        parse_duration(item, f"retry_policy.intervals[{i}]") for i, item in enumerate(value)
+    )
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """A parsed ``retry_policy``: delay schedule plus the limits shared by every type."""
+    """A ``retry_policy``: delay schedule plus the limits shared by every type.
 
-    type: str
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    max_duration: dt.timedelta | None = None
-    reset_retries_on_data_change: bool = True
-    jitter: float = 0.0
-    interval: dt.timedelta = dt.timedelta(seconds=10)
-    min: dt.timedelta = dt.timedelta(seconds=10)
-    max: dt.timedelta = dt.timedelta(days=1)
-    factor: float = 2.0
-    intervals: tuple[dt.timedelta, ...] = ()
+    Checked however it is built (also ``RetryPolicy(type="series")`` directly):
+    ``ConfigError`` names the option and the value."""
+
+    type: str = attrs.field(
+        validator=lambda _, __, value: as_choice(value, "retry_policy.type", TYPES)
+    )
+    max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_max_attempts)
+    max_duration: dt.timedelta | None = attrs.field(default=None, converter=_optional_duration)
+    reset_retries_on_data_change: bool = bool_field(
+        "retry_policy.reset_retries_on_data_change", True
+    )
+    jitter: float = attrs.field(default=0.0, converter=_fraction)
+    interval: dt.timedelta = duration_field("retry_policy.interval", dt.timedelta(seconds=10))
+    min: dt.timedelta = duration_field("retry_policy.min", dt.timedelta(seconds=10))
+    max: dt.timedelta = duration_field("retry_policy.max", dt.timedelta(days=1))
+    factor: float = attrs.field(default=2.0, converter=_factor)
+    intervals: tuple[dt.timedelta, ...] = attrs.field(default=(), converter=_intervals)
     expression: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.type == "series" and not self.intervals:
+            raise ConfigError("retry_policy.intervals", [], "expected a non-empty list")
+        if self.type == "cron" and not (
+            isinstance(self.expression, str) and croniter.is_valid(self.expression)
+        ):
+            raise ConfigError(
+                "retry_policy.expression", self.expression, "not a valid cron expression"
+            )
+        if self.min > self.max:
+            raise ConfigError("retry_policy.min", self.min, f"greater than max ({self.max})")
 
     def delay(self, attempt: int) -> dt.timedelta:
         """Wait before the run after failed run ``attempt`` (not for ``cron``), no jitter."""
@@ -98,75 +148,16 @@ def parse_retry_policy(value: object, option: str = "retry_policy") -> RetryPoli
         return DEFAULT_RETRY_POLICY
     if isinstance(value, RetryPolicy):
         return value
-    raw = as_mapping(value, option, _COMMON + tuple(k for v in _SPECIFIC.values() for k in v))
+    raw = as_mapping(value, option, field_names(RetryPolicy))
     kind = as_choice(raw.get("type"), f"{option}.type", TYPES)
     for key in raw:
         if key not in _COMMON and key not in _SPECIFIC[kind]:
             raise ConfigError(f"{option}.{key}", raw[key], f"not an option of {kind} retries")
-    fields: dict[str, Any] = {"type": kind}
-    fields.update(_parse_limits(raw, option))
-    fields.update(_parse_schedule(kind, raw, option))
-    return RetryPolicy(**fields)
-
-
-def _parse_limits(raw: Mapping[str, Any], option: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    max_duration = raw.get("max_duration")
-    if max_duration is not None:
-        fields["max_duration"] = parse_duration(max_duration, f"{option}.max_duration")
-    attempts = raw.get("max_attempts")
-    if attempts is None:
-        fields["max_attempts"] = UNLIMITED if max_duration is not None else DEFAULT_MAX_ATTEMPTS
-    else:
-        attempts = as_int(attempts, f"{option}.max_attempts", minimum=UNLIMITED)
-        if attempts == 0:
-            raise ConfigError(f"{option}.max_attempts", attempts, "use -1 for unlimited, or >= 1")
-        fields["max_attempts"] = attempts
-    if "reset_retries_on_data_change" in raw:
-        fields["reset_retries_on_data_change"] = as_bool(
-            raw["reset_retries_on_data_change"], f"{option}.reset_retries_on_data_change"
-        )
-    if "jitter" in raw:
-        jitter = raw["jitter"]
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
-            raise ConfigError(f"{option}.jitter", jitter, "expected a fraction from 0 to 1")
-        fields["jitter"] = float(jitter)
-    return fields
-
-
-def _parse_schedule(kind: str, raw: Mapping[str, Any], option: str) -> dict[str, Any]:
-    def required(key: str) -> Any:
-        if raw.get(key) is None:
+    for key in _SPECIFIC[kind]:
+        if raw.get(key) is None and key in _REQUIRED:
             raise ConfigError(f"{option}.{key}", None, f"required for {kind} retries")
-        return raw[key]
-
-    if kind in ("fixed", "linear"):
-        interval = parse_duration(required("interval"), f"{option}.interval")
-        return {"interval": interval}
-    if kind == "series":
-        intervals = required("intervals")
-        if not isinstance(intervals, (list, tuple)) or not intervals:
-            raise ConfigError(f"{option}.intervals", intervals, "expected a non-empty list")
-        return {
-            "intervals": tuple(
-                parse_duration(item, f"{option}.intervals[{i}]") for i, item in enumerate(intervals)
-            )
-        }
-    if kind == "cron":
-        expression = required("expression")
-        if not isinstance(expression, str) or not croniter.is_valid(expression):
-            raise ConfigError(f"{option}.expression", expression, "not a valid cron expression")
-        return {"expression": expression}
-    fields: dict[str, Any] = {}
-    for key in ("min", "max"):
-        if raw.get(key) is not None:
-            fields[key] = parse_duration(raw[key], f"{option}.{key}")
-    factor = raw.get("factor", 2)
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
-        raise ConfigError(f"{option}.factor", factor, "expected a number >= 1")
-    fields["factor"] = float(factor)
-    low = fields.get("min", DEFAULT_RETRY_POLICY.min)
-    high = fields.get("max", DEFAULT_RETRY_POLICY.max)
-    if low > high:
-        raise ConfigError(f"{option}.min", raw.get("min"), f"greater than max ({high})")
-    return fields
+    fields = {key: item for key, item in raw.items() if item is not None}
+    if "max_attempts" not in fields:
+        # A time limit alone means: retry until it is reached.
+        fields["max_attempts"] = UNLIMITED if "max_duration" in fields else DEFAULT_MAX_ATTEMPTS
+    return RetryPolicy(**fields)

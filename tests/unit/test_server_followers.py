@@ -13,6 +13,7 @@ runs on 3.13 only).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
@@ -45,10 +46,12 @@ async def _scenario(seed: int) -> int:
     engine._pacer = Pacer(budget=0.0)  # yield at every chance: builds interleave with writes
     coll = AsyncMongoClient(engine).db.items
     await coll.insert_many([{"_id": i, "k": i % 7} for i in range(2000)])
-    checked = 0
+    await coll.insert_one({"_id": "s-dup"})
 
     async def write() -> None:
-        doc_id = rng.randrange(3000)
+        # String _ids: a numeric one would make the writer wait for the numeric _id
+        # set's build, and writes must land while builds run.
+        doc_id = f"s{rng.randrange(1000)}"
         kind = rng.randrange(4)
         try:
             if kind == 0:
@@ -56,31 +59,43 @@ async def _scenario(seed: int) -> int:
             elif kind == 1:
                 await coll.update_one({"_id": doc_id}, {"$set": {"k": rng.randrange(7)}})
             elif kind == 2:
-                await coll.delete_one({"_id": doc_id})
+                await coll.delete_one({"_id": rng.choice([doc_id, rng.randrange(2000)])})
             else:  # a batch that fails half-way and is rolled back
-                await coll.insert_many([{"_id": 10_000 + doc_id}, {"_id": 0}, {"_id": 20_000}])
+                await coll.insert_many([{"_id": f"t{doc_id}"}, {"_id": "s-dup"}, {"_id": "u"}])
         except (DuplicateKeyError, BulkWriteError):
             pass
 
-    for _ in range(40):
-        # Reads that use (and so schedule builds of) the _id index, {k} groups and the
-        # numeric _id set.
-        await coll.find({"_id": {"$gt": rng.randrange(3000)}}).sort("_id", 1).limit(5).to_list()
-        await coll.insert_one({"_id": 50_000 + checked * 7 + rng.randrange(7)})
-        for _ in range(rng.randrange(1, 30)):
+    writing = True
+
+    async def writer() -> None:
+        for _ in range(1500):
             await write()
             await asyncio.sleep(0)
-        live = engine._storage["db"]["items"]
-        for follower in list(engine._followers.values()):
-            if follower.usable(live):
-                fresh = (
-                    OrderedIndex(follower.prefix, follower.sort)
-                    if isinstance(follower, OrderedIndex)
-                    else NumericIds()
-                )
-                await fresh.build(live, engine._borrow_storage_document, _no_pause)
-                assert _contents(follower) == _contents(fresh)
-                checked += 1
+        nonlocal writing
+        writing = False
+
+    async def reader() -> int:
+        checked = 0
+        while writing:
+            # Reads that use (and so build) the _id index and the numeric _id set.
+            after = rng.randrange(3000)
+            await coll.find({"_id": {"$gt": after}}).sort("_id", 1).limit(5).to_list()
+            with contextlib.suppress(DuplicateKeyError):
+                await coll.insert_one({"_id": 50_000 + rng.randrange(10_000)})
+            live = engine._storage["db"]["items"]
+            for follower in list(engine._followers.values()):
+                if follower.usable(live):
+                    fresh = (
+                        OrderedIndex(follower.prefix, follower.sort)
+                        if isinstance(follower, OrderedIndex)
+                        else NumericIds()
+                    )
+                    await fresh.build(live, engine._borrow_storage_document, _no_pause)
+                    assert _contents(follower) == _contents(fresh)
+                    checked += 1
+        return checked
+
+    checked = (await asyncio.gather(writer(), reader()))[1]
     return checked
 
 

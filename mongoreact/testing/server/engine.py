@@ -33,7 +33,7 @@ import dataclasses
 import datetime
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import bson
@@ -151,8 +151,11 @@ def _uses_expressions(node: Any) -> bool:
     return isinstance(node, NotCondition)  # conservative: a negation may wrap anything
 
 
-async def _serving(inner: AsyncIterator[Any], request: SortedRead) -> AsyncIterator[Any]:
+async def _serving(
+    inner: AsyncIterator[Any], request: SortedRead | None, prepare: Callable[[], Awaitable[None]]
+) -> AsyncIterator[Any]:
     # mongoeco selects a find's candidates on the first step of its generator.
+    await prepare()
     token = _SORTED_READ.set(request)
     try:
         first = await anext(inner)
@@ -174,19 +177,22 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         self._pacer = Pacer()
         # Per namespace: what follows its writes (ordered indexes, numeric ids), by kind.
         self._followers: dict[tuple[str, str, Any], Follower] = {}
-        self._builds: set[asyncio.Task[None]] = set()  # referenced until they end
+        self._builds: dict[tuple[str, str, Any], asyncio.Task[None]] = {}  # until they end
 
     def scan_find_semantics(
         self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
     ) -> Any:
-        if (
-            not semantics.sort
-            or not semantics.limit
-            or semantics.text_query is not None
-            or semantics.collation is not None
-        ):
+        if semantics.text_query is not None or semantics.collation is not None:
             return self._pacer.paced(
                 super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+            )
+        if not semantics.sort or not semantics.limit:
+            inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+            plan = semantics.query_plan
+            return _serving(
+                self._pacer.paced(inner),
+                None,
+                lambda: self._prepare_lookup((db_name, coll_name), plan),
             )
         plan, variables, dialect = semantics.query_plan, semantics.variables, semantics.dialect
 
@@ -203,7 +209,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             request.presorted = True
             semantics = dataclasses.replace(semantics, sort=None)
         inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
-        return _serving(self._pacer.paced(inner), request)
+        return _serving(self._pacer.paced(inner), request, lambda: self._prepare_sorted(request))
 
     async def update_with_operation(
         self, db_name: str, coll_name: str, operation: Any, *args: Any, **kwargs: Any
@@ -232,6 +238,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             )
 
         request = SortedRead((db_name, coll_name), semantics.query_plan, semantics.sort, 1, matches)
+        await self._prepare_sorted(request)
         token = _SORTED_READ.set(request)
         try:
             return await super().update_with_operation(
@@ -278,15 +285,47 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             build = follower.build(coll, self._borrow_storage_document, self._pacer.breathe)
             follower.building = True  # from now: no second build until this one ends
             task = asyncio.get_running_loop().create_task(build)
-            self._builds.add(task)
-            task.add_done_callback(self._build_ended)
+            self._builds[name] = task
+            task.add_done_callback(lambda done: self._build_ended(name, done))
         return None
 
-    def _build_ended(self, task: asyncio.Task[None]) -> None:
-        self._builds.discard(task)
+    def _build_ended(self, name: tuple[str, str, Any], task: asyncio.Task[None]) -> None:
+        if self._builds.get(name) is task:
+            del self._builds[name]
         error = None if task.cancelled() else task.exception()
         if error is not None:
             logger.error("building an index of the embedded server failed", exc_info=error)
+
+    async def _await_follower(
+        self, name: tuple[str, str, Any], create: Callable[[], Follower]
+    ) -> None:
+        """Wait until the follower ``name`` describes its live collection (building it
+        if need be): a command that would use it waits for the paced build rather than
+        fall back to a scan, which would hold every other connection."""
+        for _ in range(3):  # a build overtaken by a write it could not follow is redone
+            coll = self._storage.get(name[0], {}).get(name[1])
+            if not isinstance(coll, MemoryCollection) or self._usable(name, create, coll):
+                return
+            task = self._builds.get(name)
+            if task is None:
+                return
+            await asyncio.shield(task)  # a cancelled command leaves the build running
+
+    async def _prepare_sorted(self, request: SortedRead) -> None:
+        route = self._route(request)
+        if route is not None:
+            await self._await_follower(
+                (*request.namespace, (route.prefix, route.sort)),
+                lambda: ordered.OrderedIndex(route.prefix, route.sort),
+            )
+
+    async def _prepare_lookup(self, namespace: tuple[str, str], plan: Any) -> None:
+        route = ordered.choose_lookup(plan, self._key_patterns(*namespace)[1:])
+        if route is not None:
+            await self._await_follower(
+                (*namespace, (route.prefix, route.sort)),
+                lambda: ordered.OrderedIndex(route.prefix, route.sort),
+            )
 
     def _route(self, request: SortedRead) -> ordered.Route | None:
         return ordered.choose(request.plan, request.sort, self._key_patterns(*request.namespace))
@@ -418,6 +457,8 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         # duplicate key rolls that attempt back and the insert runs as mongoeco's own,
         # which reports it with MongoDB's ordered-insert semantics.
         await self._pacer.breathe()
+        if not overwrite and any(plain_number(document.get("_id")) for document in documents):
+            await self._await_follower((db_name, coll_name, "numeric _id"), NumericIds)
         if overwrite or not self._plain_insert(db_name, coll_name, documents, options):
             return await super()._insert_documents_impl(
                 db_name, coll_name, documents, overwrite, **options
