@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from mongoreact import ConfigError, ReactiveTasks
+from mongoreact import (
+    CleanupPolicy,
+    ConfigError,
+    Evolution,
+    MonitoringOptions,
+    ReactiveTasks,
+    RetryPolicy,
+)
 
 URI = "mongodb://127.0.0.1:1/app"  # never contacted: validation does no I/O
 
@@ -156,3 +163,49 @@ def test_the_decorator_registers_and_returns_the_function() -> None:
 
     assert callable(sync_order)
     assert [d.name for d in engine.definitions] == ["sync_order"]
+
+
+# Option objects built directly are checked as strictly as the dicts they replace: the
+# error names the option and the value, at construction (never later, in a thread).
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "option"),
+    [
+        (RetryPolicy, {"type": "series"}, "retry_policy.intervals"),
+        (RetryPolicy, {"type": "weekly"}, "retry_policy.type"),
+        (RetryPolicy, {"type": "cron", "expression": "every day"}, "retry_policy.expression"),
+        (RetryPolicy, {"type": "fixed", "max_attempts": 0}, "retry_policy.max_attempts"),
+        (RetryPolicy, {"type": "fixed", "jitter": 2}, "retry_policy.jitter"),
+        (RetryPolicy, {"type": "exponential", "factor": 0.5}, "retry_policy.factor"),
+        (RetryPolicy, {"type": "exponential", "min": "2h", "max": "1h"}, "retry_policy.min"),
+        (RetryPolicy, {"type": "fixed", "interval": "soon"}, "retry_policy.interval"),
+        (RetryPolicy, {"type": "series", "intervals": ["1s", -5]}, "retry_policy.intervals[1]"),
+        (CleanupPolicy, {"delete_when": "bogus"}, "cleanup_policy.delete_when"),
+        (CleanupPolicy, {"keep_for": -1}, "cleanup_policy.keep_for"),
+        (Evolution, {"handler_version": 0}, "evolution.handler_version"),
+        (Evolution, {"on_handler_version_change": "all"}, "evolution.on_handler_version_change"),
+        (MonitoringOptions, {"push_interval": 0}, "monitoring.push_interval"),
+        (MonitoringOptions, {"push_interval": "often"}, "monitoring.push_interval"),
+        (MonitoringOptions, {"scrape_mode": "global"}, "monitoring.scrape_mode"),
+        (MonitoringOptions, {"enabled": "yes"}, "monitoring.enabled"),
+    ],
+)
+def test_option_objects_built_directly_are_checked(
+    cls: type, kwargs: dict[str, Any], option: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        cls(**kwargs)
+    assert caught.value.option == option
+
+
+def test_option_objects_convert_durations_as_their_dicts_do() -> None:
+    given: dict[str, Any] = {"push_interval": 5}
+    assert MonitoringOptions(**given).push_interval == dt.timedelta(milliseconds=5)
+    given = {"keep_for": "2h"}
+    assert CleanupPolicy(**given).keep_for == dt.timedelta(hours=2)
+    given = {"type": "series", "intervals": ["1s", 2000]}
+    policy = RetryPolicy(**given)
+    assert policy.intervals == (dt.timedelta(seconds=1), dt.timedelta(seconds=2))
+    engine = ReactiveTasks(uri=URI)
+    engine.register(
+        task="t", collection="c", handler=handler, retry_policy=RetryPolicy(type="fixed")
+    )
