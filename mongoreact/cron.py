@@ -22,22 +22,19 @@ from typing import Any, Final
 import attrs
 from bson import ObjectId
 from croniter import croniter
-from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from ._retry import log_failure
 from ._threads import Loop
 from .clock import ServerClock, as_utc
-from .durations import parse_duration, to_milliseconds
+from .durations import parse_duration
 from .errors import ConfigError
 from .settings import CRON_PREFIX, Settings
-from .store.pipelines import EPOCH, NOW
+from .store.cron import CronStore
 
 logger = logging.getLogger("mongoreact.cron")
 
-CRON_COLLECTION: Final = "_mongoreact_cron"
 CRON_LEASE: Final = dt.timedelta(minutes=5)
-RUN_LOG_SIZE: Final = 5
 Schedule = str | dt.timedelta | Callable[[dt.datetime], Any]
 
 
@@ -105,7 +102,7 @@ class CronRunner(Loop):
     ) -> None:
         super().__init__(f"mongoreact-cron-{settings.instance_id}")
         self._settings = settings
-        self._collection = database[CRON_COLLECTION]
+        self._store = CronStore(database)
         self._tasks = tasks
         self._clock = clock
         self.wake = threading.Event()
@@ -114,16 +111,7 @@ class CronRunner(Loop):
         """Create each task's document; a changed schedule is due again at once."""
         now = self._clock.now()
         for task in self._tasks.values():
-            self._collection.update_one(
-                {"_id": task.name},
-                {"$setOnInsert": {"nextRunAt": task.next_run(now), "runLog": [],
-                                  "lockedUntil": EPOCH, "runNow": False}},
-                upsert=True,
-            )  # fmt: skip
-            self._collection.update_one(
-                {"_id": task.name, "schedule": {"$ne": task.description}},
-                {"$set": {"schedule": task.description, "nextRunAt": task.next_run(now)}},
-            )
+            self._store.publish(task.name, task.description, task.next_run(now))
 
     def step(self) -> float:
         claimed = self._claim()
@@ -131,12 +119,8 @@ class CronRunner(Loop):
             self._execute(*claimed)
             return 0.0
         poll_max = self._settings.poll_max.total_seconds()
-        upcoming = self._collection.find_one(
-            {"_id": {"$in": list(self._tasks)}}, {"nextRunAt": 1}, sort=[("nextRunAt", 1)]
-        )
-        wait = poll_max
-        if upcoming and isinstance(upcoming.get("nextRunAt"), dt.datetime):
-            wait = (as_utc(upcoming["nextRunAt"]) - self._clock.now()).total_seconds()
+        due = self._store.next_due(list(self._tasks))
+        wait = poll_max if due is None else (due - self._clock.now()).total_seconds()
         self.wake.wait(min(max(wait, 0.0), poll_max))
         self.wake.clear()
         return 0.0
@@ -146,28 +130,13 @@ class CronRunner(Loop):
         self.wake.set()
 
     def _claim(self) -> tuple[CronTask, ObjectId] | None:
-        lock_id = ObjectId()
-        entry = {"startedAt": NOW, "finishedAt": None, "error": None,
-                 "instanceId": {"$literal": self._settings.instance_id}}  # fmt: skip
-        document = self._collection.find_one_and_update(
-            {
-                "_id": {"$in": list(self._tasks)},
-                "$or": [{"nextRunAt": {"$lte": self._clock.now()}}, {"runNow": True}],
-                "lockedUntil": {"$lte": self._clock.now()},
-            },
-            [{"$set": {
-                "lockId": lock_id,
-                "lockedUntil": {"$add": [NOW, to_milliseconds(CRON_LEASE)]},
-                "runNow": False,
-                "runLog": {"$slice": [{"$concatArrays": [[entry], {"$ifNull": ["$runLog", []]}]},
-                                      RUN_LOG_SIZE]},
-            }}],
-            sort=[("runNow", -1), ("nextRunAt", 1)],
-            return_document=ReturnDocument.AFTER,
-        )  # fmt: skip
-        if document is None:
+        claimed = self._store.claim(
+            list(self._tasks), self._clock.now(), self._settings.instance_id, CRON_LEASE
+        )
+        if claimed is None:
             return None
-        return self._tasks[document["_id"]], lock_id
+        name, lock_id = claimed
+        return self._tasks[name], lock_id
 
     def _execute(self, task: CronTask, lock_id: ObjectId) -> None:
         done = threading.Event()
@@ -187,12 +156,7 @@ class CronRunner(Loop):
             done.set()
             renewer.join()
         logger.info("cron task %s ran in %.2fs", task.name, time.monotonic() - started)
-        self._collection.update_one(
-            {"_id": task.name, "lockId": lock_id},
-            {"$set": {"lockedUntil": EPOCH, "nextRunAt": task.next_run(self._clock.now()),
-                      "runLog.0.error": error},
-             "$currentDate": {"runLog.0.finishedAt": True}},
-        )  # fmt: skip
+        self._store.finish(task.name, lock_id, task.next_run(self._clock.now()), error)
 
     def _renew(self, name: str, lock_id: ObjectId, done: threading.Event) -> None:
         while not done.wait(CRON_LEASE.total_seconds() / 5):
@@ -200,29 +164,20 @@ class CronRunner(Loop):
 
     def _renew_once(self, name: str, lock_id: ObjectId) -> None:
         try:
-            self._collection.update_one(
-                {"_id": name, "lockId": lock_id},
-                [{"$set": {"lockedUntil": {"$add": [NOW, to_milliseconds(CRON_LEASE)]}}}],
-            )
+            self._store.renew(name, lock_id, CRON_LEASE)
         except Exception as error:
             log_failure(logger, error, "could not renew cron task %s's lease", name)
 
 
 def request_run(database: Database[dict[str, Any]], name: str) -> dt.datetime:
     """Ask for a run of ``name`` now; returns the server time of the request."""
-    document = database[CRON_COLLECTION].find_one_and_update(
-        {"_id": name}, [{"$set": {"runNow": True, "runRequestedAt": NOW}}],
-        return_document=ReturnDocument.AFTER,
-    )  # fmt: skip
-    if document is None:
+    requested = CronStore(database).request_run(name)
+    if requested is None:
         raise ConfigError("name", name, "no cron task of this name has been started")
-    return as_utc(document["runRequestedAt"])
+    return requested
 
 
 def finished_since(database: Database[dict[str, Any]], name: str, since: dt.datetime) -> bool:
     """Whether a run of ``name`` started at or after ``since`` has finished."""
-    document = database[CRON_COLLECTION].find_one({"_id": name}, {"runLog": {"$slice": 1}})
-    log = (document or {}).get("runLog") or []
-    return bool(
-        log and log[0].get("finishedAt") is not None and as_utc(log[0]["startedAt"]) >= since
-    )
+    last = CronStore(database).last_run(name)
+    return bool(last and last.get("finishedAt") is not None and as_utc(last["startedAt"]) >= since)

@@ -24,7 +24,6 @@ from ._threads import Loop
 from .cleanup import Cleaner
 from .clock import ServerClock, as_utc
 from .cron import (
-    CRON_COLLECTION,
     CronRunner,
     CronTask,
     build_cron_task,
@@ -45,7 +44,9 @@ from .records import TaskQueue
 from .registry import TaskRegistry
 from .settings import Settings, build_settings
 from .specs import definition_from_spec, planning_signature, spec_of
+from .store.cron import CronStore
 from .store.globals import GlobalsStore
+from .store.server import hello
 from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
@@ -179,7 +180,7 @@ class ReactiveTasks:
 
     def cron_tasks(self) -> list[dict[str, Any]]:
         """Every cron task's schedule, lease and recent runs (any instance's)."""
-        return list(self._db()[CRON_COLLECTION].find({}, sort=[("_id", 1)]))
+        return CronStore(self._db()).all()
 
     @property
     def definitions(self) -> list[TaskDefinition]:
@@ -432,7 +433,9 @@ class ReactiveTasks:
 
     def _manager(self) -> TaskManager:
         local = {d.name: d.collection for d in self._registry}
-        return TaskManager(self._db(), self._settings.globals_collection, local)
+        database = self._db()
+        globals_ = GlobalsStore(database, self._settings.globals_collection)
+        return TaskManager(TaskStore(database), globals_, local)
 
     def __enter__(self) -> ReactiveTasks:
         self.start()
@@ -467,8 +470,8 @@ class ReactiveTasks:
         return library_database(client, name)
 
     def _prepare(self, database: Database[Document]) -> None:
-        hello = database.client.admin.command("hello")
-        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+        reply = hello(database)
+        if not reply.get("setName") and reply.get("msg") != "isdbgrid":
             raise MongoReactError(
                 "mongoreact needs change streams: connect to a replica set (a single-node "
                 "replica set is enough) or a sharded cluster"
@@ -478,7 +481,7 @@ class ReactiveTasks:
             _validate_with_server(tasks, definition)
         for tasks_collection in self._registry.tasks_collections:
             tasks.ensure_indexes(tasks_collection)
-        self.clock.sync(lambda: database.client.admin.command("hello"))
+        self.clock.sync(lambda: hello(database))
         self._task_store = tasks
         self._globals = GlobalsStore(database, self._settings.globals_collection)
         self._database = database
@@ -570,7 +573,7 @@ class ReactiveTasks:
             settings=self._settings,
             store=self._globals,
             clock=self.clock,
-            hello=lambda: database.client.admin.command("hello"),
+            hello=lambda: hello(database),
             on_elected=self._start_planning,
             on_heartbeat=self._on_heartbeat,
             measurements=self.measurements,

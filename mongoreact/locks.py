@@ -18,20 +18,18 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from bson import ObjectId
-from pymongo import ReturnDocument
 from pymongo.database import Database
 
 from ._retry import log_failure
-from .durations import parse_duration, to_milliseconds
+from .durations import parse_duration
 from .errors import ConfigError, MongoReactError
-from .store.pipelines import EPOCH, NOW
+from .store.locks import LockStore
 
 logger = logging.getLogger("mongoreact.locks")
 
-LOCKS_COLLECTION: Final = "_mongoreact_locks"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -43,21 +41,6 @@ class LockAlreadyAcquiredError(MongoReactError):
         self.key = key
 
 
-def _acquire_pipeline(lock_id: ObjectId, ttl_ms: int) -> list[dict[str, Any]]:
-    free = {"$lt": [{"$ifNull": ["$expiresAt", EPOCH]}, NOW]}
-    return [
-        {"$set": {"_free": free}},
-        {
-            "$set": {
-                "lockId": {"$cond": ["$_free", lock_id, "$lockId"]},
-                "expiresAt": {"$cond": ["$_free", {"$add": [NOW, ttl_ms]}, "$expiresAt"]},
-                "token": {"$cond": ["$_free", {"$add": [{"$ifNull": ["$token", 0]}, 1]}, "$token"]},
-            }
-        },
-        {"$unset": ["_free"]},
-    ]
-
-
 class Lock:
     """A distributed lock; use as a context manager or a decorator."""
 
@@ -65,7 +48,7 @@ class Lock:
         self, database: Database[dict[str, Any]], key: object, *, ttl: object, wait: object
     ) -> None:
         self.key = str(key)  # like the reference: 100 and "100" are the same lock
-        self._collection = database[LOCKS_COLLECTION]
+        self._store = LockStore(database)
         self._ttl = parse_duration(ttl, "ttl")
         self._wait = parse_duration(wait, "wait")
         if self._ttl <= dt.timedelta(0):
@@ -82,23 +65,18 @@ class Lock:
         delay = 0.05
         lock_id = ObjectId()
         while True:
-            document = self._collection.find_one_and_update(
-                {"_id": self.key},
-                _acquire_pipeline(lock_id, to_milliseconds(self._ttl)),
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            if document is not None and document.get("lockId") == lock_id:
+            token = self._store.try_acquire(self.key, lock_id, self._ttl)
+            if token is not None:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockAlreadyAcquiredError(self.key)
             threading.Event().wait(min(remaining, delay * random.uniform(1.0, 1.2)))
             delay = min(delay * 2, max(self._wait.total_seconds() / 3, 0.05))
-        self._lock_id, self.fencing_token, self.lost = lock_id, int(document["token"]), False
+        self._lock_id, self.fencing_token, self.lost = lock_id, token, False
         self._stop.clear()
         self._renewer = threading.Thread(
-            target=self._renew, name=f"mongoreact-lock-{self.key}", daemon=True
+            target=self._renew, args=(lock_id,), name=f"mongoreact-lock-{self.key}", daemon=True
         )
         self._renewer.start()
 
@@ -108,25 +86,18 @@ class Lock:
         if self._renewer is not None:
             self._renewer.join()
         if self._lock_id is not None:
-            # Expire rather than delete: the document keeps the fencing counter.
-            self._collection.update_one(
-                {"_id": self.key, "lockId": self._lock_id},
-                {"$set": {"expiresAt": EPOCH}, "$unset": {"lockId": ""}},
-            )
+            self._store.release(self.key, self._lock_id)
             self._lock_id = None
 
-    def _renew(self) -> None:
+    def _renew(self, lock_id: ObjectId) -> None:
         interval = self._ttl.total_seconds() / 5
         while not self._stop.wait(interval):
             try:
-                result = self._collection.update_one(
-                    {"_id": self.key, "lockId": self._lock_id},
-                    [{"$set": {"expiresAt": {"$add": [NOW, to_milliseconds(self._ttl)]}}}],
-                )
+                held = self._store.renew(self.key, lock_id, self._ttl)
             except Exception as error:
                 log_failure(logger, error, "could not renew lock %r; retrying", self.key)
                 continue
-            if result.matched_count == 0:
+            if not held:
                 self.lost = True
                 logger.warning("lock %r expired and was taken by someone else", self.key)
                 return

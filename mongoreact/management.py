@@ -15,12 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
-from pymongo.database import Database
 
 from .batches import batched
 from .errors import ConfigError
 from .records import STATUSES
-from .store import pipelines
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
 from .triggers import check_no_server_code
 
 Document = dict[str, Any]
@@ -117,18 +117,14 @@ def parse_sort(sort: object) -> list[tuple[str, int]]:
 class TaskManager:
     """Read and steer task records of one database."""
 
-    def __init__(
-        self, database: Database[Document], globals_collection: str, local: Mapping[str, str]
-    ) -> None:
-        self._db = database
-        self._globals = database[globals_collection]
+    def __init__(self, tasks: TaskStore, globals_: GlobalsStore, local: Mapping[str, str]) -> None:
+        self._tasks = tasks
+        self._globals = globals_
         self._local = dict(local)  # task name -> source collection, registered here
 
     def collections(self, task: str | None) -> dict[str, str]:
         """Task name -> source collection for ``task`` (or every known task)."""
-        known = dict(self._local)
-        for spec in self._globals.find({"_id": {"$regex": "^task:"}}, {"task": 1, "collection": 1}):
-            known.setdefault(spec["task"], spec["collection"])
+        known = {**self._globals.published_task_collections(), **self._local}
         if task is None:
             return known
         if task not in known:
@@ -138,7 +134,7 @@ class TaskManager:
     def count(self, query: TaskQuery) -> int:
         """How many records match."""
         return sum(
-            self._db[collection + "_tasks"].count_documents(filter_)
+            self._tasks.count_records(collection, filter_)
             for collection, filter_ in self._filters(query)
         )
 
@@ -152,7 +148,7 @@ class TaskManager:
             raise ConfigError("skip", skip, "expected an integer >= 0")
         wanted = skip + limit
         pages = [
-            list(self._db[collection + "_tasks"].find(filter_).sort(sort).limit(wanted))
+            self._tasks.find_records(collection, filter_, sort, wanted)
             for collection, filter_ in self._filters(query)
         ]
         merged = heapq.merge(*pages, key=_sort_key(sort))
@@ -162,17 +158,15 @@ class TaskManager:
         """Run matching records again now; a running one re-runs after its run."""
         matched = modified = 0
         for collection, filter_ in self._filters(query):
-            result = self._db[collection + "_tasks"].update_many(
-                filter_, pipelines.reprocess_update()
-            )
-            matched += result.matched_count
-            modified += result.modified_count
+            matched_here, modified_here = self._tasks.retry_records(collection, filter_)
+            matched += matched_here
+            modified += modified_here
         return RetryResult(matched_count=matched, modified_count=modified)
 
     def get(self, task: str, doc_id: Any) -> Document | None:
         """One record, with its execution history."""
         (collection,) = self.collections(task).values()
-        return self._db[collection + "_tasks"].find_one({"task": task, "sourceDocId": doc_id})
+        return self._tasks.record(collection, task, doc_id)
 
     def _filters(self, query: TaskQuery) -> Iterator[tuple[str, Document]]:
         for task, collection in self.collections(query.task).items():
@@ -184,8 +178,7 @@ class TaskManager:
                 yield collection, {**base, "sourceDocId": {"$in": ids}}
 
     def _source_ids(self, collection: str, source_filter: Document) -> Iterator[list[Any]]:
-        cursor = self._db[collection].find(source_filter, {"_id": 1}, batch_size=ID_BATCH)
-        return batched((document["_id"] for document in cursor), ID_BATCH)
+        return batched(self._tasks.source_ids(collection, source_filter, ID_BATCH), ID_BATCH)
 
 
 def _sort_key(sort: list[tuple[str, int]]) -> Any:

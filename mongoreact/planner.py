@@ -31,34 +31,20 @@ from .reconciler import Reconciler
 from .registry import TaskRegistry
 from .settings import Settings
 from .store.globals import GlobalsStore
+from .store.server import open_change_stream
 from .store.tasks import TaskStore
 
 logger = logging.getLogger("mongoreact.planner")
 
 Document = dict[str, Any]
 
-PLANNED_OPERATIONS: Final = ("insert", "update", "replace", "delete")
 # ChangeStreamHistoryLost (286) and the older CappedPositionLost (280): the oplog no
 # longer reaches back to the saved token.
 HISTORY_LOST_CODES: Final = frozenset({280, 286})
 # Other errors that are not transient (an invalid resume token after a restore, ...) are
 # retried this many times from the same position, then handled like lost history.
 UNRESUMABLE_TRIES: Final = 5
-STREAM_AWAIT_MS: Final = 500
 QUEUE_PUT_TIMEOUT: Final = 0.2
-
-
-def stream_pipeline(collections: list[str]) -> list[Document]:
-    """Only the operations and collections planning needs, and only ids from them."""
-    return [
-        {
-            "$match": {
-                "operationType": {"$in": list(PLANNED_OPERATIONS)},
-                "ns.coll": {"$in": collections},
-            }
-        },
-        {"$project": {"operationType": 1, "ns": 1, "documentKey._id": 1, "clusterTime": 1}},
-    ]
 
 
 class StreamReader(Loop):
@@ -160,12 +146,8 @@ class StreamReader(Loop):
             "resuming" if self._position else "from now",
         )
         from_now = self._position is None
-        self._stream = self._db.watch(
-            stream_pipeline(collections),
-            start_after=self._position,
-            max_await_time_ms=STREAM_AWAIT_MS,
-            # Up to a planning batch per round trip, so a burst is read in few getMores.
-            batch_size=self._batch_size,
+        self._stream = open_change_stream(
+            self._db, collections, start_after=self._position, batch_size=self._batch_size
         )
         if from_now:
             self._save_start()

@@ -342,6 +342,14 @@ class GlobalsStore:
         query = {"_id": {"$regex": "^" + _METRICS_PREFIX}, "seenAt": {"$gte": seen_since}}
         return {d["instanceId"]: d["measurements"] for d in self._collection.find(query)}
 
+    def published_task_collections(self) -> dict[str, str]:
+        """Task name -> source collection, from the definitions instances published."""
+        query = {"_id": {"$regex": "^" + _SPEC_PREFIX}}
+        return {
+            spec["task"]: spec["collection"]
+            for spec in self._collection.find(query, {"task": 1, "collection": 1})
+        }
+
     def leader_lease(self) -> Document:
         """The leader lease document as stored."""
         return self._collection.find_one({"_id": LEADER_ID}) or {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from bson import ObjectId
@@ -14,7 +15,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..clock import as_utc
-from ..definition import TaskDefinition
+from ..definition import TASKS_SUFFIX, TaskDefinition
 from ..durations import to_milliseconds
 from ..records import PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
 from . import pipelines
@@ -127,6 +128,38 @@ class TaskStore:
                 if status == PENDING and oldest is not None:
                     queue.lag = max(0.0, (now - as_utc(oldest)).total_seconds())
         return summary
+
+    # -- the management API's reads and writes (mongoreact.management) ----------------
+    def count_records(self, source_collection: str, query: Document) -> int:
+        """How many records of ``source_collection``'s tasks match ``query``."""
+        return self._db[source_collection + TASKS_SUFFIX].count_documents(query)
+
+    def find_records(
+        self, source_collection: str, query: Document, sort: list[tuple[str, int]], limit: int
+    ) -> list[Document]:
+        """The first ``limit`` matching records in ``sort`` order."""
+        found = self._db[source_collection + TASKS_SUFFIX].find(query).sort(sort).limit(limit)
+        return list(found)
+
+    def record(self, source_collection: str, task: str, doc_id: Any) -> Document | None:
+        """The record of ``task`` for source document ``doc_id``, with its history."""
+        return self._db[source_collection + TASKS_SUFFIX].find_one(
+            {"task": task, "sourceDocId": doc_id}
+        )
+
+    def retry_records(self, source_collection: str, query: Document) -> tuple[int, int]:
+        """Make matching records run again now (a running one re-runs after its run);
+        (matched, modified)."""
+        result = self._db[source_collection + TASKS_SUFFIX].update_many(
+            query, pipelines.reprocess_update()
+        )
+        return result.matched_count, result.modified_count
+
+    def source_ids(self, source_collection: str, query: Document, batch: int) -> Iterator[Any]:
+        """The ``_id``s of the source documents matching ``query``, read ``batch`` at a
+        time (never all held at once)."""
+        cursor = self._db[source_collection].find(query, {"_id": 1}, batch_size=batch)
+        return (document["_id"] for document in cursor)
 
     def defer(self, source_collection: str, task: str, doc_id: Any, until: Any) -> int:
         """Make a waiting or failed record due at ``until`` (an operator's deferral)."""

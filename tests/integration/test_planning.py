@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
-from mongoreact.planner import stream_pipeline
+from mongoreact.store.server import stream_pipeline
 
 from .conftest import EngineFactory
 from .helpers import Doc, Recorder, record, record_when, start, wait_until
