@@ -25,13 +25,14 @@ import attrs
 from pymongo import MongoClient, monitoring
 
 from mongoreact import ReactiveTasks, TaskContext
+from mongoreact.options import InitOptions
 
 Doc = dict[str, Any]
 HERE = Path(__file__).resolve().parent
 REFERENCE_DIR = HERE / ".reference"
 REFERENCE_PACKAGES = ("mongodash@2.9.2", "mongodb@6")
 # Timings shortened for both libraries alike where they have the knob.
-TIMINGS = {
+TIMINGS: InitOptions = {
     "poll_min": 20,
     "poll_max": 500,
     "batch_window": 20,

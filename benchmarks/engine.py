@@ -38,6 +38,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from mongoreact import ReactiveTasks
+from mongoreact.options import InitOptions
 from mongoreact.testing import EmbeddedServer
 
 from .drivers import (
@@ -220,7 +221,8 @@ def _memory_child(uri: str, name: str) -> None:
     """Reconcile every document of ``name.items`` (a filter nothing matches: no tasks run)
     and print the peak RSS."""
     baseline = _peak_rss_kb()
-    engine = ReactiveTasks(uri=uri, database=name, monitoring=False, **TIMINGS)
+    options: InitOptions = {**TIMINGS, "uri": uri, "database": name, "monitoring": False}
+    engine = ReactiveTasks(**options)
     engine.register(task="bench", collection="items", handler=lambda ctx: None, filter={"n": -1})
     started = time.perf_counter()
     engine.start()

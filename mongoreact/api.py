@@ -20,6 +20,7 @@ from .engine import ReactiveTasks
 from .errors import MongoReactError, NotStartedError
 from .locks import Lock
 from .management import RetryResult
+from .options import InitOptions, TaskOptions, Unpack
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -31,7 +32,7 @@ _default: ReactiveTasks | None = None
 _lock = threading.Lock()
 
 
-def init(**options: Any) -> ReactiveTasks:
+def init(**options: Unpack[InitOptions]) -> ReactiveTasks:
     """Configure the default instance (options as ``ReactiveTasks``); returns it.
 
     Calling ``init`` again replaces a default instance that is not running.
@@ -55,14 +56,14 @@ def register(
     task: str | None = None,
     collection: str | None = None,
     handler: Handler | None = None,
-    **options: Any,
+    **options: Unpack[TaskOptions],
 ) -> TaskDefinition:
     """Register a task on the default instance (see ``ReactiveTasks.register``)."""
     return instance().register(task=task, collection=collection, handler=handler, **options)
 
 
 def task(
-    task: str | None = None, collection: str | None = None, **options: Any
+    task: str | None = None, collection: str | None = None, **options: Unpack[TaskOptions]
 ) -> Callable[[Handler], Handler]:
     """Decorator registering the decorated function as a task's handler."""
     return instance().task(task=task, collection=collection, **options)

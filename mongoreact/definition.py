@@ -22,6 +22,7 @@ from ._validate import (
 )
 from .durations import parse_duration, to_milliseconds
 from .errors import ConfigError
+from .options import TaskOptions, option_names
 from .policies.retry import RetryPolicy, parse_retry_policy
 from .triggers import compile_watch_projection, normalize_filter
 
@@ -97,11 +98,7 @@ class TaskDefinition:
         return to_milliseconds(self.max_debounce)
 
 
-_OPTIONS: Final = (
-    "task", "collection", "handler", "filter", "watch_projection", "debounce", "max_debounce",
-    "retry_policy", "cleanup_policy", "execution_history_limit", "evolution", "recheck_interval",
-    "max_concurrency",
-)  # fmt: skip
+_OPTIONS: Final = ("task", "collection", "handler", *option_names(TaskOptions))
 
 
 def build_definition(options: Mapping[str, Any]) -> TaskDefinition:

@@ -39,6 +39,7 @@ from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, parse_sort
 from .metrics import Measurements
 from .monitoring import MetricsPusher, build_registry, cluster_measurements, stale_before
+from .options import InitOptions, TaskOptions, Unpack
 from .planner import Planner, StreamReader
 from .records import TaskQueue
 from .registry import TaskRegistry
@@ -83,7 +84,7 @@ class ReactiveTasks:
     :func:`mongoreact.init`; bad options raise ``ConfigError`` here, not later.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, **options: Unpack[InitOptions]) -> None:
         self._settings: Settings = build_settings(options)
         self._registry = TaskRegistry()
         self._state: State = "new"
@@ -113,7 +114,7 @@ class ReactiveTasks:
         task: str | None = None,
         collection: str | None = None,
         handler: Handler | None = None,
-        **options: Any,
+        **options: Unpack[TaskOptions],
     ) -> TaskDefinition:
         """Register a task (see the task options in the docs); before ``start()``."""
         definition = build_definition(
@@ -131,7 +132,7 @@ class ReactiveTasks:
         return definition
 
     def task(
-        self, task: str | None = None, collection: str | None = None, **options: Any
+        self, task: str | None = None, collection: str | None = None, **options: Unpack[TaskOptions]
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`: ``@reactive.task(task=..., collection=...)``.
 

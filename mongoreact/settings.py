@@ -23,6 +23,7 @@ from ._validate import (
 )
 from .durations import parse_duration
 from .errors import ConfigError
+from .options import InitOptions, option_names
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -83,10 +84,7 @@ _DURATIONS: Final = (
     "leader_ttl", "leader_heartbeat", "task_lease", "poll_min", "poll_max", "batch_window",
     "batch_max_wait",
 )  # fmt: skip
-_OPTIONS: Final = (
-    "uri", "client", "database", "instance_id", "concurrency", "prefetch", "globals_collection",
-    "task_filter", "task_caller", "monitoring", "cleanup_interval", "batch_size", *_DURATIONS,
-)  # fmt: skip
+_OPTIONS: Final = option_names(InitOptions)
 
 
 def build_settings(options: Mapping[str, Any]) -> Settings:
