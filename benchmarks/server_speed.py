@@ -134,7 +134,10 @@ def _keyset_pages(coll: Collection[Doc], size: int) -> Doc:
         return list(coll.find({"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(PAGE))
 
     first, rate = _first_then_rate(page, 40)
-    return {f"keyset_page_{PAGE}_first_ms@{size}": first, f"keyset_page_{PAGE}_ms@{size}": 1000 / rate}
+    return {
+        f"keyset_page_{PAGE}_first_ms@{size}": first,
+        f"keyset_page_{PAGE}_ms@{size}": 1000 / rate,
+    }
 
 
 def _longest_wait(uri: str, db_name: str, command: Callable[[], object]) -> float:
