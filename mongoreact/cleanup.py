@@ -16,13 +16,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from croniter import croniter
-
 from ._retry import call_with_retry
 from ._threads import Loop
-from .clock import ServerClock, as_utc
+from .clock import ServerClock
 from .registry import TaskRegistry
-from .settings import CRON_PREFIX, Settings
+from .schedule import Schedule
+from .settings import Settings
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 
@@ -31,15 +30,9 @@ logger = logging.getLogger("mongoreact.cleanup")
 CLEANUP_BATCH: Final = 1000
 
 
-def next_cleanup(last: dt.datetime | None, schedule: dt.timedelta | str) -> dt.datetime | None:
+def next_cleanup(last: dt.datetime | None, schedule: Schedule) -> dt.datetime | None:
     """When the next cleanup is due (``None``: now, it never ran)."""
-    if last is None:
-        return None
-    last = as_utc(last)
-    if isinstance(schedule, str):
-        expression = schedule[len(CRON_PREFIX) :]
-        return as_utc(croniter(expression, last).get_next(dt.datetime))
-    return last + schedule
+    return None if last is None else schedule.next_after(last)
 
 
 class Cleaner(Loop):

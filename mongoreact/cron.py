@@ -21,21 +21,19 @@ from typing import Any, Final
 
 import attrs
 from bson import ObjectId
-from croniter import croniter
 from pymongo.database import Database
 
 from ._retry import log_failure
 from ._threads import Loop
 from .clock import ServerClock, as_utc
-from .durations import parse_duration
 from .errors import ConfigError
-from .settings import CRON_PREFIX, Settings
+from .schedule import Schedule
+from .settings import Settings
 from .store.cron import CronStore
 
 logger = logging.getLogger("mongoreact.cron")
 
 CRON_LEASE: Final = dt.timedelta(minutes=5)
-Schedule = str | dt.timedelta | Callable[[dt.datetime], Any]
 
 
 @attrs.frozen(kw_only=True)
@@ -49,23 +47,11 @@ class CronTask:
     @property
     def description(self) -> str:
         """How the schedule reads in the database and the dashboard."""
-        if isinstance(self.schedule, str):
-            return self.schedule
-        if isinstance(self.schedule, dt.timedelta):
-            return f"every {self.schedule}"
-        return f"callable {getattr(self.schedule, '__name__', repr(self.schedule))}"
+        return self.schedule.description
 
     def next_run(self, after: dt.datetime) -> dt.datetime:
         """The next run after ``after`` (aware UTC)."""
-        if isinstance(self.schedule, str):
-            expression = self.schedule[len(CRON_PREFIX) :]
-            return as_utc(croniter(expression, after).get_next(dt.datetime))
-        if isinstance(self.schedule, dt.timedelta):
-            return after + self.schedule
-        value = self.schedule(after)
-        if isinstance(value, dt.datetime):
-            return max(as_utc(value), after)
-        return after + parse_duration(value, "schedule")
+        return self.schedule.next_after(after)
 
 
 def build_cron_task(name: object, schedule: object, handler: object) -> CronTask:
@@ -74,18 +60,7 @@ def build_cron_task(name: object, schedule: object, handler: object) -> CronTask
         raise ConfigError("name", name, "expected a non-empty string")
     if not callable(handler):
         raise ConfigError("handler", handler, "expected a callable")
-    parsed: Schedule
-    if isinstance(schedule, str) and schedule.upper().startswith(CRON_PREFIX):
-        expression = schedule[len(CRON_PREFIX) :].strip()
-        if not croniter.is_valid(expression):
-            raise ConfigError("schedule", schedule, "not a valid cron expression")
-        parsed = CRON_PREFIX + expression
-    elif callable(schedule):
-        parsed = schedule
-    else:
-        parsed = parse_duration(schedule, "schedule")
-        if parsed <= dt.timedelta(0):
-            raise ConfigError("schedule", schedule, "must be greater than zero")
+    parsed = Schedule.parse(schedule, "schedule", functions=True)
     return CronTask(name=name, schedule=parsed, handler=handler)
 
 

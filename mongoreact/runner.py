@@ -17,10 +17,11 @@ from ._retry import OUTLIVES_STOP, call_with_retry, log_failure
 from .clock import ServerClock, as_utc
 from .context import TaskContext
 from .definition import TaskDefinition
-from .errors import MongoReactError, TaskConditionFailedError
+from .errors import MongoReactError
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
 from .metrics import Measurements
+from .outcome import Outcome, decide
 from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
@@ -61,7 +62,7 @@ class TaskRunner:
         self._throttles = throttles
 
     def run(
-        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[str], None]
+        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[Outcome], None]
     ) -> None:
         """Run ``claim`` and hand its outcome to the finalizer.
 
@@ -74,10 +75,10 @@ class TaskRunner:
             handed_over = self._run(definition, claim, on_done)
         finally:
             if not handed_over:  # the run raised before it had an outcome to write
-                on_done("error")
+                on_done(Outcome.ERROR)
 
     def _run(
-        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[str], None]
+        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[Outcome], None]
     ) -> bool:
         context = TaskContext(
             definition=definition,
@@ -91,7 +92,7 @@ class TaskRunner:
         def complete(session: ClientSession | None) -> bool:
             seconds = time.monotonic() - started
             update = pipelines.finalize_update(
-                definition, outcome="completed", duration_ms=int(seconds * 1000),
+                definition, outcome=Outcome.COMPLETED, duration_ms=int(seconds * 1000),
                 attempt=claim.attempt, instance_id=self._settings.instance_id,
                 claim_id=claim.claim_id,
             )  # fmt: skip
@@ -119,7 +120,7 @@ class TaskRunner:
                 definition.name,
                 context.doc_id,
             )
-            on_done("lease_lost")
+            on_done(Outcome.LEASE_LOST)
             return True
 
         def written(answer: dict[str, Any] | None, failure: BaseException | None) -> None:
@@ -131,16 +132,16 @@ class TaskRunner:
                         "again when its lease expires",
                         definition.name, context.doc_id, failure,
                     )  # fmt: skip
-                    result = "lease_lost"
+                    result = Outcome.LEASE_LOST
                 elif answer is None and context.completed:
-                    result = "completed"  # by the handler, inside its transaction
+                    result = Outcome.COMPLETED  # by the handler, inside its transaction
                 elif answer is None:
                     logger.warning(
                         "task %s for %r: another worker owns the record now; result not "
                         "recorded",
                         definition.name, context.doc_id,
                     )  # fmt: skip
-                    result = "lease_lost"
+                    result = Outcome.LEASE_LOST
                 else:
                     self._schedule_follow_up(answer, next_run)
             finally:
@@ -149,10 +150,10 @@ class TaskRunner:
         self._finalizer.submit(claim, update, written)
         return True
 
-    def _measure(self, task: str, outcome: str, seconds: float) -> None:
-        status = "failed" if outcome == "retry" else outcome
-        self._measurements.observe(task, status, seconds)
-        if outcome == "retry":
+    def _measure(self, task: str, outcome: Outcome, seconds: float) -> None:
+        status = Outcome.FAILED if outcome is Outcome.RETRY else outcome
+        self._measurements.observe(task, status.value, seconds)
+        if outcome is Outcome.RETRY:
             self._measurements.count("retries", task)
 
     def _release_slot(self, definition: TaskDefinition, claim: ClaimedTask) -> None:
@@ -207,7 +208,7 @@ class TaskRunner:
         context: TaskContext,
         error: BaseException | None,
         duration_ms: int,
-    ) -> tuple[str, list[dict[str, Any]], dt.datetime | None]:
+    ) -> tuple[Outcome, list[dict[str, Any]], dt.datetime | None]:
         """The outcome, its finalize update, and when the record is due again."""
         common: dict[str, Any] = {
             "duration_ms": duration_ms,
@@ -215,21 +216,18 @@ class TaskRunner:
             "instance_id": self._settings.instance_id,
             "claim_id": claim.claim_id,
         }
-        if isinstance(error, TaskConditionFailedError):
-            outcome = "skipped"
-        elif error is None:
-            outcome = "deferred" if context.deferred_until is not None else "completed"
-            common["next_run_at"] = context.deferred_until
-        else:
-            now = self._clock.now()
-            policy = definition.retry_policy
-            first_error = claim.record.get("firstErrorAt")
-            first_error_at = as_utc(first_error) if first_error is not None else now
-            if policy.gives_up(claim.attempt, first_error_at, now):
-                outcome = "failed"
-            else:
-                outcome = "retry"
-                common["next_run_at"] = policy.next_run_at(claim.attempt, now)
+        first_error = claim.record.get("firstErrorAt")
+        decision = decide(
+            error=error,
+            deferred_until=context.deferred_until,
+            policy=definition.retry_policy,
+            attempt=claim.attempt,
+            first_error_at=as_utc(first_error) if first_error is not None else None,
+            now=self._clock.now(),
+        )
+        outcome = decision.outcome
+        common["next_run_at"] = decision.next_run_at
+        if outcome in (Outcome.RETRY, Outcome.FAILED) and error is not None:
             common["error"] = _describe(error)
             common["traceback"] = _traceback(error)
             logger.warning(
@@ -237,7 +235,7 @@ class TaskRunner:
                 definition.name,
                 context.doc_id,
                 claim.attempt,
-                "giving up" if outcome == "failed" else "will retry",
+                "giving up" if outcome is Outcome.FAILED else "will retry",
                 common["error"],
             )
         update = pipelines.finalize_update(definition, outcome=outcome, **common)

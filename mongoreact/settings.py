@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 from bson import ObjectId
-from croniter import croniter
 
 from ._validate import (
     as_callable,
@@ -24,13 +23,13 @@ from ._validate import (
 from .durations import parse_duration
 from .errors import ConfigError
 from .options import InitOptions, option_names
+from .schedule import Schedule
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
     from .records import TaskInfo
 
-CRON_PREFIX: Final = "CRON "
 SCRAPE_MODES: Final = ("cluster", "local")
 READ_PREFERENCES: Final = (
     "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest",
@@ -68,7 +67,7 @@ class Settings:
     task_filter: Callable[[TaskInfo], bool] | None = None
     task_caller: Callable[[Callable[[], None]], object] | None = None
     monitoring: MonitoringOptions = MonitoringOptions()
-    cleanup_interval: dt.timedelta | str = dt.timedelta(hours=24)
+    cleanup_interval: Schedule = Schedule(interval=dt.timedelta(hours=24))
     # Tuning; the defaults suit production. Tests shorten them.
     leader_ttl: dt.timedelta = dt.timedelta(seconds=30)
     leader_heartbeat: dt.timedelta = dt.timedelta(seconds=10)
@@ -123,7 +122,7 @@ def build_settings(options: Mapping[str, Any]) -> Settings:
     if options.get("monitoring") is not None:
         fields["monitoring"] = parse_monitoring(options["monitoring"])
     if options.get("cleanup_interval") is not None:
-        fields["cleanup_interval"] = parse_schedule(options["cleanup_interval"], "cleanup_interval")
+        fields["cleanup_interval"] = Schedule.parse(options["cleanup_interval"], "cleanup_interval")
     for name in _DURATIONS:
         if options.get(name) is not None:
             fields[name] = parse_duration(options[name], name)
@@ -149,19 +148,6 @@ def _check_consistency(settings: Settings, options: Mapping[str, Any]) -> None:
         raise ConfigError("poll_min", options.get("poll_min"), "greater than poll_max")
     if settings.batch_window > settings.batch_max_wait:
         raise ConfigError("batch_window", options.get("batch_window"), "longer than batch_max_wait")
-
-
-def parse_schedule(value: object, option: str) -> dt.timedelta | str:
-    """A duration, or a ``"CRON <expr>"`` string whose expression croniter accepts."""
-    if isinstance(value, str) and value.upper().startswith(CRON_PREFIX):
-        expression = value[len(CRON_PREFIX) :].strip()
-        if not croniter.is_valid(expression):
-            raise ConfigError(option, value, "not a valid cron expression")
-        return CRON_PREFIX + expression
-    duration = parse_duration(value, option)
-    if duration <= dt.timedelta(0):
-        raise ConfigError(option, value, "must be greater than zero")
-    return duration
 
 
 def parse_monitoring(value: object) -> MonitoringOptions:

@@ -11,12 +11,12 @@ from math import inf
 from typing import Final
 
 import attrs
-from croniter import croniter
 
 from .._validate import as_choice, as_int, as_mapping, bool_field, duration_field, field_names
 from ..clock import as_utc
 from ..durations import parse_duration
 from ..errors import ConfigError
+from ..schedule import Schedule
 
 UNLIMITED: Final = -1
 DEFAULT_MAX_ATTEMPTS: Final = 5
@@ -88,12 +88,8 @@ class RetryPolicy:
     def __attrs_post_init__(self) -> None:
         if self.type == "series" and not self.intervals:
             raise ConfigError("retry_policy.intervals", [], "expected a non-empty list")
-        if self.type == "cron" and not (
-            isinstance(self.expression, str) and croniter.is_valid(self.expression)
-        ):
-            raise ConfigError(
-                "retry_policy.expression", self.expression, "not a valid cron expression"
-            )
+        if self.type == "cron":
+            Schedule.from_cron(self.expression, "retry_policy.expression")
         if self.min > self.max:
             raise ConfigError("retry_policy.min", self.min, f"greater than max ({self.max})")
 
@@ -122,7 +118,7 @@ class RetryPolicy:
     ) -> dt.datetime:
         """When the task runs again after failed run ``attempt`` at ``now``."""
         if self.type == "cron":
-            return as_utc(croniter(self.expression, as_utc(now)).get_next(dt.datetime))
+            return Schedule(cron=self.expression).next_after(now)
         delay = self.delay(attempt)
         if self.jitter:
             # Spread retries of tasks that failed together (e.g. a shared outage) by up to

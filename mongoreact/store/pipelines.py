@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import IndexModel
 
 from ..definition import TaskDefinition
+from ..outcome import Outcome
 from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY
 
 NOW: Final = "$$NOW"
@@ -403,7 +404,7 @@ def fence_many(record_ids: list[Any], claim_ids: list[ObjectId]) -> dict[str, An
 def finalize_update(
     definition: TaskDefinition,
     *,
-    outcome: str,
+    outcome: Outcome,
     duration_ms: int,
     attempt: int,
     instance_id: str,
@@ -412,8 +413,8 @@ def finalize_update(
     traceback: str | None = None,
     next_run_at: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Close a run. ``outcome`` is ``completed``, ``skipped``, ``retry``, ``failed`` or
-    ``deferred``; ``next_run_at`` is the retry or defer time.
+    """Close a run that ended as ``outcome`` (any but ``LEASE_LOST`` and ``ERROR``,
+    which write nothing); ``next_run_at`` is the retry or defer time.
 
     A record that turned ``processing_dirty`` while the handler ran goes back to
     ``pending`` whatever the outcome, due once its debounce from the last change has
@@ -436,17 +437,18 @@ def finalize_update(
             },
         ]
     }
-    succeeded = outcome in ("completed", "skipped")
+    succeeded = outcome in (Outcome.COMPLETED, Outcome.SKIPPED)
+    deferred = outcome is Outcome.DEFERRED
     status, next_run = {
-        "completed": (COMPLETED, None),
-        "skipped": (COMPLETED, None),
-        "failed": (FAILED, None),
-        "retry": (PENDING, next_run_at),
-        "deferred": (PENDING, next_run_at),
+        Outcome.COMPLETED: (COMPLETED, None),
+        Outcome.SKIPPED: (COMPLETED, None),
+        Outcome.FAILED: (FAILED, None),
+        Outcome.RETRY: (PENDING, next_run_at),
+        Outcome.DEFERRED: (PENDING, next_run_at),
     }[outcome]
     fields: dict[str, Any] = {
-        "status": PENDING if outcome == "deferred" else _if(dirty, PENDING, status),
-        "nextRunAt": next_run if outcome == "deferred" else _if(dirty, dirty_due, next_run),
+        "status": PENDING if deferred else _if(dirty, PENDING, status),
+        "nextRunAt": next_run if deferred else _if(dirty, dirty_due, next_run),
         "lastFinalizedAt": NOW,
     }
     if succeeded:
@@ -457,7 +459,7 @@ def finalize_update(
             lastError=None,
             lastErrorTraceback=None,
         )
-    elif outcome == "deferred":
+    elif deferred:
         # A deferral is not a failed attempt: give back the one the claim counted.
         fields["attempts"] = {"$max": [0, {"$subtract": ["$attempts", 1]}]}
     else:
@@ -469,7 +471,7 @@ def finalize_update(
         )
     entry: dict[str, Any] = {
         "at": NOW,
-        "status": outcome if outcome in ("skipped", "deferred", "completed") else FAILED,
+        "status": FAILED if outcome in (Outcome.RETRY, Outcome.FAILED) else outcome.value,
         "durationMs": duration_ms,
         "attempt": attempt,
         "instanceId": {"$literal": instance_id},

@@ -18,6 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongoreact.definition import build_definition
+from mongoreact.outcome import Outcome
 from mongoreact.planner import Planner
 from mongoreact.reconciler import Reconciler
 from mongoreact.registry import TaskRegistry
@@ -119,7 +120,7 @@ def test_a_finalize_retried_after_a_lost_reply_is_recognised(
     retry_in = now + dt.timedelta(hours=1)
     requests = [
         (claim, pipelines.finalize_update(
-            definition, outcome="retry", duration_ms=1, attempt=1, instance_id="i",
+            definition, outcome=Outcome.RETRY, duration_ms=1, attempt=1, instance_id="i",
             claim_id=claim.claim_id, error="E: boom", traceback="", next_run_at=retry_in,
         ))
         for claim in claims

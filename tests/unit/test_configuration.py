@@ -76,7 +76,7 @@ def test_good_init_options_are_converted() -> None:
         leader_ttl="1m", task_lease=dt.timedelta(seconds=5), poll_min=10,
     )  # fmt: skip
     settings = engine.settings
-    assert settings.cleanup_interval == "CRON 0 3 * * *"
+    assert settings.cleanup_interval.description == "CRON 0 3 * * *"
     assert settings.monitoring.enabled is False
     assert settings.leader_ttl == dt.timedelta(minutes=1)
     assert settings.task_lease == dt.timedelta(seconds=5)

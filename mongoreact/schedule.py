@@ -1,0 +1,78 @@
+"""When something runs next: one value object for every schedule mongoreact takes.
+
+Cleanup (``cleanup_interval``), cron tasks (``cron_task(name, schedule, ...)``) and cron
+retries (``retry_policy={"type": "cron", ...}``) all say when to run as a ``"CRON
+<expr>"`` string (croniter; a sixth field is seconds), a duration (after the previous
+run), or, for cron tasks, a callable ``schedule(now) -> datetime | duration``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+from croniter import croniter
+
+from .clock import as_utc
+from .durations import parse_duration
+from .errors import ConfigError
+
+CRON_PREFIX: Final = "CRON "
+
+
+@attrs.frozen(kw_only=True)
+class Schedule:
+    """Exactly one of a cron expression, an interval or a function."""
+
+    cron: str | None = None
+    interval: dt.timedelta | None = None
+    function: Callable[[dt.datetime], Any] | None = attrs.field(default=None, eq=False)
+
+    @classmethod
+    def parse(cls, value: object, option: str, *, functions: bool = False) -> Schedule:
+        """A schedule from what users write; ``ConfigError`` naming ``option`` if bad.
+
+        ``functions``: whether a callable is accepted (cron tasks only)."""
+        if isinstance(value, Schedule):
+            return value
+        if isinstance(value, str) and value.upper().startswith(CRON_PREFIX):
+            return cls.from_cron(value[len(CRON_PREFIX) :].strip(), option, shown=value)
+        if functions and callable(value):
+            return cls(function=value)
+        interval = parse_duration(value, option)
+        if interval <= dt.timedelta(0):
+            raise ConfigError(option, value, "must be greater than zero")
+        return cls(interval=interval)
+
+    @classmethod
+    def from_cron(cls, expression: object, option: str, *, shown: object = None) -> Schedule:
+        """A schedule from a bare cron expression (no ``CRON`` prefix)."""
+        if not isinstance(expression, str) or not croniter.is_valid(expression):
+            shown = expression if shown is None else shown
+            raise ConfigError(option, shown, "not a valid cron expression")
+        return cls(cron=expression)
+
+    @property
+    def description(self) -> str:
+        """How the schedule reads (stored with cron tasks, shown by the dashboard)."""
+        if self.cron is not None:
+            return CRON_PREFIX + self.cron
+        if self.interval is not None:
+            return f"every {self.interval}"
+        return f"callable {getattr(self.function, '__name__', repr(self.function))}"
+
+    def next_after(self, moment: dt.datetime) -> dt.datetime:
+        """The next run after ``moment`` (aware UTC)."""
+        moment = as_utc(moment)
+        if self.cron is not None:
+            return as_utc(croniter(self.cron, moment).get_next(dt.datetime))
+        if self.interval is not None:
+            return moment + self.interval
+        if self.function is None:
+            raise ValueError("an empty Schedule: build it with Schedule.parse")
+        value = self.function(moment)
+        if isinstance(value, dt.datetime):
+            return max(as_utc(value), moment)
+        return moment + parse_duration(value, "schedule")
