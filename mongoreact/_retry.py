@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 import tenacity
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-logger = logging.getLogger("mongoreact.retry")
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Never set: the stop event of work that must outlive stop() (finalizing a run that
 # happened, releasing a concurrency slot that would otherwise block the cluster).

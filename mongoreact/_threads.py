@@ -15,7 +15,7 @@ from typing import Final
 
 from ._retry import log_failure
 
-logger = logging.getLogger("mongoreact.threads")
+logger = logging.getLogger(__name__)
 
 ERROR_PAUSE_MIN: Final = 0.1
 ERROR_PAUSE_MAX: Final = 10.0

@@ -25,7 +25,7 @@ from .options import InitOptions, TaskOptions, Unpack
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-logger = logging.getLogger("mongoreact.api")
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _default: ReactiveTasks | None = None

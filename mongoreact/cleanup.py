@@ -25,7 +25,7 @@ from .settings import Settings
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 
-logger = logging.getLogger("mongoreact.cleanup")
+logger = logging.getLogger(__name__)
 
 CLEANUP_BATCH: Final = 1000
 

@@ -11,7 +11,7 @@ import threading
 from .cli_tasks import CommandError, add_commands, add_dashboard_command
 from .testing import EmbeddedServer
 
-logger = logging.getLogger("mongoreact.cli")
+logger = logging.getLogger(__name__)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from .schedule import Schedule
 from .settings import Settings
 from .store.cron import CronStore
 
-logger = logging.getLogger("mongoreact.cron")
+logger = logging.getLogger(__name__)
 
 CRON_LEASE: Final = dt.timedelta(minutes=5)
 

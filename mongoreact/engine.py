@@ -57,7 +57,7 @@ from .worker import WorkerPool
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-logger = logging.getLogger("mongoreact.engine")
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 State = Literal["new", "running", "stopped"]

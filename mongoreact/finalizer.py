@@ -24,7 +24,7 @@ from ._threads import Loop
 from .records import ClaimedTask
 from .store.tasks import TaskStore
 
-logger = logging.getLogger("mongoreact.finalizer")
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 # answer: the record's new status and nextRunAt when written alone, {} when written in a

@@ -20,7 +20,7 @@ from .metrics import Measurements
 from .settings import Settings
 from .store.globals import GlobalsStore
 
-logger = logging.getLogger("mongoreact.leader")
+logger = logging.getLogger(__name__)
 
 
 class LeaderElector(Loop):

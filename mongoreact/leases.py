@@ -20,7 +20,7 @@ from .settings import Settings
 from .store.slots import SlotStore
 from .store.tasks import TaskStore
 
-logger = logging.getLogger("mongoreact.leases")
+logger = logging.getLogger(__name__)
 
 RENEWALS_PER_LEASE = 5
 

@@ -28,7 +28,7 @@ from .durations import parse_duration
 from .errors import ConfigError, MongoReactError
 from .store.locks import LockStore
 
-logger = logging.getLogger("mongoreact.locks")
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

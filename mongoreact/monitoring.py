@@ -24,7 +24,7 @@ from .store.globals import GlobalsStore
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-logger = logging.getLogger("mongoreact.monitoring")
+logger = logging.getLogger(__name__)
 
 STALE_AFTER_PUSHES: Final = 3
 _COUNTER_HELP: Final = {

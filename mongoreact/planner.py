@@ -34,7 +34,7 @@ from .store.globals import GlobalsStore
 from .store.server import open_change_stream
 from .store.tasks import TaskStore
 
-logger = logging.getLogger("mongoreact.planner")
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 

@@ -28,7 +28,7 @@ from .registry import TaskRegistry
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 
-logger = logging.getLogger("mongoreact.reconciler")
+logger = logging.getLogger(__name__)
 
 
 class Reconciler:

@@ -29,7 +29,7 @@ from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
 
-logger = logging.getLogger("mongoreact.runner")
+logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 8_000
@@ -119,6 +119,7 @@ class TaskRunner:
                 "task %s for %r: lease lost during the run; result not recorded",
                 definition.name,
                 context.doc_id,
+                extra=self._extra(definition, context),
             )
             on_done(Outcome.LEASE_LOST)
             return True
@@ -131,6 +132,7 @@ class TaskRunner:
                         "task %s for %r: could not record the result (%s); the task runs "
                         "again when its lease expires",
                         definition.name, context.doc_id, failure,
+                        extra=self._extra(definition, context),
                     )  # fmt: skip
                     result = Outcome.LEASE_LOST
                 elif answer is None and context.completed:
@@ -140,6 +142,7 @@ class TaskRunner:
                         "task %s for %r: another worker owns the record now; result not "
                         "recorded",
                         definition.name, context.doc_id,
+                        extra=self._extra(definition, context),
                     )  # fmt: skip
                     result = Outcome.LEASE_LOST
                 else:
@@ -149,6 +152,14 @@ class TaskRunner:
 
         self._finalizer.submit(claim, update, written)
         return True
+
+    def _extra(self, definition: TaskDefinition, context: TaskContext) -> dict[str, Any]:
+        """Fields a structured log handler can index on (``record.task`` ...)."""
+        return {
+            "task": definition.name,
+            "doc_id": context.doc_id,
+            "instance_id": self._settings.instance_id,
+        }
 
     def _measure(self, task: str, outcome: Outcome, seconds: float) -> None:
         status = Outcome.FAILED if outcome is Outcome.RETRY else outcome
@@ -237,6 +248,7 @@ class TaskRunner:
                 claim.attempt,
                 "giving up" if outcome is Outcome.FAILED else "will retry",
                 common["error"],
+                extra=self._extra(definition, context),
             )
         update = pipelines.finalize_update(definition, outcome=outcome, **common)
         return outcome, update, common.get("next_run_at")

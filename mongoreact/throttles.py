@@ -18,7 +18,7 @@ from ._retry import log_failure
 from .clock import ServerClock
 from .store.globals import GlobalsStore
 
-logger = logging.getLogger("mongoreact.throttles")
+logger = logging.getLogger(__name__)
 
 REFRESH: Final = 1.0  # seconds between reads of the cluster-wide throttles
 SCOPES: Final = ("instance", "cluster")

@@ -19,7 +19,7 @@ from pymongo.client_session import ClientSession
 
 from .errors import MongoReactError
 
-logger = logging.getLogger("mongoreact.transactions")
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _hooks: dict[int, list[Callable[[], object]]] = {}

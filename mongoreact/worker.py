@@ -44,7 +44,7 @@ from .store.slots import SlotStore
 from .store.tasks import TaskStore
 from .throttles import Throttles
 
-logger = logging.getLogger("mongoreact.worker")
+logger = logging.getLogger(__name__)
 
 POLL_JITTER: Final = 0.1  # seconds; spreads the polls of instances started together
 ROOM_WAIT: Final = 0.25

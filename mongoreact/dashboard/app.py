@@ -24,7 +24,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..engine import ReactiveTasks
 
-logger = logging.getLogger("mongoreact.dashboard")
+logger = logging.getLogger(__name__)
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

@@ -20,7 +20,7 @@ from ..durations import to_milliseconds
 from ..records import PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
 from . import pipelines
 
-logger = logging.getLogger("mongoreact.store")
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 _START: Any = None  # scan_ids(after=None): from the beginning

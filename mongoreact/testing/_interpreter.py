@@ -25,7 +25,7 @@ from typing import Final
 
 from ..errors import MongoReactError
 
-logger = logging.getLogger("mongoreact.testing")
+logger = logging.getLogger(__name__)
 
 MONGOECO_REQUIREMENT: Final = "mongoeco==4.11.0"
 # What `import mongoreact.testing.server` needs besides mongoeco (mongoreact's own

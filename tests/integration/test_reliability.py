@@ -187,3 +187,26 @@ def test_the_stream_position_is_saved_while_idle(
     planner = db["_mongoreact_globals"]
     saved = wait_until(lambda: planner.find_one({"_id": "planner", "savedBy": "idle"}) or {})
     assert saved["resumeToken"]
+
+
+def test_a_failed_run_is_logged_with_its_task_document_and_instance(
+    make_engine: EngineFactory, db: Database[Doc], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(ctx: Any) -> None:
+        raise RuntimeError("boom")
+
+    engine = make_engine(instance_id="logging-1")
+    engine.register(
+        task="sync", collection="orders", handler=broken, debounce=0,
+        retry_policy={"type": "fixed", "interval": "1h", "max_attempts": 1},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="mongoreact"):
+        start(engine, db)
+        db.orders.insert_one({"_id": "o-1"})
+        failure = wait_until(
+            lambda: next((r for r in caplog.records if "failed (attempt" in r.getMessage()), None),
+            message="the failure's log record",
+        )
+    assert failure is not None  # wait_until returns only a found record
+    fields = {name: getattr(failure, name, None) for name in ("task", "doc_id", "instance_id")}
+    assert fields == {"task": "sync", "doc_id": "o-1", "instance_id": "logging-1"}

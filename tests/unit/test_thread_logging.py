@@ -35,7 +35,7 @@ def test_transient_errors_are_warnings_and_others_errors_with_tracebacks(
         loop.start()
         assert loop.done.wait(5)
         assert loop.join(5)
-    transient, other = (r for r in caplog.records if r.name == "mongoreact.threads")
+    transient, other = (r for r in caplog.records if r.name == "mongoreact._threads")
     assert transient.levelno == logging.WARNING and transient.exc_info is None
     assert "connection reset" in transient.getMessage()
     assert other.levelno == logging.ERROR and other.exc_info is not None

@@ -49,7 +49,7 @@ from .rewrite import rewrite_pipeline
 from .streams import AGGREGATION_STAGES, ChangeStreams
 from .transactions import TransactionSessionStore
 
-logger = logging.getLogger("mongoreact.testing.server")
+logger = logging.getLogger(__name__)
 
 _MORE_TO_COME: Final = 0x2
 _MAX_MESSAGE_BYTES: Final = 48_000_000
