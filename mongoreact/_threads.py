@@ -11,9 +11,10 @@ from __future__ import annotations
 import abc
 import logging
 import threading
+from collections.abc import Callable
 from typing import Final
 
-from ._retry import log_failure
+from ._retry import call_with_retry, log_failure
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +79,39 @@ class Loop(abc.ABC):
             except Exception:
                 logger.exception("%s: error while stopping", self.name)
             logger.debug("%s: stopped", self.name)
+
+
+class Renewal(Loop):
+    """Renews a lease every ``interval`` seconds until stopped or lost.
+
+    ``renew()`` returns whether the lease is still held; transient errors are retried
+    (tenacity, within the interval), and other failures are logged by ``Loop`` and tried
+    again at the next round. When ``renew()`` says the lease is lost, ``on_lost()`` runs
+    once and the loop ends.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        renew: Callable[[], bool],
+        on_lost: Callable[[], None] = lambda: None,
+    ) -> None:
+        super().__init__(name)
+        self._interval = interval
+        self._renew = renew
+        self._on_lost = on_lost
+        self._due = False  # the first round only waits: the lease was just taken
+
+    def step(self) -> float:
+        if self._due:
+            what = f"renewing a lease ({self.name})"
+            held = call_with_retry(
+                self._renew, self.stopping, what=what, give_up_after=self._interval
+            )
+            if not held:
+                self._on_lost()
+                self.stop()
+                return 0.0
+        self._due = True
+        return self._interval

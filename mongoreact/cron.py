@@ -23,8 +23,7 @@ import attrs
 from bson import ObjectId
 from pymongo.database import Database
 
-from ._retry import log_failure
-from ._threads import Loop
+from ._threads import Loop, Renewal
 from .clock import ServerClock, as_utc
 from .errors import ConfigError
 from .schedule import Schedule
@@ -114,12 +113,15 @@ class CronRunner(Loop):
         return self._tasks[name], lock_id
 
     def _execute(self, task: CronTask, lock_id: ObjectId) -> None:
-        done = threading.Event()
-        renewer = threading.Thread(
-            target=self._renew, args=(task.name, lock_id, done), daemon=True,
-            name=f"mongoreact-cron-lease-{task.name}",
-        )  # fmt: skip
-        renewer.start()
+        renewal = Renewal(
+            f"mongoreact-cron-lease-{task.name}",
+            CRON_LEASE.total_seconds() / 5,
+            lambda: self._store.renew(task.name, lock_id, CRON_LEASE),
+            on_lost=lambda: logger.warning(
+                "cron task %s ran past its lease, which another instance took", task.name
+            ),
+        )
+        renewal.start()
         error = None
         started = time.monotonic()
         try:
@@ -128,20 +130,10 @@ class CronRunner(Loop):
             error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
             logger.exception("cron task %s failed", task.name)
         finally:
-            done.set()
-            renewer.join()
+            renewal.stop()
+            renewal.join()
         logger.info("cron task %s ran in %.2fs", task.name, time.monotonic() - started)
         self._store.finish(task.name, lock_id, task.next_run(self._clock.now()), error)
-
-    def _renew(self, name: str, lock_id: ObjectId, done: threading.Event) -> None:
-        while not done.wait(CRON_LEASE.total_seconds() / 5):
-            self._renew_once(name, lock_id)
-
-    def _renew_once(self, name: str, lock_id: ObjectId) -> None:
-        try:
-            self._store.renew(name, lock_id, CRON_LEASE)
-        except Exception as error:
-            log_failure(logger, error, "could not renew cron task %s's lease", name)
 
 
 def request_run(database: Database[dict[str, Any]], name: str) -> dt.datetime:

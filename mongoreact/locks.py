@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from bson import ObjectId
 from pymongo.database import Database
 
-from ._retry import log_failure
+from ._threads import Renewal
 from .durations import parse_duration
 from .errors import ConfigError, MongoReactError
 from .store.locks import LockStore
@@ -54,8 +54,7 @@ class Lock:
         if self._ttl <= dt.timedelta(0):
             raise ConfigError("ttl", ttl, "must be greater than zero")
         self._lock_id: ObjectId | None = None
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
+        self._renewal: Renewal | None = None
         self.fencing_token: int | None = None
         self.lost = False
 
@@ -74,33 +73,27 @@ class Lock:
             threading.Event().wait(min(remaining, delay * random.uniform(1.0, 1.2)))
             delay = min(delay * 2, max(self._wait.total_seconds() / 3, 0.05))
         self._lock_id, self.fencing_token, self.lost = lock_id, token, False
-        self._stop.clear()
-        self._renewer = threading.Thread(
-            target=self._renew, args=(lock_id,), name=f"mongoreact-lock-{self.key}", daemon=True
+        self._renewal = Renewal(
+            f"mongoreact-lock-{self.key}",
+            self._ttl.total_seconds() / 5,
+            lambda: self._store.renew(self.key, lock_id, self._ttl),
+            on_lost=self._lose,
         )
-        self._renewer.start()
+        self._renewal.start()
 
     def release(self) -> None:
         """Give the lock back (only if this holder still has it)."""
-        self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join()
+        if self._renewal is not None:
+            self._renewal.stop()
+            self._renewal.join()
+            self._renewal = None
         if self._lock_id is not None:
             self._store.release(self.key, self._lock_id)
             self._lock_id = None
 
-    def _renew(self, lock_id: ObjectId) -> None:
-        interval = self._ttl.total_seconds() / 5
-        while not self._stop.wait(interval):
-            try:
-                held = self._store.renew(self.key, lock_id, self._ttl)
-            except Exception as error:
-                log_failure(logger, error, "could not renew lock %r; retrying", self.key)
-                continue
-            if not held:
-                self.lost = True
-                logger.warning("lock %r expired and was taken by someone else", self.key)
-                return
+    def _lose(self) -> None:
+        self.lost = True
+        logger.warning("lock %r expired and was taken by someone else", self.key)
 
     def __enter__(self) -> Lock:
         self.acquire()

@@ -78,12 +78,13 @@ class CronStore:
         )  # fmt: skip
         return None if document is None else (document["_id"], lock_id)
 
-    def renew(self, name: str, lock_id: ObjectId, lease: dt.timedelta) -> None:
-        """Extend the lease ``lock_id`` holds (nothing if it was lost)."""
-        self._collection.update_one(
+    def renew(self, name: str, lock_id: ObjectId, lease: dt.timedelta) -> bool:
+        """Extend the lease ``lock_id`` holds; ``False`` if it was lost."""
+        result = self._collection.update_one(
             {"_id": name, "lockId": lock_id},
             [{"$set": {"lockedUntil": {"$add": [NOW, to_milliseconds(lease)]}}}],
         )
+        return result.matched_count > 0
 
     def finish(
         self, name: str, lock_id: ObjectId, next_run: dt.datetime, error: str | None
