@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from pymongo.client_session import ClientSession
 
 from .clock import ServerClock, as_utc, utc_now
@@ -15,6 +16,18 @@ from .errors import ConfigError, TaskConditionFailedError
 from .records import ClaimedTask
 from .store.tasks import TaskStore
 from .throttles import SCOPES, Throttles
+
+
+@attrs.define
+class RunState:
+    """What a handler tells the runner through its context: owned by the runner,
+    written by ``TaskContext``'s flow-control methods."""
+
+    # Finalizes the run as completed now (inside a session's transaction when given);
+    # whether the record was this run's to complete.
+    complete: Callable[[ClientSession | None], bool]
+    deferred_until: dt.datetime | None = None
+    completed: bool = False
 
 
 class TaskContext:
@@ -28,16 +41,14 @@ class TaskContext:
         store: TaskStore,
         clock: ServerClock,
         throttles: Throttles,
+        run: RunState,
     ) -> None:
         self._definition = definition
         self._claim = claim
         self._store = store
         self._clock = clock
         self._throttles = throttles
-        self.deferred_until: dt.datetime | None = None
-        self.completed = False
-        # Set by the runner: finalizes this run as completed (optionally in a session).
-        self.complete: Callable[[ClientSession | None], bool] = lambda session: False
+        self._run = run
 
     @property
     def task(self) -> str:
@@ -89,13 +100,13 @@ class TaskContext:
         """Complete this task now, inside ``session``'s transaction when given: the
         business writes and the completion commit together (exactly-once effects for
         database writes). If the transaction aborts, the run ends as the handler does."""
-        if self.complete(session):
-            self.completed = True
+        if self._run.complete(session):
+            self._run.completed = True
 
     def defer_current(self, delay: object) -> None:
         """Run this task again later (a duration or a datetime), without counting an
         attempt. Takes effect when the handler returns normally."""
-        self.deferred_until = self._when(delay, "defer_current")
+        self._run.deferred_until = self._when(delay, "defer_current")
 
     def throttle_all(self, delay: object, scope: str = "instance") -> None:
         """Claim no task of this type for a while (a duration or a datetime): on this

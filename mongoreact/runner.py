@@ -15,7 +15,7 @@ from pymongo.client_session import ClientSession
 
 from ._retry import OUTLIVES_STOP, call_with_retry, log_failure
 from .clock import ServerClock, as_utc
-from .context import TaskContext
+from .context import RunState, TaskContext
 from .definition import TaskDefinition
 from .errors import MongoReactError
 from .finalizer import Finalizer
@@ -80,13 +80,6 @@ class TaskRunner:
     def _run(
         self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[Outcome], None]
     ) -> bool:
-        context = TaskContext(
-            definition=definition,
-            claim=claim,
-            store=self._store,
-            clock=self._clock,
-            throttles=self._throttles,
-        )
         started = time.monotonic()
 
         def complete(session: ClientSession | None) -> bool:
@@ -98,14 +91,22 @@ class TaskRunner:
             )  # fmt: skip
             return self._store.finalize(claim, update, session) is not None
 
-        context.complete = complete
+        state = RunState(complete=complete)
+        context = TaskContext(
+            definition=definition,
+            claim=claim,
+            store=self._store,
+            clock=self._clock,
+            throttles=self._throttles,
+            run=state,
+        )
         self._leases.hold(claim)
         try:
             error = self._call(definition, context)
             seconds = time.monotonic() - started
             duration_ms = int(seconds * 1000)
             outcome, update, next_run = self._outcome(
-                definition, claim, context, error, duration_ms
+                definition, claim, context, state, error, duration_ms
             )
             self._measure(definition.name, outcome, seconds)
         finally:
@@ -135,7 +136,7 @@ class TaskRunner:
                         extra=self._extra(definition, context),
                     )  # fmt: skip
                     result = Outcome.LEASE_LOST
-                elif answer is None and context.completed:
+                elif answer is None and state.completed:
                     result = Outcome.COMPLETED  # by the handler, inside its transaction
                 elif answer is None:
                     logger.warning(
@@ -217,6 +218,7 @@ class TaskRunner:
         definition: TaskDefinition,
         claim: ClaimedTask,
         context: TaskContext,
+        state: RunState,
         error: BaseException | None,
         duration_ms: int,
     ) -> tuple[Outcome, list[dict[str, Any]], dt.datetime | None]:
@@ -230,7 +232,7 @@ class TaskRunner:
         first_error = claim.record.get("firstErrorAt")
         decision = decide(
             error=error,
-            deferred_until=context.deferred_until,
+            deferred_until=state.deferred_until,
             policy=definition.retry_policy,
             attempt=claim.attempt,
             first_error_at=as_utc(first_error) if first_error is not None else None,
