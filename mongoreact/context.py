@@ -14,7 +14,7 @@ from .definition import TaskDefinition
 from .durations import parse_duration
 from .errors import ConfigError, TaskConditionFailedError
 from .records import ClaimedTask
-from .store.tasks import TaskStore
+from .store.protocols import WorkStore
 from .throttles import SCOPES, Throttles
 
 
@@ -38,7 +38,7 @@ class TaskContext:
         *,
         definition: TaskDefinition,
         claim: ClaimedTask,
-        store: TaskStore,
+        store: WorkStore,
         clock: ServerClock,
         throttles: Throttles,
         run: RunState,

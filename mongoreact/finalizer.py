@@ -22,7 +22,7 @@ import attrs
 from ._retry import OUTLIVES_STOP, call_with_retry
 from ._threads import Loop
 from .records import ClaimedTask
-from .store.tasks import TaskStore
+from .store.protocols import WorkStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class _Request:
 class Finalizer(Loop):
     """Writes finalize updates handed over by ``submit``, batching those that wait."""
 
-    def __init__(self, store: TaskStore, instance_id: str) -> None:
+    def __init__(self, store: WorkStore, instance_id: str) -> None:
         super().__init__(f"mongoreact-finalizer-{instance_id}")
         self._store = store
         self._lock = threading.Lock()

@@ -17,8 +17,8 @@ from ._threads import Loop
 from .metrics import Measurements
 from .records import ClaimedTask, by_collection
 from .settings import Settings
+from .store.protocols import LeaseStore
 from .store.slots import SlotStore
-from .store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LeaseKeeper(Loop):
         self,
         *,
         settings: Settings,
-        store: TaskStore,
+        store: LeaseStore,
         slots: SlotStore | None = None,
         measurements: Measurements | None = None,
     ) -> None:

@@ -25,8 +25,8 @@ from .outcome import Outcome, decide
 from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
+from .store.protocols import WorkStore
 from .store.slots import SlotStore
-from .store.tasks import TaskStore
 from .throttles import Throttles
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class TaskRunner:
         self,
         *,
         settings: Settings,
-        store: TaskStore,
+        store: WorkStore,
         clock: ServerClock,
         leases: LeaseKeeper,
         throttles: Throttles,

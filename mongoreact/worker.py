@@ -40,8 +40,8 @@ from .records import ClaimedTask, TaskInfo
 from .registry import TaskRegistry
 from .runner import TaskRunner
 from .settings import Settings
+from .store.protocols import WorkStore
 from .store.slots import SlotStore
-from .store.tasks import TaskStore
 from .throttles import Throttles
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class WorkerPool:
         *,
         settings: Settings,
         registry: TaskRegistry,
-        store: TaskStore,
+        store: WorkStore,
         clock: ServerClock,
         leases: LeaseKeeper,
         throttles: Throttles,

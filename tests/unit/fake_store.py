@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mongoreact import ReactiveTasks, TaskContext
+from pymongo.client_session import ClientSession
+
+from mongoreact import ReactiveTasks, TaskContext, TaskDefinition
 from mongoreact.clock import ServerClock
 from mongoreact.leases import LeaseKeeper
 from mongoreact.records import BatchClaim, ClaimedTask
@@ -40,7 +42,15 @@ class FakeStore:
             self.queue.extend(records)
 
     def claim_many(
-        self, tasks_collection: str, tasks: list[str], *, limit: int, **_: Any
+        self,
+        tasks_collection: str,
+        tasks: list[str],
+        *,
+        now: dt.datetime,
+        instance_id: str,
+        lease: dt.timedelta,
+        limit: int,
+        spread: int = 1,
     ) -> BatchClaim:
         with self.lock:
             self.claims.append(time.monotonic())
@@ -59,12 +69,16 @@ class FakeStore:
             ]
         )
 
-    def finalize(self, claim: ClaimedTask, update: Any) -> dict[str, Any]:
+    def finalize(
+        self, claim: ClaimedTask, update: Any, session: ClientSession | None = None
+    ) -> dict[str, Any] | None:
         with self.lock:
             self.finalized.append(claim.id)
         return {"status": "completed", "nextRunAt": None}
 
-    def finalize_many(self, requests: list[tuple[ClaimedTask, Any]]) -> list[dict[str, Any]]:
+    def finalize_many(
+        self, requests: list[tuple[ClaimedTask, list[dict[str, Any]]]]
+    ) -> list[dict[str, Any] | None]:
         with self.lock:
             self.finalized.extend(claim.id for claim, _ in requests)
         return [{} for _ in requests]
@@ -76,6 +90,16 @@ class FakeStore:
     def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
         return {c.claim_id for c in claims} & self.lost
 
+    def fetch_source(
+        self,
+        definition: TaskDefinition,
+        record: dict[str, Any],
+        *,
+        projection: Any = None,
+        session: ClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        return {"_id": record["sourceDocId"]}
+
 
 def make_pool(
     store: FakeStore, handler: Callable[[TaskContext], object], **options: Any
@@ -85,9 +109,9 @@ def make_pool(
         **{"uri": "mongodb://127.0.0.1:1/app", "poll_min": 10, "poll_max": 160, **options}
     )
     engine.register(task="t", collection="jobs", handler=handler)
-    leases = LeaseKeeper(settings=engine.settings, store=store)  # type: ignore[arg-type]
+    leases = LeaseKeeper(settings=engine.settings, store=store)
     pool = WorkerPool(
-        settings=engine.settings, registry=engine._registry, store=store,  # type: ignore[arg-type]
+        settings=engine.settings, registry=engine._registry, store=store,
         clock=ServerClock(), leases=leases, throttles=Throttles(None, ServerClock()),
     )  # fmt: skip
     return pool, leases

@@ -1,0 +1,72 @@
+"""What the worker side needs of the task store, as Protocols.
+
+``TaskStore`` implements them; tests substitute in-memory stores that type-check
+against the same contracts (``tests/unit/fake_store.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pymongo.client_session import ClientSession
+
+from ..records import BatchClaim, ClaimedTask
+
+if TYPE_CHECKING:
+    from ..definition import TaskDefinition
+
+Document = dict[str, Any]
+
+
+class LeaseStore(Protocol):
+    """Renews the leases of claimed records."""
+
+    def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
+        """Extend the leases; the claim ids whose records are no longer theirs."""
+        ...
+
+
+class WorkStore(LeaseStore, Protocol):
+    """Claims records, finalizes runs and reads their source documents."""
+
+    def claim_many(
+        self,
+        tasks_collection: str,
+        tasks: list[str],
+        *,
+        now: dt.datetime,
+        instance_id: str,
+        lease: dt.timedelta,
+        limit: int,
+        spread: int = 1,
+    ) -> BatchClaim:
+        """Take up to ``limit`` of the most overdue runnable records of ``tasks``."""
+        ...
+
+    def unclaim_many(self, claims: list[ClaimedTask]) -> None:
+        """Give claimed records back unrun."""
+        ...
+
+    def finalize(
+        self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
+    ) -> Document | None:
+        """Close a run if the claim still owns its record."""
+        ...
+
+    def finalize_many(
+        self, requests: list[tuple[ClaimedTask, list[Document]]]
+    ) -> list[Document | None]:
+        """``finalize`` for several claims at once."""
+        ...
+
+    def fetch_source(
+        self,
+        definition: TaskDefinition,
+        record: Document,
+        *,
+        projection: Any = None,
+        session: ClientSession | None = None,
+    ) -> Document | None:
+        """The source document if it still qualifies for ``record``'s run."""
+        ...
