@@ -37,7 +37,7 @@ from .leader import LeaderElector
 from .leases import LeaseKeeper
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, parse_sort
-from .metrics import Measurements
+from .measurements import Measurements
 from .monitoring import MetricsPusher, build_registry, cluster_measurements, stale_before
 from .options import InitOptions, TaskOptions, Unpack
 from .planner import Planner, StreamReader

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from ._retry import call_with_retry, log_failure
 from ._threads import Loop
 from .clock import ServerClock
-from .metrics import Measurements
+from .measurements import Measurements
 from .settings import Settings
 from .store.globals import GlobalsStore
 

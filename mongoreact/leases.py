@@ -14,7 +14,7 @@ from typing import Any
 
 from ._retry import call_with_retry
 from ._threads import Loop
-from .metrics import Measurements
+from .measurements import Measurements
 from .records import ClaimedTask, by_collection
 from .settings import Settings
 from .store.protocols import LeaseStore

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._retry import call_with_retry
 from ._threads import Loop
-from .metrics import BUCKETS, Measurements, merge
+from .measurements import BUCKETS, Measurements, merge
 from .settings import Settings
 from .store.globals import GlobalsStore
 

@@ -3,7 +3,7 @@
 Two threads. The *stream reader* iterates the change stream and puts each event's
 ``_id``, collection, operation and resume token on a bounded queue; when the queue is
 full it stops reading, which holds the server cursor back (backpressure). The *planner*
-collects events into batches (see ``batching``), plans each batch with one pass per
+collects events into batches (see ``event_batches``), plans each batch with one pass per
 task, then saves the resume token, so a new leader resumes after the last planned event.
 """
 
@@ -23,9 +23,9 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from ._retry import call_with_retry, is_transient
 from ._threads import Loop
-from .batching import EventBatcher, id_key
 from .definition import TaskDefinition
-from .metrics import Measurements
+from .event_batches import EventBatcher, id_key
+from .measurements import Measurements
 from .recheck import Rechecker
 from .reconciler import Reconciler
 from .registry import TaskRegistry

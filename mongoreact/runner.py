@@ -20,7 +20,7 @@ from .definition import TaskDefinition
 from .errors import MongoReactError
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
-from .metrics import Measurements
+from .measurements import Measurements
 from .outcome import Outcome, decide
 from .records import PENDING, ClaimedTask
 from .settings import Settings

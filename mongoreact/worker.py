@@ -35,7 +35,7 @@ from .clock import ServerClock
 from .definition import TaskDefinition
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
-from .metrics import Measurements
+from .measurements import Measurements
 from .records import ClaimedTask, TaskInfo
 from .registry import TaskRegistry
 from .runner import TaskRunner

@@ -36,10 +36,10 @@ async def _scenario(seed: int) -> int:
     from mongoeco.api import AsyncMongoClient
     from mongoeco.errors import BulkWriteError, DuplicateKeyError
 
-    from mongoreact.testing.server.engine import FastMemoryEngine
     from mongoreact.testing.server.follow import NumericIds
     from mongoreact.testing.server.ordered import OrderedIndex
     from mongoreact.testing.server.pacing import Pacer
+    from mongoreact.testing.server.storage_engine import FastMemoryEngine
 
     rng = random.Random(seed)
     engine = FastMemoryEngine()

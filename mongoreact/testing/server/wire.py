@@ -39,13 +39,13 @@ from mongoeco.wire.protocol import (
 from mongoeco.wire.surface import WireSurface
 
 from . import brackets, errors, expressions, membership
-from .engine import FastMemoryEngine
 from .errors import CommandError
 from .history import History
 from .hub import RecordingHub
 from .merge import apply_merge, split_merge
 from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
+from .storage_engine import FastMemoryEngine
 from .streams import AGGREGATION_STAGES, ChangeStreams
 from .transactions import TransactionSessionStore
 
