@@ -31,6 +31,8 @@ from mongoeco.core.query_plan import (
     LessThanOrEqualCondition,
 )
 
+from .membership import interpreted
+
 _COMPARISONS = (
     GreaterThanCondition,
     GreaterThanOrEqualCondition,
@@ -88,12 +90,7 @@ def install() -> None:
     def node_to_code(self: CompiledQuery, node: Any, depth: int) -> str:
         if not (isinstance(node, _COMPARISONS) and "." in node.field):
             return node_to_code_original(self, node, depth)  # type: ignore[no-any-return]
-        # The same call CompiledQuery emits for the operators it does not compile.
-        node_key = self._store("node", node)
-        return (
-            f"match_plan(doc, {node_key}, dialect=dialect, "
-            "collation=collation, variables=variables)"
-        )
+        return interpreted(self, node)
 
     QueryEngine._match_top_level_comparison = classmethod(top_level)
     QueryEngine._comparison_matches_candidate = classmethod(candidate)

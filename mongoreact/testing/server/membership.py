@@ -41,6 +41,13 @@ def _long_membership(node: object) -> bool:
     return isinstance(node, (InCondition, NotInCondition)) and len(node.values) >= _MIN_LENGTH
 
 
+def interpreted(compiled: CompiledQuery, node: Any) -> str:
+    """Code for ``compiled`` that evaluates ``node`` with mongoeco's interpreter: the
+    same call ``CompiledQuery`` emits for the operators it does not compile."""
+    node_key = compiled._store("node", node)
+    return f"match_plan(doc, {node_key}, dialect=dialect, collation=collation, variables=variables)"
+
+
 def install() -> None:
     """Patch mongoeco's membership matching (idempotent)."""
     global _installed
@@ -77,12 +84,7 @@ def install() -> None:
     def node_to_code(self: CompiledQuery, node: Any, depth: int) -> str:
         if not _long_membership(node):
             return node_to_code_original(self, node, depth)  # type: ignore[no-any-return]
-        # The same call CompiledQuery emits for the operators it does not compile.
-        node_key = self._store("node", node)
-        return (
-            f"match_plan(doc, {node_key}, dialect=dialect, "
-            "collation=collation, variables=variables)"
-        )
+        return interpreted(self, node)
 
     QueryEngine._prepare_membership_values = classmethod(prepare)
     CompiledQuery._node_to_code = node_to_code
