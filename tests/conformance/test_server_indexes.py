@@ -242,3 +242,20 @@ def test_sorted_reads_over_arrays_sort_by_their_least_or_greatest_element(
     coll.delete_one({"_id": 2})
     assert [d["_id"] for d in coll.find({"task": "a"}).sort("due", 1).limit(2)] == [3, 1]
     mongo_client.drop_database(coll.database.name)
+
+
+def test_reads_of_large_collections_return_every_match_once(
+    mongo_client: MongoClient[Doc],
+) -> None:
+    # Larger than the embedded server's scan chunk (2 000): it reads in several scans.
+    coll = mongo_client[f"scan_{uuid.uuid4().hex[:10]}"].items
+    coll.insert_many([{"_id": i, "k": i % 3, "pad": "x" * 20} for i in range(5_000)])
+    matching = sorted(d["_id"] for d in coll.find({"k": 1}, {"_id": 1}))
+    assert matching == [i for i in range(5_000) if i % 3 == 1]
+    assert len(list(coll.find({"k": {"$ne": 2}}).limit(2_500))) == 2_500
+    assert len({d["_id"] for d in coll.find({}, {"_id": 1}).batch_size(700)}) == 5_000
+    result = coll.update_many({"k": 0}, {"$set": {"seen": True}})
+    assert result.matched_count == result.modified_count == len(range(0, 5_000, 3))
+    assert coll.delete_many({"seen": True}).deleted_count == len(range(0, 5_000, 3))
+    assert coll.count_documents({}) == 5_000 - len(range(0, 5_000, 3))
+    mongo_client.drop_database(coll.database.name)

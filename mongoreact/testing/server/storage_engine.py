@@ -28,12 +28,13 @@ matching and sorting every document: see ``ordered.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import datetime
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import bson
@@ -136,6 +137,12 @@ _PLAIN_INSERT: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 _NO_ID = object()
 
+# An unsorted read of a whole large collection runs as scans of this many documents.
+SCAN_CHUNK = 2000
+_SCAN_CHUNK: contextvars.ContextVar[list[tuple[Any, Any]] | None] = contextvars.ContextVar(
+    "mongoreact_scan_chunk", default=None
+)
+
 # Task-local, so interleaved commands on the server's event loop never see each other's.
 _SORTED_READ: contextvars.ContextVar[SortedRead | None] = contextvars.ContextVar(
     "mongoreact_sorted_read", default=None
@@ -149,6 +156,22 @@ def _uses_expressions(node: Any) -> bool:
     if isinstance(node, (AndCondition, OrCondition)):
         return any(_uses_expressions(clause) for clause in node.clauses)
     return isinstance(node, NotCondition)  # conservative: a negation may wrap anything
+
+
+async def _reading(
+    inner: AsyncIterator[Any], chunk: list[tuple[Any, Any]]
+) -> AsyncGenerator[Any, None]:
+    """``inner`` (a mongoeco scan) reading the candidates ``chunk`` only."""
+    token = _SCAN_CHUNK.set(chunk)
+    try:
+        first = await anext(inner)
+    except StopAsyncIteration:
+        return
+    finally:
+        _SCAN_CHUNK.reset(token)
+    yield first
+    async for document in inner:
+        yield document
 
 
 async def _serving(
@@ -186,6 +209,12 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             return self._pacer.paced(
                 super().scan_find_semantics(db_name, coll_name, semantics, context=context)
             )
+        if (
+            not semantics.sort
+            and not semantics.skip
+            and self._whole_scan(db_name, coll_name, semantics.query_plan, context)
+        ):
+            return self._pacer.paced(self._chunked_scan(db_name, coll_name, semantics, context))
         if not semantics.sort or not semantics.limit:
             inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
             plan = semantics.query_plan
@@ -210,6 +239,41 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             semantics = dataclasses.replace(semantics, sort=None)
         inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
         return _serving(self._pacer.paced(inner), request, lambda: self._prepare_sorted(request))
+
+    def _whole_scan(self, db_name: str, coll_name: str, plan: Any, context: Any) -> bool:
+        """Whether a read reads every document of a large live collection (no ``_id``
+        lookup, no index that pins it)."""
+        coll = self._storage.get(db_name, {}).get(coll_name)
+        return (
+            isinstance(coll, MemoryCollection)
+            and len(coll) > SCAN_CHUNK
+            and self._storage_view(context) is self._storage
+            and _id_lookup_values(plan) is None
+            and ordered.choose_lookup(plan, self._key_patterns(db_name, coll_name)[1:]) is None
+        )
+
+    async def _chunked_scan(
+        self, db_name: str, coll_name: str, semantics: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        """An unsorted read of a whole collection as mongoeco scans of ``SCAN_CHUNK``
+        documents each, over one snapshot: mongoeco filters a scan's candidates without
+        suspending, so at 100 000 documents one scan held other connections for 0.8 s;
+        between chunks the loop runs others. The snapshot (an O(1) copy of the
+        persistent map) makes the chunks one consistent read."""
+        snapshot = self._storage[db_name][coll_name].copy()
+        keys = list(snapshot.keys())
+        limit = semantics.limit or None
+        sent = 0
+        for start in range(0, len(keys), SCAN_CHUNK):
+            chunk = [(key, snapshot[key]) for key in keys[start : start + SCAN_CHUNK]]
+            inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
+            async with contextlib.aclosing(_reading(inner, chunk)) as documents:
+                async for document in documents:
+                    yield document
+                    sent += 1
+                    if limit is not None and sent >= limit:
+                        return
+            await self._pacer.breathe()
 
     async def update_with_operation(
         self, db_name: str, coll_name: str, operation: Any, *args: Any, **kwargs: Any
@@ -413,6 +477,10 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         # mongoeco 4.11.0: every read (find, aggregate's leading $match, update, delete)
         # takes its candidates from here, and then matches each against the full plan,
         # so a superset is safe; ours is exact.
+        chunk = _SCAN_CHUNK.get()
+        if chunk is not None:
+            _SCAN_CHUNK.set(None)  # this read only
+            return chunk
         request = _SORTED_READ.get()
         if (
             request is not None
