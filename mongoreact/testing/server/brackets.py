@@ -33,7 +33,8 @@ from mongoeco.core.query_plan import (
 
 from .membership import interpreted
 
-_COMPARISONS = (
+# The comparison operators (``$gt``, ``$gte``, ``$lt``, ``$lte``) as query plan nodes.
+COMPARISONS = (
     GreaterThanCondition,
     GreaterThanOrEqualCondition,
     LessThanCondition,
@@ -88,7 +89,7 @@ def install() -> None:
         return candidate_original(cls, value, target, *a, **k)
 
     def node_to_code(self: CompiledQuery, node: Any, depth: int) -> str:
-        if not (isinstance(node, _COMPARISONS) and "." in node.field):
+        if not (isinstance(node, COMPARISONS) and "." in node.field):
             return node_to_code_original(self, node, depth)  # type: ignore[no-any-return]
         return interpreted(self, node)
 

@@ -26,6 +26,7 @@ A follower can find a document it cannot describe exactly; it then stops serving
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,7 +56,7 @@ class _Branch:
         self.writes: list[tuple[Any, Doc | None]] = []
 
 
-class Follower:
+class Follower(abc.ABC):
     """Base class: the sync protocol; subclasses say what they keep per document."""
 
     def __init__(self) -> None:
@@ -156,16 +157,20 @@ class Follower:
             self.servable = False
             self._clear()
 
+    @abc.abstractmethod
     def _clear(self) -> None:
-        raise NotImplementedError
+        """Forget every document."""
 
+    @abc.abstractmethod
     def _add(self, storage_key: Any, document: Doc, *, incremental: bool = False) -> None:
-        raise NotImplementedError
+        """Describe one more document (``incremental``: after the build); raise
+        ``Unservable`` for one that cannot be described exactly."""
 
+    @abc.abstractmethod
     def _remove(self, storage_key: Any) -> None:
-        raise NotImplementedError
+        """Forget one document (no-op if it is not described)."""
 
-    def _built(self) -> None:
+    def _built(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Called once a rebuild has added every document."""
 
 

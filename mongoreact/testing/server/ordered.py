@@ -38,9 +38,9 @@ from mongoeco.core.query_plan import (
     GreaterThanOrEqualCondition,
     InCondition,
     LessThanCondition,
-    LessThanOrEqualCondition,
 )
 
+from .brackets import COMPARISONS
 from .follow import Doc, Follower, Unservable
 
 OrderKey = tuple[Any, ...]
@@ -223,14 +223,6 @@ class Bounds:
         )
 
 
-_RANGES = (
-    GreaterThanCondition,
-    GreaterThanOrEqualCondition,
-    LessThanCondition,
-    LessThanOrEqualCondition,
-)
-
-
 def _clauses(plan: Any) -> list[Any]:
     if isinstance(plan, AndCondition):
         return [c for clause in plan.clauses for c in _clauses(clause)]
@@ -274,7 +266,7 @@ def choose(
             bounds = Bounds()
             for clause in clauses:
                 if (
-                    isinstance(clause, _RANGES)
+                    isinstance(clause, COMPARISONS)
                     and clause.field == sort_fields[0]
                     and not bounds.narrow(clause)
                 ):

@@ -35,7 +35,7 @@ import datetime
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import bson
 from bson import Binary, ObjectId
@@ -122,14 +122,18 @@ class SortedRead:
         sort: list[tuple[str, int]],
         wanted: int,
         matches: Callable[[dict[str, Any]], bool],
+        route: ordered.Route | None,
     ) -> None:
         self.namespace, self.plan, self.sort = namespace, plan, sort
         self.wanted, self.matches = wanted, matches
+        # The ordered index that serves it, chosen once when the read starts.
+        self.route = route
         # Whether mongoeco was told not to sort: the candidates must come in order.
         self.presorted = False
 
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Set while an insert runs as mongoeco's overwriting insert (see _insert_documents_impl).
 _PLAIN_INSERT: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -138,7 +142,7 @@ _PLAIN_INSERT: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _NO_ID = object()
 
 # An unsorted read of a whole large collection runs as scans of this many documents.
-SCAN_CHUNK = 2000
+SCAN_CHUNK: Final = 2000
 _SCAN_CHUNK: contextvars.ContextVar[list[tuple[Any, Any]] | None] = contextvars.ContextVar(
     "mongoreact_scan_chunk", default=None
 )
@@ -158,17 +162,27 @@ def _uses_expressions(node: Any) -> bool:
     return isinstance(node, NotCondition)  # conservative: a negation may wrap anything
 
 
-async def _reading(
-    inner: AsyncIterator[Any], chunk: list[tuple[Any, Any]]
+def _index_of(
+    namespace: tuple[str, str], route: ordered.Route
+) -> tuple[tuple[str, str, Any], Callable[[], Follower]]:
+    """The name of the ordered index ``route`` walks, and how to create it."""
+    return (*namespace, (route.prefix, route.sort)), lambda: ordered.OrderedIndex(
+        route.prefix, route.sort
+    )
+
+
+async def _first_step_with(
+    inner: AsyncIterator[Any], variable: contextvars.ContextVar[T], value: T
 ) -> AsyncGenerator[Any, None]:
-    """``inner`` (a mongoeco scan) reading the candidates ``chunk`` only."""
-    token = _SCAN_CHUNK.set(chunk)
+    """``inner`` (a mongoeco scan) with ``variable`` set to ``value`` during its first
+    step, where mongoeco selects the scan's candidates."""
+    token = variable.set(value)
     try:
         first = await anext(inner)
     except StopAsyncIteration:
         return
     finally:
-        _SCAN_CHUNK.reset(token)
+        variable.reset(token)
     yield first
     async for document in inner:
         yield document
@@ -177,17 +191,8 @@ async def _reading(
 async def _serving(
     inner: AsyncIterator[Any], request: SortedRead | None, prepare: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[Any]:
-    # mongoeco selects a find's candidates on the first step of its generator.
     await prepare()
-    token = _SORTED_READ.set(request)
-    try:
-        first = await anext(inner)
-    except StopAsyncIteration:
-        return
-    finally:
-        _SORTED_READ.reset(token)
-    yield first
-    async for document in inner:
+    async for document in _first_step_with(inner, _SORTED_READ, request):
         yield document
 
 
@@ -229,12 +234,12 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             return QueryEngine.match_plan(document, plan, dialect=dialect, variables=variables)  # type: ignore[no-any-return]
 
         wanted = semantics.skip + semantics.limit
-        request = SortedRead((db_name, coll_name), plan, semantics.sort, wanted, matches)
+        request = self._sorted_read((db_name, coll_name), plan, semantics.sort, wanted, matches)
         # When an index serves the sort, the candidates arrive in order and mongoeco's
         # sort (a comparison function per pair, 40% of a reconciliation's server time)
         # is skipped; the candidates are then sorted here if the index cannot serve
         # after all (see _candidate_items_for_plan_locked).
-        if self._storage_view(context) is self._storage and self._route(request) is not None:
+        if self._storage_view(context) is self._storage and request.route is not None:
             request.presorted = True
             semantics = dataclasses.replace(semantics, sort=None)
         inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
@@ -267,7 +272,8 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
         for start in range(0, len(keys), SCAN_CHUNK):
             chunk = [(key, snapshot[key]) for key in keys[start : start + SCAN_CHUNK]]
             inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
-            async with contextlib.aclosing(_reading(inner, chunk)) as documents:
+            reading = _first_step_with(inner, _SCAN_CHUNK, chunk)
+            async with contextlib.aclosing(reading) as documents:
                 async for document in documents:
                     yield document
                     sent += 1
@@ -301,7 +307,9 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
                 QueryEngine.match_plan(document, p, dialect=semantics.dialect) for p in plans
             )
 
-        request = SortedRead((db_name, coll_name), semantics.query_plan, semantics.sort, 1, matches)
+        request = self._sorted_read(
+            (db_name, coll_name), semantics.query_plan, semantics.sort, 1, matches
+        )
         await self._prepare_sorted(request)
         token = _SORTED_READ.set(request)
         try:
@@ -376,23 +384,24 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             await asyncio.shield(task)  # a cancelled command leaves the build running
 
     async def _prepare_sorted(self, request: SortedRead) -> None:
-        route = self._route(request)
-        if route is not None:
-            await self._await_follower(
-                (*request.namespace, (route.prefix, route.sort)),
-                lambda: ordered.OrderedIndex(route.prefix, route.sort),
-            )
+        if request.route is not None:
+            await self._await_follower(*_index_of(request.namespace, request.route))
 
     async def _prepare_lookup(self, namespace: tuple[str, str], plan: Any) -> None:
         route = ordered.choose_lookup(plan, self._key_patterns(*namespace)[1:])
         if route is not None:
-            await self._await_follower(
-                (*namespace, (route.prefix, route.sort)),
-                lambda: ordered.OrderedIndex(route.prefix, route.sort),
-            )
+            await self._await_follower(*_index_of(namespace, route))
 
-    def _route(self, request: SortedRead) -> ordered.Route | None:
-        return ordered.choose(request.plan, request.sort, self._key_patterns(*request.namespace))
+    def _sorted_read(
+        self,
+        namespace: tuple[str, str],
+        plan: Any,
+        sort: list[tuple[str, int]],
+        wanted: int,
+        matches: Callable[[dict[str, Any]], bool],
+    ) -> SortedRead:
+        route = ordered.choose(plan, sort, self._key_patterns(*namespace))
+        return SortedRead(namespace, plan, sort, wanted, matches, route)
 
     def _key_patterns(self, db_name: str, coll_name: str) -> list[list[tuple[str, Any]]]:
         """``_id``'s and every declared index's key pattern."""
@@ -413,11 +422,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
     ) -> ordered.OrderedIndex | None:
         """The ordered index ``route`` walks, in sync with ``coll``; ``None`` if it
         cannot serve."""
-        index = self._usable(
-            (*namespace, (route.prefix, route.sort)),
-            lambda: ordered.OrderedIndex(route.prefix, route.sort),
-            coll,
-        )
+        index = self._usable(*_index_of(namespace, route), coll)
         return index if isinstance(index, ordered.OrderedIndex) else None
 
     def _looked_up(self, coll: Any, query_plan: Any, limit: int | None) -> list[Any] | None:
@@ -458,7 +463,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             coll_name
         ):
             return None  # a transaction's view: left to mongoeco
-        route = self._route(request)
+        route = request.route
         index = None if route is None else self._ordered_index(request.namespace, route, coll)
         if route is None or index is None:
             return None

@@ -55,8 +55,8 @@ _MORE_TO_COME: Final = 0x2
 _MAX_MESSAGE_BYTES: Final = 48_000_000
 # A getMore returns at most this many documents, the first batch by default this many
 # (see _CursorStore).
-MAX_GET_MORE_DOCUMENTS = 4096
-DEFAULT_FIRST_BATCH = 101
+MAX_GET_MORE_DOCUMENTS: Final = 4096
+DEFAULT_FIRST_BATCH: Final = 101
 # Write batches larger than this run as several engine calls with a yield between them.
 WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
