@@ -25,11 +25,11 @@ from .api import (
 from .batches import process_in_batches
 from .context import TaskContext
 from .definition import CleanupPolicy, Evolution, TaskDefinition
-from .engine import ReactiveTasks
 from .errors import ConfigError, MongoReactError, NotStartedError, TaskConditionFailedError
 from .locks import Lock, LockAlreadyAcquiredError
 from .management import RetryResult
 from .policies.retry import RetryPolicy
+from .reactive_tasks import ReactiveTasks
 from .records import (
     COMPLETED,
     FAILED,

@@ -1,8 +1,9 @@
 """The shape every mongoreact background thread shares.
 
 A ``Loop`` is a named daemon thread that calls ``step()`` until its stop ``Event`` is
-set. ``step`` returns how long to wait before the next call; the wait is on the stop
-event, so ``stop()`` interrupts it. An exception is logged with its traceback and the
+set. ``step`` returns how long to wait before the next call; ``stop()`` and ``wake()``
+cut the wait short (a wake-up that comes while ``step`` runs is kept, so the next wait
+ends at once: none is lost). An exception is logged with its traceback and the
 loop carries on after a growing pause: a thread never dies silently.
 """
 
@@ -28,6 +29,7 @@ class Loop(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
         self.stopping = threading.Event()
+        self._wakeup = threading.Event()  # set by stop() and wake()
         self._thread: threading.Thread | None = None
 
     @abc.abstractmethod
@@ -46,6 +48,11 @@ class Loop(abc.ABC):
     def stop(self) -> None:
         """Ask the thread to finish; does not wait (see ``join``)."""
         self.stopping.set()
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """End the current wait: ``step`` runs again now."""
+        self._wakeup.set()
 
     @property
     def is_running(self) -> bool:
@@ -65,6 +72,7 @@ class Loop(abc.ABC):
         pause = ERROR_PAUSE_MIN
         try:
             while not self.stopping.is_set():
+                self._wakeup.clear()
                 try:
                     wait = self.step()
                     pause = ERROR_PAUSE_MIN
@@ -72,7 +80,7 @@ class Loop(abc.ABC):
                     log_failure(logger, error, "%s: error; retrying in %.1fs", self.name, pause)
                     wait, pause = pause, min(pause * 2, ERROR_PAUSE_MAX)
                 if wait > 0:
-                    self.stopping.wait(wait)
+                    self._wakeup.wait(wait)
         finally:
             try:
                 self.on_stop()

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pymongo.client_session import ClientSession
 
 from .definition import Handler, TaskDefinition
-from .engine import ReactiveTasks
 from .errors import MongoReactError, NotStartedError
 from .locks import Lock
 from .management import RetryResult
 from .options import InitOptions, TaskOptions, Unpack
+from .reactive_tasks import ReactiveTasks
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry

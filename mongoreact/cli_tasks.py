@@ -13,8 +13,8 @@ from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTimeoutError
 from pymongo.uri_parser import parse_uri
 
-from .engine import ReactiveTasks
 from .errors import ConfigError
+from .reactive_tasks import ReactiveTasks
 from .records import STATUSES
 
 URI_VARIABLE: Final = "MONGOREACT_URI"

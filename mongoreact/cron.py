@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import attrs
 from bson import ObjectId
-from pymongo.database import Database
 
 from ._threads import Loop, Renewal
-from .clock import ServerClock, as_utc
+from .clock import ServerClock
 from .errors import ConfigError
 from .schedule import Schedule
 from .settings import Settings
@@ -70,16 +68,15 @@ class CronRunner(Loop):
         self,
         *,
         settings: Settings,
-        database: Database[dict[str, Any]],
+        store: CronStore,
         tasks: dict[str, CronTask],
         clock: ServerClock,
     ) -> None:
         super().__init__(f"mongoreact-cron-{settings.instance_id}")
         self._settings = settings
-        self._store = CronStore(database)
+        self._store = store
         self._tasks = tasks
         self._clock = clock
-        self.wake = threading.Event()
 
     def publish(self) -> None:
         """Create each task's document; a changed schedule is due again at once."""
@@ -95,13 +92,9 @@ class CronRunner(Loop):
         poll_max = self._settings.poll_max.total_seconds()
         due = self._store.next_due(list(self._tasks))
         wait = poll_max if due is None else (due - self._clock.now()).total_seconds()
-        self.wake.wait(min(max(wait, 0.0), poll_max))
-        self.wake.clear()
-        return 0.0
-
-    def stop(self) -> None:
-        super().stop()
-        self.wake.set()
+        # A due time already past means another instance runs that task: look again
+        # after poll_min, not at once (that would spin on the database).
+        return min(max(wait, self._settings.poll_min.total_seconds()), poll_max)
 
     def _claim(self) -> tuple[CronTask, ObjectId] | None:
         claimed = self._store.claim(
@@ -134,17 +127,3 @@ class CronRunner(Loop):
             renewal.join()
         logger.info("cron task %s ran in %.2fs", task.name, time.monotonic() - started)
         self._store.finish(task.name, lock_id, task.next_run(self._clock.now()), error)
-
-
-def request_run(database: Database[dict[str, Any]], name: str) -> dt.datetime:
-    """Ask for a run of ``name`` now; returns the server time of the request."""
-    requested = CronStore(database).request_run(name)
-    if requested is None:
-        raise ConfigError("name", name, "no cron task of this name has been started")
-    return requested
-
-
-def finished_since(database: Database[dict[str, Any]], name: str, since: dt.datetime) -> bool:
-    """Whether a run of ``name`` started at or after ``since`` has finished."""
-    last = CronStore(database).last_run(name)
-    return bool(last and last.get("finishedAt") is not None and as_utc(last["startedAt"]) >= since)

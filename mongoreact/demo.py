@@ -12,7 +12,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from .context import TaskContext
-from .engine import ReactiveTasks
+from .reactive_tasks import ReactiveTasks
 from .records import PENDING, PROCESSING, PROCESSING_DIRTY
 from .testing import EmbeddedServer
 

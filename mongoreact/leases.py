@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
 from typing import Any
 
 from ._retry import call_with_retry
 from ._threads import Loop
+from .admission import ConcurrencySlots
 from .measurements import Measurements
 from .records import ClaimedTask, by_collection
 from .settings import Settings
 from .store.protocols import LeaseStore
-from .store.slots import SlotStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class LeaseKeeper(Loop):
         *,
         settings: Settings,
         store: LeaseStore,
-        slots: SlotStore | None = None,
+        slots: ConcurrencySlots | None = None,
         measurements: Measurements | None = None,
     ) -> None:
         self._measurements = measurements or Measurements()
@@ -79,20 +78,6 @@ class LeaseKeeper(Loop):
                     self._lost |= lost & set(self._held)
                 logger.warning("lost the lease of %d running task(s)", len(lost))
                 self._measurements.count("task_lease_losses", amount=len(lost))
-        self._renew_slots(held, interval)
+        if self._slots is not None:
+            self._slots.renew(held, self.stopping, within=interval)
         return interval
-
-    def _renew_slots(self, held: list[ClaimedTask], interval: float) -> None:
-        if self._slots is None:
-            return
-        by_task: dict[str, list[Any]] = {}
-        for claim in held:
-            if claim.holds_slot:
-                by_task.setdefault(claim.record["task"], []).append(claim.claim_id)
-        for task, slot_ids in by_task.items():
-            call_with_retry(
-                partial(self._slots.renew, task, slot_ids, self._settings.task_lease),
-                self.stopping,
-                what="renewing concurrency slots",
-                give_up_after=interval,
-            )

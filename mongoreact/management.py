@@ -1,4 +1,5 @@
-"""The management API: find, count and retry task records from any process.
+"""The management API: find, count, retry and defer task records, the dashboard's
+overview and the cron tasks' listing and run requests, from any process.
 
 Task names are resolved through the definitions every instance publishes, so an
 operator's script (or the CLI) needs no registered tasks. A ``source_doc_filter`` is a
@@ -8,6 +9,7 @@ held at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import heapq
 import re
@@ -17,8 +19,10 @@ from typing import Any, Final
 import attrs
 
 from .batches import batched
+from .clock import as_utc
 from .errors import ConfigError
-from .records import STATUSES
+from .records import STATUSES, TaskQueue
+from .store.cron import CronStore
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
 from .triggers import check_no_server_code
@@ -117,9 +121,12 @@ def parse_sort(sort: object) -> list[tuple[str, int]]:
 class TaskManager:
     """Read and steer task records of one database."""
 
-    def __init__(self, tasks: TaskStore, globals_: GlobalsStore, local: Mapping[str, str]) -> None:
+    def __init__(
+        self, tasks: TaskStore, globals_: GlobalsStore, cron: CronStore, local: Mapping[str, str]
+    ) -> None:
         self._tasks = tasks
         self._globals = globals_
+        self._cron = cron
         self._local = dict(local)  # task name -> source collection, registered here
 
     def collections(self, task: str | None) -> dict[str, str]:
@@ -167,6 +174,53 @@ class TaskManager:
         """One record, with its execution history."""
         (collection,) = self.collections(task).values()
         return self._tasks.record(collection, task, doc_id)
+
+    def defer(self, task: str, doc_id: Any, until: dt.datetime) -> int:
+        """Make one waiting or failed record due only at ``until``; how many changed."""
+        (collection,) = self.collections(task).values()
+        return self._tasks.defer(collection, task, doc_id, until)
+
+    def overview(self, now: dt.datetime, heard_since: dt.datetime) -> Document:
+        """Counts per task and status, lag, the leader, and the instances that pushed
+        figures since ``heard_since``."""
+        known = self.collections(None)
+        queues = {name: TaskQueue(collection=collection) for name, collection in known.items()}
+        queues.update(self._tasks.queue_summary(list(known.values()), now, all_statuses=True))
+        rows = [
+            {"task": task, "collection": queue.collection, "counts": queue.counts,
+             "lagSeconds": queue.lag or 0.0}
+            for task, queue in queues.items()
+        ]  # fmt: skip
+        lease = self._globals.leader_lease()
+        live = lease.get("expiresAt") is not None and as_utc(lease["expiresAt"]) > now
+        state = self._globals.planner_state()
+        return {
+            "tasks": sorted(rows, key=lambda row: row["task"]),
+            "leader": {"instanceId": lease.get("instanceId") if live else None,
+                       "epoch": lease.get("epoch"), "expiresAt": lease.get("expiresAt")},
+            "instances": sorted(self._globals.pushed_metrics(heard_since)),
+            "streamPositionAt": state.get("streamPositionAt"),
+            "reconciledAt": state.get("reconciledAt"),
+            "lastCleanupAt": state.get("lastCleanupAt"),
+        }  # fmt: skip
+
+    def cron_tasks(self) -> list[Document]:
+        """Every cron task's schedule, lease and recent runs (any instance's)."""
+        return self._cron.all()
+
+    def request_cron_run(self, name: str) -> dt.datetime:
+        """Ask for a run of cron task ``name`` now; the server time of the request."""
+        requested = self._cron.request_run(name)
+        if requested is None:
+            raise ConfigError("name", name, "no cron task of this name has been started")
+        return requested
+
+    def cron_run_finished(self, name: str, since: dt.datetime) -> bool:
+        """Whether a run of ``name`` started at or after ``since`` has finished."""
+        last = self._cron.last_run(name)
+        return bool(
+            last and last.get("finishedAt") is not None and as_utc(last["startedAt"]) >= since
+        )
 
     def _filters(self, query: TaskQuery) -> Iterator[tuple[str, Document]]:
         for task, collection in self.collections(query.task).items():

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._retry import call_with_retry
 from ._threads import Loop
+from .clock import ServerClock, as_utc
 from .measurements import BUCKETS, Measurements, merge
 from .settings import Settings
 from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -69,6 +71,55 @@ class MetricsPusher(Loop):
             self._store.drop_metrics(self._settings.instance_id)
         except Exception:
             logger.debug("could not remove this instance's metrics", exc_info=True)
+
+
+class FigureReader:
+    """Reads what a scrape reports: the measurements (this instance's, or the cluster's
+    from what every instance pushed) and, where they belong, the queue figures."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        measurements: Measurements,
+        clock: ServerClock,
+        task_store: TaskStore,
+        globals_store: GlobalsStore,
+        collections: Callable[[], list[str]],
+        is_leader: Callable[[], bool],
+    ) -> None:
+        self._settings = settings
+        self._measurements = measurements
+        self._clock = clock
+        self._tasks = task_store
+        self._globals = globals_store
+        self._collections = collections
+        self._is_leader = is_leader
+
+    def read(self) -> Figures:
+        """The figures now (queue figures in the cluster mode, or on the leader)."""
+        own = self._measurements.snapshot()
+        cluster = self._settings.monitoring.scrape_mode == "cluster"
+        figures: Figures = {"measurements": own}
+        now = self._clock.now()
+        if cluster:
+            pushed = self._globals.pushed_metrics(stale_before(now, self._settings))
+            figures["measurements"] = cluster_measurements(own, pushed, self._settings.instance_id)
+        if cluster or self._is_leader():
+            figures["queue"] = self._queue_figures(now)
+        return figures
+
+    def _queue_figures(self, now: dt.datetime) -> Figures:
+        preference = self._settings.monitoring.read_preference
+        queues = self._tasks.queue_summary(self._collections(), now, preference)
+        state = self._globals.planner_state()
+        position, reconciled = state.get("streamPositionAt"), state.get("reconciledAt")
+        return {
+            "depth": {task: queue.counts for task, queue in queues.items()},
+            "lag": {task: queue.lag for task, queue in queues.items() if queue.lag is not None},
+            "stream_lag": max(0.0, (now - as_utc(position)).total_seconds()) if position else None,
+            "reconciled_at": as_utc(reconciled).timestamp() if reconciled else None,
+        }
 
 
 def build_registry(read: Callable[[], Figures]) -> CollectorRegistry | None:

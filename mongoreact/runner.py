@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pymongo.client_session import ClientSession
 
-from ._retry import OUTLIVES_STOP, call_with_retry, log_failure
+from .admission import ConcurrencySlots
 from .clock import ServerClock, as_utc
 from .context import RunState, TaskContext
 from .definition import TaskDefinition
@@ -26,7 +26,6 @@ from .records import PENDING, ClaimedTask
 from .settings import Settings
 from .store import pipelines
 from .store.protocols import WorkStore
-from .store.slots import SlotStore
 from .throttles import Throttles
 
 logger = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class TaskRunner:
         throttles: Throttles,
         wake: Callable[[float], None],
         finalizer: Finalizer,
-        slots: SlotStore | None = None,
+        slots: ConcurrencySlots,
         measurements: Measurements | None = None,
     ) -> None:
         self._slots = slots
@@ -113,8 +112,7 @@ class TaskRunner:
             # Stop renewing before finalizing (the finalize is fenced by the claim), so a
             # renewal racing the finalize cannot report a lease as lost.
             lost = self._leases.release(claim)
-            if claim.holds_slot and self._slots is not None:
-                self._release_slot(definition, claim)
+            self._slots.release(claim)
         if lost:
             logger.warning(
                 "task %s for %r: lease lost during the run; result not recorded",
@@ -167,16 +165,6 @@ class TaskRunner:
         self._measurements.observe(task, status.value, seconds)
         if outcome is Outcome.RETRY:
             self._measurements.count("retries", task)
-
-    def _release_slot(self, definition: TaskDefinition, claim: ClaimedTask) -> None:
-        try:
-            call_with_retry(
-                lambda: self._slots.release(definition.name, claim.claim_id),  # type: ignore[union-attr]
-                OUTLIVES_STOP,
-                what="releasing a concurrency slot",
-            )
-        except Exception as error:
-            log_failure(logger, error, "could not release a concurrency slot; it expires")
 
     def _schedule_follow_up(self, record: dict[str, Any], next_run: dt.datetime | None) -> None:
         # A retry, a deferral or a dirty re-run is due again later: have this instance

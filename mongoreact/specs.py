@@ -13,13 +13,14 @@ import datetime as dt
 import hashlib
 from typing import Any, Final
 
+import attrs
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from .definition import CleanupPolicy, Evolution, TaskDefinition
 from .durations import to_milliseconds
 from .errors import MongoReactError
-from .policies.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from .policies.retry import DEFAULT_RETRY_POLICY
 
 SPEC_VERSION: Final = 1
 
@@ -64,7 +65,7 @@ def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
     reset = bool(spec.get("resetRetriesOnDataChange", True))
     policy = DEFAULT_RETRY_POLICY
     if not reset:
-        policy = RetryPolicy(type=policy.type, reset_retries_on_data_change=False)
+        policy = attrs.evolve(policy, reset_retries_on_data_change=False)
     return TaskDefinition(
         name=spec["task"],
         collection=spec["collection"],

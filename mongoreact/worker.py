@@ -27,22 +27,18 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Final
 
-import attrs
-
 from ._pool import DaemonThreadPool
 from ._retry import call_with_retry, log_failure
+from .admission import Admission
 from .clock import ServerClock
-from .definition import TaskDefinition
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
 from .measurements import Measurements
-from .records import ClaimedTask, TaskInfo
+from .records import ClaimedTask
 from .registry import TaskRegistry
 from .runner import TaskRunner
 from .settings import Settings
 from .store.protocols import WorkStore
-from .store.slots import SlotStore
-from .throttles import Throttles
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +62,10 @@ class WorkerPool:
         store: WorkStore,
         clock: ServerClock,
         leases: LeaseKeeper,
-        throttles: Throttles,
-        slots: SlotStore | None = None,
+        admission: Admission,
         measurements: Measurements | None = None,
     ) -> None:
-        self._throttles = throttles
-        self._slot_store = slots
+        self._admission = admission
         self._settings = settings
         self._registry = registry
         self._store = store
@@ -83,10 +77,10 @@ class WorkerPool:
             store=store,
             clock=clock,
             leases=leases,
-            throttles=throttles,
+            throttles=admission.throttles,
             wake=self.wake,
             finalizer=self._finalizer,
-            slots=slots,
+            slots=admission.slots,
             measurements=measurements,
         )
         self._signal = threading.Event()
@@ -237,7 +231,7 @@ class WorkerPool:
         # starve the others.
         self._rotation = (self._rotation + 1) % len(groups)
         for tasks_collection, definitions in groups[self._rotation :] + groups[: self._rotation]:
-            names = [d.name for d in definitions if self._allowed(d.name, d.collection)]
+            names = [d.name for d in definitions if self._admission.allows(d.name, d.collection)]
             if not names:
                 continue
             batch = self._store.claim_many(
@@ -327,10 +321,7 @@ class WorkerPool:
                 self._leases.release(claim)
                 self._returned_hand(1)
                 return False
-            admitted = not self._stopping.is_set() and self._allowed(
-                definition.name, definition.collection
-            )
-            taken = self._take_slot(definition, claim) if admitted else None
+            taken = None if self._stopping.is_set() else self._admission.admit(definition, claim)
         except Exception:
             logger.exception("could not start task %s; giving it back", claim.record.get("task"))
             taken = None
@@ -339,32 +330,6 @@ class WorkerPool:
             return False
         self._runner.run(definition, taken, lambda outcome: self._returned_hand(1))
         return True
-
-    def _take_slot(self, definition: TaskDefinition, claim: ClaimedTask) -> ClaimedTask | None:
-        """For a task with ``max_concurrency``: the claim with a cluster-wide slot, or
-        ``None`` when every slot is taken."""
-        limit = definition.max_concurrency
-        if limit is None or self._slot_store is None:
-            return claim
-        lease = self._settings.task_lease
-        if self._slot_store.acquire(definition.name, claim.claim_id, limit, lease):
-            return attrs.evolve(claim, holds_slot=True)
-        # At the limit: leave this task type alone for a moment instead of claiming and
-        # giving back its records on every poll.
-        self._throttles.pause(definition.name, self._settings.poll_min.total_seconds() * 2)
-        return None
-
-    def _allowed(self, task: str, collection: str) -> bool:
-        if self._throttles.is_paused(task):
-            return False
-        task_filter = self._settings.task_filter
-        if task_filter is None:
-            return True
-        try:
-            return bool(task_filter(TaskInfo(task=task, collection=collection)))
-        except Exception:
-            logger.exception("task_filter raised for %s; not claiming it", task)
-            return False
 
     def _next_wait(self, backoff: float) -> float:
         wait = backoff + random.uniform(0, POLL_JITTER)

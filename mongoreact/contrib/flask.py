@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..definition import Handler
-from ..engine import ReactiveTasks
 from ..errors import ConfigError, NotStartedError
+from ..reactive_tasks import ReactiveTasks
 
 EXTENSION_KEY = "mongoreact"
 

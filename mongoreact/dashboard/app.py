@@ -22,7 +22,7 @@ from ..durations import parse_duration
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..engine import ReactiveTasks
+    from ..reactive_tasks import ReactiveTasks
 
 logger = logging.getLogger(__name__)
 

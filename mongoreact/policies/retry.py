@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from math import inf
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -21,15 +21,8 @@ from ..schedule import Schedule
 UNLIMITED: Final = -1
 DEFAULT_MAX_ATTEMPTS: Final = 5
 TYPES: Final = ("fixed", "linear", "exponential", "series", "cron")
-_COMMON: Final = ("type", "max_attempts", "max_duration", "reset_retries_on_data_change", "jitter")
+# Options a policy written as a dict must give (the classes have defaults for them).
 _REQUIRED: Final = ("interval", "intervals", "expression")
-_SPECIFIC: Final = {
-    "fixed": ("interval",),
-    "linear": ("interval",),
-    "exponential": ("min", "max", "factor"),
-    "series": ("intervals",),
-    "cron": ("expression",),
-}
 
 
 def _max_attempts(_: object, __: object, value: object) -> None:
@@ -62,64 +55,54 @@ def _intervals(value: object) -> tuple[dt.timedelta, ...]:
     )
 
 
+def _type_field(kind: str) -> Any:
+    def check(_: object, __: object, value: object) -> None:
+        if value != kind:
+            raise ConfigError("retry_policy.type", value, f"a {kind} policy's type is {kind!r}")
+
+    return attrs.field(default=kind, validator=check)
+
+
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """A ``retry_policy``: delay schedule plus the limits shared by every type.
+    """A ``retry_policy``: the limits every type shares; one subclass per type decides
+    the delays. ``RetryPolicy(type="fixed", interval="1m")`` builds the class of that
+    type (``FixedRetry``, ``LinearRetry``, ``ExponentialRetry``, ``SeriesRetry``,
+    ``CronRetry``).
 
     Checked however it is built (also ``RetryPolicy(type="series")`` directly):
     ``ConfigError`` names the option and the value."""
 
-    type: str = attrs.field(
-        validator=lambda _, __, value: as_choice(value, "retry_policy.type", TYPES)
-    )
+    type: str = ""
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_max_attempts)
     max_duration: dt.timedelta | None = attrs.field(default=None, converter=_optional_duration)
     reset_retries_on_data_change: bool = bool_field(
         "retry_policy.reset_retries_on_data_change", True
     )
     jitter: float = attrs.field(default=0.0, converter=_fraction)
-    interval: dt.timedelta = duration_field("retry_policy.interval", dt.timedelta(seconds=10))
-    min: dt.timedelta = duration_field("retry_policy.min", dt.timedelta(seconds=10))
-    max: dt.timedelta = duration_field("retry_policy.max", dt.timedelta(days=1))
-    factor: float = attrs.field(default=2.0, converter=_factor)
-    intervals: tuple[dt.timedelta, ...] = attrs.field(default=(), converter=_intervals)
-    expression: str = ""
 
-    def __attrs_post_init__(self) -> None:
-        if self.type == "series" and not self.intervals:
-            raise ConfigError("retry_policy.intervals", [], "expected a non-empty list")
-        if self.type == "cron":
-            Schedule.from_cron(self.expression, "retry_policy.expression")
-        if self.min > self.max:
-            raise ConfigError("retry_policy.min", self.min, f"greater than max ({self.max})")
+    def __new__(cls, **fields: Any) -> RetryPolicy:
+        kind = cls
+        if cls is RetryPolicy:
+            kind = _CLASSES[as_choice(fields.get("type"), "retry_policy.type", TYPES)]
+        names = attrs.fields_dict(kind)
+        for key, value in fields.items():
+            if key not in names:
+                kind_name = names["type"].default
+                raise ConfigError(
+                    f"retry_policy.{key}", value, f"not an option of {kind_name} retries"
+                )
+        return super().__new__(kind)
 
     def delay(self, attempt: int) -> dt.timedelta:
-        """Wait before the run after failed run ``attempt`` (not for ``cron``), no jitter."""
-        attempt = max(attempt, 1)
-        if self.type == "fixed":
-            return self.interval
-        if self.type == "linear":
-            return self.interval * attempt
-        if self.type == "series":
-            return self.intervals[min(attempt, len(self.intervals)) - 1]
-        if self.type == "exponential":
-            # Grow in floats and cap before building a timedelta: factor**attempt overflows.
-            seconds = self.min.total_seconds()
-            cap = self.max.total_seconds()
-            for _ in range(attempt - 1):
-                seconds *= self.factor
-                if seconds >= cap:
-                    return self.max
-            return dt.timedelta(seconds=min(seconds, cap))
-        raise ValueError(f"{self.type} retries are scheduled by next_run_at")
+        """Wait before the run after failed run ``attempt``, without jitter."""
+        raise NotImplementedError  # every type but cron; cron overrides next_run_at
 
     def next_run_at(
         self, attempt: int, now: dt.datetime, rng: random.Random | None = None
     ) -> dt.datetime:
         """When the task runs again after failed run ``attempt`` at ``now``."""
-        if self.type == "cron":
-            return Schedule(cron=self.expression).next_after(now)
-        delay = self.delay(attempt)
+        delay = self.delay(max(attempt, 1))
         if self.jitter:
             # Spread retries of tasks that failed together (e.g. a shared outage) by up to
             # +jitter of the delay; never shorter than the policy's delay.
@@ -135,25 +118,108 @@ class RetryPolicy:
         return False
 
 
+@attrs.frozen(kw_only=True)
+class FixedRetry(RetryPolicy):
+    """The same ``interval`` after every failure."""
+
+    type: str = _type_field("fixed")
+    interval: dt.timedelta = duration_field("retry_policy.interval", dt.timedelta(seconds=10))
+
+    def delay(self, attempt: int) -> dt.timedelta:
+        return self.interval
+
+
+@attrs.frozen(kw_only=True)
+class LinearRetry(RetryPolicy):
+    """``interval`` times the number of failed runs."""
+
+    type: str = _type_field("linear")
+    interval: dt.timedelta = duration_field("retry_policy.interval", dt.timedelta(seconds=10))
+
+    def delay(self, attempt: int) -> dt.timedelta:
+        return self.interval * max(attempt, 1)
+
+
+@attrs.frozen(kw_only=True)
+class ExponentialRetry(RetryPolicy):
+    """``min``, then ``factor`` times longer after each failure, at most ``max``."""
+
+    type: str = _type_field("exponential")
+    min: dt.timedelta = duration_field("retry_policy.min", dt.timedelta(seconds=10))
+    max: dt.timedelta = duration_field("retry_policy.max", dt.timedelta(days=1))
+    factor: float = attrs.field(default=2.0, converter=_factor)
+
+    def __attrs_post_init__(self) -> None:
+        if self.min > self.max:
+            raise ConfigError("retry_policy.min", self.min, f"greater than max ({self.max})")
+
+    def delay(self, attempt: int) -> dt.timedelta:
+        # Grow in floats and cap before building a timedelta: factor**attempt overflows.
+        seconds, cap = self.min.total_seconds(), self.max.total_seconds()
+        for _ in range(max(attempt, 1) - 1):
+            seconds *= self.factor
+            if seconds >= cap:
+                return self.max
+        return dt.timedelta(seconds=min(seconds, cap))
+
+
+@attrs.frozen(kw_only=True)
+class SeriesRetry(RetryPolicy):
+    """``intervals[n - 1]`` after the n-th failure; the last one from then on."""
+
+    type: str = _type_field("series")
+    intervals: tuple[dt.timedelta, ...] = attrs.field(default=(), converter=_intervals)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.intervals:
+            raise ConfigError("retry_policy.intervals", [], "expected a non-empty list")
+
+    def delay(self, attempt: int) -> dt.timedelta:
+        return self.intervals[min(max(attempt, 1), len(self.intervals)) - 1]
+
+
+@attrs.frozen(kw_only=True)
+class CronRetry(RetryPolicy):
+    """At the next time the cron ``expression`` names (no jitter)."""
+
+    type: str = _type_field("cron")
+    expression: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        Schedule.from_cron(self.expression, "retry_policy.expression")
+
+    def next_run_at(
+        self, attempt: int, now: dt.datetime, rng: random.Random | None = None
+    ) -> dt.datetime:
+        return Schedule(cron=self.expression).next_after(now)
+
+
+_CLASSES: Final[dict[str, type[RetryPolicy]]] = {
+    "fixed": FixedRetry,
+    "linear": LinearRetry,
+    "exponential": ExponentialRetry,
+    "series": SeriesRetry,
+    "cron": CronRetry,
+}
+
+
 DEFAULT_RETRY_POLICY: Final = RetryPolicy(type="exponential")
 
 
-def parse_retry_policy(value: object, option: str = "retry_policy") -> RetryPolicy:
+def parse_retry_policy(value: object) -> RetryPolicy:
     """A ``RetryPolicy`` from a dict (or an existing policy); ``ConfigError`` on bad input."""
     if value is None:
         return DEFAULT_RETRY_POLICY
     if isinstance(value, RetryPolicy):
         return value
-    raw = as_mapping(value, option, field_names(RetryPolicy))
-    kind = as_choice(raw.get("type"), f"{option}.type", TYPES)
-    for key in raw:
-        if key not in _COMMON and key not in _SPECIFIC[kind]:
-            raise ConfigError(f"{option}.{key}", raw[key], f"not an option of {kind} retries")
-    for key in _SPECIFIC[kind]:
-        if raw.get(key) is None and key in _REQUIRED:
-            raise ConfigError(f"{option}.{key}", None, f"required for {kind} retries")
+    every = {name for cls in _CLASSES.values() for name in field_names(cls)}
+    raw = as_mapping(value, "retry_policy", sorted(every))
+    kind = _CLASSES[as_choice(raw.get("type"), "retry_policy.type", TYPES)]
+    for key in _REQUIRED:
+        if key in attrs.fields_dict(kind) and raw.get(key) is None:
+            raise ConfigError(f"retry_policy.{key}", None, f"required for {raw['type']} retries")
     fields = {key: item for key, item in raw.items() if item is not None}
     if "max_attempts" not in fields:
         # A time limit alone means: retry until it is reached.
         fields["max_attempts"] = UNLIMITED if "max_duration" in fields else DEFAULT_MAX_ATTEMPTS
-    return RetryPolicy(**fields)
+    return RetryPolicy(**fields)  # checks the options against the type's

@@ -6,13 +6,14 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 from bson import ObjectId
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.read_preferences import ReadPreference
 
 from ..clock import as_utc
 from ..definition import TASKS_SUFFIX, TaskDefinition
@@ -24,6 +25,14 @@ logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 _START: Any = None  # scan_ids(after=None): from the beginning
+# ``monitoring.read_preference``'s names (the URI's spelling) to pymongo's preferences.
+_READ_PREFERENCES: Final = {
+    "primary": ReadPreference.PRIMARY,
+    "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
+    "secondary": ReadPreference.SECONDARY,
+    "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
+    "nearest": ReadPreference.NEAREST,
+}
 
 
 class TaskStore:
@@ -96,13 +105,18 @@ class TaskStore:
         return result.modified_count
 
     def queue_stats(
-        self, tasks_collection: str, read_preference: Any = None, *, all_statuses: bool = False
+        self,
+        tasks_collection: str,
+        read_preference: str | None = None,
+        *,
+        all_statuses: bool = False,
     ) -> list[Document]:
         """Per task and waiting or failed status (every status with ``all_statuses``): a
-        count, and for ``pending`` the earliest ``dueAt`` (the oldest unhandled change)."""
+        count, and for ``pending`` the earliest ``dueAt`` (the oldest unhandled change).
+        ``read_preference`` is a mode name (``"secondaryPreferred"``); default primary."""
         collection = self._db[tasks_collection]
         if read_preference is not None:
-            collection = collection.with_options(read_preference=read_preference)
+            collection = collection.with_options(read_preference=_READ_PREFERENCES[read_preference])
         pipeline = pipelines.STATUS_COUNTS if all_statuses else pipelines.QUEUE_STATS
         return list(collection.aggregate(pipeline))
 
@@ -110,7 +124,7 @@ class TaskStore:
         self,
         collections: list[str],
         now: dt.datetime,
-        read_preference: Any = None,
+        read_preference: str | None = None,
         *,
         all_statuses: bool = False,
     ) -> dict[str, TaskQueue]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..clock import as_utc
 
 if TYPE_CHECKING:
-    from ..engine import ReactiveTasks
+    from ..reactive_tasks import ReactiveTasks
 
 # Timings for tests: fast elections, polls and batches (production waits seconds).
 FAST_SETTINGS: Final[dict[str, Any]] = {

@@ -175,11 +175,11 @@ def test_a_handler_outliving_stop_keeps_a_working_client(
     db.jobs.insert_one({"_id": "j1"})
     wait_until(running.is_set)
     assert engine.stop(timeout=0.5) is False
-    assert engine._client is not None  # left open for the handler
+    assert engine._connection.is_open  # left open for the handler
     release.set()
     wait_until(lambda: outcome, message="the handler to finish")
     assert outcome == [{"_id": "j1"}]
-    wait_until(lambda: engine._client is None, message="the client to be closed after it")
+    wait_until(lambda: not engine._connection.is_open, message="the client to be closed after it")
 
 
 # A 15 s handler is running when the script ends the instance: with "stop" it calls

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo.client_session import ClientSession
 
 from mongoreact import ReactiveTasks, TaskContext, TaskDefinition
+from mongoreact.admission import Admission, ConcurrencySlots
 from mongoreact.clock import ServerClock
 from mongoreact.leases import LeaseKeeper
 from mongoreact.records import BatchClaim, ClaimedTask
@@ -112,7 +113,10 @@ def make_pool(
     leases = LeaseKeeper(settings=engine.settings, store=store)
     pool = WorkerPool(
         settings=engine.settings, registry=engine._registry, store=store,
-        clock=ServerClock(), leases=leases, throttles=Throttles(None, ServerClock()),
+        clock=ServerClock(), leases=leases,
+        admission=Admission(
+            engine.settings, Throttles(None, ServerClock()), ConcurrencySlots(engine.settings, None)
+        ),
     )  # fmt: skip
     return pool, leases
 

@@ -16,6 +16,12 @@ from mongoreact import (
     ReactiveTasks,
     RetryPolicy,
 )
+from mongoreact.policies.retry import (
+    CronRetry,
+    ExponentialRetry,
+    FixedRetry,
+    SeriesRetry,
+)
 
 URI = "mongodb://127.0.0.1:1/app"  # never contacted: validation does no I/O
 
@@ -179,6 +185,12 @@ def test_the_decorator_registers_and_returns_the_function() -> None:
         (RetryPolicy, {"type": "exponential", "min": "2h", "max": "1h"}, "retry_policy.min"),
         (RetryPolicy, {"type": "fixed", "interval": "soon"}, "retry_policy.interval"),
         (RetryPolicy, {"type": "series", "intervals": ["1s", -5]}, "retry_policy.intervals[1]"),
+        (RetryPolicy, {"type": "fixed", "factor": 3}, "retry_policy.factor"),
+        (FixedRetry, {"intervals": ["1s"]}, "retry_policy.intervals"),
+        (FixedRetry, {"type": "linear"}, "retry_policy.type"),
+        (SeriesRetry, {}, "retry_policy.intervals"),
+        (CronRetry, {}, "retry_policy.expression"),
+        (ExponentialRetry, {"max": "1s"}, "retry_policy.min"),
         (CleanupPolicy, {"delete_when": "bogus"}, "cleanup_policy.delete_when"),
         (CleanupPolicy, {"keep_for": -1}, "cleanup_policy.keep_for"),
         (Evolution, {"handler_version": 0}, "evolution.handler_version"),
@@ -204,7 +216,9 @@ def test_option_objects_convert_durations_as_their_dicts_do() -> None:
     assert CleanupPolicy(**given).keep_for == dt.timedelta(hours=2)
     given = {"type": "series", "intervals": ["1s", 2000]}
     policy = RetryPolicy(**given)
+    assert isinstance(policy, SeriesRetry)
     assert policy.intervals == (dt.timedelta(seconds=1), dt.timedelta(seconds=2))
+    assert SeriesRetry(intervals=[1000, "2s"]) == policy
     engine = ReactiveTasks(uri=URI)
     engine.register(
         task="t", collection="c", handler=handler, retry_policy=RetryPolicy(type="fixed")

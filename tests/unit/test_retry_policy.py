@@ -10,7 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mongoreact import ConfigError
-from mongoreact.policies.retry import DEFAULT_RETRY_POLICY, UNLIMITED, parse_retry_policy
+from mongoreact.policies.retry import (
+    DEFAULT_RETRY_POLICY,
+    UNLIMITED,
+    ExponentialRetry,
+    parse_retry_policy,
+)
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 S = dt.timedelta(seconds=1)
@@ -63,6 +68,7 @@ def test_exponential_is_monotonic_capped_and_never_negative(
     policy = parse_retry_policy(
         {"type": "exponential", "min": low_ms, "max": low_ms + extra_ms, "factor": factor}
     )
+    assert isinstance(policy, ExponentialRetry)
     delay, following = policy.delay(attempt), policy.delay(attempt + 1)
     assert dt.timedelta(0) <= delay <= policy.max
     assert delay <= following

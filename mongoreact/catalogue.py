@@ -1,0 +1,93 @@
+"""The cluster's catalogue of task definitions.
+
+Every instance publishes the definitions it registers (``specs``) in the globals
+collection and touches them while it runs. The leader plans every task published
+recently, by whichever instance: an instance that registers fewer tasks, or an older
+``handler_version``, must not make the cluster stop planning the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Final
+
+from .clock import ServerClock
+from .registry import TaskRegistry
+from .specs import definition_from_spec, spec_of
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
+
+logger = logging.getLogger(__name__)
+
+# A published task nobody has registered for this long is no longer planned.
+SPEC_TTL: Final = dt.timedelta(days=7)
+SPEC_TOUCH_INTERVAL: Final = 60.0  # seconds
+
+
+class Catalogue:
+    """Publishes this instance's definitions and reads everybody's."""
+
+    def __init__(
+        self,
+        *,
+        registry: TaskRegistry,
+        globals_store: GlobalsStore,
+        task_store: TaskStore,
+        clock: ServerClock,
+    ) -> None:
+        self._registry = registry
+        self._globals = globals_store
+        self._tasks = task_store
+        self._clock = clock
+        self._touched = 0.0
+
+    def publish(self) -> None:
+        """Publish every registered definition and apply its evolution policy: a changed
+        trigger is reconciled, a new ``handler_version`` reprocesses records."""
+        for definition in self._registry:
+            published = self._globals.publish_spec(spec_of(definition))
+            if published.older:
+                logger.warning(
+                    "task %s: another instance runs a newer handler_version; the cluster "
+                    "plans with its definition",
+                    definition.name,
+                )
+                continue
+            if published.trigger_changed and definition.evolution.reconcile_on_trigger_change:
+                logger.info("task %s: trigger changed; reconciling", definition.name)
+                self._globals.mark_unreconciled([definition.name])
+            policy = definition.evolution.on_handler_version_change
+            if published.upgraded and policy != "none":
+                count = self._tasks.reprocess(definition, failed_only=policy == "reprocess_failed")
+                logger.info(
+                    "task %s: handler_version %d: %s reset %d record(s) to pending",
+                    definition.name, definition.evolution.handler_version, policy, count,
+                )  # fmt: skip
+        self._touched = time.monotonic()
+
+    def keep_fresh(self) -> None:
+        """Touch this instance's definitions, at most every ``SPEC_TOUCH_INTERVAL``, so
+        they do not expire while it runs."""
+        if time.monotonic() - self._touched > SPEC_TOUCH_INTERVAL:
+            self._globals.touch_specs([d.name for d in self._registry])
+            self._touched = time.monotonic()
+
+    def planning_registry(self) -> TaskRegistry:
+        """Every task some instance registers (recently): the leader plans them all, each
+        with the newest ``handler_version``'s definition."""
+        registry = TaskRegistry()
+        local = {d.name: d for d in self._registry}
+        for spec in self._globals.load_specs(self._clock.now() - SPEC_TTL):
+            name = str(spec.get("task"))
+            mine = local.pop(name, None)
+            version = mine.evolution.handler_version if mine else 0
+            newer = int(spec.get("handlerVersion", 1)) > version
+            try:
+                registry.add(definition_from_spec(spec) if newer or mine is None else mine)
+            except Exception:
+                logger.exception("ignoring the unreadable published definition of %r", name)
+        for definition in local.values():  # not published yet (should not happen)
+            registry.add(definition)
+        return registry

@@ -1,0 +1,194 @@
+"""Leadership: the election, and what this instance runs while it leads (the stream
+reader, the planner and the cleaner).
+
+The leader's threads start when the lease is won, are retired when it is lost, and
+restart when the definitions the cluster publishes change (the leader plans every
+published task). Retired threads stop on their own: each checks its stop event before
+every write, so the election's thread never waits for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pymongo.database import Database
+
+from ._threads import Loop
+from .catalogue import Catalogue
+from .cleanup import Cleaner
+from .clock import ServerClock
+from .definition import TaskDefinition
+from .leader import LeaderElector
+from .measurements import Measurements
+from .planner import Planner, StreamReader
+from .registry import TaskRegistry
+from .settings import Settings
+from .specs import planning_signature
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+
+class PlanningThreads(NamedTuple):
+    """The leader's threads."""
+
+    reader: StreamReader
+    planner: Planner
+    cleaner: Cleaner
+
+    @property
+    def is_running(self) -> bool:
+        """Whether every one of them still runs."""
+        return all(loop.is_running for loop in self)
+
+
+class Leadership:
+    """The leader election and the leader's threads: start, restart, retire."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Database[Document],
+        task_store: TaskStore,
+        globals_store: GlobalsStore,
+        catalogue: Catalogue,
+        clock: ServerClock,
+        measurements: Measurements,
+        hello: Callable[[], Document],
+        on_planned: Callable[[TaskDefinition], None],
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._tasks = task_store
+        self._globals = globals_store
+        self._catalogue = catalogue
+        self._clock = clock
+        self._measurements = measurements
+        self._on_planned = on_planned
+        self._current: PlanningThreads | None = None  # while leading
+        self._retired: list[Loop] = []
+        self._signature: tuple[Any, ...] = ()
+        self._elector = LeaderElector(
+            settings=settings,
+            store=globals_store,
+            clock=clock,
+            hello=hello,
+            on_elected=self._on_elected,
+            on_heartbeat=self._on_heartbeat,
+            on_deposed=self._retire,
+            measurements=measurements,
+        )
+
+    def start(self) -> None:
+        """Start taking part in the election."""
+        self._elector.start()
+
+    def stop(self) -> None:
+        """Leave the election (giving the lease up) and retire the leader's threads."""
+        self._elector.stop()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every thread; whether all finished."""
+        deadline = time.monotonic() + timeout
+        clean = self._elector.join(timeout)
+        self._retire()
+        for loop in list(self._retired):
+            if loop.join(max(0.0, deadline - time.monotonic())):
+                self._retired.remove(loop)
+            else:
+                logger.warning("%s did not stop within %.1fs", loop.name, timeout)
+        return clean and not self._retired
+
+    def is_leader(self) -> bool:
+        """Whether this instance currently plans for the cluster."""
+        return self._elector.is_leader()
+
+    def _on_elected(self) -> None:
+        self._start(self._catalogue.planning_registry())
+
+    def _on_heartbeat(self, leading: bool) -> None:
+        """Every election round: keep our definitions fresh; while leading, make sure
+        planning runs, with every definition the cluster publishes now."""
+        self._catalogue.keep_fresh()
+        if not leading:
+            return
+        current = self._current
+        if current is None or not current.is_running:
+            # The lease is ours, so a planner must run: never hold the lease and plan
+            # nothing. (A planner stops itself when it sees the lease lapse locally.)
+            logger.warning(
+                "this instance holds the lease but its planner had stopped; restarting it"
+            )
+            self._start(self._catalogue.planning_registry())
+            return
+        registry = self._catalogue.planning_registry()
+        if planning_signature(list(registry)) != self._signature:
+            logger.info("the published task definitions changed; restarting planning")
+            self._start(registry)
+
+    def _retire(self) -> None:
+        """Stop planning at once; the threads finish in the background."""
+        current, self._current = self._current, None
+        if current is not None:
+            for loop in current:
+                loop.stop()
+            self._retired.extend(current)
+
+    def _on_history_lost(self) -> None:
+        """The stream's history is gone: reconcile every task from the beginning.
+
+        Runs in the stream reader, after the stream closed and before it reopens from
+        now (the reader has logged why, at ERROR)."""
+        logger.info("reconciling every task from the beginning")
+        self._globals.reset_reconciliation()
+        current = self._current
+        if current is not None:
+            current.planner.request_reconciliation()
+
+    def _start(self, registry: TaskRegistry) -> None:
+        settings, elector = self._settings, self._elector
+        self._signature = planning_signature(list(registry))
+        events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2 * settings.batch_size)
+        reader = StreamReader(
+            settings=settings,
+            database=self._database,
+            registry=registry,
+            globals_store=self._globals,
+            events=events,
+            on_history_lost=self._on_history_lost,
+            measurements=self._measurements,
+            epoch=elector.epoch,
+        )
+        planner = Planner(
+            settings=settings,
+            registry=registry,
+            task_store=self._tasks,
+            globals_store=self._globals,
+            events=events,
+            stream_open=reader.opened,
+            is_leader=elector.is_leader,
+            on_planned=self._on_planned,
+            measurements=self._measurements,
+            epoch=elector.epoch,
+        )
+        cleaner = Cleaner(
+            settings=settings,
+            registry=registry,
+            task_store=self._tasks,
+            globals_store=self._globals,
+            clock=self._clock,
+            is_leader=elector.is_leader,
+        )
+        self._retire()
+        self._retired = [loop for loop in self._retired if not loop.join(0)]
+        self._current = PlanningThreads(reader, planner, cleaner)
+        for loop in self._current:
+            loop.start()

@@ -1,0 +1,347 @@
+"""``ReactiveTasks``: one mongoreact instance, the class behind the module-level API.
+
+A facade: it keeps the registrations and the life cycle's state, and hands the work
+on: to the runtime that ``start()`` builds (``_runtime``), to the management API
+(``management``) for queries and operators' actions, and to ``monitoring`` for figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+
+from ._runtime import Runtime
+from .clock import ServerClock
+from .cron import CronTask, build_cron_task
+from .dashboard.app import DashboardApp
+from .definition import Handler, TaskDefinition, build_definition
+from .errors import ConfigError, MongoReactError, NotStartedError
+from .locks import Lock
+from .management import RetryResult, TaskManager, TaskQuery, parse_sort
+from .measurements import Measurements
+from .monitoring import Figures, build_registry, stale_before
+from .options import InitOptions, TaskOptions, Unpack
+from .registry import TaskRegistry
+from .settings import Settings, build_settings
+from .store.connection import Connection
+from .store.cron import CronStore
+from .store.globals import GlobalsStore
+from .store.tasks import TaskStore
+from .transactions import with_transaction
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+State = Literal["new", "running", "stopped"]
+T = TypeVar("T")
+
+
+class ReactiveTasks:
+    """One mongoreact instance: its tasks, its leader election, planner and workers.
+
+    Several instances may live in one process; each behaves like a separate app
+    instance (its own ``instance_id``, threads and leases). Takes the options of
+    :func:`mongoreact.init`; bad options raise ``ConfigError`` here, not later.
+    """
+
+    def __init__(self, **options: Unpack[InitOptions]) -> None:
+        self._settings: Settings = build_settings(options)
+        self._registry = TaskRegistry()
+        self._cron_tasks: dict[str, CronTask] = {}
+        self._state: State = "new"
+        self._lock = threading.RLock()
+        self._connection = Connection(self._settings)
+        self._runtime: Runtime | None = None  # from start() on
+        self._prometheus: CollectorRegistry | None = None
+        self.clock = ServerClock()
+        self.measurements = Measurements()
+
+    # Registration.
+
+    def register(
+        self,
+        task: str | None = None,
+        collection: str | None = None,
+        handler: Handler | None = None,
+        **options: Unpack[TaskOptions],
+    ) -> TaskDefinition:
+        """Register a task (see the task options in the docs); before ``start()``."""
+        definition = build_definition(
+            {"task": task, "collection": collection, "handler": handler, **options}
+        )
+        with self._lock:
+            if self._state != "new":
+                raise ConfigError(
+                    "task",
+                    definition.name,
+                    "register every task before start(); registering on a running "
+                    "instance is not supported",
+                )
+            self._registry.add(definition)
+        return definition
+
+    def task(
+        self, task: str | None = None, collection: str | None = None, **options: Unpack[TaskOptions]
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`: ``@reactive.task(task=..., collection=...)``.
+
+        Validation happens when the decorator is applied; the function is returned
+        unchanged.
+        """
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(
+                task=task or getattr(handler, "__name__", None),
+                collection=collection,
+                handler=handler,
+                **options,
+            )
+            return handler
+
+        return decorate
+
+    def cron_task(self, name: str, schedule: object, handler: Callable[[], object]) -> CronTask:
+        """Register a cron task: ``handler()`` runs once per ``schedule`` across the
+        cluster (``"CRON <expr>"``, an interval, or ``schedule(now) -> datetime``)."""
+        cron = build_cron_task(name, schedule, handler)
+        with self._lock:
+            if self._state != "new":
+                raise ConfigError("name", name, "register cron tasks before start()")
+            if cron.name in self._cron_tasks:
+                raise ConfigError("name", name, "a cron task with this name already exists")
+            self._cron_tasks[cron.name] = cron
+        return cron
+
+    def run_cron_task(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
+        """Run cron task ``name`` now on whichever instance claims it first; with
+        ``wait``, return once that run has finished (``TimeoutError`` after ``timeout``)."""
+        manager = self._manager()
+        requested = manager.request_cron_run(name)
+        if self._runtime is not None:
+            self._runtime.wake_cron()
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while not manager.cron_run_finished(name, requested):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cron task {name!r} did not finish within {timeout}s")
+            pause.wait(0.05)
+
+    def cron_tasks(self) -> list[dict[str, Any]]:
+        """Every cron task's schedule, lease and recent runs (any instance's)."""
+        return self._manager().cron_tasks()
+
+    @property
+    def definitions(self) -> list[TaskDefinition]:
+        """The registered tasks."""
+        return list(self._registry)
+
+    @property
+    def settings(self) -> Settings:
+        """The options this instance was built with."""
+        return self._settings
+
+    @property
+    def database(self) -> Database[Document]:
+        """The database the tasks live in (connecting if needed); its ``client`` starts
+        the sessions handlers pass to ``get_document(session=...)``."""
+        return self._db()
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's id (leases and records name it)."""
+        return self._settings.instance_id
+
+    # Life cycle.
+
+    def start(self) -> None:
+        """Connect, create indexes, check every task with the server, start the threads.
+
+        Non-blocking: planning and work happen on background threads. Idempotent.
+        """
+        with self._lock:
+            if self._state == "running":
+                return
+            if self._state == "stopped":
+                raise MongoReactError("a stopped ReactiveTasks cannot be started again")
+            if not len(self._registry) and not self._cron_tasks:
+                raise ConfigError("register", None, "register at least one task before start()")
+            runtime = Runtime(
+                settings=self._settings,
+                registry=self._registry,
+                cron_tasks=self._cron_tasks,
+                database=self._connection.database(),
+                clock=self.clock,
+                measurements=self.measurements,
+                collections=lambda: list(self._manager().collections(None).values()),
+            )
+            try:
+                runtime.prepare()
+            except Exception:
+                self._connection.close()
+                raise
+            runtime.start()
+            self._runtime = runtime
+            self._state = "running"
+        logger.info(
+            "mongoreact instance %s started with %d task(s)",
+            self.instance_id,
+            len(self._registry),
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop planning and claiming, wait up to ``timeout`` seconds for running
+        handlers, give up the leader lease. Returns ``True`` if shutdown was clean (no
+        handler was still running). Safe to call more than once."""
+        with self._lock:
+            runtime = self._runtime
+            if self._state != "running" or runtime is None:
+                self._state = "stopped"
+                self._connection.close()  # a client opened for the management API
+                return True
+            self._state = "stopped"
+        clean = runtime.stop(timeout)
+        # A handler still running may still use the client: close it after that.
+        runtime.after_handlers(self._connection.close)
+        logger.info("mongoreact instance %s stopped (clean: %s)", self.instance_id, clean)
+        return clean
+
+    @property
+    def is_running(self) -> bool:
+        """Between ``start()`` and ``stop()``."""
+        return self._state == "running"
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this instance currently plans for the cluster."""
+        return self._runtime is not None and self._runtime.is_leader()
+
+    def wake_workers(self) -> None:
+        """Have this instance's workers poll for due tasks now."""
+        if self._runtime is not None:
+            self._runtime.wake_workers()
+
+    # Management API (works before start(), and for tasks other instances register).
+
+    def get_tasks(
+        self,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
+        limit: int = 50,
+        skip: int = 0,
+        sort: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Task records matching the filters, one page (``limit``/``skip``), sorted
+        (default ``nextRunAt`` ascending); see docs/management.md."""
+        query = TaskQuery.build(task, status, error, source_doc_filter)
+        return self._manager().find(query, limit=limit, skip=skip, sort=parse_sort(sort))
+
+    def count_tasks(
+        self,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
+    ) -> int:
+        """How many task records match the filters."""
+        return self._manager().count(TaskQuery.build(task, status, error, source_doc_filter))
+
+    def retry_tasks(
+        self,
+        task: str | None = None,
+        status: str | Sequence[str] | None = None,
+        source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
+    ) -> RetryResult:
+        """Run matching tasks again now, with a fresh attempt count. Safe while they
+        run: a running task becomes ``processing_dirty`` and runs again after."""
+        return self._manager().retry(TaskQuery.build(task, status, error, source_doc_filter))
+
+    def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None:
+        """The record of ``task`` for source document ``doc_id``, with its history."""
+        return self._manager().get(task, doc_id)
+
+    # Metrics.
+
+    def prometheus_registry(self) -> CollectorRegistry | None:
+        """A prometheus-client ``CollectorRegistry`` with mongoreact's metrics, or
+        ``None`` when monitoring is disabled or prometheus-client is not installed."""
+        if not self._settings.monitoring.enabled:
+            return None
+        with self._lock:
+            if self._prometheus is None:
+                self._prometheus = build_registry(self._figures)
+            return self._prometheus
+
+    def _figures(self) -> Figures:
+        runtime = self._runtime
+        if runtime is None or not self.is_running:
+            return {"measurements": self.measurements.snapshot()}
+        return runtime.read_figures()
+
+    # Dashboard.
+
+    def dashboard_app(
+        self, *, read_only: bool = False, auth: Callable[[dict[str, Any]], bool] | None = None
+    ) -> DashboardApp:
+        """The web dashboard as a WSGI application (mount it, or ``mongoreact dashboard``).
+        ``auth(environ) -> bool`` may refuse requests; ``read_only`` refuses actions."""
+        return DashboardApp(self, read_only=read_only, auth=auth)
+
+    def overview(self) -> dict[str, Any]:
+        """Counts per task and status, lag, the leader and the instances heard from."""
+        now = self.clock.now()
+        return self._manager().overview(now, stale_before(now, self._settings))
+
+    def defer_task(self, task: str, doc_id: Any, delay: dt.timedelta) -> int:
+        """Make one waiting or failed task due only after ``delay``."""
+        return self._manager().defer(task, doc_id, self.clock.now() + delay)
+
+    # Helpers.
+
+    def with_lock(self, key: object, ttl: object = "30s", wait: object = "3s") -> Lock:
+        """A distributed lock on ``key`` (context manager or decorator), renewed while
+        held; ``LockAlreadyAcquiredError`` if it stays taken for ``wait``."""
+        return Lock(self._db(), key, ttl=ttl, wait=wait)
+
+    def with_transaction(self, fn: Callable[[ClientSession], T]) -> T:
+        """``fn(session)`` in a transaction, retried on transient errors; post-commit
+        hooks (``register_post_commit_hook``) run once, after the commit."""
+        return with_transaction(self._db().client, fn)
+
+    def _db(self) -> Database[Document]:
+        """The database, connecting without starting when needed (management, helpers)."""
+        with self._lock:
+            if self._state == "stopped":
+                raise NotStartedError("this instance is stopped")
+            return self._connection.database()
+
+    def _manager(self) -> TaskManager:
+        database = self._db()
+        return TaskManager(
+            TaskStore(database),
+            GlobalsStore(database, self._settings.globals_collection),
+            CronStore(database),
+            {d.name: d.collection for d in self._registry},
+        )
+
+    def __enter__(self) -> ReactiveTasks:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
