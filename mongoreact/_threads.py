@@ -30,6 +30,7 @@ class Loop(abc.ABC):
         self.name = name
         self.stopping = threading.Event()
         self._wakeup = threading.Event()  # set by stop() and wake()
+        self.woken = False  # whether wake() (or stop()) ended the last wait early
         self._thread: threading.Thread | None = None
 
     @abc.abstractmethod
@@ -79,8 +80,7 @@ class Loop(abc.ABC):
                 except Exception as error:
                     log_failure(logger, error, "%s: error; retrying in %.1fs", self.name, pause)
                     wait, pause = pause, min(pause * 2, ERROR_PAUSE_MAX)
-                if wait > 0:
-                    self._wakeup.wait(wait)
+                self.woken = wait > 0 and self._wakeup.wait(wait)
         finally:
             try:
                 self.on_stop()

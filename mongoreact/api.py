@@ -1,32 +1,31 @@
 """The module-level API: one default ``ReactiveTasks`` per process.
 
-``mongoreact.init(...)`` creates it; ``register``, ``task``, ``start`` and ``stop`` act
-on it. Code that needs several instances uses ``ReactiveTasks`` directly.
+``mongoreact.init(...)`` creates it; ``register``, ``task``, ``start``, ``stop`` and the
+other functions act on it, with the signatures and docstrings of the ``ReactiveTasks``
+methods of the same names. Code that needs several instances uses ``ReactiveTasks``
+directly.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-import re
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pymongo.client_session import ClientSession
 
-from .definition import Handler, TaskDefinition
 from .errors import MongoReactError, NotStartedError
-from .locks import Lock
-from .management import RetryResult
-from .options import InitOptions, TaskOptions, Unpack
+from .options import InitOptions, Unpack
 from .reactive_tasks import ReactiveTasks
-
-if TYPE_CHECKING:
-    from prometheus_client.registry import CollectorRegistry
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 _default: ReactiveTasks | None = None
 _lock = threading.Lock()
@@ -52,28 +51,6 @@ def instance() -> ReactiveTasks:
     return _default
 
 
-def register(
-    task: str | None = None,
-    collection: str | None = None,
-    handler: Handler | None = None,
-    **options: Unpack[TaskOptions],
-) -> TaskDefinition:
-    """Register a task on the default instance (see ``ReactiveTasks.register``)."""
-    return instance().register(task=task, collection=collection, handler=handler, **options)
-
-
-def task(
-    task: str | None = None, collection: str | None = None, **options: Unpack[TaskOptions]
-) -> Callable[[Handler], Handler]:
-    """Decorator registering the decorated function as a task's handler."""
-    return instance().task(task=task, collection=collection, **options)
-
-
-def start() -> None:
-    """Start the default instance's threads (non-blocking, idempotent)."""
-    instance().start()
-
-
 def stop(timeout: float = 30.0) -> bool:
     """Stop the default instance; ``True`` if no handler was left running."""
     if _default is None:
@@ -81,60 +58,34 @@ def stop(timeout: float = 30.0) -> bool:
     return _default.stop(timeout)
 
 
-def get_tasks(
-    task: str | None = None,
-    status: str | Sequence[str] | None = None,
-    source_doc_filter: Mapping[str, Any] | None = None,
-    error: str | re.Pattern[str] | None = None,
-    limit: int = 50,
-    skip: int = 0,
-    sort: Any = None,
-) -> list[dict[str, Any]]:
-    """Task records matching the filters (see ``ReactiveTasks.get_tasks``)."""
-    return instance().get_tasks(task, status, source_doc_filter, error, limit, skip, sort)
+def _on_default(method: Callable[Concatenate[ReactiveTasks, P], R]) -> Callable[P, R]:
+    """``ReactiveTasks.method`` as a function acting on the default instance, with the
+    method's signature and docstring."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(instance(), *args, **kwargs)
+
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
+    call.__module__, call.__qualname__ = __name__, method.__name__
+    return call
 
 
-def count_tasks(
-    task: str | None = None,
-    status: str | Sequence[str] | None = None,
-    source_doc_filter: Mapping[str, Any] | None = None,
-    error: str | re.Pattern[str] | None = None,
-) -> int:
-    """How many task records match (see ``ReactiveTasks.count_tasks``)."""
-    return instance().count_tasks(task, status, source_doc_filter, error)
-
-
-def retry_tasks(
-    task: str | None = None,
-    status: str | Sequence[str] | None = None,
-    source_doc_filter: Mapping[str, Any] | None = None,
-    error: str | re.Pattern[str] | None = None,
-) -> RetryResult:
-    """Run matching tasks again (see ``ReactiveTasks.retry_tasks``)."""
-    return instance().retry_tasks(task, status, source_doc_filter, error)
-
-
-def get_task(task: str, doc_id: Any) -> dict[str, Any] | None:
-    """One task record with its execution history."""
-    return instance().get_task(task, doc_id)
-
-
-def prometheus_registry() -> CollectorRegistry | None:
-    """The default instance's Prometheus registry (``None`` if monitoring is off or
-    prometheus-client is missing)."""
-    return instance().prometheus_registry()
-
-
-def dashboard_app(
-    *, read_only: bool = False, auth: Callable[[dict[str, Any]], bool] | None = None
-) -> Any:
-    """The default instance's web dashboard, a WSGI application."""
-    return instance().dashboard_app(read_only=read_only, auth=auth)
-
-
-def with_lock(key: object, ttl: object = "30s", wait: object = "3s") -> Lock:
-    """A distributed lock on the default instance's database (see ``ReactiveTasks``)."""
-    return instance().with_lock(key, ttl=ttl, wait=wait)
+register = _on_default(ReactiveTasks.register)
+task = _on_default(ReactiveTasks.task)
+start = _on_default(ReactiveTasks.start)
+get_tasks = _on_default(ReactiveTasks.get_tasks)
+count_tasks = _on_default(ReactiveTasks.count_tasks)
+retry_tasks = _on_default(ReactiveTasks.retry_tasks)
+get_task = _on_default(ReactiveTasks.get_task)
+prometheus_registry = _on_default(ReactiveTasks.prometheus_registry)
+dashboard_app = _on_default(ReactiveTasks.dashboard_app)
+with_lock = _on_default(ReactiveTasks.with_lock)
+cron_task = _on_default(ReactiveTasks.cron_task)
+run_cron_task = _on_default(ReactiveTasks.run_cron_task)
 
 
 def with_transaction(fn: Callable[[ClientSession], T]) -> T:
@@ -161,13 +112,3 @@ def install_signal_handlers(timeout: float = 30.0) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, handle)
-
-
-def cron_task(name: str, schedule: object, handler: Callable[[], object]) -> Any:
-    """Register a cron task on the default instance (see ``ReactiveTasks.cron_task``)."""
-    return instance().cron_task(name, schedule, handler)
-
-
-def run_cron_task(name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
-    """Run a cron task now (see ``ReactiveTasks.run_cron_task``)."""
-    instance().run_cron_task(name, wait=wait, timeout=timeout)

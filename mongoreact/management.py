@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import heapq
+import inspect
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import attrs
 
@@ -28,6 +29,9 @@ from .store.tasks import TaskStore
 from .triggers import check_no_server_code
 
 Document = dict[str, Any]
+S = TypeVar("S")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 DEFAULT_SORT: Final = (("nextRunAt", 1), ("_id", 1))
 MAX_LIMIT: Final = 1000
@@ -60,10 +64,13 @@ class TaskQuery:
         cls,
         task: str | None = None,
         status: str | Sequence[str] | None = None,
-        error: str | re.Pattern[str] | None = None,
         source_doc_filter: Mapping[str, Any] | None = None,
+        error: str | re.Pattern[str] | None = None,
     ) -> TaskQuery:
-        """Validate the filters; ``ConfigError`` names the bad one."""
+        """Validate the filters; ``ConfigError`` names the bad one.
+
+        The one declaration of the management API's filters: ``filtered`` gives a
+        method taking a ``TaskQuery`` these parameters."""
         if task is not None and (not isinstance(task, str) or not task):
             raise ConfigError("task", task, "expected a task name")
         statuses: tuple[str, ...] = ()
@@ -96,6 +103,29 @@ class TaskQuery:
             # A substring: escaped, so "(" or "." in an error message match literally.
             query["lastError"] = {"$regex": re.escape(self.error)}
         return query
+
+
+def _with_filters_of(
+    build: Callable[P, TaskQuery],
+) -> Callable[[Callable[[S, TaskQuery], R]], Callable[Concatenate[S, P], R]]:
+    def decorate(method: Callable[[S, TaskQuery], R]) -> Callable[Concatenate[S, P], R]:
+        @functools.wraps(method)
+        def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return method(self, build(*args, **kwargs))
+
+        own = inspect.signature(method)
+        first = next(iter(own.parameters.values()))
+        call.__signature__ = own.replace(  # type: ignore[attr-defined]
+            parameters=[first, *inspect.signature(build).parameters.values()]
+        )
+        return call
+
+    return decorate
+
+
+#: Decorator: ``method(self, query)`` becomes ``method(self, task=None, status=None,
+#: source_doc_filter=None, error=None)``, the filters declared once, on ``TaskQuery.build``.
+filtered = _with_filters_of(TaskQuery.build)
 
 
 def parse_sort(sort: object) -> list[tuple[str, int]]:

@@ -25,7 +25,7 @@ from .dashboard.app import DashboardApp
 from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .locks import Lock
-from .management import RetryResult, TaskManager, TaskQuery, parse_sort
+from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
 from .measurements import Measurements
 from .monitoring import Figures, build_registry, stale_before
 from .options import InitOptions, TaskOptions, Unpack
@@ -247,29 +247,19 @@ class ReactiveTasks:
     ) -> list[dict[str, Any]]:
         """Task records matching the filters, one page (``limit``/``skip``), sorted
         (default ``nextRunAt`` ascending); see docs/management.md."""
-        query = TaskQuery.build(task, status, error, source_doc_filter)
+        query = TaskQuery.build(task, status, source_doc_filter, error)
         return self._manager().find(query, limit=limit, skip=skip, sort=parse_sort(sort))
 
-    def count_tasks(
-        self,
-        task: str | None = None,
-        status: str | Sequence[str] | None = None,
-        source_doc_filter: Mapping[str, Any] | None = None,
-        error: str | re.Pattern[str] | None = None,
-    ) -> int:
-        """How many task records match the filters."""
-        return self._manager().count(TaskQuery.build(task, status, error, source_doc_filter))
+    @filtered
+    def count_tasks(self, query: TaskQuery) -> int:
+        """How many task records match the filters (those of ``get_tasks``)."""
+        return self._manager().count(query)
 
-    def retry_tasks(
-        self,
-        task: str | None = None,
-        status: str | Sequence[str] | None = None,
-        source_doc_filter: Mapping[str, Any] | None = None,
-        error: str | re.Pattern[str] | None = None,
-    ) -> RetryResult:
+    @filtered
+    def retry_tasks(self, query: TaskQuery) -> RetryResult:
         """Run matching tasks again now, with a fresh attempt count. Safe while they
         run: a running task becomes ``processing_dirty`` and runs again after."""
-        return self._manager().retry(TaskQuery.build(task, status, error, source_doc_filter))
+        return self._manager().retry(query)
 
     def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None:
         """The record of ``task`` for source document ``doc_id``, with its history."""

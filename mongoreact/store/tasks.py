@@ -18,7 +18,7 @@ from pymongo.read_preferences import ReadPreference
 from ..clock import as_utc
 from ..definition import TASKS_SUFFIX, TaskDefinition
 from ..durations import to_milliseconds
-from ..records import PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
+from ..records import FAILED, PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
 from . import pipelines
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class TaskStore:
         summary: dict[str, TaskQueue] = {}
         for collection in sorted(set(collections)):
             stats = self.queue_stats(
-                collection + "_tasks", read_preference, all_statuses=all_statuses
+                collection + TASKS_SUFFIX, read_preference, all_statuses=all_statuses
             )
             for row in stats:
                 task, status = row["_id"]["task"], row["_id"]["status"]
@@ -177,9 +177,9 @@ class TaskStore:
 
     def defer(self, source_collection: str, task: str, doc_id: Any, until: Any) -> int:
         """Make a waiting or failed record due at ``until`` (an operator's deferral)."""
-        result = self._db[source_collection + "_tasks"].update_one(
-            {"task": task, "sourceDocId": doc_id, "status": {"$in": ["pending", "failed"]}},
-            {"$set": {"status": "pending", "nextRunAt": until}},
+        result = self._db[source_collection + TASKS_SUFFIX].update_one(
+            {"task": task, "sourceDocId": doc_id, "status": {"$in": [PENDING, FAILED]}},
+            {"$set": {"status": PENDING, "nextRunAt": until}},
         )
         return result.modified_count
 
@@ -188,7 +188,7 @@ class TaskStore:
         one server-side update; running records become ``processing_dirty``."""
         query: Document = {"task": definition.name, "matched": {"$ne": False}}
         if failed_only:
-            query["status"] = "failed"
+            query["status"] = FAILED
         result = self._db[definition.tasks_collection].update_many(
             query, pipelines.reprocess_update()
         )

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import as_utc
+from ..records import ACTIVE, FAILED, PENDING
 
 if TYPE_CHECKING:
     from ..reactive_tasks import ReactiveTasks
@@ -20,14 +21,14 @@ FAST_SETTINGS: Final[dict[str, Any]] = {
     "leader_heartbeat": 200,
     "leader_ttl": 1000,
 }
-_BUSY: Final = ("processing", "processing_dirty")
+_BUSY: Final = ACTIVE
 
 
 def _busy(engine: ReactiveTasks) -> bool:
     """Whether a task runs, or is pending and already due."""
     if engine.count_tasks(status=list(_BUSY)):
         return True
-    first = engine.get_tasks(status="pending", limit=1, sort=[("nextRunAt", 1)])
+    first = engine.get_tasks(status=PENDING, limit=1, sort=[("nextRunAt", 1)])
     due = first[0].get("nextRunAt") if first else None
     return due is not None and as_utc(due) <= engine.clock.now()
 
@@ -57,7 +58,7 @@ def assert_no_task_errors(engine: ReactiveTasks, task: str | None = None) -> Non
     failing = [
         record
         for record in engine.get_tasks(task=task, limit=1000)
-        if record.get("status") == "failed" or record.get("lastError")
+        if record.get("status") == FAILED or record.get("lastError")
     ]
     if failing:
         lines = [

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import mongoreact.claim_policy as claim_policy
 import mongoreact.worker as worker
 
 from .fake_store import FakeStore, make_pool, wait_for
@@ -53,7 +54,7 @@ def test_short_runs_are_claimed_ahead_so_a_claim_serves_many_runs() -> None:
 def test_nothing_is_claimed_ahead_for_runs_longer_than_the_horizon(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker, "PREFETCH_HORIZON", 0.001)
+    monkeypatch.setattr(claim_policy, "PREFETCH_HORIZON", 0.001)
     store = FakeStore()
     pool, _ = make_pool(store, lambda ctx: threading.Event().wait(0.02), concurrency=2)
     drain(store, pool, 12)

@@ -1,0 +1,146 @@
+"""The dispatcher: one thread per instance that claims due tasks for the worker threads.
+
+It claims in batches (two commands, whatever the batch size) as the claim policy
+allows, and hands the claims to the pool; one claimer per instance keeps concurrent
+claims (and their contention on the index head) down. Polling adapts: after an empty
+claim the wait doubles from ``poll_min`` up to ``poll_max``; a found task resets it,
+and so does a wake-up from this instance's planner, which knows when the work it
+planned is due.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from ._retry import log_failure
+from ._threads import Loop
+from .admission import Admission
+from .clock import ServerClock
+from .records import ClaimedTask
+from .registry import TaskRegistry
+from .settings import Settings
+from .store.protocols import WorkStore
+
+logger = logging.getLogger(__name__)
+
+POLL_JITTER: Final = 0.1  # seconds; spreads the polls of instances started together
+ROOM_WAIT: Final = 0.25  # a run finishing wakes the dispatcher sooner
+CONTENDED_SPREAD: Final = 4
+CONTENDED_CLAIMS: Final = 20
+
+
+class Dispatcher(Loop):
+    """Claims due tasks while ``room()`` says there are threads for them, and passes
+    them to ``hand_over``."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: TaskRegistry,
+        store: WorkStore,
+        clock: ServerClock,
+        admission: Admission,
+        room: Callable[[], int],
+        hand_over: Callable[[list[ClaimedTask]], None],
+    ) -> None:
+        super().__init__(f"mongoreact-dispatch-{settings.instance_id}")
+        self._settings = settings
+        self._registry = registry
+        self._store = store
+        self._clock = clock
+        self._admission = admission
+        self._room = room
+        self._hand_over = hand_over
+        self._poll_min = settings.poll_min.total_seconds()
+        self._poll_max = settings.poll_max.total_seconds()
+        self._backoff = self._poll_min
+        self._idle = False  # the last step ended in an idle wait
+        self._lock = threading.Lock()
+        # Every scheduled wake-up (monotonic times, a heap): a later one must survive an
+        # earlier one firing, or a retry or deferral waits for the idle back-off.
+        self._wake_times: list[float] = []
+        self._rotation = 0
+        self._contended: dict[str, int] = {}  # claims left to spread, per collection
+
+    def wake_in(self, delay: float) -> None:
+        """Poll at once, or at the latest ``delay`` seconds from now."""
+        at = time.monotonic() + max(0.0, delay)
+        with self._lock:
+            heapq.heappush(self._wake_times, at)
+        self.wake()
+
+    def step(self) -> float:
+        if self._idle:
+            self._idle = False
+            if self._wake_due():
+                self._backoff = self._poll_min
+            elif not self.woken:
+                self._backoff = min(self._backoff * 2, self._poll_max)
+        room = self._room()
+        if room == 0:
+            return ROOM_WAIT
+        try:
+            claims = self._claim_next(room)
+        except Exception as error:
+            log_failure(logger, error, "claiming a task failed; retrying in %.1fs", self._backoff)
+            claims = []
+        if claims:
+            self._hand_over(claims)
+            self._backoff = self._poll_min
+            return 0.0
+        self._idle = True
+        return self._next_wait()
+
+    def _claim_next(self, limit: int) -> list[ClaimedTask]:
+        groups = list(self._registry.tasks_collections.items())
+        if not groups:
+            return []
+        # Start with a different collection each time so one busy collection cannot
+        # starve the others.
+        self._rotation = (self._rotation + 1) % len(groups)
+        for tasks_collection, definitions in groups[self._rotation :] + groups[: self._rotation]:
+            names = [d.name for d in definitions if self._admission.allows(d.name, d.collection)]
+            if not names:
+                continue
+            batch = self._store.claim_many(
+                tasks_collection,
+                names,
+                now=self._clock.now(),
+                instance_id=self._settings.instance_id,
+                lease=self._settings.task_lease,
+                limit=limit,
+                spread=CONTENDED_SPREAD if self._contended.get(tasks_collection) else 1,
+            )
+            # After a collision with another instance, spread the next claims over more
+            # candidates for a while; then go back to strict overdue order.
+            if batch.lost:
+                self._contended[tasks_collection] = CONTENDED_CLAIMS
+            elif self._contended.get(tasks_collection):
+                self._contended[tasks_collection] -= 1
+            if batch.claims:
+                return batch.claims
+        return []
+
+    def _next_wait(self) -> float:
+        wait = self._backoff + random.uniform(0, POLL_JITTER)
+        with self._lock:
+            if self._wake_times:
+                wait = min(wait, max(0.0, self._wake_times[0] - time.monotonic()))
+        return wait
+
+    def _wake_due(self) -> bool:
+        """Whether a scheduled wake-up has come (each fires once; later ones are kept)."""
+        now = time.monotonic()
+        due = False
+        with self._lock:
+            while self._wake_times and self._wake_times[0] <= now:
+                heapq.heappop(self._wake_times)
+                due = True
+        return due
