@@ -23,9 +23,10 @@ from .api import (
     with_transaction,
 )
 from .batches import process_in_batches
-from .context import TaskContext
-from .definition import CleanupPolicy, Evolution, TaskDefinition
+from .config.definition import CleanupPolicy, Evolution, TaskDefinition
+from .config.settings import MonitoringOptions
 from .errors import ConfigError, MongoReactError, NotStartedError, TaskConditionFailedError
+from .execution.context import TaskContext
 from .locks import Lock, LockAlreadyAcquiredError
 from .management import RetryResult
 from .policies.retry import RetryPolicy
@@ -39,7 +40,6 @@ from .records import (
     STATUSES,
     TaskInfo,
 )
-from .settings import MonitoringOptions
 from .transactions import register_post_commit_hook
 
 __all__ = [

@@ -16,25 +16,25 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from ._threads import Loop
-from .admission import Admission, ConcurrencySlots
-from .catalogue import Catalogue
-from .clock import ServerClock
+from .cluster.catalogue import Catalogue
+from .cluster.clock import ServerClock
+from .cluster.leadership import Leadership
+from .cluster.registry import TaskRegistry
+from .cluster.throttles import Throttles
+from .config.definition import TaskDefinition
+from .config.settings import Settings
 from .cron import CronRunner, CronTask
-from .definition import TaskDefinition
 from .errors import ConfigError, MongoReactError
-from .leadership import Leadership
-from .leases import LeaseKeeper
-from .measurements import Measurements
-from .monitoring import FigureReader, Figures, MetricsPusher
-from .registry import TaskRegistry
-from .settings import Settings
+from .execution.admission import Admission, ConcurrencySlots
+from .execution.leases import LeaseKeeper
+from .execution.worker import WorkerPool
+from .monitoring.measurements import Measurements
+from .monitoring.prometheus import FigureReader, Figures, MetricsPusher
 from .store.cron import CronStore
 from .store.globals import GlobalsStore
 from .store.server import hello
 from .store.slots import SlotStore
 from .store.tasks import TaskStore
-from .throttles import Throttles
-from .worker import WorkerPool
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import attrs
 from bson import ObjectId
 
 from ._threads import Loop, Renewal
-from .clock import ServerClock
+from .cluster.clock import ServerClock
+from .config.schedule import Schedule
+from .config.settings import Settings
 from .errors import ConfigError
-from .schedule import Schedule
-from .settings import Settings
 from .store.cron import CronStore
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from .context import TaskContext
+from .execution.context import TaskContext
 from .reactive_tasks import ReactiveTasks
 from .records import PENDING, PROCESSING, PROCESSING_DIRTY
 from .testing import EmbeddedServer

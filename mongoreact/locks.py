@@ -24,7 +24,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from ._threads import Renewal
-from .durations import parse_duration
+from .config.durations import parse_duration
 from .errors import ConfigError, MongoReactError
 from .store.locks import LockStore
 

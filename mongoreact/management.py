@@ -20,13 +20,13 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 import attrs
 
 from .batches import batched
-from .clock import as_utc
+from .cluster.clock import as_utc
+from .config.triggers import check_no_server_code
 from .errors import ConfigError
 from .records import STATUSES, TaskQueue
 from .store.cron import CronStore
 from .store.globals import GlobalsStore
 from .store.tasks import TaskStore
-from .triggers import check_no_server_code
 
 Document = dict[str, Any]
 S = TypeVar("S")

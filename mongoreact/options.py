@@ -22,10 +22,10 @@ else:  # pragma: no cover - Python 3.10
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from .definition import CleanupPolicy, Evolution
+    from .config.definition import CleanupPolicy, Evolution
+    from .config.settings import MonitoringOptions
     from .policies.retry import RetryPolicy
     from .records import TaskInfo
-    from .settings import MonitoringOptions
 
 __all__ = ["Duration", "InitOptions", "TaskOptions", "Unpack", "option_names"]
 

@@ -19,18 +19,18 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
 from ._runtime import Runtime
-from .clock import ServerClock
+from .cluster.clock import ServerClock
+from .cluster.registry import TaskRegistry
+from .config.definition import Handler, TaskDefinition, build_definition
+from .config.settings import Settings, build_settings
 from .cron import CronTask, build_cron_task
 from .dashboard.app import DashboardApp
-from .definition import Handler, TaskDefinition, build_definition
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
-from .measurements import Measurements
-from .monitoring import Figures, build_registry, stale_before
+from .monitoring.measurements import Measurements
+from .monitoring.prometheus import Figures, build_registry, stale_before
 from .options import InitOptions, TaskOptions, Unpack
-from .registry import TaskRegistry
-from .settings import Settings, build_settings
 from .store.connection import Connection
 from .store.cron import CronStore
 from .store.globals import GlobalsStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Final
 
 import attrs
@@ -50,6 +51,22 @@ def by_collection(claims: list[ClaimedTask]) -> dict[str, list[ClaimedTask]]:
     for claim in claims:
         grouped.setdefault(claim.tasks_collection, []).append(claim)
     return grouped
+
+
+@attrs.frozen
+class Finalized:
+    """What a finalize did: ``written`` unless the claim no longer owned the record;
+    when the write returned it, the record's new ``status`` and ``next_run_at`` (a write
+    in a batch does not: then both are ``None`` and ``known`` is false)."""
+
+    written: bool
+    known: bool = False
+    status: str | None = None
+    next_run_at: dt.datetime | None = None
+
+
+NOT_OWNED: Final = Finalized(written=False)
+WRITTEN_IN_BATCH: Final = Finalized(written=True)
 
 
 @attrs.frozen

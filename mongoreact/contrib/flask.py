@@ -13,7 +13,7 @@ import atexit
 from collections.abc import Callable
 from typing import Any
 
-from ..definition import Handler
+from ..config.definition import Handler
 from ..errors import ConfigError, NotStartedError
 from ..reactive_tasks import ReactiveTasks
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 from bson import json_util
 
-from ..durations import parse_duration
+from ..config.durations import parse_duration
 from ..errors import ConfigError
 
 if TYPE_CHECKING:

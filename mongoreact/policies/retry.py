@@ -12,11 +12,18 @@ from typing import Any, Final
 
 import attrs
 
-from .._validate import as_choice, as_int, as_mapping, bool_field, duration_field, field_names
-from ..clock import as_utc
-from ..durations import parse_duration
+from ..cluster.clock import as_utc
+from ..config._validate import (
+    as_choice,
+    as_int,
+    as_mapping,
+    bool_field,
+    duration_field,
+    field_names,
+)
+from ..config.durations import parse_duration
+from ..config.schedule import Schedule
 from ..errors import ConfigError
-from ..schedule import Schedule
 
 UNLIMITED: Final = -1
 DEFAULT_MAX_ATTEMPTS: Final = 5

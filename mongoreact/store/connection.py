@@ -14,8 +14,8 @@ from pymongo.read_preferences import ReadPreference
 from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
+from ..config.settings import Settings
 from ..errors import ConfigError
-from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 

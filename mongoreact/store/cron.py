@@ -15,8 +15,8 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from ..clock import as_utc
-from ..durations import to_milliseconds
+from ..cluster.clock import as_utc
+from ..config.durations import to_milliseconds
 from .pipelines import EPOCH, NOW
 
 Document = dict[str, Any]

@@ -10,8 +10,8 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ..clock import as_utc
-from ..durations import to_milliseconds
+from ..cluster.clock import as_utc
+from ..config.durations import to_milliseconds
 from .pipelines import EPOCH, NOW
 
 LEADER_ID: Final = "leader"

@@ -15,7 +15,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from ..durations import to_milliseconds
+from ..config.durations import to_milliseconds
 from .pipelines import EPOCH, NOW
 
 LOCKS_COLLECTION: Final = "_mongoreact_locks"

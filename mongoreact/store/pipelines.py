@@ -13,8 +13,8 @@ from typing import Any, Final
 from bson import ObjectId
 from pymongo import IndexModel
 
-from ..definition import TaskDefinition
-from ..outcome import Outcome
+from ..config.definition import TaskDefinition
+from ..execution.outcome import Outcome
 from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY
 
 NOW: Final = "$$NOW"

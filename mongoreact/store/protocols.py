@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo.client_session import ClientSession
 
-from ..records import BatchClaim, ClaimedTask
+from ..records import BatchClaim, ClaimedTask, Finalized
 
 if TYPE_CHECKING:
-    from ..definition import TaskDefinition
+    from ..config.definition import TaskDefinition
 
 Document = dict[str, Any]
 
@@ -50,13 +50,11 @@ class WorkStore(LeaseStore, Protocol):
 
     def finalize(
         self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
-    ) -> Document | None:
+    ) -> Finalized:
         """Close a run if the claim still owns its record."""
         ...
 
-    def finalize_many(
-        self, requests: list[tuple[ClaimedTask, list[Document]]]
-    ) -> list[Document | None]:
+    def finalize_many(self, requests: list[tuple[ClaimedTask, list[Document]]]) -> list[Finalized]:
         """``finalize`` for several claims at once."""
         ...
 

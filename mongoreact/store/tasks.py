@@ -15,10 +15,20 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.read_preferences import ReadPreference
 
-from ..clock import as_utc
-from ..definition import TASKS_SUFFIX, TaskDefinition
-from ..durations import to_milliseconds
-from ..records import FAILED, PENDING, BatchClaim, ClaimedTask, TaskQueue, by_collection
+from ..cluster.clock import as_utc
+from ..config.definition import TASKS_SUFFIX, TaskDefinition
+from ..config.durations import to_milliseconds
+from ..records import (
+    FAILED,
+    NOT_OWNED,
+    PENDING,
+    WRITTEN_IN_BATCH,
+    BatchClaim,
+    ClaimedTask,
+    Finalized,
+    TaskQueue,
+    by_collection,
+)
 from . import pipelines
 
 logger = logging.getLogger(__name__)
@@ -300,12 +310,12 @@ class TaskStore:
 
     def finalize(
         self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
-    ) -> Document | None:
+    ) -> Finalized:
         """Apply a finalize ``update`` if the claim still owns the record (inside
         ``session``'s transaction if given).
 
-        Returns the record's new ``status`` and ``nextRunAt`` (so a follow-up run can be
-        scheduled locally), or ``None`` if the claim no longer owns the record.
+        The answer carries the record's new ``status`` and ``nextRunAt`` (so a follow-up
+        run can be scheduled locally), or says the claim no longer owns the record.
         """
         collection = self._db[claim.tasks_collection]
         projection = {"_id": 0, "status": 1, "nextRunAt": 1}
@@ -322,19 +332,21 @@ class TaskStore:
             written = collection.find_one(
                 pipelines.finalized_by(claim.id, claim.claim_id), projection, session=session
             )
-        return written
+        if written is None:
+            return NOT_OWNED
+        return Finalized(
+            written=True, known=True, status=written.get("status"),
+            next_run_at=written.get("nextRunAt"),
+        )  # fmt: skip
 
-    def finalize_many(
-        self, requests: list[tuple[ClaimedTask, list[Document]]]
-    ) -> list[Document | None]:
+    def finalize_many(self, requests: list[tuple[ClaimedTask, list[Document]]]) -> list[Finalized]:
         """``finalize`` for several claims in one command per tasks collection.
 
-        The answers are what is known without reading the records back: ``{}`` for a
-        written update (the new status is not returned), ``None`` for a claim that no
-        longer owns its record. Only when some update matched nothing does a second
-        command find out which.
+        The answers are what is known without reading the records back: written (the
+        new status is not returned), or not owned. Only when some update matched
+        nothing does a second command find out which.
         """
-        answers: list[Document | None] = [{} for _ in requests]
+        answers = [WRITTEN_IN_BATCH for _ in requests]
         by_collection: dict[str, list[int]] = {}
         for index, (claim, _) in enumerate(requests):
             by_collection.setdefault(claim.tasks_collection, []).append(index)
@@ -364,7 +376,7 @@ class TaskStore:
             }
             for i, claim in zip(indexes, claims, strict=True):
                 if (claim.id, claim.claim_id) not in finalized:
-                    answers[i] = None
+                    answers[i] = NOT_OWNED
         return answers
 
     def unclaim_many(self, claims: list[ClaimedTask]) -> None:

@@ -6,7 +6,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from ..clock import as_utc
+from ..cluster.clock import as_utc
 from ..records import ACTIVE, FAILED, PENDING
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from bson import ObjectId
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
-from mongoreact.finalizer import Finalizer
-from mongoreact.records import ClaimedTask
+from mongoreact.execution.finalizer import Finalizer
+from mongoreact.records import NOT_OWNED, WRITTEN_IN_BATCH, ClaimedTask, Finalized
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
@@ -22,6 +22,8 @@ from .helpers import Doc, start, wait_until
 
 LEASE = dt.timedelta(seconds=60)
 DONE: list[dict[str, Any]] = [{"$set": {"status": "completed", "nextRunAt": None}}]
+# What a finalize written alone answers: the record's new status and nextRunAt.
+COMPLETED_ALONE = Finalized(written=True, known=True, status="completed", next_run_at=None)
 
 
 class Commands(monitoring.CommandListener):
@@ -146,11 +148,11 @@ def test_a_batch_finalize_is_fenced_per_claim(db: Database[Doc]) -> None:
 
     answers = store.finalize_many([(claims[0], DONE), (stale, DONE), (claims[2], DONE)])
 
-    assert answers == [{}, None, {}]
+    assert answers == [WRITTEN_IN_BATCH, NOT_OWNED, WRITTEN_IN_BATCH]
     statuses = {d["_id"]: d["status"] for d in db.jobs_tasks.find()}
     assert statuses == {"r000": "completed", "r001": "processing", "r002": "completed"}
     # Sent again (as after a transient error), the applied ones still count as written.
-    assert store.finalize_many([(claims[0], DONE), (claims[1], DONE)]) == [{}, {}]
+    assert store.finalize_many([(claims[0], DONE), (claims[1], DONE)]) == [WRITTEN_IN_BATCH] * 2
 
 
 class HeldStore(TaskStore):
@@ -193,8 +195,8 @@ def test_finalizes_that_arrive_during_a_write_share_the_next_one(
         assert finalizer.join(10)
 
     assert commands.counts == {"findAndModify": 1, "update": 1}
-    assert answers[claims[0].id] == ({"status": "completed", "nextRunAt": None}, None)
-    assert all(answers[c.id] == ({}, None) for c in claims[1:])
+    assert answers[claims[0].id] == (COMPLETED_ALONE, None)
+    assert all(answers[c.id] == (WRITTEN_IN_BATCH, None) for c in claims[1:])
     assert db.jobs_tasks.count_documents({"status": "completed"}) == 40
 
 
@@ -220,7 +222,7 @@ def test_a_lone_finalize_returns_the_new_status(db: Database[Doc]) -> None:
     finalizer = Finalizer(store, "test")
     finalizer.submit(claim, DONE, lambda answer, error: done.append((answer, error)))
     finalizer.write_all()
-    assert done == [({"status": "completed", "nextRunAt": None}, None)]
+    assert done == [(COMPLETED_ALONE, None)]
 
 
 def test_a_busy_instance_claims_ahead_and_batches_its_finalizes(

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from mongoreact import ConfigError
@@ -112,3 +113,53 @@ def test_duplicate_and_late_cron_tasks_are_refused(make_engine: EngineFactory) -
     engine.start()
     with pytest.raises(ConfigError, match="before start"):
         engine.cron_task("y", "1h", lambda: None)
+
+
+class _FindCounter(monitoring.CommandListener):
+    """Counts the ``find`` commands one client sends to the cron collection."""
+
+    def __init__(self) -> None:
+        self.finds = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == "_mongoreact_cron":
+            self.finds += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Not needed."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Not needed."""
+
+
+def test_an_instance_waits_while_another_runs_an_overdue_cron_task(
+    make_engine: EngineFactory, mongo_uri: str, database_name: str
+) -> None:
+    # While one instance runs a due task, its nextRunAt stays in the past: the other
+    # instance used to look again at once, spinning on the database for the whole run.
+    running, release = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        running.set()
+        release.wait(10)
+
+    def always_due(now: dt.datetime) -> dt.datetime:
+        return now
+
+    runner = make_engine(instance_id="runner")
+    runner.cron_task("slow", always_due, slow)
+    runner.start()
+    wait_until(running.is_set, message="the run to start")
+    counter = _FindCounter()
+    client: MongoClient[Doc] = MongoClient(mongo_uri, event_listeners=[counter], tz_aware=True)
+    try:
+        waiter = make_engine(instance_id="waiter", client=client, uri=None)
+        waiter.cron_task("slow", always_due, slow)
+        waiter.start()
+        threading.Event().wait(1.0)
+        finds = counter.finds
+    finally:
+        release.set()
+        client.close()
+    # One look per poll_min (20 ms in tests) at most, not thousands.
+    assert finds <= 1.0 / 0.02 + 5, finds

@@ -17,11 +17,12 @@ from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from mongoreact.definition import build_definition
-from mongoreact.outcome import Outcome
-from mongoreact.planner import Planner
-from mongoreact.reconciler import Reconciler
-from mongoreact.registry import TaskRegistry
+from mongoreact.cluster.registry import TaskRegistry
+from mongoreact.config.definition import build_definition
+from mongoreact.execution.outcome import Outcome
+from mongoreact.planning.planner import Planner
+from mongoreact.planning.reconciler import Reconciler
+from mongoreact.records import NOT_OWNED, Finalized
 from mongoreact.store import pipelines
 from mongoreact.store.globals import GlobalsStore
 from mongoreact.store.tasks import TaskStore
@@ -126,22 +127,23 @@ def test_a_finalize_retried_after_a_lost_reply_is_recognised(
         for claim in claims
     ]  # fmt: skip
 
-    def send() -> list[Doc | None]:
+    def send() -> list[Finalized]:
         if batched:
             return store.finalize_many(requests)
         return [store.finalize(claim, update) for claim, update in requests]
 
-    assert all(answer is not None for answer in send())  # the first attempt lands
+    assert all(answer.written for answer in send())  # the first attempt lands
     db.orders_tasks.update_many({}, {"$set": {"nextRunAt": dt.datetime(2000, 1, 1)}})
     assert store.claim_many("orders_tasks", ["sync"], now=now, instance_id="j", lease=lease,
                             limit=1).claims  # fmt: skip
     answers = send()  # the retry
-    assert all(answer is not None for answer in answers), answers
+    assert all(answer.written for answer in answers), answers
     if not batched:
-        assert {a["status"] for a in answers if a} <= {"pending", "processing"}
+        assert all(a.known for a in answers)
+        assert {a.status for a in answers} <= {"pending", "processing"}
     # Another claim fences the real owner's finalize out.
     other = [(attrs.evolve(claim, claim_id=ObjectId()), update) for claim, update in requests]
-    assert store.finalize_many(other) == [None, None]
+    assert store.finalize_many(other) == [NOT_OWNED, NOT_OWNED]
 
 
 def test_a_renewal_landing_after_the_local_expiry_restarts_planning(

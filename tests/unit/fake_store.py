@@ -11,12 +11,12 @@ from typing import Any
 from pymongo.client_session import ClientSession
 
 from mongoreact import ReactiveTasks, TaskContext, TaskDefinition
-from mongoreact.admission import Admission, ConcurrencySlots
-from mongoreact.clock import ServerClock
-from mongoreact.leases import LeaseKeeper
-from mongoreact.records import BatchClaim, ClaimedTask
-from mongoreact.throttles import Throttles
-from mongoreact.worker import WorkerPool
+from mongoreact.cluster.clock import ServerClock
+from mongoreact.cluster.throttles import Throttles
+from mongoreact.execution.admission import Admission, ConcurrencySlots
+from mongoreact.execution.leases import LeaseKeeper
+from mongoreact.execution.worker import WorkerPool
+from mongoreact.records import COMPLETED, WRITTEN_IN_BATCH, BatchClaim, ClaimedTask, Finalized
 
 
 class FakeStore:
@@ -72,17 +72,17 @@ class FakeStore:
 
     def finalize(
         self, claim: ClaimedTask, update: Any, session: ClientSession | None = None
-    ) -> dict[str, Any] | None:
+    ) -> Finalized:
         with self.lock:
             self.finalized.append(claim.id)
-        return {"status": "completed", "nextRunAt": None}
+        return Finalized(written=True, known=True, status=COMPLETED)
 
     def finalize_many(
         self, requests: list[tuple[ClaimedTask, list[dict[str, Any]]]]
-    ) -> list[dict[str, Any] | None]:
+    ) -> list[Finalized]:
         with self.lock:
             self.finalized.extend(claim.id for claim, _ in requests)
-        return [{} for _ in requests]
+        return [WRITTEN_IN_BATCH for _ in requests]
 
     def unclaim_many(self, claims: list[ClaimedTask]) -> None:
         with self.lock:

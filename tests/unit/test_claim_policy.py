@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mongoreact.claim_policy import (
+from mongoreact.execution.claim_policy import (
     MAX_CLAIM_BATCH,
     PREFETCH_HORIZON,
     ClaimPolicy,

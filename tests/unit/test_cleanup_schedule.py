@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from mongoreact import ConfigError
-from mongoreact.cleanup import next_cleanup
-from mongoreact.schedule import Schedule
+from mongoreact.config.schedule import Schedule
+from mongoreact.planning.cleanup import next_cleanup
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mongoreact.clock import ServerClock
+from mongoreact.cluster.clock import ServerClock
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mongoreact import ConfigError
-from mongoreact.durations import parse_duration, to_milliseconds
+from mongoreact.config.durations import parse_duration, to_milliseconds
 
 
 @pytest.mark.parametrize(

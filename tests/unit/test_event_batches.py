@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mongoreact.event_batches import EventBatcher, id_key
+from mongoreact.planning.event_batches import EventBatcher, id_key
 
 TOKEN = {"_data": "x"}
 

@@ -6,7 +6,7 @@ import json
 import re
 from importlib import resources
 
-from mongoreact.monitoring import _COUNTER_HELP
+from mongoreact.monitoring.prometheus import _COUNTER_HELP
 
 EXPORTED = {
     "reactive_tasks_duration_seconds_bucket",

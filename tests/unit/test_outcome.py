@@ -1,4 +1,4 @@
-"""The outcome of a run, decided by one pure function (``mongoreact.outcome.decide``)."""
+"""The outcome of a run, decided by one pure function (``mongoreact.execution.outcome.decide``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mongoreact import RetryPolicy
 from mongoreact.errors import TaskConditionFailedError
-from mongoreact.outcome import Outcome, decide
+from mongoreact.execution.outcome import Outcome, decide
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 POLICIES = st.one_of(

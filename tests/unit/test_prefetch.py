@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-import mongoreact.claim_policy as claim_policy
-import mongoreact.worker as worker
+import mongoreact.execution.claim_policy as claim_policy
+import mongoreact.execution.worker as worker
 
 from .fake_store import FakeStore, make_pool, wait_for
 

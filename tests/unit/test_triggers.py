@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mongoreact import ConfigError
-from mongoreact.triggers import WHOLE_DOCUMENT, compile_watch_projection, normalize_filter
+from mongoreact.config.triggers import WHOLE_DOCUMENT, compile_watch_projection, normalize_filter
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 from bson import ObjectId
 
+from ..errors import ConfigError
+from ..options import InitOptions, option_names
 from ._validate import (
     as_callable,
     as_int,
@@ -21,14 +23,12 @@ from ._validate import (
     field_names,
 )
 from .durations import parse_duration
-from .errors import ConfigError
-from .options import InitOptions, option_names
 from .schedule import Schedule
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from .records import TaskInfo
+    from ..records import TaskInfo
 
 SCRAPE_MODES: Final = ("cluster", "local")
 READ_PREFERENCES: Final = (

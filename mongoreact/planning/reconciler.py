@@ -22,11 +22,11 @@ from collections.abc import Callable, Generator, Iterator
 from functools import partial
 from typing import Any
 
-from ._retry import call_with_retry
-from .definition import TaskDefinition
-from .registry import TaskRegistry
-from .store.globals import GlobalsStore
-from .store.tasks import TaskStore
+from .._retry import call_with_retry
+from ..cluster.registry import TaskRegistry
+from ..config.definition import TaskDefinition
+from ..store.globals import GlobalsStore
+from ..store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 WHOLE_DOCUMENT: Final = "$$ROOT"
 

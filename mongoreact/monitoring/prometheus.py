@@ -15,13 +15,13 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from ._retry import call_with_retry
-from ._threads import Loop
-from .clock import ServerClock, as_utc
+from .._retry import call_with_retry
+from .._threads import Loop
+from ..cluster.clock import ServerClock, as_utc
+from ..config.settings import Settings
+from ..store.globals import GlobalsStore
+from ..store.tasks import TaskStore
 from .measurements import BUCKETS, Measurements, merge
-from .settings import Settings
-from .store.globals import GlobalsStore
-from .store.tasks import TaskStore
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry

@@ -13,20 +13,20 @@ from typing import Any, Final
 
 from pymongo.client_session import ClientSession
 
+from ..cluster.clock import ServerClock, as_utc
+from ..cluster.throttles import Throttles
+from ..config.definition import TaskDefinition
+from ..config.settings import Settings
+from ..errors import MongoReactError
+from ..monitoring.measurements import Measurements
+from ..records import PENDING, ClaimedTask, Finalized
+from ..store import pipelines
+from ..store.protocols import WorkStore
 from .admission import ConcurrencySlots
-from .clock import ServerClock, as_utc
 from .context import RunState, TaskContext
-from .definition import TaskDefinition
-from .errors import MongoReactError
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
-from .measurements import Measurements
 from .outcome import Outcome, decide
-from .records import PENDING, ClaimedTask
-from .settings import Settings
-from .store import pipelines
-from .store.protocols import WorkStore
-from .throttles import Throttles
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TaskRunner:
                 attempt=claim.attempt, instance_id=self._settings.instance_id,
                 claim_id=claim.claim_id,
             )  # fmt: skip
-            return self._store.finalize(claim, update, session) is not None
+            return self._store.finalize(claim, update, session).written
 
         state = RunState(complete=complete)
         context = TaskContext(
@@ -123,7 +123,7 @@ class TaskRunner:
             on_done(Outcome.LEASE_LOST)
             return True
 
-        def written(answer: dict[str, Any] | None, failure: BaseException | None) -> None:
+        def written(answer: Finalized, failure: BaseException | None) -> None:
             result = outcome
             try:
                 if failure is not None:
@@ -134,9 +134,9 @@ class TaskRunner:
                         extra=self._extra(definition, context),
                     )  # fmt: skip
                     result = Outcome.LEASE_LOST
-                elif answer is None and state.completed:
+                elif not answer.written and state.completed:
                     result = Outcome.COMPLETED  # by the handler, inside its transaction
-                elif answer is None:
+                elif not answer.written:
                     logger.warning(
                         "task %s for %r: another worker owns the record now; result not "
                         "recorded",
@@ -166,14 +166,14 @@ class TaskRunner:
         if outcome is Outcome.RETRY:
             self._measurements.count("retries", task)
 
-    def _schedule_follow_up(self, record: dict[str, Any], next_run: dt.datetime | None) -> None:
+    def _schedule_follow_up(self, answer: Finalized, next_run: dt.datetime | None) -> None:
         # A retry, a deferral or a dirty re-run is due again later: have this instance
         # poll then instead of waiting for its idle back-off. A batched finalize does
-        # not return the record (``{}``): the retry or deferral time is known here, but
-        # a dirty re-run is then found by the next poll, which comes at once while the
-        # instance is busy enough to batch.
-        if "status" in record:
-            next_run = record.get("nextRunAt") if record["status"] == PENDING else None
+        # not return the record: the retry or deferral time is known here, but a dirty
+        # re-run is then found by the next poll, which comes at once while the instance
+        # is busy enough to batch.
+        if answer.known:
+            next_run = answer.next_run_at if answer.status == PENDING else None
         if next_run is not None:
             self._wake((as_utc(next_run) - self._clock.now()).total_seconds())
 

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from ._retry import call_with_retry
-from ._threads import Loop
-from .clock import ServerClock
-from .registry import TaskRegistry
-from .schedule import Schedule
-from .settings import Settings
-from .store.globals import GlobalsStore
-from .store.tasks import TaskStore
+from .._retry import call_with_retry
+from .._threads import Loop
+from ..cluster.clock import ServerClock
+from ..cluster.registry import TaskRegistry
+from ..config.schedule import Schedule
+from ..config.settings import Settings
+from ..store.globals import GlobalsStore
+from ..store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 

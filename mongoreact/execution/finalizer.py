@@ -19,17 +19,16 @@ from typing import Any, Final
 
 import attrs
 
-from ._retry import OUTLIVES_STOP, call_with_retry
-from ._threads import Loop
-from .records import ClaimedTask
-from .store.protocols import WorkStore
+from .._retry import OUTLIVES_STOP, call_with_retry
+from .._threads import Loop
+from ..records import NOT_OWNED, ClaimedTask, Finalized
+from ..store.protocols import WorkStore
 
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
-# answer: the record's new status and nextRunAt when written alone, {} when written in a
-# batch, None when the claim no longer owned the record; error: why it was not written.
-Done = Callable[[Document | None, BaseException | None], None]
+# What the finalize did (``NOT_OWNED`` when it could not be written), and why not.
+Done = Callable[[Finalized, BaseException | None], None]
 MAX_BATCH: Final = 100
 IDLE_WAIT: Final = 1.0
 
@@ -93,7 +92,7 @@ class Finalizer(Loop):
         """One command for ``batch`` (``findAndModify`` for a single update, so its
         caller learns the new status), retried on transient errors."""
 
-        def send() -> list[Document | None]:
+        def send() -> list[Finalized]:
             if len(batch) == 1:
                 return [self._store.finalize(batch[0].claim, batch[0].update)]
             return self._store.finalize_many([(r.claim, r.update) for r in batch])
@@ -104,12 +103,12 @@ class Finalizer(Loop):
             answers = call_with_retry(send, OUTLIVES_STOP, what="finalizing")
         except Exception as failure:  # handed to every run, who logs it
             error = failure
-            answers = [None] * len(batch)
+            answers = [NOT_OWNED] * len(batch)
         for request, answer in zip(batch, answers, strict=True):
             _notify(request, answer, error)
 
 
-def _notify(request: _Request, answer: Document | None, error: BaseException | None) -> None:
+def _notify(request: _Request, answer: Finalized, error: BaseException | None) -> None:
     try:
         request.done(answer, error)
     except Exception:

@@ -21,18 +21,18 @@ from typing import Any, Final
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
-from ._retry import call_with_retry, is_transient
-from ._threads import Loop
-from .definition import TaskDefinition
+from .._retry import call_with_retry, is_transient
+from .._threads import Loop
+from ..cluster.registry import TaskRegistry
+from ..config.definition import TaskDefinition
+from ..config.settings import Settings
+from ..monitoring.measurements import Measurements
+from ..store.globals import GlobalsStore
+from ..store.server import open_change_stream
+from ..store.tasks import TaskStore
 from .event_batches import EventBatcher, id_key
-from .measurements import Measurements
 from .recheck import Rechecker
 from .reconciler import Reconciler
-from .registry import TaskRegistry
-from .settings import Settings
-from .store.globals import GlobalsStore
-from .store.server import open_change_stream
-from .store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 

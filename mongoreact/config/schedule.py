@@ -15,9 +15,9 @@ from typing import Any, Final
 import attrs
 from croniter import croniter
 
-from .clock import as_utc
+from ..cluster.clock import as_utc
+from ..errors import ConfigError
 from .durations import parse_duration
-from .errors import ConfigError
 
 CRON_PREFIX: Final = "CRON "
 

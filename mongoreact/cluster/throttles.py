@@ -14,9 +14,9 @@ import threading
 import time
 from typing import Final
 
-from ._retry import log_failure
+from .._retry import log_failure
+from ..store.globals import GlobalsStore
 from .clock import ServerClock
-from .store.globals import GlobalsStore
 
 logger = logging.getLogger(__name__)
 

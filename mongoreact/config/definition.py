@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ..errors import ConfigError
+from ..options import TaskOptions, option_names
+from ..policies.retry import RetryPolicy, parse_retry_policy
 from ._validate import (
     as_callable,
     as_int,
@@ -21,13 +24,10 @@ from ._validate import (
     int_field,
 )
 from .durations import parse_duration, to_milliseconds
-from .errors import ConfigError
-from .options import TaskOptions, option_names
-from .policies.retry import RetryPolicy, parse_retry_policy
 from .triggers import compile_watch_projection, normalize_filter
 
 if TYPE_CHECKING:
-    from .context import TaskContext
+    from ..execution.context import TaskContext
 
 Handler = Callable[["TaskContext"], object]
 

@@ -13,11 +13,11 @@ import logging
 import time
 from typing import Final
 
+from ..store.globals import GlobalsStore
+from ..store.tasks import TaskStore
 from .clock import ServerClock
 from .registry import TaskRegistry
 from .specs import definition_from_spec, spec_of
-from .store.globals import GlobalsStore
-from .store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 

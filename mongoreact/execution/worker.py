@@ -15,20 +15,20 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._pool import DaemonThreadPool
-from ._retry import call_with_retry, log_failure
+from .._pool import DaemonThreadPool
+from .._retry import call_with_retry, log_failure
+from ..cluster.clock import ServerClock
+from ..cluster.registry import TaskRegistry
+from ..config.settings import Settings
+from ..monitoring.measurements import Measurements
+from ..records import ClaimedTask
+from ..store.protocols import WorkStore
 from .admission import Admission
 from .claim_policy import ClaimPolicy, average_run_time
-from .clock import ServerClock
 from .dispatcher import Dispatcher
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
-from .measurements import Measurements
-from .records import ClaimedTask
-from .registry import TaskRegistry
 from .runner import TaskRunner
-from .settings import Settings
-from .store.protocols import WorkStore
 
 logger = logging.getLogger(__name__)
 

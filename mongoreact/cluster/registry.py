@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .definition import TaskDefinition
-from .errors import ConfigError
+from ..config.definition import TaskDefinition
+from ..errors import ConfigError
 
 
 class TaskRegistry:

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ..errors import ConfigError
 from .durations import parse_duration
-from .errors import ConfigError
 
 T = TypeVar("T")
 

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._retry import call_with_retry, log_failure
-from ._threads import Loop
+from .._retry import call_with_retry, log_failure
+from .._threads import Loop
+from ..config.settings import Settings
+from ..monitoring.measurements import Measurements
+from ..store.globals import GlobalsStore
 from .clock import ServerClock
-from .measurements import Measurements
-from .settings import Settings
-from .store.globals import GlobalsStore
 
 logger = logging.getLogger(__name__)
 

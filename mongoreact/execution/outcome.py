@@ -13,8 +13,8 @@ import enum
 
 import attrs
 
-from .errors import TaskConditionFailedError
-from .policies.retry import RetryPolicy
+from ..errors import TaskConditionFailedError
+from ..policies.retry import RetryPolicy
 
 
 class Outcome(str, enum.Enum):

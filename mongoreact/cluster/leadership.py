@@ -17,19 +17,19 @@ from typing import Any, NamedTuple
 
 from pymongo.database import Database
 
-from ._threads import Loop
+from .._threads import Loop
+from ..config.definition import TaskDefinition
+from ..config.settings import Settings
+from ..monitoring.measurements import Measurements
+from ..planning.cleanup import Cleaner
+from ..planning.planner import Planner, StreamReader
+from ..store.globals import GlobalsStore
+from ..store.tasks import TaskStore
 from .catalogue import Catalogue
-from .cleanup import Cleaner
 from .clock import ServerClock
-from .definition import TaskDefinition
 from .leader import LeaderElector
-from .measurements import Measurements
-from .planner import Planner, StreamReader
 from .registry import TaskRegistry
-from .settings import Settings
 from .specs import planning_signature
-from .store.globals import GlobalsStore
-from .store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 

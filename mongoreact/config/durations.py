@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Final
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DurationLike = int | float | dt.timedelta | str
 

@@ -9,13 +9,13 @@ from typing import Any
 import attrs
 from pymongo.client_session import ClientSession
 
-from .clock import ServerClock, as_utc, utc_now
-from .definition import TaskDefinition
-from .durations import parse_duration
-from .errors import ConfigError, TaskConditionFailedError
-from .records import ClaimedTask
-from .store.protocols import WorkStore
-from .throttles import SCOPES, Throttles
+from ..cluster.clock import ServerClock, as_utc, utc_now
+from ..cluster.throttles import SCOPES, Throttles
+from ..config.definition import TaskDefinition
+from ..config.durations import parse_duration
+from ..errors import ConfigError, TaskConditionFailedError
+from ..records import ClaimedTask
+from ..store.protocols import WorkStore
 
 
 @attrs.define

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .definition import TaskDefinition
-from .registry import TaskRegistry
-from .store.tasks import TaskStore
+from ..cluster.registry import TaskRegistry
+from ..config.definition import TaskDefinition
+from ..store.tasks import TaskStore
 
 
 class Rechecker:

@@ -16,12 +16,12 @@ from typing import Any
 
 import attrs
 
-from ._retry import OUTLIVES_STOP, call_with_retry, log_failure
-from .definition import TaskDefinition
-from .records import ClaimedTask, TaskInfo
-from .settings import Settings
-from .store.slots import SlotStore
-from .throttles import Throttles
+from .._retry import OUTLIVES_STOP, call_with_retry, log_failure
+from ..cluster.throttles import Throttles
+from ..config.definition import TaskDefinition
+from ..config.settings import Settings
+from ..records import ClaimedTask, TaskInfo
+from ..store.slots import SlotStore
 
 logger = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ import logging
 import threading
 from typing import Any
 
-from ._retry import call_with_retry
-from ._threads import Loop
+from .._retry import call_with_retry
+from .._threads import Loop
+from ..config.settings import Settings
+from ..monitoring.measurements import Measurements
+from ..records import ClaimedTask, by_collection
+from ..store.protocols import LeaseStore
 from .admission import ConcurrencySlots
-from .measurements import Measurements
-from .records import ClaimedTask, by_collection
-from .settings import Settings
-from .store.protocols import LeaseStore
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import attrs
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from .definition import CleanupPolicy, Evolution, TaskDefinition
-from .durations import to_milliseconds
-from .errors import MongoReactError
-from .policies.retry import DEFAULT_RETRY_POLICY
+from ..config.definition import CleanupPolicy, Evolution, TaskDefinition
+from ..config.durations import to_milliseconds
+from ..errors import MongoReactError
+from ..policies.retry import DEFAULT_RETRY_POLICY
 
 SPEC_VERSION: Final = 1
 

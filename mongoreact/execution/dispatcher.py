@@ -18,14 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ._retry import log_failure
-from ._threads import Loop
+from .._retry import log_failure
+from .._threads import Loop
+from ..cluster.clock import ServerClock
+from ..cluster.registry import TaskRegistry
+from ..config.settings import Settings
+from ..records import ClaimedTask
+from ..store.protocols import WorkStore
 from .admission import Admission
-from .clock import ServerClock
-from .records import ClaimedTask
-from .registry import TaskRegistry
-from .settings import Settings
-from .store.protocols import WorkStore
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""What the instances of a cluster share and agree on: the leader, the published task
+definitions, throttles, the server's clock."""

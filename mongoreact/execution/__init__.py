@@ -1,0 +1,2 @@
+"""Execution, on every instance: from due task records to handler runs and their
+recorded outcomes."""

@@ -1,0 +1,1 @@
+"""Monitoring: what is measured, and the Prometheus figures built from it."""
