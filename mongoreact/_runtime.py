@@ -152,6 +152,14 @@ class Runtime:
         """Call ``callback`` once no handler runs any more (see ``WorkerPool``)."""
         self._workers.after_handlers(callback)
 
+    def threads(self) -> dict[str, bool]:
+        """Every background thread: name -> whether it runs."""
+        return {
+            **{loop.name: loop.is_running for loop in self._loops},
+            **self._workers.threads(),
+            **self._leadership.threads(),
+        }
+
     def is_leader(self) -> bool:
         """Whether this instance currently plans for the cluster."""
         return self._leadership.is_leader()

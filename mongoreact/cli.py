@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 
+from .cli_run import add_run_command
 from .cli_tasks import CommandError, add_commands, add_dashboard_command
 from .testing import EmbeddedServer
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only start an embedded server and keep it running (for your own experiments)",
     )
     demo.set_defaults(run=_demo)
+    add_run_command(commands)
     add_commands(commands)
     add_dashboard_command(commands)
     return parser

@@ -149,6 +149,11 @@ class ReactiveTasks:
         return list(self._registry)
 
     @property
+    def has_cron_tasks(self) -> bool:
+        """Whether any cron task is registered."""
+        return bool(self._cron_tasks)
+
+    @property
     def settings(self) -> Settings:
         """The options this instance was built with."""
         return self._settings
@@ -227,6 +232,20 @@ class ReactiveTasks:
     def is_leader(self) -> bool:
         """Whether this instance currently plans for the cluster."""
         return self._runtime is not None and self._runtime.is_leader()
+
+    def health(self) -> dict[str, Any]:
+        """Whether this instance is healthy: running, with every background thread
+        alive (``threads``: name -> alive). For liveness probes (``mongoreact run
+        --metrics-port`` serves it on ``/health``)."""
+        runtime = self._runtime
+        threads = runtime.threads() if runtime is not None and self.is_running else {}
+        return {
+            "healthy": self.is_running and all(threads.values()),
+            "running": self.is_running,
+            "leader": self.is_leader,
+            "instanceId": self.instance_id,
+            "threads": threads,
+        }
 
     def wake_workers(self) -> None:
         """Have this instance's workers poll for due tasks now."""

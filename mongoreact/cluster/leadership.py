@@ -107,6 +107,11 @@ class Leadership:
                 logger.warning("%s did not stop within %.1fs", loop.name, timeout)
         return clean and not self._retired
 
+    def threads(self) -> dict[str, bool]:
+        """The election's thread and, while leading, the leader's: name -> running."""
+        loops: list[Loop] = [self._elector, *(self._current or ())]
+        return {loop.name: loop.is_running for loop in loops}
+
     def is_leader(self) -> bool:
         """Whether this instance currently plans for the cluster."""
         return self._elector.is_leader()

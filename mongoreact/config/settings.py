@@ -86,8 +86,31 @@ _DURATIONS: Final = (
 _OPTIONS: Final = option_names(InitOptions)
 
 
+# Options the ``mongoreact run`` command was given: they win over those the user's
+# module passes, in the one process that command runs (set once, before the import);
+# the URI of ``$MONGOREACT_URI`` is only a default, for a module that names none.
+_command_line: dict[str, Any] = {}
+_default_uri: list[str] = []
+
+
+def override_from_command_line(options: Mapping[str, Any], default_uri: str | None) -> None:
+    """Make ``options`` win over every ``init`` / ``ReactiveTasks`` call in this
+    process (``mongoreact run``'s ``--uri``, ``--concurrency``, ...), and use
+    ``default_uri`` where a call gives neither ``uri`` nor ``client``."""
+    _command_line.clear()
+    _command_line.update(options)
+    _default_uri[:] = [default_uri] if default_uri else []
+
+
 def build_settings(options: Mapping[str, Any]) -> Settings:
     """``Settings`` from ``init``'s keyword arguments, or ``ConfigError``."""
+    if _command_line or _default_uri:
+        given = dict(options)
+        if "uri" in _command_line:
+            given.pop("client", None)
+        if _default_uri and given.get("uri") is None and given.get("client") is None:
+            given["uri"] = _default_uri[0]
+        options = {**given, **_command_line}
     check_unknown(options, _OPTIONS, "init()")
     fields: dict[str, Any] = {}
     uri, client = options.get("uri"), options.get("client")

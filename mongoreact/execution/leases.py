@@ -7,6 +7,7 @@ another worker took the task) is marked lost; its run's result will not be writt
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any
@@ -68,7 +69,7 @@ class LeaseKeeper(Loop):
             held = list(self._held.values())
         for claims in by_collection(held).values():
             lost = call_with_retry(
-                lambda c=claims: self._store.renew(c, self._settings.task_lease),  # type: ignore[misc]
+                functools.partial(self._store.renew, claims, self._settings.task_lease),
                 self.stopping,
                 what="renewing task leases",
                 give_up_after=interval,

@@ -122,6 +122,12 @@ class WorkerPool:
         self._finalizer.stop()
         return self._finalizer.join(max(0.0, deadline - time.monotonic())) and clean
 
+    def threads(self) -> dict[str, bool]:
+        """This pool's background threads (once started): name -> whether it runs."""
+        if self._executor is None:
+            return {}
+        return {loop.name: loop.is_running for loop in (self._dispatcher, self._finalizer)}
+
     def after_handlers(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once no handler runs any more (at once if none does); for
         resources a handler abandoned by ``stop()`` may still use, such as the client."""

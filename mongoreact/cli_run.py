@@ -1,0 +1,199 @@
+"""``mongoreact run MODULE[:ATTRIBUTE]``: run a worker process for the tasks a module
+registers, until SIGTERM or SIGINT.
+
+The module registers its tasks on the default instance (``mongoreact.init`` /
+``mongoreact.register``), or ``ATTRIBUTE`` names a ``ReactiveTasks`` object (or a
+function returning one). Options given on the command line (``--uri``,
+``--concurrency``, ...) win over those the module passes. Failures to import, to
+configure or to connect end the process with one line on stderr and a non-zero code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Final
+
+from pymongo.errors import PyMongoError
+
+from . import api
+from .cli_tasks import EXIT_BAD_INPUT, EXIT_UNREACHABLE, URI_VARIABLE, CommandError, redact
+from .config.settings import override_from_command_line
+from .errors import ConfigError, MongoReactError
+from .monitoring.http import ProbeApp, ProbeServer
+from .reactive_tasks import ReactiveTasks
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+EXIT_UNCLEAN: Final = 1  # a handler was still running when the stop timeout ran out
+CHECK_INTERVAL: Final = 1.0  # seconds between checks that the instance still runs
+
+
+def add_run_command(commands: Any) -> None:
+    """Add ``run`` to the top-level parser."""
+    parser = commands.add_parser(
+        "run",
+        help="run a worker for the tasks a module registers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", metavar="MODULE[:ATTRIBUTE]", help="e.g. myapp.tasks")
+    parser.add_argument("--uri", help=f"MongoDB URI (default: the module's, or ${URI_VARIABLE})")
+    parser.add_argument("--database", help="database (default: the URI's)")
+    parser.add_argument("--concurrency", type=int, help="worker threads (default: 5)")
+    parser.add_argument("--instance-id", help="this instance's id (default: random)")
+    parser.add_argument(
+        "--stop-timeout", type=float, default=30.0,
+        help="seconds to let running handlers finish on SIGTERM/SIGINT (default: 30)",
+    )  # fmt: skip
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", type=str.upper)
+    parser.add_argument(
+        "--metrics-port", type=int,
+        help="serve /metrics (Prometheus) and /health on this port (0: any free port)",
+    )  # fmt: skip
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: every interface")
+    parser.set_defaults(run=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Import, start, wait for a signal, stop; the exit code."""
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    if args.stop_timeout < 0:
+        raise CommandError(f"--stop-timeout={args.stop_timeout}: expected seconds >= 0")
+    overrides = {
+        name: value
+        for name, value in (
+            ("uri", args.uri), ("database", args.database),
+            ("concurrency", args.concurrency), ("instance_id", args.instance_id),
+        )
+        if value is not None
+    }  # fmt: skip
+    uri = args.uri or os.environ.get(URI_VARIABLE)
+    override_from_command_line(overrides, default_uri=uri)
+    try:
+        if uri is not None:
+            # A module that only registers tasks (no init of its own) gets this instance.
+            api.init()
+        instance = _load(args.target)
+    except ConfigError as error:
+        raise CommandError(str(error)) from None
+    return _run_until_signalled(instance, args)
+
+
+def _load(target: str) -> ReactiveTasks:
+    module_name, _, attribute = target.partition(":")
+    if not module_name:
+        raise CommandError(f"{target!r}: expected MODULE or MODULE:ATTRIBUTE")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: the project's modules
+    try:
+        module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise CommandError(
+            f"could not import {module_name}: {type(error).__name__}: {error}"
+        ) from None
+    if attribute:
+        return _named(module, module_name, attribute)
+    default = api._default
+    if default is not None and (default.definitions or default.has_cron_tasks):
+        return default
+    found = [value for value in vars(module).values() if isinstance(value, ReactiveTasks)]
+    if len(found) == 1:
+        return found[0]
+    raise CommandError(
+        f"{module_name} registers no task on the default instance"
+        + (" and defines several ReactiveTasks" if found else "")
+        + f"; name one as {module_name}:ATTRIBUTE"
+    )
+
+
+def _named(module: object, module_name: str, attribute: str) -> ReactiveTasks:
+    value: object = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise CommandError(f"{module_name} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    if callable(value) and not isinstance(value, ReactiveTasks):
+        value = value()
+    if not isinstance(value, ReactiveTasks):
+        raise CommandError(
+            f"{module_name}:{attribute} is a {type(value).__name__}, not a ReactiveTasks"
+        )
+    return value
+
+
+def _serve_probes(instance: ReactiveTasks, args: argparse.Namespace) -> ProbeServer:
+    try:
+        probe = ProbeServer(ProbeApp(instance), args.metrics_host, args.metrics_port)
+    except OSError as error:
+        raise CommandError(f"--metrics-port={args.metrics_port}: {error}") from None
+    probe.start()
+    logger.info("metrics on http://%s:%d/metrics, health on /health", args.metrics_host, probe.port)
+    return probe
+
+
+def _run_until_signalled(instance: ReactiveTasks, args: argparse.Namespace) -> int:
+    stop_timeout: float = args.stop_timeout
+    requested = threading.Event()
+    probe: ProbeServer | None = None
+
+    def handle(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if requested.is_set():
+            # A second Ctrl+C is a person who will not wait; a repeated SIGTERM (from
+            # layers of supervisors) is not a reason to abandon running handlers.
+            if signum == signal.SIGINT:
+                logger.warning("SIGINT again: exiting now, without waiting for handlers")
+                os._exit(128 + signum)
+            logger.info("%s again: already stopping", name)
+            return
+        logger.info("%s: stopping (running handlers get up to %.0fs)", name, stop_timeout)
+        requested.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _start(instance)
+        if args.metrics_port is not None:
+            probe = _serve_probes(instance, args)
+        logger.info(
+            "worker %s running %d task(s); stop with SIGTERM or Ctrl+C",
+            instance.instance_id, len(instance.definitions),
+        )  # fmt: skip
+        while not requested.wait(CHECK_INTERVAL):
+            if not instance.is_running:
+                logger.error("the instance stopped by itself")
+                return EXIT_UNCLEAN
+        clean = instance.stop(stop_timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if probe is not None:
+            probe.stop()
+    if not clean:
+        logger.warning(
+            "handlers were still running after %.0fs; their tasks run again", stop_timeout
+        )
+    return 0 if clean else EXIT_UNCLEAN
+
+
+def _start(instance: ReactiveTasks) -> None:
+    target = redact(instance.settings.uri) if instance.settings.uri else "the given client"
+    try:
+        instance.start()
+    except (ConfigError, MongoReactError) as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from None
+    except PyMongoError as error:
+        # pymongo appends the whole topology description: the first part says why.
+        reason = " ".join(str(error).split(", Topology Description")[0].split())
+        raise CommandError(
+            f"cannot reach MongoDB at {target}: {reason}", EXIT_UNREACHABLE
+        ) from None
