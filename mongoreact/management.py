@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import attrs
+from bson import Timestamp
 
 from .batches import batched
 from .cluster.clock import as_utc
@@ -233,6 +234,19 @@ class TaskManager:
             "reconciledAt": state.get("reconciledAt"),
             "lastCleanupAt": state.get("lastCleanupAt"),
         }  # fmt: skip
+
+    def planned_through(self) -> Timestamp | None:
+        """The cluster time before which every change has been planned, once every
+        known task has been reconciled too (its existing documents planned); else
+        ``None``."""
+        state = self._globals.planner_state()
+        position = state.get("streamTime")
+        reconciled = state.get("reconciled") or []
+        if not isinstance(position, Timestamp) or not set(self.collections(None)) <= set(
+            reconciled
+        ):
+            return None
+        return position
 
     def cron_tasks(self) -> list[Document]:
         """Every cron task's schedule, lease and recent runs (any instance's)."""

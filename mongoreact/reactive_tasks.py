@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from bson import Timestamp
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
@@ -34,6 +35,7 @@ from .options import InitOptions, TaskOptions, Unpack
 from .store.connection import Connection
 from .store.cron import CronStore
 from .store.globals import GlobalsStore
+from .store.server import last_write_time
 from .store.tasks import TaskStore
 from .transactions import with_transaction
 
@@ -279,6 +281,17 @@ class ReactiveTasks:
         """Run matching tasks again now, with a fresh attempt count. Safe while they
         run: a running task becomes ``processing_dirty`` and runs again after."""
         return self._manager().retry(query)
+
+    def last_write_time(self) -> Timestamp:
+        """The cluster time of the last write the server has applied."""
+        return last_write_time(self._db())
+
+    def planned_through(self) -> Timestamp | None:
+        """The cluster time before which the leader has planned every change of the
+        watched collections, once every task's existing documents are planned too
+        (``None`` until then); compare it with ``last_write_time()`` to know whether
+        planning has caught up with a write."""
+        return self._manager().planned_through()
 
     def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None:
         """The record of ``task`` for source document ``doc_id``, with its history."""

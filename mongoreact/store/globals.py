@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from ..cluster.clock import as_utc
 from ..config.durations import to_milliseconds
 from .pipelines import EPOCH, NOW
+from .server import token_time
 
 LEADER_ID: Final = "leader"
 PLANNER_ID: Final = "planner"
@@ -138,6 +139,8 @@ class GlobalsStore:
                     "resumeToken": {"$literal": token},
                     "savedAt": NOW,
                     "streamPositionAt": position_at or NOW,
+                    # The cluster time before which every change has been planned.
+                    "streamTime": {"$literal": token_time(token)},
                     "savedBy": {"$literal": instance_id},
                     "leaderEpoch": epoch,
                 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from bson import Timestamp
 from pymongo.change_stream import DatabaseChangeStream
 from pymongo.database import Database
 
@@ -15,6 +16,38 @@ Document = dict[str, Any]
 PLANNED_OPERATIONS: Final = ("insert", "update", "replace", "delete")
 # How long a getMore on the change stream waits for events before answering empty.
 STREAM_AWAIT_MS: Final = 500
+
+
+# MongoDB's resume tokens (4.2+) are hex KeyStrings starting with the type byte of a
+# Timestamp, 0x82, then the event's cluster time as 8 big-endian bytes.
+_TIMESTAMP_TYPE: Final = "82"
+
+
+def token_time(token: object) -> Timestamp | None:
+    """The cluster time a resume token points at (``None`` for a token of another
+    format): what the stream has delivered everything before."""
+    data = token.get("_data") if isinstance(token, dict) else None
+    if not isinstance(data, str) or len(data) < 18 or not data.startswith(_TIMESTAMP_TYPE):
+        return None
+    try:
+        return Timestamp(int(data[2:10], 16), int(data[10:18], 16))
+    except ValueError:
+        return None
+
+
+def last_write_time(database: Database[Document]) -> Timestamp:
+    """The cluster time of the last write the primary has applied (``hello``'s
+    ``lastWrite``; a mongos answers with its cluster time)."""
+    reply = hello(database)
+    last = (reply.get("lastWrite") or {}).get("opTime", {}).get("ts")
+    if isinstance(last, Timestamp):
+        return last
+    clock = (reply.get("$clusterTime") or {}).get("clusterTime")
+    if isinstance(clock, Timestamp):
+        return clock
+    # No cluster time at all: a ping's operationTime is the last resort.
+    operation: Timestamp = database.client.admin.command("ping")["operationTime"]
+    return operation
 
 
 def hello(database: Database[Document]) -> Document:

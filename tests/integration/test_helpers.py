@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import signal
 import threading
 
 import pytest
-from pymongo import UpdateOne
+from pymongo import MongoClient, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 
@@ -216,3 +217,45 @@ def test_wait_until_idle_and_assert_no_task_errors(
     assert engine.count_tasks(status=["completed", "failed"]) == 2
     with pytest.raises(AssertionError, match=r"- t 'bad' \[failed\]: ValueError: nope"):
         assert_no_task_errors(engine)
+
+
+# The documented example (docs/helpers.md), repeated: right after a write nothing may be
+# planned yet, so a helper that waits for quiet returned before the runs. It must wait
+# until the writes before the call are planned and their runs are over.
+TRIALS = 5
+
+
+def _record_run(ran: list[object], ctx: TaskContext) -> None:
+    ran.append(ctx.doc_id)
+
+
+@pytest.mark.parametrize(("tasks", "debounce"), [(1, 0), (3, 0), (2, 300)])
+def test_wait_until_idle_right_after_a_write_waits_for_every_run(
+    mongo_uri: str, mongo_client: MongoClient[Doc], tasks: int, debounce: int
+) -> None:
+    for trial in range(TRIALS):
+        name = f"idle_{os.getpid()}_{trial}_{tasks}"
+        ran: list[object] = []
+        app = ReactiveTasks(uri=mongo_uri, database=name, **FAST_SETTINGS)
+        for n in range(tasks):
+            app.register(task=f"welcome{n}", collection="users", debounce=debounce,
+                         handler=functools.partial(_record_run, ran))  # fmt: skip
+        try:
+            with app:
+                app.database.users.insert_one({"_id": trial})
+                wait_until_idle(app)
+                assert ran == [trial] * tasks, f"trial {trial}: {ran}"
+                app.database.users.update_one({"_id": trial}, {"$set": {"seen": True}})
+                wait_until_idle(app)
+                assert len(ran) == 2 * tasks, f"trial {trial}: {ran}"
+                assert_no_task_errors(app)
+        finally:
+            mongo_client.drop_database(name)
+
+
+def test_wait_until_idle_fails_when_nothing_plans(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    engine.register(task="t", collection="c", handler=lambda ctx: None)
+    engine.database.c.insert_one({"_id": 1})  # never started: nothing will plan it
+    with pytest.raises(AssertionError, match="had not planned the writes"):
+        wait_until_idle(engine, timeout=0.5)

@@ -76,7 +76,10 @@ def test_tokens_sort_like_their_cluster_times(
     assert (a < b) == (a.token(EVENT) < b.token(EVENT))
 
 
-@pytest.mark.parametrize("data", [None, 5, "", "zz", "00000001000000010", "0000000100000001ZZ"])
+@pytest.mark.parametrize(
+    "data",
+    [None, 5, "", "zz", "8200000001000000010", "820000000100000001ZZ", "000000000100000001"],
+)
 def test_malformed_tokens_are_rejected(data: object) -> None:
     with pytest.raises(InvalidToken):
         decode_token(data)

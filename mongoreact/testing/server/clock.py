@@ -12,14 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-# Token layout: seconds (8 hex) + increment (8 hex) + kind (2 hex). Kind 00 is a
+# Token layout: "82" + seconds (8 hex) + increment (8 hex) + kind (2 hex). MongoDB's
+# tokens (4.2+) also start with 0x82, the KeyString type of a Timestamp, and then the
+# cluster time, so a client reads the time of either the same way. Kind 00 is a
 # "high-water mark" (a postBatchResumeToken between events), 01 an event, 02 the
 # invalidate a collection or database stream emits after the event at that time.
+_PREFIX: Final = "82"
 HIGH_WATER: Final = "00"
 EVENT: Final = "01"
 INVALIDATE: Final = "02"
 _KINDS: Final = (HIGH_WATER, EVENT, INVALIDATE)
-_TOKEN_LENGTH: Final = 18
+_TOKEN_LENGTH: Final = 20
 
 
 @dataclass(frozen=True, order=True)
@@ -36,7 +39,7 @@ class ClusterTime:
         return ClusterTime(self.seconds - 1, 0xFFFFFFFF)
 
     def token(self, kind: str) -> str:
-        return f"{self.seconds:08X}{self.increment:08X}{kind}"
+        return f"{_PREFIX}{self.seconds:08X}{self.increment:08X}{kind}"
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,14 @@ class InvalidToken(ValueError):
 
 def decode_token(data: object) -> DecodedToken:
     """Decode the ``_data`` string of a resume token."""
-    if not isinstance(data, str) or len(data) != _TOKEN_LENGTH:
+    if not isinstance(data, str) or len(data) != _TOKEN_LENGTH or not data.startswith(_PREFIX):
         raise InvalidToken(f"malformed resume token: {data!r}")
     try:
-        seconds = int(data[0:8], 16)
-        increment = int(data[8:16], 16)
+        seconds = int(data[2:10], 16)
+        increment = int(data[10:18], 16)
     except ValueError as error:
         raise InvalidToken(f"malformed resume token: {data!r}") from error
-    kind = data[16:18]
+    kind = data[18:20]
     if kind not in _KINDS:
         raise InvalidToken(f"malformed resume token: {data!r}")
     return DecodedToken(ClusterTime(seconds, increment), kind)
