@@ -5,16 +5,23 @@ Browser input is validated: task names must be known, statuses are checked, a so
 filter is parsed as Extended JSON and refused if it holds an operator that runs code on
 the server. ``auth`` (a callable taking the WSGI environ) can refuse any request;
 ``read_only`` refuses the actions.
+
+Actions (POST) are refused unless they come from the dashboard's own page: a JSON body
+(a cross-site form cannot send one without a CORS preflight, which is never granted) and,
+when the browser says where the request comes from (``Origin``, ``Referer``,
+``Sec-Fetch-Site``), the dashboard's own origin. The page uses relative URLs under a
+``<base>`` naming the mount point (``SCRIPT_NAME``), so it works under any prefix.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlsplit
 
 from bson import json_util
 
@@ -69,13 +76,16 @@ class DashboardApp:
             if self._auth is not None and not self._auth(environ):
                 raise HttpError("403 Forbidden", "not allowed")
             if method == "GET" and path in ("/", "/index.html"):
-                page = resources.files(__package__).joinpath("index.html").read_bytes()
-                return _respond(start_response, "200 OK", page, "text/html; charset=utf-8")
+                return _respond(
+                    start_response, "200 OK", _page(environ), "text/html; charset=utf-8"
+                )
             route = self._routes.get((method, path))
             if route is None:
                 raise HttpError("404 Not Found", f"no {method} {path}")
-            if method == "POST" and self._read_only:
-                raise HttpError("403 Forbidden", "the dashboard is read-only")
+            if method == "POST":
+                _check_same_origin(environ)
+                if self._read_only:
+                    raise HttpError("403 Forbidden", "the dashboard is read-only")
             return _json(start_response, "200 OK", route(environ))
         except HttpError as error:
             return _json(start_response, error.status, {"error": str(error)})
@@ -131,6 +141,33 @@ class DashboardApp:
         delay = parse_duration(body.get("delay"), "delay")
         modified = self._engine.defer_task(_required(body, "task"), body.get("docId"), delay)
         return {"modified": modified}
+
+
+def _page(environ: Environ) -> bytes:
+    """The page, with a ``<base>`` naming where the dashboard is mounted."""
+    page = resources.files(__package__).joinpath("index.html").read_text("utf-8")
+    mount = quote(environ.get("SCRIPT_NAME", "").rstrip("/"), safe="/")
+    return page.replace("<head>", f'<head>\n<base href="{html.escape(mount)}/">', 1).encode()
+
+
+def _check_same_origin(environ: Environ) -> None:
+    """Refuse an action another site's page could have sent (cross-site request
+    forgery): it must carry JSON and, where the browser names its origin, this one."""
+    kind = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise HttpError("415 Unsupported Media Type", "actions take a JSON body")
+    site = environ.get("HTTP_SEC_FETCH_SITE")
+    if site is not None and site not in ("same-origin", "none"):
+        raise HttpError("403 Forbidden", f"cross-site request refused ({site})")
+    # Behind a proxy that rewrites Host, X-Forwarded-Host names the public one.
+    hosts = {environ.get("HTTP_HOST"), environ.get("HTTP_X_FORWARDED_HOST")} - {None, ""}
+    for header in ("HTTP_ORIGIN", "HTTP_REFERER"):
+        claimed = environ.get(header)
+        if claimed is None:
+            continue
+        if urlsplit(claimed).netloc not in hosts:
+            raise HttpError("403 Forbidden", "cross-origin request refused")
+        return
 
 
 def _filters(query: dict[str, Any]) -> dict[str, Any]:

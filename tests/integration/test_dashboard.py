@@ -18,11 +18,15 @@ from .helpers import Doc, record, start, wait_until
 
 
 def call(app: Any, method: str, path: str, query: dict[str, Any] | None = None,
-         body: Any = None) -> tuple[str, Any]:  # fmt: skip
+         body: Any = None, headers: dict[str, str] | None = None) -> tuple[str, Any]:  # fmt: skip
+    """A request as the dashboard's page sends it (JSON bodies), plus ``headers``."""
     raw = json.dumps(body).encode() if body is not None else b""
     environ = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": urlencode(query or {}),
         "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw),
+        "HTTP_HOST": "dash.example:8080",
+        **({"CONTENT_TYPE": "application/json"} if method == "POST" else {}),
+        **(headers or {}),
     }  # fmt: skip
     status: list[str] = []
     chunks = app(environ, lambda s, headers: status.append(s))
@@ -111,3 +115,44 @@ def test_read_only_and_auth(engine: ReactiveTasks) -> None:
     assert call(guarded, "GET", "/api/overview")[0] == "403 Forbidden"
     assert call(guarded, "GET", "/")[0] == "403 Forbidden"
     assert call(engine.dashboard_app(), "GET", "/nope")[0] == "404 Not Found"
+
+
+# Cross-site request forgery: a page on another site must not be able to act.
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"CONTENT_TYPE": "text/plain"}, "415 Unsupported Media Type"),
+        ({"CONTENT_TYPE": "application/x-www-form-urlencoded"}, "415 Unsupported Media Type"),
+        ({"HTTP_ORIGIN": "https://evil.example"}, "403 Forbidden"),
+        ({"HTTP_ORIGIN": "null"}, "403 Forbidden"),
+        ({"HTTP_REFERER": "https://evil.example/page"}, "403 Forbidden"),
+        ({"HTTP_SEC_FETCH_SITE": "cross-site"}, "403 Forbidden"),
+        ({"HTTP_SEC_FETCH_SITE": "same-site"}, "403 Forbidden"),
+    ],
+)
+def test_cross_site_actions_are_refused(
+    engine: ReactiveTasks, db: Database[Doc], headers: dict[str, str], status: str
+) -> None:
+    app = engine.dashboard_app()
+    answer = call(app, "POST", "/api/retry", body={"filter": {}}, headers=headers)
+    assert answer[0] == status
+    assert db.orders_tasks.count_documents({"status": "pending"}) == 0  # nothing re-queued
+
+
+def test_same_origin_actions_pass(engine: ReactiveTasks) -> None:
+    app = engine.dashboard_app()
+    same = {"HTTP_ORIGIN": "http://dash.example:8080", "HTTP_SEC_FETCH_SITE": "same-origin"}
+    body = {"task": "sync", "docIds": ["bad1"]}
+    assert call(app, "POST", "/api/retry", body=body, headers=same) == ("200 OK", {"modified": 1})
+    proxied = {"HTTP_ORIGIN": "https://ops.example", "HTTP_X_FORWARDED_HOST": "ops.example"}
+    body = {"task": "sync", "docIds": ["bad2"]}
+    answer = call(app, "POST", "/api/retry", body=body, headers=proxied)
+    assert answer == ("200 OK", {"modified": 1})
+
+
+def test_the_page_names_its_mount_point(engine: ReactiveTasks) -> None:
+    app = engine.dashboard_app()
+    assert '<base href="/tasks/">' in call(app, "GET", "/", headers={"SCRIPT_NAME": "/tasks"})[1]
+    assert '<base href="/">' in call(app, "GET", "/")[1]
+    assert '<base href="/a%22b/">' in call(app, "GET", "/", headers={"SCRIPT_NAME": '/a"b/'})[1]
+    assert '"/api/' not in call(app, "GET", "/")[1]  # relative URLs only

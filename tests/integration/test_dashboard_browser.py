@@ -118,3 +118,56 @@ def test_filter_open_and_retry_in_the_browser(
         "1-overview.png", "2-filtered.png", "3-detail.png", "4-after-retry.png",
     ]  # fmt: skip
     print(f"screenshots in {tmp_path}")
+
+
+def test_mounted_under_a_prefix_in_flask(
+    make_engine: EngineFactory, db: Database[Doc], browser: Any, tmp_path: Path
+) -> None:
+    # docs/dashboard.md's Flask example: the page under /tasks must call /tasks/api/...
+    from flask import Flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    failed_once: set[str] = set()
+
+    def fails_once(ctx: TaskContext) -> None:
+        if ctx.doc_id == "o-2" and ctx.doc_id not in failed_once:
+            failed_once.add(ctx.doc_id)
+            raise TimeoutError("ERP timed out")
+
+    engine = make_engine(instance_id="web")
+    engine.register(task="sync-order", collection="orders", handler=fails_once, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_many([{"_id": f"o-{i}", "amount": 10 * i} for i in range(1, 4)])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
+               == 3)  # fmt: skip
+    app = Flask("shop")
+
+    @app.route("/")
+    def home() -> str:
+        return "shop"
+
+    app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, {"/tasks": engine.dashboard_app()}
+    )
+    with make_server("127.0.0.1", 0, app, _Server, _Quiet) as server:
+        threading.Thread(target=server.serve_forever, name="flask-test", daemon=True).start()
+        try:
+            wait = WebDriverWait(browser, 15)
+            for url in ("/tasks", "/tasks/"):
+                browser.get(f"http://127.0.0.1:{server.server_port}{url}")
+                wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
+                assert "error" not in browser.find_element(By.ID, "message").get_attribute("class")
+            Select(browser.find_element(By.ID, "filter-status")).select_by_visible_text("failed")
+            browser.find_element(By.ID, "apply").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 1)
+            browser.find_element(By.CSS_SELECTOR, "tr.task-row").click()
+            wait.until(lambda d: "TimeoutError" in d.find_element(By.ID, "detail-traceback").text)
+            browser.find_element(By.ID, "retry-one").click()  # a POST through the prefix
+            wait.until(
+                lambda d: "retried: 1 record(s) changed" in d.find_element(By.ID, "message").text
+            )
+            browser.save_screenshot(str(tmp_path / "flask-mount.png"))
+        finally:
+            server.shutdown()
+    wait_until(lambda: record(db, "orders", "o-2")["status"] == "completed")
