@@ -53,7 +53,7 @@ class Runtime:
         database: Database[Document],
         clock: ServerClock,
         measurements: Measurements,
-        collections: Callable[[], list[str]],
+        tasks: Callable[[], dict[str, str]],
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -97,7 +97,7 @@ class Runtime:
             clock=clock,
             task_store=self._tasks,
             globals_store=globals_store,
-            collections=collections,
+            tasks=tasks,
             is_leader=self.is_leader,
         )
         # Background loops besides the workers and the election, in start order.

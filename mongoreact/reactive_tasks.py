@@ -30,7 +30,7 @@ from .errors import ConfigError, MongoReactError, NotStartedError
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
 from .monitoring.measurements import Measurements
-from .monitoring.prometheus import Figures, build_registry, stale_before
+from .monitoring.prometheus import FigureReader, Figures, build_registry, stale_before
 from .options import InitOptions, TaskOptions, Unpack
 from .store.connection import Connection
 from .store.cron import CronStore
@@ -66,6 +66,7 @@ class ReactiveTasks:
         self._connection = Connection(self._settings)
         self._runtime: Runtime | None = None  # from start() on
         self._prometheus: CollectorRegistry | None = None
+        self._reader: FigureReader | None = None  # figures before start()
         self.clock = ServerClock()
         self.measurements = Measurements()
 
@@ -192,7 +193,7 @@ class ReactiveTasks:
                 database=self._connection.database(),
                 clock=self.clock,
                 measurements=self.measurements,
-                collections=lambda: list(self._manager().collections(None).values()),
+                tasks=self._known_tasks,
             )
             try:
                 runtime.prepare()
@@ -311,9 +312,30 @@ class ReactiveTasks:
 
     def _figures(self) -> Figures:
         runtime = self._runtime
-        if runtime is None or not self.is_running:
+        if runtime is not None and self.is_running:
+            return runtime.read_figures()
+        if self._state == "stopped":
             return {"measurements": self.measurements.snapshot()}
-        return runtime.read_figures()
+        # Never started (a web process serving /metrics): the cluster's figures, read
+        # from what the running instances push and from the task records.
+        with self._lock:
+            if self._reader is None:
+                database = self._db()
+                self._reader = FigureReader(
+                    settings=self._settings,
+                    measurements=self.measurements,
+                    clock=self.clock,
+                    task_store=TaskStore(database),
+                    globals_store=GlobalsStore(database, self._settings.globals_collection),
+                    tasks=self._known_tasks,
+                    is_leader=lambda: False,
+                )
+            reader = self._reader
+        return reader.read()
+
+    def _known_tasks(self) -> dict[str, str]:
+        """Task name -> source collection of every task registered anywhere."""
+        return self._manager().collections(None)
 
     # Dashboard.
 

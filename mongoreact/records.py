@@ -15,6 +15,7 @@ FAILED: Final = "failed"
 STATUSES: Final = (PENDING, PROCESSING, PROCESSING_DIRTY, COMPLETED, FAILED)
 ACTIVE: Final = (PROCESSING, PROCESSING_DIRTY)
 RUNNABLE: Final = (PENDING, *ACTIVE)
+QUEUED: Final = (*RUNNABLE, FAILED)  # what the queue-depth gauge counts
 
 
 @attrs.frozen(kw_only=True)

@@ -19,6 +19,7 @@ from .._retry import call_with_retry
 from .._threads import Loop
 from ..cluster.clock import ServerClock, as_utc
 from ..config.settings import Settings
+from ..records import QUEUED
 from ..store.globals import GlobalsStore
 from ..store.tasks import TaskStore
 from .measurements import BUCKETS, Measurements, merge
@@ -85,7 +86,7 @@ class FigureReader:
         clock: ServerClock,
         task_store: TaskStore,
         globals_store: GlobalsStore,
-        collections: Callable[[], list[str]],
+        tasks: Callable[[], dict[str, str]],
         is_leader: Callable[[], bool],
     ) -> None:
         self._settings = settings
@@ -93,7 +94,7 @@ class FigureReader:
         self._clock = clock
         self._tasks = task_store
         self._globals = globals_store
-        self._collections = collections
+        self._tasks_known = tasks
         self._is_leader = is_leader
 
     def read(self) -> Figures:
@@ -111,11 +112,17 @@ class FigureReader:
 
     def _queue_figures(self, now: dt.datetime) -> Figures:
         preference = self._settings.monitoring.read_preference
-        queues = self._tasks.queue_summary(self._collections(), now, preference)
+        known = self._tasks_known()
+        queues = self._tasks.queue_summary(list(known.values()), now, preference)
         state = self._globals.planner_state()
         position, reconciled = state.get("streamPositionAt"), state.get("reconciledAt")
+        # Every known task and queued status, 0 when empty: a graph then shows 0, not
+        # "no data", and an alert on a series cannot miss it for being absent.
+        depth = {task: dict.fromkeys(QUEUED, 0) for task in sorted({*known, *queues})}
+        for task, queue in queues.items():
+            depth[task].update(queue.counts)
         return {
-            "depth": {task: queue.counts for task, queue in queues.items()},
+            "depth": depth,
             "lag": {task: queue.lag for task, queue in queues.items() if queue.lag is not None},
             "stream_lag": max(0.0, (now - as_utc(position)).total_seconds()) if position else None,
             "reconciled_at": as_utc(reconciled).timestamp() if reconciled else None,

@@ -15,7 +15,7 @@ from pymongo import IndexModel
 
 from ..config.definition import TaskDefinition
 from ..execution.outcome import Outcome
-from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY
+from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY, QUEUED
 
 NOW: Final = "$$NOW"
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -256,7 +256,7 @@ STATUS_COUNTS: Final[list[dict[str, Any]]] = [
     },
 ]
 QUEUE_STATS: Final[list[dict[str, Any]]] = [
-    {"$match": {"status": {"$in": [PENDING, PROCESSING, PROCESSING_DIRTY, FAILED]}}},
+    {"$match": {"status": {"$in": list(QUEUED)}}},
     *STATUS_COUNTS,
 ]
 

@@ -107,3 +107,24 @@ def test_local_mode_reports_queue_figures_only_on_the_leader(
 
 def test_no_registry_when_monitoring_is_off(make_engine: EngineFactory) -> None:
     assert make_engine(monitoring=False).prometheus_registry() is None
+
+
+def test_a_process_that_never_started_reports_the_cluster(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    # A web process serving /metrics: no tasks of its own, never started.
+    running = start(worker(make_engine, db, monitoring=FAST_PUSH, instance_id="w1"), db)
+    db.orders.insert_many([{"_id": "ok"}, {"_id": "ok2"}])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": "completed"}) == 2)
+    web = make_engine(monitoring=FAST_PUSH)
+
+    def reported() -> float | None:
+        return value(samples(web), "reactive_tasks_duration_seconds_count", task_name="sync",
+                     status="completed")  # fmt: skip
+
+    wait_until(lambda: reported() == 2, message="the worker's pushed figures")
+    found = samples(web)
+    # Every queued status of every known task is a series, 0 when empty.
+    for status in ("pending", "processing", "processing_dirty", "failed"):
+        assert value(found, "reactive_tasks_queue_depth", task_name="sync", status=status) == 0
+    assert not web.is_running and running.is_running
