@@ -182,13 +182,18 @@ class Runtime:
 
 
 def _validate_with_server(tasks: TaskStore, definition: TaskDefinition) -> None:
-    try:
-        tasks.validate_definition(definition)
-    except OperationFailure as error:
-        reason = error.details.get("errmsg") if error.details else str(error)
-        raise ConfigError(
-            "filter",
-            definition.filter,
-            f"task {definition.name!r}: the server rejected the filter or watch_projection: "
-            f"{reason}",
-        ) from error
+    """``ConfigError`` naming the option the server rejects: the filter is parsed alone
+    first, so a failure of the whole pipeline after it is the watch projection's."""
+    checks: list[tuple[str, object, Callable[[TaskDefinition], None]]] = [
+        ("filter", definition.filter, tasks.validate_filter),
+        ("watch_projection", definition.watch_projection, tasks.validate_definition),
+    ]
+    for option, value, check in checks:
+        try:
+            check(definition)
+        except OperationFailure as error:  # noqa: PERF203 - two checks, at start only
+            reason = error.details.get("errmsg") if error.details else str(error)
+            raise ConfigError(
+                option, value,
+                f"task {definition.name!r}: the server rejected the {option}: {reason}",
+            ) from error  # fmt: skip

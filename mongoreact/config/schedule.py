@@ -2,8 +2,13 @@
 
 Cleanup (``cleanup_interval``), cron tasks (``cron_task(name, schedule, ...)``) and cron
 retries (``retry_policy={"type": "cron", ...}``) all say when to run as a ``"CRON
-<expr>"`` string (croniter; a sixth field is seconds), a duration (after the previous
-run), or, for cron tasks, a callable ``schedule(now) -> datetime | duration``.
+<expr>"`` string, a duration (after the previous run), or, for cron tasks, a callable
+``schedule(now) -> datetime | duration``.
+
+A cron expression has five fields (minute hour day month weekday) or six with the
+seconds *first*, as in the reference (cron-parser): ``"*/5 * * * * *"`` is every five
+seconds. croniter, which computes the times, wants seconds last; the fields are moved
+for it, so nobody has to know which library reads the expression.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from ..errors import ConfigError
 from .durations import parse_duration
 
 CRON_PREFIX: Final = "CRON "
+CRON_FIELDS: Final = (
+    "five fields (minute hour day month weekday) or six with the seconds first "
+    "(second minute hour day month weekday)"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -49,9 +58,14 @@ class Schedule:
     @classmethod
     def from_cron(cls, expression: object, option: str, *, shown: object = None) -> Schedule:
         """A schedule from a bare cron expression (no ``CRON`` prefix)."""
-        if not isinstance(expression, str) or not croniter.is_valid(expression):
-            shown = expression if shown is None else shown
-            raise ConfigError(option, shown, "not a valid cron expression")
+        shown = expression if shown is None else shown
+        if not isinstance(expression, str):
+            raise ConfigError(option, shown, f"expected a cron expression: {CRON_FIELDS}")
+        fields = expression.split()
+        if len(fields) not in (5, 6) and not (len(fields) == 1 and fields[0].startswith("@")):
+            raise ConfigError(option, shown, f"expected {CRON_FIELDS}, not {len(fields)}")
+        if not croniter.is_valid(_for_croniter(expression)):
+            raise ConfigError(option, shown, f"not a valid cron expression ({CRON_FIELDS})")
         return cls(cron=expression)
 
     @property
@@ -67,7 +81,7 @@ class Schedule:
         """The next run after ``moment`` (aware UTC)."""
         moment = as_utc(moment)
         if self.cron is not None:
-            return as_utc(croniter(self.cron, moment).get_next(dt.datetime))
+            return as_utc(croniter(_for_croniter(self.cron), moment).get_next(dt.datetime))
         if self.interval is not None:
             return moment + self.interval
         if self.function is None:
@@ -76,3 +90,9 @@ class Schedule:
         if isinstance(value, dt.datetime):
             return max(as_utc(value), moment)
         return moment + parse_duration(value, "schedule")
+
+
+def _for_croniter(expression: str) -> str:
+    """croniter's form of an expression: a leading seconds field moved to the end."""
+    fields = expression.split()
+    return " ".join([*fields[1:], fields[0]]) if len(fields) == 6 else expression

@@ -427,7 +427,13 @@ class TaskStore:
             return ids
         return page({"$expr": {"$gt": ["$_id", {"$literal": after}]}})
 
+    def validate_filter(self, definition: TaskDefinition) -> None:
+        """Have the server parse the task's filter, reading no document."""
+        match = {"$and": [{"_id": {"$in": []}}, definition.filter or {}]}
+        self._db[definition.collection].aggregate([{"$match": match}, {"$limit": 1}]).close()
+
     def validate_definition(self, definition: TaskDefinition) -> None:
-        """Have the server parse the filter and projection without reading documents."""
+        """Have the server parse the whole planning pipeline (filter and watch
+        projection), reading no document."""
         pipeline = pipelines.planning_pipeline(definition, [], ObjectId())[:-1]
         self._db[definition.collection].aggregate([*pipeline, {"$limit": 1}]).close()

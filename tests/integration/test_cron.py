@@ -52,13 +52,13 @@ def test_cron_expressions_and_callables(make_engine: EngineFactory, db: Database
     cron_runs: list[dt.datetime] = []
     dynamic_runs: list[dt.datetime] = []
     engine = make_engine()
-    engine.cron_task("every-second", "CRON * * * * * */1",
+    engine.cron_task("every-second", "CRON */1 * * * * *",
                      lambda: cron_runs.append(dt.datetime.now(dt.timezone.utc)))  # fmt: skip
     engine.cron_task("dynamic", lambda now: now + dt.timedelta(milliseconds=200),
                      lambda: dynamic_runs.append(dt.datetime.now(dt.timezone.utc)))  # fmt: skip
     engine.start()
     wait_until(lambda: len(cron_runs) >= 2 and len(dynamic_runs) >= 3, timeout=15)
-    assert cron_doc(db, "every-second")["schedule"] == "CRON * * * * * */1"
+    assert cron_doc(db, "every-second")["schedule"] == "CRON */1 * * * * *"
     assert cron_doc(db, "dynamic")["schedule"].startswith("callable")
 
 

@@ -254,3 +254,12 @@ def test_sigterm_with_install_signal_handlers_exits_within_the_timeout(
         exited_after = seconds_to_exit(process)
         assert process.returncode == 128 + signal.SIGTERM
         assert exited_after < 6, exited_after  # the 2 s timeout and the exit itself
+
+
+def test_a_rejected_watch_projection_is_named_at_start(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    projection = {"total": {"$nope": "$amount"}}
+    engine.register(task="t", collection="orders", handler=Recorder(), watch_projection=projection)
+    with pytest.raises(ConfigError, match="rejected the watch_projection") as caught:
+        engine.start()
+    assert caught.value.option == "watch_projection"

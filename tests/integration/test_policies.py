@@ -65,7 +65,7 @@ def test_cron_retries_at_the_next_matching_time(
     engine = make_engine()
     engine.register(
         task="t", collection="jobs", handler=failing, debounce=0,
-        retry_policy={"type": "cron", "expression": "* * * * * */2", "max_attempts": 2},
+        retry_policy={"type": "cron", "expression": "*/2 * * * * *", "max_attempts": 2},
     )  # fmt: skip
     start(engine, db)
     db.jobs.insert_one({"_id": "j1"})

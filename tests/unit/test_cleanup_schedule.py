@@ -51,3 +51,22 @@ def test_bad_schedules_name_their_option(value: object) -> None:
     with pytest.raises(ConfigError) as caught:
         Schedule.parse(value, "cleanup_interval")
     assert caught.value.option == "cleanup_interval"
+
+
+# Six fields: the seconds come first, as in the reference (cron-parser); croniter, which
+# computes the times, wants them last. "*/5 * * * * *" read croniter's way would run
+# every second of every fifth minute.
+def test_six_fields_put_the_seconds_first() -> None:
+    every_five_seconds = Schedule.parse("CRON */5 * * * * *", "x")
+    assert every_five_seconds.next_after(NOW) == NOW + dt.timedelta(seconds=5)
+    at_second_30_of_3am = Schedule.parse("CRON 30 0 3 * * *", "x")
+    assert at_second_30_of_3am.next_after(NOW) == NOW + dt.timedelta(hours=3, seconds=30)
+    assert every_five_seconds.description == "CRON */5 * * * * *"
+
+
+@pytest.mark.parametrize(
+    "expression", ["CRON * * * *", "CRON 0 0 0 * * * 2030", "CRON 70 * * * * *"]
+)
+def test_other_field_counts_and_bad_seconds_say_which_order_is_expected(expression: str) -> None:
+    with pytest.raises(ConfigError, match="six with the seconds first"):
+        Schedule.parse(expression, "schedule")
