@@ -44,8 +44,10 @@ def test_count_list_and_retry(failed_tasks: list[str], capsys: pytest.CaptureFix
                        "--source-filter", '{"region": "eu"}')  # fmt: skip
     assert (code, out) == (0, "1\n")
     code, out, _ = run(capsys, "tasks", "list", *failed_tasks, "--sort", "sourceDocId:desc")
-    lines = out.splitlines()
+    header, *lines = out.splitlines()
     assert code == 0 and len(lines) == 2
+    assert header.split() == ["TASK", "DOCUMENT", "STATUS", "ATTEMPTS", "NEXT", "RUN", "(UTC)",
+                              "LAST", "ERROR"]  # fmt: skip
     assert lines[0].startswith("sync") and '"o2"' in lines[0] and "failed" in lines[0]
     code, out, _ = run(capsys, "tasks", "list", *failed_tasks, "--json", "--limit", "1")
     assert json.loads(out)["lastError"] == "RuntimeError: boom (upstream)"
@@ -133,3 +135,34 @@ def test_mongoreact_dashboard_serves_the_app(failed_tasks: list[str]) -> None:
         for stream in (server.stdout, server.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_show_prints_one_record_with_its_traceback_and_history(
+    failed_tasks: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", '"o1"')
+    assert code == 0
+    assert '"sourceDocId": "o1"' in out and '"status": "failed"' in out
+    assert "last error traceback:" in out and "RuntimeError: boom (upstream)" in out
+    history = out.split("execution history (1, oldest first):")[1].strip().splitlines()
+    assert len(history) == 1 and "failed" in history[0] and "attempt=1" in history[0]
+    code, _, err = run(capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", '"x"')
+    assert code == 1 and "no record of task 'sync'" in err
+    code, _, err = run(capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", "o1")
+    assert code == 2 and "expected JSON" in err
+
+
+def test_retry_dry_run_changes_nothing(
+    failed_tasks: list[str], capsys: pytest.CaptureFixture[str], db: Database[Doc]
+) -> None:
+    code, out, _ = run(capsys, "tasks", "retry", *failed_tasks, "--status", "failed", "--dry-run")
+    assert (code, out) == (0, "would retry 2 task(s) (dry run: nothing changed)\n")
+    assert db.orders_tasks.count_documents({"status": "failed"}) == 2
+
+
+def test_an_unknown_sort_order_is_an_error(
+    failed_tasks: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "tasks", "list", *failed_tasks, "--sort", "sourceDocId:down")
+    assert code == 2 and "the order is asc or desc" in err
+    assert run(capsys, "tasks", "list", *failed_tasks, "--sort", "sourceDocId:asc")[0] == 0
