@@ -2,9 +2,11 @@
 
 Configuration comes from ``app.config["MONGOREACT"]`` (the options of
 :func:`mongoreact.init`). Tasks may be registered with ``@ext.task(...)`` before or after
-``init_app``. Workers start only where ``MONGOREACT_AUTOSTART`` is true (set it in the
-processes that should run tasks; start after the server forks), or with ``ext.start()``.
-The instance is stopped when the process exits.
+``init_app``, but not after the workers started: with ``MONGOREACT_AUTOSTART`` (which
+starts them in ``init_app``) decorate every task before. Workers start only where
+``MONGOREACT_AUTOSTART`` is true (set it in the processes that should run tasks; start
+after the server forks), or with ``ext.start()``. The instance is stopped when the
+process exits.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class Mongoreact:
                             "handler": handler, **options}  # fmt: skip
             if self._engine is None:
                 self._pending.append(registration)
+            elif self._engine.is_running:
+                raise ConfigError(
+                    "task", registration["task"],
+                    "the workers started in init_app (MONGOREACT_AUTOSTART): decorate every "
+                    "task before init_app, or start them later with ext.start()",
+                )  # fmt: skip
             else:
                 self._engine.register(**registration)
             return handler

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pymongo.database import Database
 
-from mongoreact import TaskContext
+from mongoreact import ConfigError, TaskContext
 from mongoreact.testing import FAST_SETTINGS
 
 from .helpers import Doc, wait_until
@@ -45,6 +45,30 @@ def test_django_runreactive_runs_tasks_from_installed_apps(
     assert "mongoreact running as" in out and "mongoreact stopped" in out, err
 
 
+SHOW_RUNNING = "import mongoreact; print(mongoreact.instance().is_running)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "starts"),
+    [
+        (["-m", "django", "shell", "-c", SHOW_RUNNING], "False"),
+        (["-c", "import django; django.setup(); " + SHOW_RUNNING], "True"),  # a server
+    ],
+)
+def test_django_autostart_starts_workers_only_where_the_app_is_served(
+    mongo_uri: str, database_name: str, argv: list[str], starts: str
+) -> None:
+    # A `manage.py shell` (or migrate) must not start claiming tasks; a server does.
+    pytest.importorskip("django")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MONGOREACT_TEST_DJANGO_URI": mongo_uri,
+           "MONGOREACT_TEST_DJANGO_DB": database_name, "MONGOREACT_TEST_DJANGO_AUTOSTART": "1",
+           "DJANGO_SETTINGS_MODULE": "tests.integration.django_project.settings"}  # fmt: skip
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == starts, done.stdout + done.stderr
+
+
 def test_flask_extension_registers_and_starts(
     mongo_uri: str, database_name: str, db: Database[Doc]
 ) -> None:
@@ -64,6 +88,12 @@ def test_flask_extension_registers_and_starts(
     ext.init_app(app)  # registers the pending task, then starts (AUTOSTART)
     try:
         assert app.extensions["mongoreact"] is ext.engine and ext.engine.is_running
+        with pytest.raises(ConfigError, match="decorate every task before init_app"):
+
+            @ext.task(collection="late")
+            def too_late(ctx: TaskContext) -> None:
+                """Decorated after the workers started."""
+
         planner = db["_mongoreact_globals"]
         wait_until(lambda: planner.find_one({"_id": "planner", "reconciled": "welcome"}))
         db.signups.insert_one({"_id": "s1"})

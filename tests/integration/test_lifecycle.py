@@ -15,7 +15,7 @@ import pytest
 from pymongo.database import Database
 
 import mongoreact
-from mongoreact import ConfigError, MongoReactError, TaskContext
+from mongoreact import ConfigError, MongoReactError, NotStartedError, TaskContext
 
 from .conftest import EngineFactory
 from .helpers import FAST, Doc, Recorder, reconciled, record, start, wait_until
@@ -263,3 +263,19 @@ def test_a_rejected_watch_projection_is_named_at_start(make_engine: EngineFactor
     with pytest.raises(ConfigError, match="rejected the watch_projection") as caught:
         engine.start()
     assert caught.value.option == "watch_projection"
+
+
+def test_the_management_api_after_stop_says_so(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=Recorder(), debounce=0)
+    engine.cron_task("nightly", "CRON 0 3 * * *", lambda: None)
+    start(engine, db)
+    assert engine.stop(timeout=10)
+    for call in (
+        engine.get_tasks, engine.count_tasks, engine.retry_tasks, engine.cron_tasks,
+        engine.overview, lambda: engine.get_task("t", 1), lambda: engine.run_cron_task("x"),
+    ):  # fmt: skip
+        with pytest.raises(NotStartedError, match="stopped"):
+            call()

@@ -13,3 +13,4 @@ MONGOREACT = {
     "database": os.environ["MONGOREACT_TEST_DJANGO_DB"],
     **FAST_SETTINGS,
 }
+MONGOREACT_AUTOSTART = os.environ.get("MONGOREACT_TEST_DJANGO_AUTOSTART") == "1"

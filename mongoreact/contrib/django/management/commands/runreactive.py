@@ -25,8 +25,11 @@ class Command(BaseCommand):  # type: ignore[misc]
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: requested.set())
         engine.start()
+        # Flushed at once: under a supervisor stdout is a pipe, block-buffered.
         self.stdout.write(f"mongoreact running as {engine.instance_id}")
+        self.stdout.flush()
         while engine.is_running and not requested.wait(0.2):
             pass
         clean = engine.stop(timeout=options["stop_timeout"])
         self.stdout.write("mongoreact stopped" + ("" if clean else " (handlers still running)"))
+        self.stdout.flush()
