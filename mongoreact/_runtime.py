@@ -19,6 +19,7 @@ from ._threads import Loop
 from .cluster.catalogue import Catalogue
 from .cluster.clock import ServerClock
 from .cluster.leadership import Leadership
+from .cluster.presence import Beacon
 from .cluster.registry import TaskRegistry
 from .cluster.throttles import Throttles
 from .config.definition import TaskDefinition
@@ -101,7 +102,14 @@ class Runtime:
             is_leader=self.is_leader,
         )
         # Background loops besides the workers and the election, in start order.
-        self._loops: list[Loop] = [self._leases]
+        beacon = Beacon(
+            settings=settings,
+            store=globals_store,
+            measurements=measurements,
+            is_leader=self.is_leader,
+            in_hand=self._leases.held,
+        )
+        self._loops: list[Loop] = [self._leases, beacon]
         monitoring = settings.monitoring
         if monitoring.enabled and monitoring.scrape_mode == "cluster":
             self._loops.insert(

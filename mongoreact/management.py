@@ -201,6 +201,24 @@ class TaskManager:
             modified += modified_here
         return RetryResult(matched_count=matched, modified_count=modified)
 
+    def discard_failed(self, query: TaskQuery) -> int:
+        """Delete the matching ``failed`` records; how many. A later change of their
+        documents plans them again."""
+        return sum(
+            self._tasks.discard_failed(collection, filter_)
+            for collection, filter_ in self._filters(query)
+        )
+
+    def pause(self, task: str, duration: dt.timedelta) -> None:
+        """Have no instance claim ``task`` for ``duration`` (a cluster-wide throttle)."""
+        self.collections(task)
+        self._globals.throttle(task, duration)
+
+    def resume(self, task: str) -> int:
+        """End a cluster-wide pause of ``task``."""
+        self.collections(task)
+        return self._globals.resume(task)
+
     def get(self, task: str, doc_id: Any) -> Document | None:
         """One record, with its execution history."""
         (collection,) = self.collections(task).values()
@@ -212,16 +230,20 @@ class TaskManager:
         return self._tasks.defer(collection, task, doc_id, until)
 
     def overview(self, now: dt.datetime, heard_since: dt.datetime) -> Document:
-        """Counts per task and status, lag, the leader, and the instances that pushed
-        figures since ``heard_since``."""
+        """Counts per task and status, lag and cluster-wide pause, the leader, and the
+        instances heard from since ``heard_since`` with what they do, and the cluster's
+        runs per minute over the last hour."""
         known = self.collections(None)
         queues = {name: TaskQueue(collection=collection) for name, collection in known.items()}
         queues.update(self._tasks.queue_summary(list(known.values()), now, all_statuses=True))
+        paused = self._globals.throttles()
         rows = [
             {"task": task, "collection": queue.collection, "counts": queue.counts,
-             "lagSeconds": queue.lag or 0.0}
+             "lagSeconds": queue.lag or 0.0,
+             "pausedUntil": paused[task] if task in paused and paused[task] > now else None}
             for task, queue in queues.items()
         ]  # fmt: skip
+        instances = self._globals.instances(heard_since)
         lease = self._globals.leader_lease()
         live = lease.get("expiresAt") is not None and as_utc(lease["expiresAt"]) > now
         state = self._globals.planner_state()
@@ -229,7 +251,9 @@ class TaskManager:
             "tasks": sorted(rows, key=lambda row: row["task"]),
             "leader": {"instanceId": lease.get("instanceId") if live else None,
                        "epoch": lease.get("epoch"), "expiresAt": lease.get("expiresAt")},
-            "instances": sorted(self._globals.pushed_metrics(heard_since)),
+            "instances": [instance["instanceId"] for instance in instances],
+            "instanceDetails": instances,
+            "perMinute": _per_minute(instances),
             "streamPositionAt": state.get("streamPositionAt"),
             "reconciledAt": state.get("reconciledAt"),
             "lastCleanupAt": state.get("lastCleanupAt"),
@@ -300,3 +324,17 @@ def _compare(a: Any, b: Any) -> int:
         return int(a > b) - int(a < b)
     except TypeError:
         return _compare(type(a).__name__, type(b).__name__)
+
+
+def _per_minute(instances: list[Document]) -> list[Document]:
+    """The instances' runs per minute, summed, oldest first."""
+    summed: dict[int, list[int]] = {}
+    for instance in instances:
+        for entry in (instance.get("facts") or {}).get("perMinute") or []:
+            counts = summed.setdefault(int(entry["minute"]), [0, 0])
+            counts[0] += int(entry.get("finished", 0))
+            counts[1] += int(entry.get("failed", 0))
+    return [
+        {"minute": minute, "finished": finished, "failed": failed}
+        for minute, (finished, failed) in sorted(summed.items())
+    ]

@@ -21,6 +21,7 @@ from pymongo.database import Database
 
 from ._runtime import Runtime
 from .cluster.clock import ServerClock
+from .cluster.presence import gone_before
 from .cluster.registry import TaskRegistry
 from .config.definition import Handler, TaskDefinition, build_definition
 from .config.settings import Settings, build_settings
@@ -30,7 +31,7 @@ from .errors import ConfigError, MongoReactError, NotStartedError
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
 from .monitoring.measurements import Measurements
-from .monitoring.prometheus import FigureReader, Figures, build_registry, stale_before
+from .monitoring.prometheus import FigureReader, Figures, build_registry
 from .options import InitOptions, TaskOptions, Unpack
 from .store.connection import Connection
 from .store.cron import CronStore
@@ -349,7 +350,22 @@ class ReactiveTasks:
     def overview(self) -> dict[str, Any]:
         """Counts per task and status, lag, the leader and the instances heard from."""
         now = self.clock.now()
-        return self._manager().overview(now, stale_before(now, self._settings))
+        return self._manager().overview(now, gone_before(now, self._settings))
+
+    @filtered
+    def discard_failed_tasks(self, query: TaskQuery) -> int:
+        """Delete the matching records that are ``failed`` (given up on); how many. A
+        later change of a document plans its task again."""
+        return self._manager().discard_failed(query)
+
+    def pause_task(self, task: str, duration: dt.timedelta) -> None:
+        """Have no instance of the cluster claim ``task`` for ``duration`` (running
+        handlers finish); ``resume_task`` ends it sooner."""
+        self._manager().pause(task, duration)
+
+    def resume_task(self, task: str) -> None:
+        """End a cluster-wide pause of ``task`` (instances notice within a second)."""
+        self._manager().resume(task)
 
     def defer_task(self, task: str, doc_id: Any, delay: dt.timedelta) -> int:
         """Make one waiting or failed task due only after ``delay``."""

@@ -27,6 +27,7 @@ from bson import json_util
 
 from ..config.durations import parse_duration
 from ..errors import ConfigError
+from ..records import COMPLETED, STATUSES
 
 if TYPE_CHECKING:
     from ..reactive_tasks import ReactiveTasks
@@ -66,7 +67,11 @@ class DashboardApp:
             ("GET", "/api/task"): self._task,
             ("GET", "/api/cron"): self._cron,
             ("POST", "/api/retry"): self._retry,
+            ("POST", "/api/discard"): self._discard,
             ("POST", "/api/defer"): self._defer,
+            ("POST", "/api/pause"): self._pause,
+            ("POST", "/api/resume"): self._resume,
+            ("POST", "/api/cron/run"): self._run_cron,
         }
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -125,16 +130,36 @@ class DashboardApp:
         return {"items": self._engine.cron_tasks()}
 
     def _retry(self, environ: Environ) -> dict[str, Any]:
+        """Retry the records picked (``task`` + ``docIds``) or matching ``filter``.
+        A filter without a status never re-queues ``completed`` records unless
+        ``includeCompleted``; ``dryRun`` only counts what would run again."""
         body = _body(environ)
-        if "docIds" in body:
-            task = _required(body, "task")
-            ids = body["docIds"]
-            if not isinstance(ids, list) or not ids:
-                raise ConfigError("docIds", ids, "expected a non-empty list")
-            result = self._engine.retry_tasks(task=task, source_doc_filter={"_id": {"$in": ids}})
-        else:
-            result = self._engine.retry_tasks(**_filters(body.get("filter") or {}))
-        return {"modified": result.modified_count}
+        selection = _selection(body, include_completed=body.get("includeCompleted") is True)
+        if body.get("dryRun") is True:
+            return {"matched": self._engine.count_tasks(**selection)}
+        return {"modified": self._engine.retry_tasks(**selection).modified_count}
+
+    def _discard(self, environ: Environ) -> dict[str, Any]:
+        """Delete the picked or matching records that are ``failed`` (``dryRun``: count)."""
+        body = _body(environ)
+        selection = {**_selection(body, include_completed=True), "status": ["failed"]}
+        if body.get("dryRun") is True:
+            return {"matched": self._engine.count_tasks(**selection)}
+        return {"modified": self._engine.discard_failed_tasks(**selection)}
+
+    def _pause(self, environ: Environ) -> dict[str, Any]:
+        body = _body(environ)
+        delay = parse_duration(body.get("delay"), "delay")
+        self._engine.pause_task(_required(body, "task"), delay)
+        return {"modified": 1}
+
+    def _resume(self, environ: Environ) -> dict[str, Any]:
+        self._engine.resume_task(_required(_body(environ), "task"))
+        return {"modified": 1}
+
+    def _run_cron(self, environ: Environ) -> dict[str, Any]:
+        self._engine.run_cron_task(_required(_body(environ), "name"), wait=False)
+        return {"modified": 1}
 
     def _defer(self, environ: Environ) -> dict[str, Any]:
         body = _body(environ)
@@ -168,6 +193,21 @@ def _check_same_origin(environ: Environ) -> None:
         if urlsplit(claimed).netloc not in hosts:
             raise HttpError("403 Forbidden", "cross-origin request refused")
         return
+
+
+def _selection(body: dict[str, Any], *, include_completed: bool) -> dict[str, Any]:
+    """The management filters of an action: the records picked (``task`` and
+    ``docIds``), or those matching ``filter`` - without ``completed`` ones unless the
+    filter names that status or ``include_completed``."""
+    if "docIds" in body:
+        ids = body["docIds"]
+        if not isinstance(ids, list) or not ids:
+            raise ConfigError("docIds", ids, "expected a non-empty list")
+        return {"task": _required(body, "task"), "source_doc_filter": {"_id": {"$in": ids}}}
+    selection = _filters(body.get("filter") or {})
+    if not selection["status"] and not include_completed:
+        selection["status"] = [status for status in STATUSES if status != COMPLETED]
+    return selection
 
 
 def _filters(query: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,11 @@ class LeaseKeeper(Loop):
             self._lost.discard(claim.claim_id)
             return lost
 
+    def held(self) -> list[ClaimedTask]:
+        """The claims whose leases are being renewed (running or waiting for a thread)."""
+        with self._lock:
+            return list(self._held.values())
+
     def is_lost(self, claim: ClaimedTask) -> bool:
         """Whether ``claim``'s lease was found lost by a renewal."""
         with self._lock:

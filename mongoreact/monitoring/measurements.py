@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from typing import Any, Final
 
 # Run durations in seconds: handlers range from milliseconds to minutes.
 BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+RECENT_MINUTES: Final = 60
 COUNTERS: Final = (
     "retries",  # per task: failed runs that will be retried
     "leader_elections",  # times this instance became the leader
@@ -37,6 +39,8 @@ class Measurements:
         }
         # (task, status) -> [bucket counts..., +Inf count], sum
         self._histograms: dict[tuple[str, str], tuple[list[int], float]] = {}
+        # Runs per wall-clock minute, the last hour: [minute, finished, failed].
+        self._minutes: deque[list[int]] = deque(maxlen=RECENT_MINUTES)
 
     def count(self, name: str, task: str = "", amount: float = 1) -> None:
         """Add ``amount`` to counter ``name`` (per task where it has one)."""
@@ -49,6 +53,28 @@ class Measurements:
             buckets, total = self._histograms.get((task, status), ([0] * (len(BUCKETS) + 1), 0.0))
             buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
             self._histograms[(task, status)] = (buckets, total + seconds)
+            minute = int(time.time() // 60)
+            if not self._minutes or self._minutes[-1][0] != minute:
+                self._minutes.append([minute, 0, 0])
+            self._minutes[-1][2 if status == "failed" else 1] += 1
+
+    def recent(self) -> list[dict[str, int]]:
+        """Runs per minute over the last hour (``minute`` since the Unix epoch;
+        ``finished`` counts every run that did not fail)."""
+        oldest = int(time.time() // 60) - RECENT_MINUTES
+        with self._lock:
+            return [
+                {"minute": minute, "finished": finished, "failed": failed}
+                for minute, finished, failed in self._minutes
+                if minute > oldest
+            ]
+
+    def totals(self) -> dict[str, int]:
+        """Runs so far: ``finished`` (completed, skipped or deferred) and ``failed``."""
+        with self._lock:
+            failed = sum(sum(b) for (_, s), (b, _) in self._histograms.items() if s == "failed")
+            every = sum(sum(buckets) for buckets, _ in self._histograms.values())
+        return {"finished": every - failed, "failed": failed}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything so far, as a BSON-friendly document."""

@@ -318,6 +318,13 @@ class GlobalsStore:
             upsert=True,
         )  # fmt: skip
 
+    def resume(self, task: str) -> int:
+        """End a cluster-wide pause of ``task`` now; how many pauses ended."""
+        result = self._collection.update_one(
+            {"_id": _THROTTLE_PREFIX + task}, {"$set": {"until": EPOCH}}
+        )
+        return result.modified_count
+
     def throttles(self) -> dict[str, dt.datetime]:
         """Cluster-wide pauses by task (expired ones included)."""
         query = {"_id": {"$regex": "^" + _THROTTLE_PREFIX}}
@@ -335,6 +342,24 @@ class GlobalsStore:
              "$currentDate": {"seenAt": True}},
             upsert=True,
         )  # fmt: skip
+
+    def beat(self, instance_id: str, facts: Document) -> None:
+        """Record that ``instance_id`` is alive, with what it says about itself (host,
+        pid, leader, what it runs, its counts); the dashboard's instances panel."""
+        self._collection.update_one(
+            {"_id": _INSTANCE_PREFIX + instance_id},
+            {"$set": {"instanceId": instance_id, "facts": facts}, "$currentDate": {"beatAt": True}},
+            upsert=True,
+        )
+
+    def forget_instance(self, instance_id: str) -> None:
+        """Remove ``instance_id``'s heartbeat (it stopped)."""
+        self._collection.delete_one({"_id": _INSTANCE_PREFIX + instance_id})
+
+    def instances(self, seen_since: dt.datetime) -> list[Document]:
+        """The instances that beat since ``seen_since``: id, facts, last beat."""
+        query = {"_id": {"$regex": "^" + _INSTANCE_PREFIX}, "beatAt": {"$gte": seen_since}}
+        return list(self._collection.find(query, {"_id": 0}).sort("instanceId", 1))
 
     def drop_metrics(self, instance_id: str) -> None:
         """Remove this instance's pushed measurements (it stops)."""
@@ -370,6 +395,7 @@ _CHECKPOINT_PREFIX: Final = "reconcile:"
 _SPEC_PREFIX: Final = "task:"
 _THROTTLE_PREFIX: Final = "throttle:"
 _METRICS_PREFIX: Final = "metrics:"
+_INSTANCE_PREFIX: Final = "instance:"
 
 
 def _checkpoint_id(collection: str) -> str:

@@ -179,6 +179,12 @@ class TaskStore:
         )
         return result.matched_count, result.modified_count
 
+    def discard_failed(self, source_collection: str, query: Document) -> int:
+        """Delete the matching records that are ``failed`` (an operator gives up on
+        them); how many."""
+        failed = {"$and": [query, {"status": FAILED}]}
+        return self._db[source_collection + TASKS_SUFFIX].delete_many(failed).deleted_count
+
     def source_ids(self, source_collection: str, query: Document, batch: int) -> Iterator[Any]:
         """The ``_id``s of the source documents matching ``query``, read ``batch`` at a
         time (never all held at once)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 from typing import Any
 from urllib.parse import urlencode
 
@@ -59,7 +61,8 @@ def test_page_overview_list_and_detail(engine: ReactiveTasks) -> None:
     assert status == "200 OK" and '<table id="task-list">' in page
     status, overview = call(app, "GET", "/api/overview")
     counts = {"failed": 2, "completed": 1}
-    expected = {"task": "sync", "collection": "orders", "counts": counts, "lagSeconds": 0.0}
+    expected = {"task": "sync", "collection": "orders", "counts": counts, "lagSeconds": 0.0,
+                "pausedUntil": None}  # fmt: skip
     assert overview["tasks"] == [expected]
     assert overview["leader"]["instanceId"] == "web"
     wait_until(lambda: call(app, "GET", "/api/overview")[1]["instances"] == ["web"])
@@ -156,3 +159,64 @@ def test_the_page_names_its_mount_point(engine: ReactiveTasks) -> None:
     assert '<base href="/">' in call(app, "GET", "/")[1]
     assert '<base href="/a%22b/">' in call(app, "GET", "/", headers={"SCRIPT_NAME": '/a"b/'})[1]
     assert '"/api/' not in call(app, "GET", "/")[1]  # relative URLs only
+
+
+def test_retry_all_matching_leaves_completed_records_alone_unless_asked(
+    engine: ReactiveTasks, db: Database[Doc]
+) -> None:
+    app = engine.dashboard_app()
+    # The confirmation asks first: how many would run again.
+    assert call(app, "POST", "/api/retry", body={"filter": {}, "dryRun": True}) == (
+        "200 OK", {"matched": 2}
+    )  # fmt: skip
+    assert db.orders_tasks.count_documents({"status": "failed"}) == 2  # nothing changed
+    assert call(app, "POST", "/api/retry", body={"filter": {}})[1] == {"modified": 2}
+    assert record(db, "orders", "ok")["status"] == "completed"  # not re-queued
+    wait_until(lambda: db.orders_tasks.count_documents({"status": "failed"}) == 2)
+    everything = {"filter": {}, "includeCompleted": True, "dryRun": True}
+    assert call(app, "POST", "/api/retry", body=everything)[1] == {"matched": 3}
+
+
+def test_discard_deletes_only_failed_records(engine: ReactiveTasks, db: Database[Doc]) -> None:
+    app = engine.dashboard_app()
+    body: dict[str, Any] = {"task": "sync", "docIds": ["bad1", "ok"]}
+    assert call(app, "POST", "/api/discard", body={**body, "dryRun": True})[1] == {"matched": 1}
+    assert call(app, "POST", "/api/discard", body=body)[1] == {"modified": 1}
+    assert sorted(d["sourceDocId"] for d in db.orders_tasks.find()) == ["bad2", "ok"]
+    assert call(app, "POST", "/api/discard", body={"filter": {}})[1] == {"modified": 1}
+    assert [d["sourceDocId"] for d in db.orders_tasks.find()] == ["ok"]
+
+
+def test_pause_and_resume_a_task_type_cluster_wide(
+    engine: ReactiveTasks, db: Database[Doc]
+) -> None:
+    app = engine.dashboard_app()
+    assert call(app, "POST", "/api/pause", body={"task": "sync", "delay": "1h"})[0] == "200 OK"
+    assert call(app, "GET", "/api/overview")[1]["tasks"][0]["pausedUntil"] is not None
+    threading.Event().wait(1.2)  # instances read cluster pauses once a second
+    db.orders.insert_one({"_id": "later"})
+    wait_until(lambda: record(db, "orders", "later") is not None)
+    threading.Event().wait(0.5)
+    assert record(db, "orders", "later")["status"] == "pending"  # not claimed while paused
+    assert call(app, "POST", "/api/resume", body={"task": "sync"})[0] == "200 OK"
+    assert call(app, "GET", "/api/overview")[1]["tasks"][0]["pausedUntil"] is None
+    wait_until(lambda: record(db, "orders", "later")["status"] == "completed", timeout=15)
+    assert call(app, "POST", "/api/pause", body={"task": "nope", "delay": "1h"})[0].startswith(
+        "400"
+    )
+
+
+def test_the_instances_panel_says_who_runs_what(engine: ReactiveTasks) -> None:
+    app = engine.dashboard_app()
+    def beaten_after_the_runs() -> Any:
+        overview = call(app, "GET", "/api/overview")[1]
+        details = overview["instanceDetails"]
+        return details and details[0]["facts"]["totals"]["failed"] == 2 and overview
+
+    overview = wait_until(beaten_after_the_runs, message="a heartbeat after the runs")
+    (web,) = overview["instanceDetails"]
+    facts = web["facts"]
+    assert web["instanceId"] == "web" and facts["leader"] is True
+    assert facts["pid"] == os.getpid() and facts["host"] and facts["concurrency"] == 5
+    assert facts["totals"] == {"finished": 1, "failed": 2}
+    assert sum(m["finished"] + m["failed"] for m in overview["perMinute"]) == 3
