@@ -208,6 +208,7 @@ def test_pause_and_resume_a_task_type_cluster_wide(
 
 def test_the_instances_panel_says_who_runs_what(engine: ReactiveTasks) -> None:
     app = engine.dashboard_app()
+
     def beaten_after_the_runs() -> Any:
         overview = call(app, "GET", "/api/overview")[1]
         details = overview["instanceDetails"]

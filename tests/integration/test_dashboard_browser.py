@@ -6,6 +6,7 @@ Screenshots are saved under the test's output directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -171,3 +172,79 @@ def test_mounted_under_a_prefix_in_flask(
         finally:
             server.shutdown()
     wait_until(lambda: record(db, "orders", "o-2")["status"] == "completed")
+
+
+def test_live_bulk_actions_instances_and_cron_in_the_browser(
+    make_engine: EngineFactory, db: Database[Doc], browser: Any, tmp_path: Path
+) -> None:
+    def fails_for_bad(ctx: TaskContext) -> None:
+        if str(ctx.doc_id).startswith("bad"):
+            raise ConnectionError("partner API down")
+
+    engine = make_engine(instance_id="web-1")
+    engine.register(task="sync-order", collection="orders", handler=fails_for_bad, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    ran: list[int] = []
+    engine.cron_task("nightly-report", "CRON 0 3 * * *", lambda: ran.append(1))
+    start(engine, db)
+    db.orders.insert_many([{"_id": "ok-1"}, {"_id": "bad-1"}])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
+               == 2)  # fmt: skip
+    screenshots = Path(os.environ.get("MONGOREACT_DOCS_SCREENSHOTS") or tmp_path)
+    with make_server("127.0.0.1", 0, engine.dashboard_app(), _Server, _Quiet) as server:
+        threading.Thread(target=server.serve_forever, name="dashboard-live", daemon=True).start()
+        try:
+            wait = WebDriverWait(browser, 20)
+            browser.get(f"http://127.0.0.1:{server.server_port}/")
+            wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
+            # Instances: who leads, and its counts; the chart has this minute's runs.
+            wait.until(lambda d: "web-1" in d.find_element(By.ID, "instances").text)
+            assert "leader" in browser.find_element(By.ID, "instances").text
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart rect"))
+            # Live: a new failure shows up without a click.
+            db.orders.insert_one({"_id": "bad-2"})
+            wait.until(lambda d: '"bad-2"' in d.find_element(By.ID, "task-list").text)
+            browser.save_screenshot(str(screenshots / "dashboard-overview.png"))
+            browser.find_element(By.ID, "live").click()  # paused: the rows stay put to act on
+            # Retry all matching: asks first, with the count, and skips completed records.
+            browser.find_element(By.ID, "retry-matching").click()
+            alert = wait.until(lambda d: _alert(d))
+            assert alert.text == "Retry 2 record(s)?"
+            alert.accept()
+            wait.until(
+                lambda d: "retried: 2 record(s) changed" in d.find_element(By.ID, "message").text
+            )
+            assert record(db, "orders", "ok-1")["status"] == "completed"
+            wait_until(lambda: db.orders_tasks.count_documents({"status": "failed"}) == 2)
+            # Discard all matching failed: asks, then deletes only the failed records.
+            browser.find_element(By.ID, "discard-matching").click()
+            alert = wait.until(lambda d: _alert(d))
+            assert alert.text == "Discard 2 record(s)?"
+            alert.accept()
+            wait.until(
+                lambda d: "discarded: 2 record(s) changed" in d.find_element(By.ID, "message").text
+            )
+            assert [d["sourceDocId"] for d in db.orders_tasks.find()] == ["ok-1"]
+            # Cron: run now.
+            browser.find_element(By.XPATH, "//table[@id='cron']//button[text()='Run now']").click()
+            wait_until(lambda: ran == [1], message="the cron task to run")
+            # Pause a task type cluster-wide, then resume it.
+            browser.find_element(
+                By.XPATH, "//table[@id='overview']//button[text()='Pause 1 h']"
+            ).click()
+            wait.until(lambda d: _alert(d)).accept()
+            wait.until(lambda d: "until" in d.find_element(By.ID, "overview").text)
+            browser.save_screenshot(str(screenshots / "dashboard-paused.png"))
+            browser.find_element(
+                By.XPATH, "//table[@id='overview']//button[text()='Resume']"
+            ).click()
+            wait.until(lambda d: "until" not in d.find_element(By.ID, "overview").text)
+        finally:
+            server.shutdown()
+
+
+def _alert(driver: Any) -> Any:
+    try:
+        return driver.switch_to.alert
+    except Exception:
+        return False
