@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -19,8 +20,21 @@ def failing(ctx: TaskContext) -> None:
     raise RuntimeError(f"attempt {ctx.attempt}")
 
 
-def gaps(history: list[Doc]) -> list[float]:
-    return [(b["at"] - a["at"]).total_seconds() for a, b in itertools.pairwise(history)]
+class FailingClock:
+    """A failing handler that notes when each run starts. The gaps between starts are
+    what a retry policy promises (a retry starts ``delay`` after the failure was
+    decided); the ``at`` of the history entries is when each result was *written*, and
+    a slow first write shortens the gap after it."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def __call__(self, ctx: TaskContext) -> None:
+        self.starts.append(time.monotonic())
+        raise RuntimeError(f"attempt {ctx.attempt}")
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.starts)]
 
 
 # Retry policies.
@@ -30,14 +44,16 @@ def test_series_retries_follow_the_intervals_and_repeat_the_last(
     make_engine: EngineFactory, db: Database[Doc]
 ) -> None:
     engine = make_engine()
+    handler = FailingClock()
     engine.register(
-        task="t", collection="jobs", handler=failing, debounce=0, execution_history_limit=10,
+        task="t", collection="jobs", handler=handler, debounce=0, execution_history_limit=10,
         retry_policy={"type": "series", "intervals": ["300ms", "600ms"], "max_attempts": 4},
     )  # fmt: skip
     start(engine, db)
     db.jobs.insert_one({"_id": "j1"})
     failed = record_when(db, "jobs", "j1", lambda r: r["status"] == "failed", timeout=20)
-    between = gaps(failed["executionHistory"])
+    assert len(failed["executionHistory"]) == 4
+    between = handler.gaps()
     assert len(between) == 3
     assert between[0] >= 0.3 and between[1] >= 0.6 and between[2] >= 0.6
     assert between[0] < 0.6  # the first retry used the first interval
@@ -253,7 +269,8 @@ def test_recheck_interval_plans_documents_that_start_matching_as_time_passes(
     )
     # No write happens after the insert: only a recheck can notice "soon" is due.
     wait_until(lambda: recorder.ids() == ["soon"], timeout=10)
-    ran_at = record(db, "orders", "soon")["lastSuccess"]["at"]
+    # The handler has returned; its result is written by the finalizer right after.
+    ran_at = wait_until(lambda: record(db, "orders", "soon").get("lastSuccess"))["at"]
     assert ran_at >= now + dt.timedelta(seconds=1.5)
     assert record(db, "orders", "later") == {}
 
@@ -267,14 +284,16 @@ def test_recheck_interval_needs_a_filter(make_engine: EngineFactory) -> None:
 
 def test_linear_retries_grow_by_the_interval(make_engine: EngineFactory, db: Database[Doc]) -> None:
     engine = make_engine()
+    handler = FailingClock()
     engine.register(
-        task="t", collection="jobs", handler=failing, debounce=0,
+        task="t", collection="jobs", handler=handler, debounce=0,
         retry_policy={"type": "linear", "interval": "250ms", "max_attempts": 3},
     )  # fmt: skip
     start(engine, db)
     db.jobs.insert_one({"_id": "j1"})
     failed = record_when(db, "jobs", "j1", lambda r: r["status"] == "failed", timeout=20)
-    first, second = gaps(failed["executionHistory"])
+    assert len(failed["executionHistory"]) == 3
+    first, second = handler.gaps()
     assert 0.25 <= first < 0.5 <= second  # 250 ms, then 500 ms
 
 
