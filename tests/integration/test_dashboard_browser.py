@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +250,62 @@ def _alert(driver: Any) -> Any:
         return driver.switch_to.alert
     except Exception:
         return False
+
+
+SERVE_DJANGO = """
+from wsgiref.simple_server import make_server
+from tests.integration.django_project.wsgi import application
+server = make_server("127.0.0.1", 0, application)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def test_mounted_under_a_prefix_in_django(
+    make_engine: EngineFactory, db: Database[Doc], browser: Any, mongo_uri: str
+) -> None:
+    # A Django web process (never started: it only serves the dashboard) beside a worker.
+    failed_once: set[str] = set()
+
+    def fails_once(ctx: TaskContext) -> None:
+        if ctx.doc_id == "o-2" and ctx.doc_id not in failed_once:
+            failed_once.add(ctx.doc_id)
+            raise TimeoutError("ERP timed out")
+
+    engine = make_engine(instance_id="worker")
+    engine.register(task="sync-order", collection="orders", handler=fails_once, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_many([{"_id": f"o-{i}"} for i in range(1, 4)])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
+               == 3)  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "MONGOREACT_TEST_DJANGO_URI": mongo_uri,
+           "MONGOREACT_TEST_DJANGO_DB": db.name}  # fmt: skip
+    web = subprocess.Popen(
+        [sys.executable, "-c", SERVE_DJANGO], cwd=root, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert web.stdout is not None
+        port = int(web.stdout.readline())
+        wait = WebDriverWait(browser, 20)
+        browser.get(f"http://127.0.0.1:{port}/")
+        assert "shop" in browser.page_source  # Django answers outside the prefix
+        browser.get(f"http://127.0.0.1:{port}/tasks")
+        wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
+        Select(browser.find_element(By.ID, "filter-status")).select_by_visible_text("failed")
+        browser.find_element(By.ID, "apply").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 1)
+        browser.find_element(By.CSS_SELECTOR, "tr.task-row").click()
+        wait.until(lambda d: "TimeoutError" in d.find_element(By.ID, "detail-traceback").text)
+        browser.find_element(By.ID, "retry-one").click()  # a POST through Django's mount
+        wait.until(
+            lambda d: "retried: 1 record(s) changed" in d.find_element(By.ID, "message").text
+        )
+    finally:
+        web.terminate()
+        web.wait(10)
+        if web.stdout is not None:
+            web.stdout.close()
+    wait_until(lambda: record(db, "orders", "o-2")["status"] == "completed")

@@ -14,3 +14,5 @@ MONGOREACT = {
     **FAST_SETTINGS,
 }
 MONGOREACT_AUTOSTART = os.environ.get("MONGOREACT_TEST_DJANGO_AUTOSTART") == "1"
+ROOT_URLCONF = "tests.integration.django_project.urls"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
