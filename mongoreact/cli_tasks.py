@@ -17,6 +17,7 @@ from pymongo.uri_parser import parse_uri
 from .errors import ConfigError
 from .reactive_tasks import ReactiveTasks
 from .records import STATUSES
+from .store.server import ping
 
 URI_VARIABLE: Final = "MONGOREACT_URI"
 EXIT_BAD_INPUT: Final = 2
@@ -260,7 +261,7 @@ def serve_dashboard(args: argparse.Namespace) -> int:
         uri, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, tz_aware=True
     )
     try:
-        client.admin.command("ping")
+        ping(client)
     except PyMongoError:
         client.close()
         raise CommandError(f"cannot reach MongoDB at {redact(uri)}", EXIT_UNREACHABLE) from None

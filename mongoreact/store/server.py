@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from bson import Timestamp
+from pymongo import MongoClient
 from pymongo.change_stream import DatabaseChangeStream
 from pymongo.database import Database
 
@@ -48,6 +49,12 @@ def last_write_time(database: Database[Document]) -> Timestamp:
     # No cluster time at all: a ping's operationTime is the last resort.
     operation: Timestamp = database.client.admin.command("ping")["operationTime"]
     return operation
+
+
+def ping(client: MongoClient[Document]) -> None:
+    """Raise unless the server answers (``ServerSelectionTimeoutError`` when it cannot be
+    reached)."""
+    client.admin.command("ping")
 
 
 def hello(database: Database[Document]) -> Document:
