@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, Final
 
 import attrs
@@ -15,6 +16,7 @@ FAILED: Final = "failed"
 STATUSES: Final = (PENDING, PROCESSING, PROCESSING_DIRTY, COMPLETED, FAILED)
 ACTIVE: Final = (PROCESSING, PROCESSING_DIRTY)
 RUNNABLE: Final = (PENDING, *ACTIVE)
+FRESH_FOR: Final = 1.0  # seconds a batch read may answer a handler's get_document()
 QUEUED: Final = (*RUNNABLE, FAILED)  # what the queue-depth gauge counts
 
 
@@ -26,6 +28,23 @@ class TaskInfo:
     collection: str
 
 
+@attrs.define
+class Prefetched:
+    """The source document a batch read found for one claim (``None``: it no longer
+    qualified), when, and whether a handler has had it (execution/prefetch.py)."""
+
+    document: dict[str, Any] | None
+    at: float = attrs.field(factory=time.monotonic)
+    used: bool = False
+
+    def take(self) -> tuple[bool, dict[str, Any] | None]:
+        """``(True, document)`` the first time while fresh; ``(False, None)`` after."""
+        if self.used or time.monotonic() - self.at > FRESH_FOR:
+            return False, None
+        self.used = True
+        return True, self.document
+
+
 @attrs.frozen(kw_only=True)
 class ClaimedTask:
     """A task record this instance has claimed, as the claim returned it."""
@@ -34,6 +53,8 @@ class ClaimedTask:
     claim_id: Any
     tasks_collection: str
     holds_slot: bool = False  # one of the task's cluster-wide max_concurrency slots
+    # The source document read with its batch (execution/prefetch.py), if it was.
+    prefetched: Prefetched | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def id(self) -> Any:
@@ -44,6 +65,16 @@ class ClaimedTask:
     def attempt(self) -> int:
         """Number of this run for the current data (1 for the first)."""
         return int(self.record.get("attempts", 1))
+
+
+def source_key(doc_id: Any) -> Any:
+    """A dictionary key for a source document's ``_id`` (an embedded document or an
+    array is not hashable: its ``repr`` stands in)."""
+    try:
+        hash(doc_id)
+    except TypeError:
+        return repr(doc_id)
+    return doc_id
 
 
 def by_collection(claims: list[ClaimedTask]) -> dict[str, list[ClaimedTask]]:

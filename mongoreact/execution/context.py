@@ -42,7 +42,9 @@ class TaskContext:
         clock: ServerClock,
         throttles: Throttles,
         run: RunState,
+        on_read: Callable[[str], None] = lambda task: None,
     ) -> None:
+        self._on_read = on_read
         self._definition = definition
         self._claim = claim
         self._store = store
@@ -89,6 +91,15 @@ class TaskContext:
         the filter, or its watched values changed since planning; the run then ends as
         completed without counting a failure (a newer run is planned if data changed).
         """
+        self._on_read(self.task)
+        prefetched = self._claim.prefetched
+        if projection is None and session is None and prefetched is not None:
+            # Read with the claimed batch, a moment ago (see execution/prefetch.py).
+            fresh, document = prefetched.take()
+            if fresh:
+                if document is None:
+                    raise TaskConditionFailedError(self.task, self.doc_id)
+                return document
         document = self._store.fetch_source(
             self._definition, self._claim.record, projection=projection, session=session
         )

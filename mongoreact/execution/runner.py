@@ -49,7 +49,9 @@ class TaskRunner:
         finalizer: Finalizer,
         slots: ConcurrencySlots,
         measurements: Measurements | None = None,
+        on_read: Callable[[str], None] = lambda task: None,
     ) -> None:
+        self._on_read = on_read  # a handler read its document (see prefetch.py)
         self._slots = slots
         self._measurements = measurements or Measurements()
         self._wake = wake
@@ -98,6 +100,7 @@ class TaskRunner:
             clock=self._clock,
             throttles=self._throttles,
             run=state,
+            on_read=self._on_read,
         )
         self._leases.hold(claim)
         try:

@@ -28,6 +28,7 @@ from .claim_policy import ClaimPolicy, average_run_time
 from .dispatcher import Dispatcher
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
+from .prefetch import SourcePrefetch
 from .runner import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ class WorkerPool:
         self._leases = leases
         self._policy = ClaimPolicy(settings.concurrency, settings.prefetch)
         self._finalizer = Finalizer(store, settings.instance_id)
+        prefetch = SourcePrefetch(registry, store)
         self._dispatcher = Dispatcher(
             settings=settings,
             registry=registry,
             store=store,
             clock=clock,
             admission=admission,
+            prefetch=prefetch,
             room=self._room,
             hand_over=self._hand_over,
         )
@@ -75,6 +78,7 @@ class WorkerPool:
             finalizer=self._finalizer,
             slots=admission.slots,
             measurements=measurements,
+            on_read=prefetch.note_read,
         )
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)

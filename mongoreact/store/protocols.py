@@ -48,6 +48,12 @@ class WorkStore(LeaseStore, Protocol):
         """Give claimed records back unrun."""
         ...
 
+    def fetch_sources(
+        self, definition: TaskDefinition, records: list[Document]
+    ) -> dict[Any, Document]:
+        """The late-binding read of several records of one task, by source ``_id``."""
+        ...
+
     def finalize(
         self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
     ) -> Finalized:

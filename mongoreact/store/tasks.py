@@ -28,6 +28,7 @@ from ..records import (
     Finalized,
     TaskQueue,
     by_collection,
+    source_key,
 )
 from . import pipelines
 
@@ -409,6 +410,17 @@ class TaskStore:
         return self._db[definition.collection].find_one(
             pipelines.late_binding_query(definition, record), projection, session=session
         )
+
+    def fetch_sources(
+        self, definition: TaskDefinition, records: list[Document]
+    ) -> dict[Any, Document]:
+        """The late-binding read of several records of one task in one query: their
+        source documents that still qualify, by ``_id`` (unhashable ids by ``repr``)."""
+        query = {"$or": [pipelines.late_binding_query(definition, r) for r in records]}
+        return {
+            source_key(document["_id"]): document
+            for document in self._db[definition.collection].find(query)
+        }
 
     def scan_ids(
         self, collection: str, after: Any, limit: int, where: Document | None = None

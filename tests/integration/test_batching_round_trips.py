@@ -13,12 +13,13 @@ from bson import ObjectId
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
+from mongoreact import TaskConditionFailedError, TaskContext
 from mongoreact.execution.finalizer import Finalizer
 from mongoreact.records import NOT_OWNED, WRITTEN_IN_BATCH, ClaimedTask, Finalized
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
-from .helpers import Doc, start, wait_until
+from .helpers import Doc, record, start, wait_until
 
 LEASE = dt.timedelta(seconds=60)
 DONE: list[dict[str, Any]] = [{"$set": {"status": "completed", "nextRunAt": None}}]
@@ -252,3 +253,68 @@ def test_a_busy_instance_claims_ahead_and_batches_its_finalizes(
     # claim takes up to 17 records, and finalizes that wait for a write share the next.
     # (Measured: about 35. A claim and a finalize per task would be 200.)
     assert commands.on("jobs_tasks") < 60, commands.targets
+
+
+def test_handlers_reading_their_documents_get_them_from_one_read_per_batch(
+    counted: tuple[Database[Doc], Commands], db: Database[Doc], make_engine: EngineFactory
+) -> None:
+    engine_db, commands = counted
+    go = threading.Event()
+    engine = make_engine(client=engine_db.client, uri=None, concurrency=1, prefetch=16,
+                         task_filter=lambda info: go.is_set())  # fmt: skip
+    seen: dict[Any, Any] = {}
+
+    def handler(ctx: TaskContext) -> None:
+        seen[ctx.doc_id] = ctx.get_document()["n"]
+
+    engine.register(task="t", collection="jobs", handler=handler, debounce=0)
+    start(engine, db)
+    db.jobs.insert_one({"_id": "warm-up", "n": -1})  # shows the handler reads documents
+    go.set()
+    wait_until(lambda: "warm-up" in seen)
+    go.clear()
+    db.jobs.insert_many([{"_id": n, "n": n} for n in range(100)])
+    wait_until(lambda: db.jobs_tasks.count_documents({"status": "pending"}) == 100)
+    commands.targets.clear()
+    go.set()
+    wait_until(lambda: db.jobs_tasks.count_documents({"status": "completed"}) == 101, timeout=60)
+
+    assert all(seen[n] == n for n in range(100))
+    # A read per claimed batch, not one per handler (100).
+    print("finds on the source collection:", commands.targets["find", "jobs"])
+    assert commands.targets["find", "jobs"] < 25, commands.targets
+
+
+def test_a_change_after_the_batch_read_runs_the_task_again_on_the_new_data(
+    db: Database[Doc], make_engine: EngineFactory
+) -> None:
+    go = threading.Event()
+    engine = make_engine(concurrency=1, prefetch=16, task_filter=lambda info: go.is_set())
+    runs: list[tuple[Any, Any]] = []
+
+    def handler(ctx: TaskContext) -> None:
+        if ctx.doc_id == "a" and not runs:
+            # Changed after its batch was read: this run may see the old value, and
+            # must be followed by one that sees the new.
+            db.jobs.update_one({"_id": "a"}, {"$set": {"n": 2}})
+        try:
+            runs.append((ctx.doc_id, ctx.get_document()["n"]))
+        except TaskConditionFailedError:
+            runs.append((ctx.doc_id, "changed"))
+            raise
+
+    engine.register(task="t", collection="jobs", handler=handler, debounce=0,
+                    watch_projection={"n": 1})  # fmt: skip
+    start(engine, db)
+    db.jobs.insert_one({"_id": "warm-up", "n": 0})
+    go.set()
+    wait_until(lambda: runs)
+    go.clear()
+    runs.clear()
+    db.jobs.insert_many([{"_id": "a", "n": 1}, {"_id": "b", "n": 1}])
+    wait_until(lambda: db.jobs_tasks.count_documents({"status": "pending"}) == 2)
+    go.set()
+    wait_until(lambda: ("a", 2) in runs, message="a run on the new value")
+    assert runs[0] == ("a", 1)  # answered from the batch read, taken before the change
+    wait_until(lambda: record(db, "jobs", "a")["status"] == "completed")
+    assert record(db, "jobs", "a")["lastObservedValues"] == {"n": 2}

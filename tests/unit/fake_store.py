@@ -29,6 +29,7 @@ class FakeStore:
         self.queue: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.finalized: list[Any] = []
+        self.batch_reads = 0
         self.given_back: list[Any] = []
         self.lost: set[Any] = set()  # claim ids the next renewal reports lost
         self.failures = 0  # claims to fail before answering
@@ -69,6 +70,13 @@ class FakeStore:
                 for record in records
             ]
         )
+
+    def fetch_sources(
+        self, definition: TaskDefinition, records: list[dict[str, Any]]
+    ) -> dict[Any, dict[str, Any]]:
+        with self.lock:
+            self.batch_reads += 1
+        return {r["sourceDocId"]: {"_id": r["sourceDocId"]} for r in records}
 
     def finalize(
         self, claim: ClaimedTask, update: Any, session: ClientSession | None = None
