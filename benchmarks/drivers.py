@@ -31,7 +31,8 @@ Doc = dict[str, Any]
 HERE = Path(__file__).resolve().parent
 REFERENCE_DIR = HERE / ".reference"
 REFERENCE_PACKAGES = ("mongodash@2.9.2", "mongodb@6")
-# Timings shortened for both libraries alike where they have the knob.
+# Timings shortened for both libraries alike: mongoreact's options, and the reference's
+# scheduler's internal options (bench.mjs), the knobs its configureForTesting turns.
 TIMINGS: InitOptions = {
     "poll_min": 20,
     "poll_max": 500,
@@ -272,7 +273,7 @@ class ReferenceRun:
         self._changed = threading.Condition()
         command = [
             "node", str(REFERENCE_DIR / "bench.mjs"), _with_database(uri, database),
-            str(concurrency), mode,
+            str(concurrency), mode, json.dumps(_milliseconds(TIMINGS)),
         ]  # fmt: skip
         self._processes = [
             subprocess.Popen(
@@ -363,3 +364,8 @@ def _with_database(uri: str, name: str) -> str:
     rest, _, options = rest.partition("?")
     hosts = rest.split("/", 1)[0]
     return f"{scheme}://{hosts}/{name}" + (f"?{options}" if options else "")
+
+
+def _milliseconds(timings: Mapping[str, Any]) -> dict[str, int]:
+    """``TIMINGS`` in milliseconds, as the reference's options take them."""
+    return {name: int(value) for name, value in timings.items()}

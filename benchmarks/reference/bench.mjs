@@ -1,5 +1,8 @@
 // One instance of the reference library (mongodash), driven by benchmarks/engine.py.
-// Usage: node bench.mjs <uri with the run's database> <concurrency> <mode>
+// Usage: node bench.mjs <uri with the run's database> <concurrency> <mode> [timings JSON]
+// timings: mongoreact's TIMINGS (benchmarks/drivers.py), given to the reference through
+// its scheduler's internal options (what its configureForTesting uses), so both run with
+// equal polling, batching and lease timings; omitted, the reference runs its defaults.
 // mode: "throughput", "latency" (handler start delays) or "memory" (a filter nothing
 // matches: the run only reconciles; the result has the peak RSS).
 // The Python side writes the documents and times the run, as it does for mongoreact;
@@ -15,7 +18,7 @@ const require = createRequire(import.meta.url);
 const mongodash = require("mongodash");
 const { MongoClient } = require("mongodb");
 
-const [uri, concurrencyArg, mode] = process.argv.slice(2);
+const [uri, concurrencyArg, mode, timingsArg] = process.argv.slice(2);
 const concurrency = Number(concurrencyArg);
 const measureLatency = mode === "latency";
 const rssBeforeKb = process.resourceUsage().maxRSS;
@@ -47,6 +50,14 @@ await mongodash.init({
   mongoClient: client, reactiveTaskConcurrency: concurrency,
   onError: () => {}, onInfo: () => {}, monitoring: { enabled: false },
 });
+if (timingsArg) {
+  const t = JSON.parse(timingsArg);
+  mongodash._scheduler.updateInternalOptions({
+    minPollMs: t.poll_min, maxPollMs: t.poll_max, minBatchIntervalMs: t.batch_window,
+    batchIntervalMs: t.batch_max_wait, lockHeartbeatMs: t.leader_heartbeat,
+    lockTtlMs: t.leader_ttl,
+  });
+}
 await mongodash.reactiveTask({
   task: "bench", collection: "items", debounce: 0,
   ...(mode === "memory" ? { filter: { n: -1 } } : {}),
