@@ -52,6 +52,9 @@ class Measured:
     latencies_ms: list[float]
     peak_rss_mb: float | None = None  # the reference's (mongoreact's: a child process)
     rss_before_start_mb: float | None = None
+    # mongoreact's own threads and its clients' (the harness's excluded), where the OS
+    # says per thread (Linux); ``cpu_seconds`` is the whole benchmark process.
+    library_cpu_seconds: float | None = None
 
 
 class Run(Protocol):
@@ -83,37 +86,61 @@ def wait(check: Any, timeout: float, what: str) -> None:
 # mongoreact
 
 
+STATEMENTS = "statements"  # documents inserted, updated or deleted, whatever the batching
+
+
 class Commands(monitoring.CommandListener):
     """Counts mongoreact's commands by kind while ``counting`` is set. A claim that
-    finds nothing is counted as ``polling``."""
+    finds nothing is counted as ``polling``; a ``getMore`` counts as the kind of the
+    command that opened its cursor; ``statements`` counts the write statements (a bulk
+    write of 16 updates is one command and 16 statements)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.counting = False
         self._claims: set[tuple[int, Any]] = set()
+        self._opened: dict[tuple[int, Any], str] = {}  # requests that may open a cursor
+        self._cursors: dict[int, str] = {}  # cursor id -> kind of its first command
         self._lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if not self.counting:
-            return
-        kind = _kind(event.command_name, event.command)
+        name, command = event.command_name, event.command
+        key = (event.request_id, event.connection_id)
+        if name == "getMore":
+            with self._lock:
+                kind = self._cursors.get(int(command.get("getMore", 0)), "other (getMore)")
+        else:
+            kind = _kind(name, command)
         with self._lock:
-            if kind == "claim" and event.command_name in ("find", "findAndModify"):
-                self._claims.add((event.request_id, event.connection_id))
+            if name in ("find", "aggregate"):
+                self._opened[key] = kind
+            if not self.counting:
+                return
+            self.counts[STATEMENTS] += sum(
+                len(command.get(field) or []) for field in ("updates", "documents", "deletes")
+            )
+            if kind == "claim" and name in ("find", "findAndModify"):
+                self._claims.add(key)
             else:
                 self.counts[kind] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        key = (event.request_id, event.connection_id)
         with self._lock:
-            if (event.request_id, event.connection_id) not in self._claims:
+            opened = self._opened.pop(key, None)
+            cursor = event.reply.get("cursor", {}).get("id")
+            if opened is not None and cursor:
+                self._cursors[int(cursor)] = opened
+            if key not in self._claims:
                 return
-            self._claims.discard((event.request_id, event.connection_id))
+            self._claims.discard(key)
             reply = event.reply
             empty = reply.get("value", 0) is None or reply.get("cursor", {}).get("firstBatch") == []
             self.counts["polling" if empty else "claim"] += 1
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         with self._lock:
+            self._opened.pop((event.request_id, event.connection_id), None)
             if (event.request_id, event.connection_id) in self._claims:
                 self._claims.discard((event.request_id, event.connection_id))
                 self.counts["claim"] += 1
@@ -122,17 +149,29 @@ class Commands(monitoring.CommandListener):
 def _kind(name: str, command: Mapping[str, Any]) -> str:
     target = command.get(name)
     target = target if isinstance(target, str) else ""
+    if name == "aggregate" and any("$changeStream" in stage for stage in command["pipeline"]):
+        return "change stream"
     if name == "aggregate" and target == "items":
         return "planning"
     if target == "items_tasks":
         return _tasks_kind(name, command)
-    if name == "getMore":
-        return "change stream"  # the only cursor kept open (a database-level stream)
     if target == "_mongoreact_globals":
         return "coordination"
     if name == "find" and target == "items":
-        return "get_document"
+        return _source_read_kind(command)
     return f"other ({name})"
+
+
+def _source_read_kind(command: Mapping[str, Any]) -> str:
+    """A read of the source documents: the handler's own ``get_document`` (one
+    document, by ``_id``), a claimed batch's read for its handlers (an ``$or`` of
+    late-binding checks), or reconciliation and rechecks (pages of ``_id``s)."""
+    query = command.get("filter") or {}
+    if "$or" in query:
+        return "document batch"
+    if command.get("limit") == 1 and ("_id" in query or "$and" in query):
+        return "get_document"
+    return "reconciliation"
 
 
 def _tasks_kind(name: str, command: Mapping[str, Any]) -> str:
@@ -152,6 +191,26 @@ def _tasks_kind(name: str, command: Mapping[str, Any]) -> str:
     if "'nextRunAt': {'$add'" in text:
         return "lease renewal"
     return "planning"  # the unmatched pass
+
+
+LIBRARY_THREADS = ("mongoreact-", "pymongo")
+
+
+def library_threads_cpu() -> dict[int, float]:
+    """CPU seconds so far of each thread of the library and its clients (by native id),
+    from ``/proc/self/task/<tid>/schedstat`` (nanoseconds); empty where that does not
+    exist. Threads that end between two readings take their time with them (an
+    undercount, small: the pool's threads live as long as the run)."""
+    found: dict[int, float] = {}
+    for thread in threading.enumerate():
+        if thread.native_id is None or not thread.name.startswith(LIBRARY_THREADS):
+            continue
+        try:
+            schedstat = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text()
+        except OSError:
+            return {}
+        found[thread.native_id] = int(schedstat.split()[0]) / 1e9
+    return found
 
 
 def planner_ready(db: Any, timeout: float) -> None:
@@ -219,6 +278,7 @@ class MongoreactRun:
     def count(self) -> None:
         self._listener.counting = True
         self._cpu = time.process_time()
+        self._threads_cpu = library_threads_cpu()
 
     def wait_runs(self, runs: int, timeout: float) -> None:
         with self._handler.changed:
@@ -228,11 +288,16 @@ class MongoreactRun:
     def finish(self) -> Measured:
         self._listener.counting = False
         cpu = time.process_time() - self._cpu
+        now = library_threads_cpu()
+        library_cpu = sum(seconds - self._threads_cpu.get(tid, 0.0) for tid, seconds in now.items())
         for engine in self._engines:
             engine.stop(timeout=10)
         for client in (*self._clients, self._observer):
             client.close()
-        return Measured(dict(self._listener.counts), cpu, list(self._handler.latencies_ms))
+        return Measured(
+            dict(self._listener.counts), cpu, list(self._handler.latencies_ms),
+            library_cpu_seconds=library_cpu if now else None,
+        )  # fmt: skip
 
 
 # The reference

@@ -42,6 +42,7 @@ from mongoreact.options import InitOptions
 from mongoreact.testing import EmbeddedServer
 
 from .drivers import (
+    STATEMENTS,
     TIMINGS,
     MongoreactRun,
     ReferenceRun,
@@ -112,6 +113,7 @@ def throughput(library: Library, uri: str, docs: int, concurrency: int, instance
         library, uri, concurrency=concurrency, instances=instances, write=write
     )
     counts = measured.commands
+    statements = counts.pop(STATEMENTS, None)
     library_commands = sum(v for k, v in counts.items() if k != "get_document")
     return {
         "docs": docs,
@@ -122,6 +124,14 @@ def throughput(library: Library, uri: str, docs: int, concurrency: int, instance
         "commands_per_task": library_commands / docs,
         "commands_by_kind_per_task": {k: v / docs for k, v in sorted(counts.items())},
         "cpu_s_per_task": measured.cpu_seconds / docs,
+        # Where known: the library's threads only (the benchmark's writer and observer
+        # excluded); the reference's figure is its whole Node process.
+        "library_cpu_s_per_task": (
+            measured.library_cpu_seconds / docs
+            if measured.library_cpu_seconds is not None
+            else None
+        ),
+        "statements_per_task": statements / docs if statements is not None else None,
     }
 
 
@@ -327,14 +337,20 @@ def print_table(results: Doc) -> None:
     libraries = [name for name in LIBRARIES if name in results]
     print(
         f"{'library':>10} {'instances':>9} {'conc.':>5} {'tasks/s':>8} {'cmds/task':>9} "
-        f"{'CPU ms/task':>11}"
+        f"{'stmts/task':>10} {'CPU ms/task':>11} {'lib CPU ms/task':>15}"
     )
     for name in libraries:
         for row in results[name]["throughput"]:
+            statements, library_cpu = (
+                row.get("statements_per_task"),
+                row.get("library_cpu_s_per_task"),
+            )
             print(
                 f"{name:>10} {row['instances']:>9} {row['concurrency']:>5} "
                 f"{row['tasks_per_s']:>8.1f} {row['commands_per_task']:>9.2f} "
-                f"{row['cpu_s_per_task'] * 1000:>11.2f}"
+                f"{'-' if statements is None else f'{statements:.2f}':>10} "
+                f"{row['cpu_s_per_task'] * 1000:>11.2f} "
+                f"{'-' if library_cpu is None else f'{library_cpu * 1000:.2f}':>15}"
             )
     for name in libraries:
         for row in results[name]["throughput"]:

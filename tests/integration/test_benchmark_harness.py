@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.drivers import MongoreactRun
+from benchmarks.drivers import MongoreactRun, _kind
 from benchmarks.engine import latency, throughput
 
 
@@ -15,6 +15,24 @@ def test_a_throughput_run_counts_every_task_and_its_commands(mongo_uri: str) -> 
     # Every task was claimed and finalized: those commands were seen and sorted.
     assert kinds["claim"] > 0 and kinds["finalize"] > 0 and kinds["planning"] > 0
     assert row["commands_per_task"] == pytest.approx(sum(kinds.values()))  # no get_document
+    # Finalizes and claims write a statement per task at least (in fewer commands).
+    assert row["statements_per_task"] >= 2
+    # The library's own threads, the benchmark's excluded, where Linux says per thread.
+    library = row["library_cpu_s_per_task"]
+    assert library is None or 0 < library <= row["cpu_s_per_task"]
+
+
+def test_source_reads_are_told_apart() -> None:
+    by_id = {"find": "items", "filter": {"_id": 7}, "limit": 1, "singleBatch": True}
+    checked = {"find": "items", "filter": {"$and": [{"_id": 7}, {"n": 1}]}, "limit": 1}
+    batch = {"find": "items", "filter": {"$or": [{"_id": 7}, {"_id": 8}]}}
+    page = {"find": "items", "filter": {"_id": {"$gt": 7}}, "projection": {"_id": 1},
+            "sort": {"_id": 1}, "limit": 1000}  # fmt: skip
+    assert [_kind("find", c) for c in (by_id, checked, batch, page)] == [
+        "get_document", "get_document", "document batch", "reconciliation",
+    ]  # fmt: skip
+    stream = {"aggregate": 1, "pipeline": [{"$changeStream": {}}, {"$match": {}}]}
+    assert _kind("aggregate", stream) == "change stream"
 
 
 def test_a_latency_run_has_a_sample_per_write(mongo_uri: str) -> None:
