@@ -116,7 +116,7 @@ class Commands(monitoring.CommandListener):
                 self._opened[key] = kind
             if not self.counting:
                 return
-            self.counts[STATEMENTS] += sum(
+            self.counts[STATEMENTS] += (name == "findAndModify") + sum(
                 len(command.get(field) or []) for field in ("updates", "documents", "deletes")
             )
             if kind == "claim" and name in ("find", "findAndModify"):

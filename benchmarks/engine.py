@@ -1,6 +1,7 @@
 """mongoreact's throughput, latency, round trips, CPU and memory, beside the reference.
 
     python -m benchmarks.engine [--uri URI] [--docs N] [--quick] [--reference] [--json PATH]
+        [--delay-ms MS]
 
 Without --uri an embedded server is started. Scenarios (a no-op handler, debounce 0):
 
@@ -21,6 +22,7 @@ writes the documents and times each run alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,6 +38,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import MongoClient
+from pymongo.uri_parser import parse_uri
 
 from mongoreact import ReactiveTasks
 from mongoreact.options import InitOptions
@@ -51,6 +54,7 @@ from .drivers import (
     planner_ready,
     wait,
 )
+from .proxy import LatencyProxy
 
 Doc = dict[str, Any]
 HERE = Path(__file__).resolve().parent
@@ -260,17 +264,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300 documents, no 100k memory run")
     parser.add_argument("--reference", action="store_true", help="also run mongodash")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="one-way delay a local proxy adds to every byte, both ways (as over a network)",
+    )
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         _memory_child(*args.memory_child)
         return
     docs = 300 if args.quick else args.docs
-    if args.uri:
-        results = run(args.uri, docs, args.quick, args.reference)
-    else:
-        with EmbeddedServer() as server:
-            results = run(server.uri, docs, args.quick, args.reference)
+    with contextlib.ExitStack() as stack:
+        uri = args.uri or stack.enter_context(EmbeddedServer()).uri
+        if args.delay_ms > 0:
+            host, port = parse_uri(uri)["nodelist"][0]
+            proxy = stack.enter_context(LatencyProxy(host, port, delay=args.delay_ms / 1000))
+            uri = proxy.uri()
+        results = run(uri, docs, args.quick, args.reference)
+        results["delay_ms"] = args.delay_ms
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
@@ -333,7 +346,11 @@ def ratios(ours: Doc, reference: Doc) -> list[Doc]:
 
 
 def print_table(results: Doc) -> None:
-    print(f"machine: {results['machine']}, {results['docs']} documents")
+    delay = results.get("delay_ms") or 0
+    print(
+        f"machine: {results['machine']}, {results['docs']} documents"
+        + (f", {delay:g} ms one-way delay through a proxy" if delay else "")
+    )
     libraries = [name for name in LIBRARIES if name in results]
     print(
         f"{'library':>10} {'instances':>9} {'conc.':>5} {'tasks/s':>8} {'cmds/task':>9} "

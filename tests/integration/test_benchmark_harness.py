@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
+from pymongo import MongoClient
 
 from benchmarks.drivers import MongoreactRun, _kind
 from benchmarks.engine import latency, throughput
+from benchmarks.proxy import LatencyProxy
 
 
 def test_a_throughput_run_counts_every_task_and_its_commands(mongo_uri: str) -> None:
@@ -39,3 +44,18 @@ def test_a_latency_run_has_a_sample_per_write(mongo_uri: str) -> None:
     result = latency(MongoreactRun, mongo_uri, 5, interval=0.01)
     assert result["samples"] == 5
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] < 10_000
+
+
+def test_the_latency_proxy_adds_its_delay_to_every_round_trip(mongo_client: Any) -> None:
+    host, port = mongo_client.address
+    with LatencyProxy(host, port, delay=0.01) as proxy:
+        client: MongoClient[Any] = MongoClient(proxy.uri(), serverSelectionTimeoutMS=5000)
+        try:
+            client.admin.command("ping")  # connected
+            started = time.perf_counter()
+            for _ in range(5):
+                client.admin.command("ping")
+            per_round_trip = (time.perf_counter() - started) / 5
+        finally:
+            client.close()
+    assert per_round_trip >= 0.02  # there and back, 10 ms each way

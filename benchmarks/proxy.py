@@ -1,0 +1,107 @@
+"""A TCP proxy that delays every byte by a fixed one-way latency, in both directions.
+
+Benchmarks on a server on the same host see no network: a round trip costs what the
+server's work costs. Put this proxy in front of the server and every round trip costs
+at least twice ``delay`` more, as over a network, for both libraries alike::
+
+    with LatencyProxy("127.0.0.1", 27017, delay=0.001) as proxy:
+        uri = proxy.uri()   # mongodb://127.0.0.1:<port>/?directConnection=true
+
+``directConnection=true`` keeps the drivers on the proxy: a replica set member
+advertises its own address, which drivers would otherwise switch to. Order is kept per
+direction; bandwidth is not limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any, Final
+
+CHUNK: Final = 1 << 16
+
+
+class LatencyProxy:
+    """Listens on a free local port and forwards to ``host:port`` after ``delay`` s."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.target = (host, port)
+        self.delay = delay
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="latency-proxy", daemon=True)
+
+    def uri(self, database: str = "") -> str:
+        """A MongoDB URI through the proxy."""
+        return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
+
+    def __enter__(self) -> LatencyProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the latency proxy did not start")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._connection, "127.0.0.1", 0)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.run_until_complete(server.wait_closed())
+            self._loop.close()
+
+    async def _connection(self, client_r: Any, client_w: Any) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_w.close()
+            return
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            for writer in (client_w, server_w):
+                writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Forward ``reader`` to ``writer``, each chunk ``delay`` after it arrived."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                arrived, data = await queue.get()
+                if not data:
+                    return
+                wait = arrived + self.delay - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        delivering = asyncio.ensure_future(deliver())
+        try:
+            while data := await reader.read(CHUNK):
+                queue.put_nowait((time.monotonic(), data))
+            queue.put_nowait((time.monotonic(), b""))
+            await delivering  # what is in flight still arrives, late
+        finally:
+            delivering.cancel()
+            with contextlib.suppress(BaseException):
+                await delivering
