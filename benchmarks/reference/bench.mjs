@@ -6,7 +6,8 @@
 // mode: "throughput", "latency" (handler start delays) or "memory" (a filter nothing
 // matches: the run only reconciles; the result has the peak RSS).
 // The Python side writes the documents and times the run, as it does for mongoreact;
-// this process runs a no-op handler and reports over stdout, one JSON object a line:
+// this process runs a handler that reads its document (as real handlers do) and reports
+// over stdout, one JSON object a line:
 //   {"event":"started"}                 once the library runs
 //   {"event":"ran","runs":N}            handler runs so far (at most every 20 ms)
 //   {"event":"result",...}              after "stop": commands, CPU, latencies
@@ -63,6 +64,7 @@ await mongodash.reactiveTask({
   ...(mode === "memory" ? { filter: { n: -1 } } : {}),
   handler: async (context) => {
     if (measureLatency) latencies.push(Date.now() - context.watchedValues.writtenAt);
+    await context.getDocument();
     runs += 1;
   },
 });
