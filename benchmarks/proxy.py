@@ -45,8 +45,17 @@ class LatencyProxy:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """End every connection's tasks inside the loop, then stop it."""
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.get_running_loop().stop()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -59,10 +68,6 @@ class LatencyProxy:
             self._loop.run_forever()
         finally:
             server.close()
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.run_until_complete(server.wait_closed())
             self._loop.close()
 
@@ -74,7 +79,7 @@ class LatencyProxy:
             return
         try:
             await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass
         finally:
             for writer in (client_w, server_w):
