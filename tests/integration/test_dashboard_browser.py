@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 from pymongo.database import Database
 
-from mongoreact import TaskContext
+from mongoreact import ReactiveTasks, TaskContext
 
 from .conftest import EngineFactory
 from .helpers import Doc, record, start, wait_until
@@ -70,25 +70,43 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-FAILED_ONCE: set[str] = set()
+def orders_with_one_failure(
+    make_engine: EngineFactory, db: Database[Doc], instance_id: str, orders: int
+) -> ReactiveTasks:
+    """An instance syncing ``orders`` orders, of which ``o-2`` failed (once: a retry
+    succeeds); returned once every record is finished."""
+    failed_once: set[str] = set()
+
+    def sync(ctx: TaskContext) -> None:
+        if ctx.doc_id == "o-2" and ctx.doc_id not in failed_once:
+            failed_once.add(ctx.doc_id)
+            raise TimeoutError("ERP timed out")
+
+    engine = make_engine(instance_id=instance_id)
+    engine.register(task="sync-order", collection="orders", handler=sync, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_many([{"_id": f"o-{i}", "amount": 10 * i} for i in range(1, orders + 1)])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
+               == orders)  # fmt: skip
+    return engine
 
 
-def flaky(ctx: TaskContext) -> None:
-    if ctx.doc_id == "o-2" and ctx.doc_id not in FAILED_ONCE:
-        FAILED_ONCE.add(ctx.doc_id)
-        raise TimeoutError("ERP timed out")
+def retry_the_failure(browser: Any, wait: Any) -> None:
+    """Filter the failed records, open the one there is, press Retry."""
+    Select(browser.find_element(By.ID, "filter-status")).select_by_visible_text("failed")
+    browser.find_element(By.ID, "apply").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 1)
+    browser.find_element(By.CSS_SELECTOR, "tr.task-row").click()
+    wait.until(lambda d: "TimeoutError" in d.find_element(By.ID, "detail-traceback").text)
+    browser.find_element(By.ID, "retry-one").click()
+    wait.until(lambda d: "retried: 1 record(s) changed" in d.find_element(By.ID, "message").text)
 
 
 def test_filter_open_and_retry_in_the_browser(
     make_engine: EngineFactory, db: Database[Doc], browser: Any, tmp_path: Path
 ) -> None:
-    engine = make_engine(instance_id="web")
-    engine.register(task="sync-order", collection="orders", handler=flaky, debounce=0,
-                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
-    start(engine, db)
-    db.orders.insert_many([{"_id": f"o-{i}", "amount": 10 * i} for i in range(1, 5)])
-    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
-               == 4)  # fmt: skip
+    engine = orders_with_one_failure(make_engine, db, "web", 4)
     with make_server("127.0.0.1", 0, engine.dashboard_app(), _Server, _Quiet) as server:
         threading.Thread(target=server.serve_forever, name="dashboard-test", daemon=True).start()
         try:
@@ -130,20 +148,7 @@ def test_mounted_under_a_prefix_in_flask(
     from flask import Flask
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-    failed_once: set[str] = set()
-
-    def fails_once(ctx: TaskContext) -> None:
-        if ctx.doc_id == "o-2" and ctx.doc_id not in failed_once:
-            failed_once.add(ctx.doc_id)
-            raise TimeoutError("ERP timed out")
-
-    engine = make_engine(instance_id="web")
-    engine.register(task="sync-order", collection="orders", handler=fails_once, debounce=0,
-                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
-    start(engine, db)
-    db.orders.insert_many([{"_id": f"o-{i}", "amount": 10 * i} for i in range(1, 4)])
-    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
-               == 3)  # fmt: skip
+    engine = orders_with_one_failure(make_engine, db, "web", 3)
     app = Flask("shop")
 
     @app.route("/")
@@ -161,15 +166,7 @@ def test_mounted_under_a_prefix_in_flask(
                 browser.get(f"http://127.0.0.1:{server.server_port}{url}")
                 wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
                 assert "error" not in browser.find_element(By.ID, "message").get_attribute("class")
-            Select(browser.find_element(By.ID, "filter-status")).select_by_visible_text("failed")
-            browser.find_element(By.ID, "apply").click()
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 1)
-            browser.find_element(By.CSS_SELECTOR, "tr.task-row").click()
-            wait.until(lambda d: "TimeoutError" in d.find_element(By.ID, "detail-traceback").text)
-            browser.find_element(By.ID, "retry-one").click()  # a POST through the prefix
-            wait.until(
-                lambda d: "retried: 1 record(s) changed" in d.find_element(By.ID, "message").text
-            )
+            retry_the_failure(browser, wait)  # its POST goes through the prefix
             browser.save_screenshot(str(tmp_path / "flask-mount.png"))
         finally:
             server.shutdown()
@@ -230,6 +227,10 @@ def test_live_bulk_actions_instances_and_cron_in_the_browser(
             # Cron: run now.
             browser.find_element(By.XPATH, "//table[@id='cron']//button[text()='Run now']").click()
             wait_until(lambda: ran == [1], message="the cron task to run")
+            # The page says so once it shows the new state (the buttons are new ones).
+            wait.until(
+                lambda d: "asked nightly-report to run" in d.find_element(By.ID, "message").text
+            )
             # Pause a task type cluster-wide, then resume it.
             browser.find_element(
                 By.XPATH, "//table[@id='overview']//button[text()='Pause 1 h']"
@@ -265,20 +266,7 @@ def test_mounted_under_a_prefix_in_django(
     make_engine: EngineFactory, db: Database[Doc], browser: Any, mongo_uri: str
 ) -> None:
     # A Django web process (never started: it only serves the dashboard) beside a worker.
-    failed_once: set[str] = set()
-
-    def fails_once(ctx: TaskContext) -> None:
-        if ctx.doc_id == "o-2" and ctx.doc_id not in failed_once:
-            failed_once.add(ctx.doc_id)
-            raise TimeoutError("ERP timed out")
-
-    engine = make_engine(instance_id="worker")
-    engine.register(task="sync-order", collection="orders", handler=fails_once, debounce=0,
-                    retry_policy={"type": "fixed", "interval": 1, "max_attempts": 1})  # fmt: skip
-    start(engine, db)
-    db.orders.insert_many([{"_id": f"o-{i}"} for i in range(1, 4)])
-    wait_until(lambda: db.orders_tasks.count_documents({"status": {"$in": ["failed", "completed"]}})
-               == 3)  # fmt: skip
+    orders_with_one_failure(make_engine, db, "worker", 3)
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "MONGOREACT_TEST_DJANGO_URI": mongo_uri,
            "MONGOREACT_TEST_DJANGO_DB": db.name}  # fmt: skip
@@ -294,15 +282,7 @@ def test_mounted_under_a_prefix_in_django(
         assert "shop" in browser.page_source  # Django answers outside the prefix
         browser.get(f"http://127.0.0.1:{port}/tasks")
         wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
-        Select(browser.find_element(By.ID, "filter-status")).select_by_visible_text("failed")
-        browser.find_element(By.ID, "apply").click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.task-row")) == 1)
-        browser.find_element(By.CSS_SELECTOR, "tr.task-row").click()
-        wait.until(lambda d: "TimeoutError" in d.find_element(By.ID, "detail-traceback").text)
-        browser.find_element(By.ID, "retry-one").click()  # a POST through Django's mount
-        wait.until(
-            lambda d: "retried: 1 record(s) changed" in d.find_element(By.ID, "message").text
-        )
+        retry_the_failure(browser, wait)  # its POST goes through Django's mount
     finally:
         web.terminate()
         web.wait(10)
