@@ -260,15 +260,14 @@ class TaskManager:
         }  # fmt: skip
 
     def planned_through(self) -> Timestamp | None:
-        """The cluster time before which every change has been planned, once every
-        known task has been reconciled too (its existing documents planned); else
-        ``None``."""
+        """The cluster time before which every change has been planned, once the tasks
+        registered here (or, with none, every known task) have been reconciled too
+        (their existing documents planned); else ``None``."""
         state = self._globals.planner_state()
         position = state.get("streamTime")
-        reconciled = state.get("reconciled") or []
-        if not isinstance(position, Timestamp) or not set(self.collections(None)) <= set(
-            reconciled
-        ):
+        reconciled = set(state.get("reconciled") or [])
+        tasks = set(self._local) or set(self.collections(None))
+        if not isinstance(position, Timestamp) or not tasks <= reconciled:
             return None
         return position
 

@@ -290,9 +290,9 @@ class ReactiveTasks:
 
     def planned_through(self) -> Timestamp | None:
         """The cluster time before which the leader has planned every change of the
-        watched collections, once every task's existing documents are planned too
-        (``None`` until then); compare it with ``last_write_time()`` to know whether
-        planning has caught up with a write."""
+        watched collections, once the existing documents of this instance's tasks are
+        planned too (``None`` until then); compare it with ``last_write_time()`` to
+        know whether planning has caught up with a write."""
         return self._manager().planned_through()
 
     def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None:
