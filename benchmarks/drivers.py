@@ -167,7 +167,7 @@ def _source_read_kind(command: Mapping[str, Any]) -> str:
     document, by ``_id``), a claimed batch's read for its handlers (an ``$or`` of
     late-binding checks), or reconciliation and rechecks (pages of ``_id``s)."""
     query = command.get("filter") or {}
-    if "$or" in query:
+    if "$or" in query or any("$or" in clause for clause in query.get("$and", [])):
         return "document batch"
     if command.get("limit") == 1 and ("_id" in query or "$and" in query):
         return "get_document"

@@ -416,7 +416,14 @@ class TaskStore:
     ) -> dict[Any, Document]:
         """The late-binding read of several records of one task in one query: their
         source documents that still qualify, by ``_id`` (unhashable ids by ``repr``)."""
-        query = {"$or": [pipelines.late_binding_query(definition, r) for r in records]}
+        # The ``$in`` first: it narrows the read to the batch through the ``_id`` index
+        # (the ``$or`` of per-record checks alone may be planned as a collection scan).
+        query = {
+            "$and": [
+                {"_id": {"$in": [r["sourceDocId"] for r in records]}},
+                {"$or": [pipelines.late_binding_query(definition, r) for r in records]},
+            ]
+        }
         return {
             source_key(document["_id"]): document
             for document in self._db[definition.collection].find(query)

@@ -32,7 +32,8 @@ def test_a_throughput_run_counts_every_task_and_its_commands(mongo_uri: str) -> 
 def test_source_reads_are_told_apart() -> None:
     by_id = {"find": "items", "filter": {"_id": 7}, "limit": 1, "singleBatch": True}
     checked = {"find": "items", "filter": {"$and": [{"_id": 7}, {"n": 1}]}, "limit": 1}
-    batch = {"find": "items", "filter": {"$or": [{"_id": 7}, {"_id": 8}]}}
+    batch = {"find": "items", "filter": {"$and": [{"_id": {"$in": [7, 8]}},
+                                                  {"$or": [{"_id": 7}, {"_id": 8}]}]}}  # fmt: skip
     page = {"find": "items", "filter": {"_id": {"$gt": 7}}, "projection": {"_id": 1},
             "sort": {"_id": 1}, "limit": 1000}  # fmt: skip
     assert [_kind("find", c) for c in (by_id, checked, batch, page)] == [
