@@ -106,6 +106,7 @@ class LatencyProxy:
                 queue.put_nowait((time.monotonic(), data))
             queue.put_nowait((time.monotonic(), b""))
             await delivering  # what is in flight still arrives, late
+            writer.close()  # and the end too: the other side then closes its half
         finally:
             delivering.cancel()
             with contextlib.suppress(BaseException):
