@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 from pymongo import ASCENDING, DeleteOne, InsertOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 Doc = dict[str, Any]
 
@@ -262,3 +262,28 @@ def test_comparisons_match_only_values_of_the_query_values_type(db: Database[Doc
         assert ids({path: {"$not": {"$gt": 3}}}) == ["array", "date", "missing", "null", "string"]
     # Aggregation expressions do compare across types, by the BSON sort order.
     assert ids({"$expr": {"$lt": ["$v", 0]}}) == ["missing", "null"]
+
+
+def test_let_values_are_expressions_evaluated_once(db: Database[Doc]) -> None:
+    db.t.insert_many([{"_id": 1}, {"_id": 2}])
+    let = {"id": 1, "y": {"$literal": "$bar"}, "rand": {"$rand": {}}}
+    found = list(
+        db.t.aggregate(
+            [
+                {"$match": {"$expr": {"$eq": ["$_id", "$$id"]}}},
+                {"$project": {"_id": 0, "y": "$$y", "rand": "$$rand"}},
+            ],
+            let=let,
+        )
+    )
+    assert len(found) == 1 and found[0]["y"] == "$bar"
+    assert isinstance(found[0]["rand"], float)
+    db.t.update_many({}, [{"$set": {"y": "$$y"}}], let={"y": {"$literal": "$bar"}})
+    assert {d["y"] for d in db.t.find()} == {"$bar"}
+
+
+def test_an_id_with_a_dollar_prefixed_field_is_refused(db: Database[Doc]) -> None:
+    with pytest.raises(OperationFailure):
+        db.t.insert_one({"_id": {"$a": 1}})
+    db.t.insert_one({"_id": 1, "sub": {"$a": 1}})  # allowed outside _id (5.0+)
+    assert db.t.count_documents({}) == 1

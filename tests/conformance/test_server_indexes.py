@@ -7,8 +7,9 @@ way (``follow.py``), and finds the documents a query pins by equality on every f
 index through the same ordered indexes. A hypothesis state machine interleaves every
 kind of write (single and bulk inserts, updates that move a document in the order,
 deletes, an ``insert_many`` that fails half-way and is rolled back, transactions that
-commit or abort) with sorted reads, and checks each read against a model: the documents
-matching the filter, ordered by MongoDB's BSON comparison order.
+commit or abort, alone or merged with another client's write) with sorted reads, and
+checks each read against a model: the documents matching the filter, ordered by
+MongoDB's BSON comparison order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from pymongo import MongoClient, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 Doc = dict[str, Any]
 
@@ -109,17 +110,49 @@ class SortedReads(RuleBasedStateMachine):
                 break
             self.model[doc["_id"]] = doc
 
-    @rule(doc_id=IDS, due=VALUES, commit=st.booleans())
-    def transaction(self, doc_id: int, due: Any, commit: bool) -> None:
+    @rule(
+        doc_id=IDS,
+        due=VALUES,
+        commit=st.booleans(),
+        meanwhile=st.none() | IDS,
+        other_due=VALUES,
+        delete=st.none() | IDS,
+    )
+    def transaction(
+        self,
+        doc_id: int,
+        due: Any,
+        commit: bool,
+        meanwhile: int | None,
+        other_due: Any,
+        delete: int | None,
+    ) -> None:
+        """A transaction replacing (and maybe deleting) documents while another client
+        maybe writes one: its commit then merges into the live collection, or conflicts
+        if that write hit a document it wrote."""
         doc = document(doc_id, "t2", "pending", due)
+        written = {doc_id} if delete not in self.model else {doc_id, delete}
         with self.client.start_session() as session:
             session.start_transaction()
             self.coll.replace_one({"_id": doc_id}, doc, upsert=True, session=session)
-            if commit:
-                session.commit_transaction()
-                self.model[doc_id] = doc
-            else:
+            if delete is not None and delete != doc_id:
+                self.coll.delete_one({"_id": delete}, session=session)
+            if meanwhile is not None:
+                other = document(meanwhile, "t1", "pending", other_due)
+                self.coll.replace_one({"_id": meanwhile}, other, upsert=True)
+                self.model[meanwhile] = other
+            if not commit:
                 session.abort_transaction()
+                return
+            try:
+                session.commit_transaction()
+            except OperationFailure as conflict:
+                assert conflict.code == 112 and meanwhile in written
+                return
+            assert meanwhile not in written
+            if delete in written and delete != doc_id:
+                del self.model[delete]
+            self.model[doc_id] = doc
 
     @rule(data=st.data(), kind=st.sampled_from([float, Int64, int]))
     def insert_numeric(self, data: st.DataObject, kind: type) -> None:

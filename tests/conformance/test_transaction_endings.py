@@ -15,40 +15,46 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 Doc = dict[str, Any]
 
 
-def test_a_conflicting_commit_is_a_transient_write_conflict(
+def test_a_write_conflict_is_transient_and_leaves_the_session_usable(
     db: Database[Doc], mongo_client: MongoClient[Doc]
 ) -> None:
     db.accounts.insert_one({"_id": 1, "balance": 0})
-    with mongo_client.start_session() as session:
-        session.start_transaction()
-        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 1}}, session=session)
-        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 10}})  # another writer
+    with mongo_client.start_session() as first, mongo_client.start_session() as second:
+        first.start_transaction()
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 1}}, session=first)
+        second.start_transaction()
         with pytest.raises(OperationFailure) as conflict:
-            session.commit_transaction()
+            db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 10}}, session=second)
         assert conflict.value.code == 112
         assert conflict.value.has_error_label("TransientTransactionError")
+        first.commit_transaction()
+        with pytest.raises(OperationFailure) as aborted:
+            db.accounts.find_one({"_id": 1}, session=second)  # still in the dead transaction
+        assert aborted.value.code == 251
+        second.abort_transaction()
         # The session is not stuck in the dead transaction: its writes are everyone's.
-        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 100}}, session=session)
-    assert db.accounts.find_one({"_id": 1}) == {"_id": 1, "balance": 110}
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 100}}, session=second)
+    assert db.accounts.find_one({"_id": 1}) == {"_id": 1, "balance": 101}
 
 
-def test_with_transaction_retries_a_conflicting_commit(
+def test_with_transaction_retries_a_write_conflict(
     db: Database[Doc], mongo_client: MongoClient[Doc]
 ) -> None:
-    db.accounts.insert_one({"_id": 1, "balance": 0})
+    db.accounts.insert_many([{"_id": 1, "balance": 0}, {"_id": 2}])
     attempts = 0
 
     def transfer(session: Any) -> None:
         nonlocal attempts
         attempts += 1
-        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 1}}, session=session)
+        db.accounts.find_one({"_id": 2}, session=session)  # the snapshot is taken
         if attempts == 1:
-            db.other.insert_one({"x": 1})  # a concurrent write: the first commit conflicts
+            db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 10}})  # after it
+        db.accounts.update_one({"_id": 1}, {"$inc": {"balance": 1}}, session=session)
 
     with mongo_client.start_session() as session:
         session.with_transaction(transfer)
     assert attempts == 2
-    assert db.accounts.find_one({"_id": 1}) == {"_id": 1, "balance": 1}
+    assert db.accounts.find_one({"_id": 1}) == {"_id": 1, "balance": 11}
 
 
 def test_an_error_inside_a_transaction_aborts_it(
@@ -60,6 +66,10 @@ def test_an_error_inside_a_transaction_aborts_it(
         db.items.insert_one({"_id": 2}, session=session)
         with pytest.raises(DuplicateKeyError):
             db.items.insert_one({"_id": 1}, session=session)
+        with pytest.raises(OperationFailure) as statement:
+            db.items.insert_one({"_id": 3}, session=session)  # a statement after the abort
+        assert statement.value.code == 251
+        assert statement.value.has_error_label("TransientTransactionError")
         with pytest.raises(OperationFailure) as aborted:
             session.commit_transaction()
         assert aborted.value.code == 251  # NoSuchTransaction

@@ -29,6 +29,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 DEFAULT_FILES: Final = (
     "test/test_change_stream.py",
     "test/test_transactions.py",
+    "test/test_transactions_unified.py",
     "test/test_session.py",
     "test/test_crud_unified.py",
 )

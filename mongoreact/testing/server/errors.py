@@ -24,6 +24,10 @@ INVALID_OPTIONS = 72
 NAMESPACE_EXISTS = 48
 NOT_IN_TRANSACTION = 263
 UNRECOGNIZED_STAGE = 40324
+WRITE_CONFLICT = 112
+NO_SUCH_TRANSACTION = 251
+# The label drivers retry a whole transaction on.
+TRANSIENT_TRANSACTION = ("TransientTransactionError",)
 
 _CODE_NAMES = {
     BAD_VALUE: "BadValue",
@@ -41,7 +45,14 @@ _CODE_NAMES = {
     INVALID_OPTIONS: "InvalidOptions",
     NAMESPACE_EXISTS: "NamespaceExists",
     NOT_IN_TRANSACTION: "OperationNotSupportedInTransaction",
+    WRITE_CONFLICT: "WriteConflict",
+    NO_SUCH_TRANSACTION: "NoSuchTransaction",
 }
+
+
+def code_name(code: int) -> str:
+    """The ``codeName`` MongoDB replies with beside ``code``."""
+    return _CODE_NAMES.get(code, f"Location{code}")
 
 
 class CommandError(Exception):
@@ -66,7 +77,7 @@ class CommandError(Exception):
             "ok": 0.0,
             "errmsg": self.message,
             "code": self.code,
-            "codeName": _CODE_NAMES.get(self.code, f"Location{self.code}"),
+            "codeName": code_name(self.code),
         }
         if self.labels:
             reply["errorLabels"] = list(self.labels)

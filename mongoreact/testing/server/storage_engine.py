@@ -52,13 +52,13 @@ from mongoeco.core.query_plan import (
 )
 from mongoeco.core.sorting import sort_documents
 from mongoeco.engines._memory_collection import MemoryCollection
-from mongoeco.engines.memory import MemoryEngine
 from mongoeco.engines.semantic_core import compile_update_semantics
 from mongoeco.engines.virtual_indexes import document_in_virtual_index
 from mongoeco.errors import DuplicateKeyError, OperationFailure
 
 from . import ordered
 from .follow import Follower, NumericIds, plain_number
+from .isolation import DocumentConflicts
 from .pacing import Pacer
 
 # _id types whose BSON equality is plain Python equality of one type: for them the
@@ -90,6 +90,7 @@ def _id_lookup_values(plan: Any) -> tuple[Any, ...] | None:
 
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+DOLLAR_PREFIXED_FIELD_NAME: Final = 52
 
 
 def _check_size(document: dict[str, Any], *, updating: bool) -> None:
@@ -109,6 +110,23 @@ def _check_size(document: dict[str, Any], *, updating: bool) -> None:
         f"object to insert too large. size in bytes: {size}, max size: {MAX_DOCUMENT_BYTES}",
         code=10334,
     )
+
+
+def _check_id(value: Any) -> None:
+    """Refuse an ``_id`` holding a ``$``-prefixed field name, as MongoDB 5.0+ does
+    (elsewhere in a document such names are allowed)."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            if str(name).startswith("$"):
+                raise OperationFailure(
+                    f"_id fields may not contain '$'-prefixed fields: {name} is not valid "
+                    "for storage.",
+                    code=DOLLAR_PREFIXED_FIELD_NAME,
+                )
+            _check_id(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            _check_id(inner)
 
 
 class SortedRead:
@@ -196,7 +214,7 @@ async def _serving(
         yield document
 
 
-class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
+class FastMemoryEngine(DocumentConflicts):
     """MemoryEngine whose unique checks and ``_id`` reads are lookups, not scans, and
     whose sorted reads with a limit walk an ordered index."""
 
@@ -601,6 +619,7 @@ class FastMemoryEngine(MemoryEngine):  # type: ignore[misc]
             self._check_new_id(db_name, coll_name, candidate)
             options.update(exclude_storage_key=None, check_id_storage=False, scan_payload_id=False)
         _check_size(candidate, updating=options.get("exclude_storage_key") is not None)
+        _check_id(candidate.get("_id"))
         if options.get("scan_payload_id") and not id_contains_numeric_value(candidate.get("_id")):
             options["scan_payload_id"] = False
         indexes_view = options.get("indexes_view")

@@ -1,9 +1,8 @@
 """Transactions that end the way MongoDB ends them (mongoeco 4.11.0's wire session store,
 ``mongoeco.wire.sessions.WireSessionStore``, extended through its public methods).
 
-mongoeco commits a transaction only if nothing at all was written since it started
-(optimistic, server-wide). MongoDB detects conflicts per document; what matters to a
-driver is how a failed transaction ends, and there mongoeco differed:
+What matters to a driver is how a failed transaction ends, and there mongoeco
+differed:
 
 - a failed commit raised a code-less error, so ``with_transaction`` did not retry it,
   and left the session inside the dead transaction: the pooled session's later writes
@@ -16,24 +15,23 @@ driver is how a failed transaction ends, and there mongoeco differed:
   transaction number does on MongoDB;
 - the change events of a committed transaction carry its ``lsid`` and ``txnNumber``.
 
-What remains different: the conflict check is server-wide, so a commit can fail (and be
-retried by the driver) although no document it wrote was touched by anyone else.
+Conflicts themselves are detected per document (``isolation.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Final
+from typing import Any
 
 from mongoeco.errors import OperationFailure
 from mongoeco.wire._session_identity import wire_session_key
 from mongoeco.wire.sessions import WireSessionStore
 
+from .errors import NO_SUCH_TRANSACTION, TRANSIENT_TRANSACTION, WRITE_CONFLICT
 from .history import History
+from .isolation import no_such_transaction
 
-WRITE_CONFLICT: Final = 112
-NO_SUCH_TRANSACTION: Final = 251
-TRANSIENT: Final = ("TransientTransactionError",)
+_NONE = object()
 
 
 class TransactionSessionStore(WireSessionStore):  # type: ignore[misc]
@@ -57,14 +55,19 @@ class TransactionSessionStore(WireSessionStore):  # type: ignore[misc]
             ):
                 # The client has moved on from the open transaction: it is over.
                 self._abort(session)
+            if (
+                in_transaction
+                and not starts
+                and next(iter(body), "") != "abortTransaction"
+                and self._aborted.get(wire_session_key(lsid), _NONE) == body.get("txnNumber")
+            ):
+                raise no_such_transaction()  # a statement of a transaction the server aborted
         return super().resolve_for_command(client, body, capability=capability)
 
     def commit_transaction(self, body: dict[str, Any]) -> dict[str, Any]:
         key = wire_session_key(body.get("lsid"))
         if key in self._aborted and self._aborted[key] == body.get("txnNumber"):
-            raise OperationFailure(
-                "Transaction has been aborted.", code=NO_SUCH_TRANSACTION, error_labels=TRANSIENT
-            )
+            raise no_such_transaction()
         session = self._require_session(body)
         if session.transaction_active:
             try:
@@ -75,11 +78,13 @@ class TransactionSessionStore(WireSessionStore):  # type: ignore[misc]
                     session.commit_transaction()
             except OperationFailure as error:
                 self._abort(session)
+                if error.code in (WRITE_CONFLICT, NO_SUCH_TRANSACTION):
+                    raise  # already MongoDB's answer (isolation.py)
                 raise OperationFailure(
                     f"WriteConflict error: this operation conflicted with another operation. "
                     f"Please retry your operation or multi-document transaction. ({error})",
                     code=WRITE_CONFLICT,
-                    error_labels=TRANSIENT,
+                    error_labels=TRANSIENT_TRANSACTION,
                 ) from error
         return {"ok": 1.0}
 

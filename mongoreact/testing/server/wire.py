@@ -21,6 +21,7 @@ from bson.binary import Binary as BsonBinary
 from bson.int64 import Int64
 from bson.objectid import ObjectId as BsonObjectId
 from mongoeco.api import AsyncMongoClient
+from mongoeco.core.aggregation import evaluate_expression
 from mongoeco.types import Timestamp
 from mongoeco.wire._executor_support import normalize_legacy_query_body
 from mongoeco.wire.auth import WireAuthenticationService
@@ -62,6 +63,8 @@ WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
 _HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
 _TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
+# Codes the engine raises with (isolation.py) but mongoeco renders without a codeName.
+_OUR_CODES: Final = frozenset({errors.WRITE_CONFLICT, errors.NO_SUCH_TRANSACTION})
 # DDL MongoDB refuses inside a transaction (createIndexes only on an existing collection).
 _NOT_IN_TRANSACTIONS: Final = frozenset(
     {"drop", "dropDatabase", "renameCollection", "dropIndexes", "collMod"}
@@ -80,7 +83,6 @@ _PARAMETERS: Final = {
     "featureCompatibilityVersion": {"version": "7.0"},
     "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"],
     "requireApiVersion": False,
-    "transactionLifetimeLimitSeconds": 60,
     # No configureFailPoint and friends: test suites then skip what needs them.
     "enableTestCommands": 0,
 }
@@ -144,7 +146,8 @@ class EmbeddedMongoServer:
         self.history = History(max_events=history_size)
         # No document budget on aggregations (mongoeco 4.11.0 refuses a $group or a count
         # over more than 50 000 documents): MongoDB 6.0+ spills to disk by default.
-        self._client = AsyncMongoClient(FastMemoryEngine(aggregation_materialization_limit=None))
+        self._engine = FastMemoryEngine(aggregation_materialization_limit=None)
+        self._client = AsyncMongoClient(self._engine)
         # mongoeco 4.11.0 keeps one change-stream hub per client and hands it to every
         # database and collection it creates; replacing it before first use routes all
         # committed changes into our history.
@@ -289,9 +292,12 @@ class EmbeddedMongoServer:
             reply = self._executor.error_document(error)
             if "code" not in reply:
                 logger.debug("command %s failed", name, exc_info=True)
+            elif "codeName" not in reply and reply["code"] in _OUR_CODES:
+                reply["codeName"] = errors.code_name(reply["code"])
         failed = reply.get("ok") != 1 or bool(reply.get("writeErrors"))
         if failed and body.get("autocommit") is False and name not in _TRANSACTION_ENDS:
             self._sessions.abort_after_error(body)
+            reply = _transient_on_top(reply)
         return self._decorate(reply)
 
     async def _route(
@@ -316,7 +322,10 @@ class EmbeddedMongoServer:
             body = {"buildInfo": 1, **{k: v for k, v in body.items() if k != name}}
             return await self._passthrough(body, db, connection)
         if name == "getParameter":
-            return _get_parameter(body)
+            return _get_parameter(body, self._parameters())
+        if name == "setParameter":
+            return self._set_parameter(body)
+        body = _with_evaluated_let(body)
         if name == "update":
             body = _with_empty_replacements(body)
         if name == "findAndModify" and body.get("update") == {}:
@@ -353,6 +362,28 @@ class EmbeddedMongoServer:
             body, connection=connection, db_name=db
         )
         return reply
+
+    def _parameters(self) -> dict[str, Any]:
+        return {
+            **_PARAMETERS,
+            "transactionLifetimeLimitSeconds": self._engine.transaction_lifetime_limit_seconds,
+        }
+
+    def _set_parameter(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``setParameter``: only ``transactionLifetimeLimitSeconds`` can be changed."""
+        wanted = {k: v for k, v in body.items() if k != "setParameter" and k not in _GENERIC_FIELDS}
+        if set(wanted) != {"transactionLifetimeLimitSeconds"}:
+            raise CommandError(
+                errors.INVALID_OPTIONS, f"cannot set the parameters {sorted(wanted)}"
+            )
+        value = wanted["transactionLifetimeLimitSeconds"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CommandError(
+                errors.BAD_VALUE, f"transactionLifetimeLimitSeconds must be at least 1: {value!r}"
+            )
+        was = self._engine.transaction_lifetime_limit_seconds
+        self._engine.transaction_lifetime_limit_seconds = value
+        return {"was": was, "ok": 1.0}
 
     def _hello(self, name: str, connection: WireConnectionContext) -> dict[str, Any]:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -612,15 +643,56 @@ class EmbeddedMongoServer:
         return total
 
 
-def _get_parameter(body: dict[str, Any]) -> dict[str, Any]:
+def _transient_on_top(reply: dict[str, Any]) -> dict[str, Any]:
+    """Inside a transaction MongoDB answers a write conflict (or a transaction aborted
+    under it) as the command's error, labelled for the driver to retry the transaction;
+    mongoeco reports it as a write error of the statement."""
+    for write_error in reply.get("writeErrors") or ():
+        if write_error.get("code") in (errors.WRITE_CONFLICT, errors.NO_SUCH_TRANSACTION):
+            return CommandError(
+                write_error["code"],
+                write_error.get("errmsg", ""),
+                labels=errors.TRANSIENT_TRANSACTION,
+            ).to_reply()
+    return reply
+
+
+def _get_parameter(body: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     """``getParameter``: the values asked for (``"*"``: all known), as mongod answers."""
     if body.get("getParameter") == "*":
-        return {**_PARAMETERS, "ok": 1.0}
+        return {**parameters, "ok": 1.0}
     wanted = [key for key in body if key != "getParameter" and key not in _GENERIC_FIELDS]
-    found = {key: _PARAMETERS[key] for key in wanted if key in _PARAMETERS}
+    found = {key: parameters[key] for key in wanted if key in parameters}
     if not found:
         raise CommandError(errors.INVALID_OPTIONS, "no option found to get")
     return {**found, "ok": 1.0}
+
+
+def _has_operator(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(str(k).startswith("$") or _has_operator(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_operator(item) for item in value)
+    return False
+
+
+def _with_evaluated_let(body: dict[str, Any]) -> dict[str, Any]:
+    """A command whose ``let`` values are evaluated: MongoDB evaluates each once, as an
+    expression (``{$literal: "$x"}`` is ``"$x"``, ``{$rand: {}}`` a number), where
+    mongoeco 4.11.0 takes them as constants."""
+    let = body.get("let")
+    if not isinstance(let, dict) or not _has_operator(let):
+        return body
+    return {**body, "let": {name: _evaluated(value) for name, value in let.items()}}
+
+
+def _evaluated(value: Any) -> Any:
+    if not _has_operator(value):
+        return value
+    try:
+        return evaluate_expression({}, value)
+    except Exception:  # mongoeco reports what it cannot evaluate, as before
+        return value
 
 
 def _with_empty_replacements(body: dict[str, Any]) -> dict[str, Any]:
