@@ -235,3 +235,42 @@ def test_count_and_group_over_more_than_50_000_documents(db: Database[Doc]) -> N
     assert db.big.count_documents({}) == 50_001
     counts = sorted(d["n"] for d in db.big.aggregate([{"$group": {"_id": "$g", "n": {"$sum": 1}}}]))
     assert counts == [16_667, 16_667, 16_667]
+
+
+def test_out_replaces_the_target_keeping_its_indexes(db: Database[Doc]) -> None:
+    db.source.insert_many([{"_id": 1, "x": 1}, {"_id": 2, "x": 2}])
+    db.target.create_index("x")
+    db.target.insert_one({"_id": 99})
+    assert list(db.source.aggregate([{"$match": {"x": {"$gte": 1}}}, {"$out": "target"}])) == []
+    assert list(db.target.find(sort=[("_id", 1)])) == [{"_id": 1, "x": 1}, {"_id": 2, "x": 2}]
+    assert {index["name"] for index in db.target.list_indexes()} == {"_id_", "x_1"}
+    # A failing $out (a duplicate _id in its output) leaves the target as it was.
+    with pytest.raises(OperationFailure) as duplicate:
+        db.source.aggregate([{"$set": {"_id": 1}}, {"$out": "target"}])
+    assert duplicate.value.code == 11000
+    assert db.target.count_documents({}) == 2
+    assert sorted(db.list_collection_names()) == ["source", "target"]
+    # $out into another database.
+    other = db.client[db.name + "_out"]
+    try:
+        db.source.aggregate([{"$out": {"db": other.name, "coll": "copy"}}])
+        assert other.copy.count_documents({}) == 2
+    finally:
+        db.client.drop_database(other.name)
+
+
+def test_database_level_aggregates(db: Database[Doc]) -> None:
+    produced = list(db.aggregate([{"$documents": [{"i": i} for i in range(150)]}]))
+    assert [d["i"] for d in produced] == list(range(150))  # past the first batch
+    db.t.insert_one({"_id": 2, "x": 0})
+    with pytest.raises(OperationFailure) as duplicate:
+        db.aggregate(
+            [{"$documents": [{"_id": 2, "x": 1}]}, {"$merge": {"into": "t", "whenMatched": "fail"}}]
+        )
+    assert duplicate.value.code == 11000
+    assert duplicate.value.details is not None
+    assert duplicate.value.details["keyValue"] == {"_id": 2}
+    with db.client.start_session() as session:
+        db.t.find_one(session=session)  # the server has seen this session
+        listed = list(db.aggregate([{"$listLocalSessions": {}}]))
+        assert session.session_id["id"] in [entry["_id"]["id"] for entry in listed]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 from typing import Any, Final
 
@@ -43,7 +44,9 @@ from . import brackets, errors, expressions, membership
 from .errors import CommandError
 from .history import History
 from .hub import RecordingHub
+from .local_sessions import LocalSessions
 from .merge import apply_merge, split_merge
+from .out import apply_out, out_target, split_out
 from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
 from .storage_engine import FastMemoryEngine
@@ -70,6 +73,8 @@ _NOT_IN_TRANSACTIONS: Final = frozenset(
     {"drop", "dropDatabase", "renameCollection", "dropIndexes", "collMod"}
 )
 # Fields any command may carry besides its own options (drivers add them).
+# The collection a database-level aggregate runs on: one no client can create.
+_NO_COLLECTION: Final = "$cmd.aggregate"
 _GENERIC_FIELDS: Final = frozenset(
     {"$db", "lsid", "txnNumber", "$clusterTime", "$readPreference", "writeConcern",
      "readConcern", "comment", "apiVersion", "apiStrict", "apiDeprecationErrors",
@@ -154,6 +159,7 @@ class EmbeddedMongoServer:
         self._client._change_hub = RecordingHub(self.history)
         self._surface = WireSurface()
         self._sessions = TransactionSessionStore(self.history)
+        self._sessions_seen = LocalSessions()
         self._executor = WireCommandExecutor(
             self._client,
             _CursorStore(),
@@ -279,6 +285,9 @@ class EmbeddedMongoServer:
         """Run one command and return its reply, errors included."""
         body.pop("$clusterTime", None)
         name = next(iter(body), "")
+        lsid = body.get("lsid")
+        if isinstance(lsid, dict) and "id" in lsid:
+            self._sessions_seen.used(_session_key(lsid), lsid["id"])
         try:
             reply = await self._retryable.run(
                 name,
@@ -340,6 +349,7 @@ class EmbeddedMongoServer:
             sessions = body.get("endSessions") or []
             self.streams.end_sessions(_session_key(s) for s in sessions)
             self._retryable.end_sessions([_session_key(s) for s in sessions])
+            self._sessions_seen.ended(_session_key(s) for s in sessions)
             return await self._passthrough(body, db, connection)
         if name == "drop":
             return await self._drop(body, db, connection)
@@ -469,6 +479,8 @@ class EmbeddedMongoServer:
                     "Cannot run a change stream aggregation inside a transaction",
                 )
             return self.streams.open(body, db, session_id=_session_key(body.get("lsid")))
+        target = body.get("aggregate")
+        namespace = f"{db}.{target}" if isinstance(target, str) else f"{db}.$cmd.aggregate"
         if isinstance(pipeline, list):
             for stage in pipeline:
                 name = next(iter(stage), None) if isinstance(stage, dict) else None
@@ -483,15 +495,60 @@ class EmbeddedMongoServer:
                         errors.LOCATION_40602_NOT_FIRST,
                         "$changeStream is only valid as the first stage in a pipeline.",
                     )
-            merge = split_merge(pipeline)
-            if merge is not None:
-                stages, spec = merge
+            if target == 1:
+                body = self._collectionless(body, pipeline)
+                pipeline = body["pipeline"]
+            merge, out = split_merge(pipeline), split_out(pipeline)
+            read_concern = body.get("readConcern")
+            level = read_concern.get("level") if isinstance(read_concern, dict) else None
+            if out is not None and level == "linearizable":
+                raise CommandError(
+                    errors.INVALID_OPTIONS,
+                    "$out cannot be used with a 'linearizable' read concern level",
+                )
+            if merge is not None or out is not None:
+                stages, spec = merge or out  # type: ignore[misc]
                 documents = await self._aggregate_all({**body, "pipeline": stages}, db, connection)
-                await apply_merge(self._client, db, documents, spec)
-                target = body.get("aggregate")
-                namespace = f"{db}.{target}" if isinstance(target, str) else f"{db}.$cmd.aggregate"
+                if merge is not None:
+                    await apply_merge(self._client, db, documents, spec)
+                else:
+                    await apply_out(
+                        self._client,
+                        out_target(db, spec),
+                        documents,
+                        functools.partial(self._rename_over, connection=connection),
+                    )
                 return {"cursor": {"firstBatch": [], "id": 0, "ns": namespace}, "ok": 1.0}
-        return await self._passthrough(body, db, connection)
+        reply = await self._passthrough(body, db, connection)
+        if target == 1 and isinstance(reply.get("cursor"), dict):
+            reply["cursor"]["ns"] = namespace
+        return reply
+
+    def _collectionless(self, body: dict[str, Any], pipeline: list[Any]) -> dict[str, Any]:
+        """A database-level ``aggregate`` (``aggregate: 1``) as mongoeco can run it: on a
+        collection that does not exist, its first stage producing the documents."""
+        first = (
+            next(iter(pipeline[0]), None) if pipeline and isinstance(pipeline[0], dict) else None
+        )
+        if first == "$listLocalSessions":
+            pipeline = [{"$documents": self._sessions_seen.listed()}, *pipeline[1:]]
+        elif first != "$documents":
+            raise CommandError(
+                errors.INVALID_NAMESPACE,
+                "a database-level aggregate must start with $documents or $listLocalSessions",
+            )
+        return {**body, "aggregate": _NO_COLLECTION, "pipeline": pipeline}
+
+    async def _rename_over(
+        self, source: str, target: str, *, connection: WireConnectionContext
+    ) -> None:
+        reply = await self._rename(
+            {"renameCollection": source, "to": target, "dropTarget": True, "$db": "admin"},
+            "admin",
+            connection,
+        )
+        if reply.get("ok") != 1:
+            raise _reply_error(reply)
 
     async def _aggregate_all(
         self, body: dict[str, Any], db: str, connection: WireConnectionContext
