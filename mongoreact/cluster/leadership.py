@@ -147,11 +147,12 @@ class Leadership:
                 loop.stop()
             self._retired.extend(current)
 
-    def _on_history_lost(self) -> None:
-        """The stream's history is gone: reconcile every task from the beginning.
+    def _reconcile_everything(self) -> None:
+        """Reconcile every task from the beginning: the stream's history is gone, or a
+        watched collection's contents were replaced by a rename.
 
-        Runs in the stream reader, after the stream closed and before it reopens from
-        now (the reader has logged why, at ERROR)."""
+        Runs in the stream reader, before its position passes what it found (it has
+        logged why)."""
         logger.info("reconciling every task from the beginning")
         self._globals.reset_reconciliation()
         current = self._current
@@ -168,7 +169,7 @@ class Leadership:
             registry=registry,
             globals_store=self._globals,
             events=events,
-            on_history_lost=self._on_history_lost,
+            reconcile_everything=self._reconcile_everything,
             measurements=self._measurements,
             epoch=elector.epoch,
         )

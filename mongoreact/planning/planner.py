@@ -58,7 +58,7 @@ class StreamReader(Loop):
         registry: TaskRegistry,
         globals_store: GlobalsStore,
         events: queue.Queue[tuple[str, Any]],
-        on_history_lost: Callable[[], None],
+        reconcile_everything: Callable[[], None],
         measurements: Measurements,
         epoch: int,
     ) -> None:
@@ -70,7 +70,7 @@ class StreamReader(Loop):
         self._registry = registry
         self._globals = globals_store
         self._events = events
-        self._on_history_lost = on_history_lost
+        self._reconcile_everything = reconcile_everything
         self._stream: Any = None
         self._position: Document | None = None
         self._failures = 0  # non-transient errors in a row at the same position
@@ -119,9 +119,19 @@ class StreamReader(Loop):
                 self._put(("idle", token))
                 self._position = token
             return 0.0
+        if change.get("operationType") == "rename":
+            # Another collection was renamed over a watched one: its documents were
+            # replaced without a document event. Reconciliation (reset before the
+            # position passes this event) finds them.
+            logger.warning(
+                "%s was replaced by renaming %s over it; reconciling every task",
+                change["to"].get("coll"), change["ns"].get("coll"),
+            )  # fmt: skip
+            self._reconcile_everything()
+        else:
+            self._put(("event", change))
         if token is not None:
             self._position = token
-        self._put(("event", change))
         return 0.0
 
     def _restart_from_now(self) -> None:
@@ -130,7 +140,7 @@ class StreamReader(Loop):
         self._measurements.count("change_stream_restarts")
         # Reconciliation is reset before the position is dropped: a crash in between
         # then retries from the old position, never opens from now unreconciled.
-        self._on_history_lost()
+        self._reconcile_everything()
         self._globals.forget_resume_token()
         self._position = None
         self._failures = 0

@@ -64,15 +64,30 @@ def hello(database: Database[Document]) -> Document:
 
 
 def stream_pipeline(collections: list[str]) -> list[Document]:
-    """Only the operations and collections planning needs, and only ids from them."""
+    """Only the operations and collections planning needs, and only ids from them; and
+    renames onto a watched collection (``$out`` does one), which replace its contents
+    without a document event."""
     return [
         {
             "$match": {
-                "operationType": {"$in": list(PLANNED_OPERATIONS)},
-                "ns.coll": {"$in": collections},
+                "$or": [
+                    {
+                        "operationType": {"$in": list(PLANNED_OPERATIONS)},
+                        "ns.coll": {"$in": collections},
+                    },
+                    {"operationType": "rename", "to.coll": {"$in": collections}},
+                ]
             }
         },
-        {"$project": {"operationType": 1, "ns": 1, "documentKey._id": 1, "clusterTime": 1}},
+        {
+            "$project": {
+                "operationType": 1,
+                "ns": 1,
+                "documentKey._id": 1,
+                "clusterTime": 1,
+                "to": 1,
+            }
+        },
     ]
 
 

@@ -161,7 +161,7 @@ def test_the_change_stream_carries_ids_never_documents(db: Database[Doc]) -> Non
         events = [wait_until(lambda: stream.try_next() or {}) for _ in range(3)]
     assert [e["operationType"] for e in events] == ["insert", "update", "delete"]
     for event in events:
-        assert set(event) <= {"_id", "operationType", "ns", "documentKey", "clusterTime"}
+        assert set(event) <= {"_id", "operationType", "ns", "documentKey", "clusterTime", "to"}
         assert event["documentKey"] == {"_id": "o1"}
 
 
@@ -213,3 +213,25 @@ def test_records_are_indexed_for_claims_and_due_after_the_default_debounce(
     db.orders.insert_one({"_id": "o1"})
     planned = wait_until(lambda: record(db, "orders", "o1"))
     assert (planned["nextRunAt"] - planned["createdAt"]).total_seconds() == 1.0
+
+
+def test_documents_a_rename_or_out_puts_in_a_watched_collection_are_planned(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """A rename over a watched collection (``$out`` does one) replaces its documents
+    without a document event: the leader reconciles, so none is missed."""
+    recorder = Recorder()
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(engine, db)
+    db.orders.insert_one({"_id": "before"})
+    wait_until(lambda: recorder.count("before") == 1)
+    db.staging.insert_many([{"_id": f"out{i}"} for i in range(5)])
+    db.staging.aggregate([{"$out": "orders"}])
+    wait_until(lambda: all(recorder.count(f"out{i}") == 1 for i in range(5)))
+    db.other.insert_many([{"_id": "renamed1"}, {"_id": "renamed2"}])
+    db.other.rename("orders", dropTarget=True)
+    wait_until(lambda: recorder.count("renamed1") == 1 and recorder.count("renamed2") == 1)
+    db.orders.insert_one({"_id": "after"})  # planning goes on from the stream
+    wait_until(lambda: recorder.count("after") == 1)
+    assert recorder.count("before") == 1 and recorder.count("out0") == 1
