@@ -287,3 +287,14 @@ def test_an_id_with_a_dollar_prefixed_field_is_refused(db: Database[Doc]) -> Non
         db.t.insert_one({"_id": {"$a": 1}})
     db.t.insert_one({"_id": 1, "sub": {"$a": 1}})  # allowed outside _id (5.0+)
     assert db.t.count_documents({}) == 1
+
+
+def test_english_locale_collations(db: Database[Doc]) -> None:
+    db.t.insert_many([{"_id": 1, "x": "ping"}, {"_id": 2, "x": "Pong"}])
+    insensitive = {"locale": "en_US", "strength": 2}
+    assert list(db.t.find({"x": "PING"}, collation=insensitive)) == [{"_id": 1, "x": "ping"}]
+    assert db.t.count_documents({"x": "PONG"}, collation=insensitive) == 1
+    db.t.update_many({"x": "PONG"}, {"$set": {"y": 1}}, collation=insensitive)
+    assert db.t.find_one({"_id": 2}) == {"_id": 2, "x": "Pong", "y": 1}
+    db.t.delete_one({"x": "PING"}, collation={"locale": "en_GB", "strength": 1})
+    assert [d["_id"] for d in db.t.find()] == [2]

@@ -73,6 +73,9 @@ _NOT_IN_TRANSACTIONS: Final = frozenset(
     {"drop", "dropDatabase", "renameCollection", "dropIndexes", "collMod"}
 )
 # Fields any command may carry besides its own options (drivers add them).
+_ENGLISH_LOCALES: Final = frozenset(
+    {"en_US", "en_GB", "en_AU", "en_CA", "en_IE", "en_IN", "en_NZ", "en_ZA"}
+)
 # The collection a database-level aggregate runs on: one no client can create.
 _NO_COLLECTION: Final = "$cmd.aggregate"
 _GENERIC_FIELDS: Final = frozenset(
@@ -334,7 +337,7 @@ class EmbeddedMongoServer:
             return _get_parameter(body, self._parameters())
         if name == "setParameter":
             return self._set_parameter(body)
-        body = _with_evaluated_let(body)
+        body = _with_evaluated_let(_with_english_collations(body))
         if name == "update":
             body = _with_empty_replacements(body)
         if name == "findAndModify" and body.get("update") == {}:
@@ -723,6 +726,37 @@ def _get_parameter(body: dict[str, Any], parameters: dict[str, Any]) -> dict[str
     if not found:
         raise CommandError(errors.INVALID_OPTIONS, "no option found to get")
     return {**found, "ok": 1.0}
+
+
+def _english(collation: Any) -> Any:
+    if isinstance(collation, dict) and collation.get("locale") in _ENGLISH_LOCALES:
+        return {**collation, "locale": "en"}
+    return collation
+
+
+def _with_english_collations(body: dict[str, Any]) -> dict[str, Any]:
+    """A command whose English-locale collations name ``"en"``: ICU's ``en_US`` (and
+    the other English locales but ``en_US_POSIX``) have no tailoring, so they collate
+    exactly as ``en``, the one locale mongoeco 4.11.0 knows besides ``simple``."""
+    changed: dict[str, Any] = {}
+    if _english(body.get("collation")) is not body.get("collation"):
+        changed["collation"] = _english(body["collation"])
+    for field in ("updates", "deletes", "indexes"):
+        items = body.get(field)
+        if isinstance(items, list) and any(
+            _english(_collation_of(i)) is not _collation_of(i) for i in items
+        ):
+            changed[field] = [
+                {**item, "collation": _english(item["collation"])}
+                if isinstance(item, dict) and "collation" in item
+                else item
+                for item in items
+            ]
+    return {**body, **changed} if changed else body
+
+
+def _collation_of(item: Any) -> Any:
+    return item.get("collation") if isinstance(item, dict) else None
 
 
 def _has_operator(value: Any) -> bool:
