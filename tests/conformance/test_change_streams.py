@@ -140,6 +140,29 @@ def test_update_events_describe_the_change(db: Database[Doc]) -> None:
     assert "fullDocument" not in event
 
 
+def test_update_events_describe_array_changes(db: Database[Doc]) -> None:
+    db.c.insert_one({"_id": 1, "tags": ["a"], "list": ["foo", {"a": "bar"}, 1, 2], "s": [1]})
+    with db.c.watch(max_await_time_ms=200) as stream:
+        db.c.update_one({"_id": 1}, {"$push": {"tags": "b"}})
+        db.c.update_one({"_id": 1}, [{"$set": {"list": ["foo", {"a": "bar"}]}}])
+        db.c.update_one({"_id": 1}, {"$set": {"s": [1, 2]}})
+        pushed, truncated, replaced = (e["updateDescription"] for e in collect(stream, 3))
+    assert pushed["updatedFields"] == {"tags.1": "b"}
+    assert truncated["updatedFields"] == {}
+    assert truncated["truncatedArrays"] == [{"field": "list", "newSize": 2}]
+    assert replaced["updatedFields"] == {"s": [1, 2]}  # a $set of the array: whole
+    assert "disambiguatedPaths" not in pushed
+
+
+def test_show_expanded_events_disambiguates_numeric_field_names(db: Database[Doc]) -> None:
+    db.c.insert_one({"_id": 1, "a": [{"1": 1}]})
+    with db.c.watch(show_expanded_events=True, max_await_time_ms=200) as stream:
+        db.c.update_one({"_id": 1}, {"$set": {"a.0.1": 2}})
+        (event,) = collect(stream, 1)
+    assert event["updateDescription"]["updatedFields"] == {"a.0.1": 2}
+    assert event["updateDescription"]["disambiguatedPaths"] == {"a.0.1": ["a", 0, "1"]}
+
+
 def test_full_document_update_lookup_returns_the_current_document(db: Database[Doc]) -> None:
     db.c.insert_one({"_id": 1, "v": 0})
     with db.c.watch(full_document="updateLookup", max_await_time_ms=200) as stream:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import datetime
 from collections import deque
@@ -27,6 +28,12 @@ from .diff import update_description
 
 Document = dict[str, Any]
 NamespaceKey = tuple[str, str]
+
+# The paths the ``$set`` of the update being run names (the wire layer sets them):
+# MongoDB reports such a field whole, even an array.
+SET_PATHS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "SET_PATHS", default=frozenset()
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class ChangeEvent:
     document_key: Document | None = None
     full_document: Document | None = None
     update_description: Document | None = None
+    # updateDescription.disambiguatedPaths (shown to streams with showExpandedEvents).
+    disambiguated_paths: Document | None = None
     # Post- and pre-images, kept only for collections with changeStreamPreAndPostImages.
     post_image: Document | None = None
     pre_image: Document | None = None
@@ -166,13 +175,15 @@ class History:
         before = shadow.get(key)
         after = copy.deepcopy(full_document) if full_document is not None else None
         images = (db, coll) in self._images_enabled
-        description = None
+        description = ambiguous = None
         if operation_type == "delete":
             shadow.pop(key, None)
         elif after is not None:
             shadow[key] = after
         if operation_type == "update":
-            description = update_description(before or {}, after or {})
+            description, ambiguous = update_description(
+                before or {}, after or {}, set_paths=SET_PATHS.get()
+            )
         self._append(
             operation_type=operation_type,
             db=db,
@@ -180,6 +191,7 @@ class History:
             document_key=copy.deepcopy(document_key),
             full_document=after if operation_type in ("insert", "replace") else None,
             update_description=description,
+            disambiguated_paths=ambiguous,
             post_image=after if images and operation_type != "delete" else None,
             pre_image=before if images and operation_type != "insert" else None,
             lsid=self._transaction[0] if self._transaction else None,

@@ -74,6 +74,7 @@ class StreamSpec:
     stages: list[dict[str, Any]]
     start_after: ClusterTime | None  # resume point: events strictly after this time
     start_at: ClusterTime | None  # startAtOperationTime: events at or after this time
+    show_expanded_events: bool = False
 
     @property
     def namespace(self) -> str:
@@ -225,6 +226,7 @@ def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
         stages=stages,
         start_after=start_after,
         start_at=start_at,
+        show_expanded_events=options.get("showExpandedEvents") is True,
     )
     return spec
 
@@ -458,6 +460,11 @@ class ChangeStreams:
             document["documentKey"] = event.document_key
         if event.update_description is not None:
             document["updateDescription"] = event.update_description
+            if spec.show_expanded_events:
+                document["updateDescription"] = {
+                    **event.update_description,
+                    "disambiguatedPaths": dict(event.disambiguated_paths or {}),
+                }
         if event.lsid is not None and event.txn_number is not None:
             document["lsid"] = event.lsid
             document["txnNumber"] = Int64(event.txn_number)

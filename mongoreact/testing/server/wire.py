@@ -42,7 +42,7 @@ from mongoeco.wire.surface import WireSurface
 
 from . import brackets, errors, expressions, membership
 from .errors import CommandError
-from .history import History
+from .history import SET_PATHS, History
 from .hub import RecordingHub
 from .local_sessions import LocalSessions
 from .merge import apply_merge, split_merge
@@ -291,6 +291,7 @@ class EmbeddedMongoServer:
         lsid = body.get("lsid")
         if isinstance(lsid, dict) and "id" in lsid:
             self._sessions_seen.used(_session_key(lsid), lsid["id"])
+        set_paths = SET_PATHS.set(_set_paths(name, body))
         try:
             reply = await self._retryable.run(
                 name,
@@ -306,6 +307,8 @@ class EmbeddedMongoServer:
                 logger.debug("command %s failed", name, exc_info=True)
             elif "codeName" not in reply and reply["code"] in _OUR_CODES:
                 reply["codeName"] = errors.code_name(reply["code"])
+        finally:
+            SET_PATHS.reset(set_paths)
         failed = reply.get("ok") != 1 or bool(reply.get("writeErrors"))
         if failed and body.get("autocommit") is False and name not in _TRANSACTION_ENDS:
             self._sessions.abort_after_error(body)
@@ -726,6 +729,22 @@ def _get_parameter(body: dict[str, Any], parameters: dict[str, Any]) -> dict[str
     if not found:
         raise CommandError(errors.INVALID_OPTIONS, "no option found to get")
     return {**found, "ok": 1.0}
+
+
+def _set_paths(name: str, body: dict[str, Any]) -> frozenset[str]:
+    """The paths the ``$set`` of an update command names (see ``history.SET_PATHS``)."""
+    if name == "update" and isinstance(body.get("updates"), list):
+        updates = [u.get("u") for u in body["updates"] if isinstance(u, dict)]
+    elif name == "findAndModify":
+        updates = [body.get("update")]
+    else:
+        return frozenset()
+    return frozenset(
+        path
+        for update in updates
+        if isinstance(update, dict) and isinstance(update.get("$set"), dict)
+        for path in update["$set"]
+    )
 
 
 def _english(collation: Any) -> Any:
