@@ -1,7 +1,7 @@
 """mongoreact's throughput, latency, round trips, CPU and memory, beside the reference.
 
-    python -m benchmarks.engine [--uri URI] [--docs N] [--quick] [--reference] [--json PATH]
-        [--delay-ms MS]
+    python -m benchmarks.engine [--uri URI] [--docs N] [--quick] [--focus] [--reference]
+        [--json PATH] [--delay-ms MS]
 
 Without --uri an embedded server is started. Scenarios (a no-op handler, debounce 0):
 
@@ -265,6 +265,11 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="300 documents, no 100k memory run")
     parser.add_argument("--reference", action="store_true", help="also run mongodash")
+    parser.add_argument(
+        "--focus",
+        action="store_true",
+        help="only issue 17's target scenario: throughput, 1 instance, concurrency 5",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--delay-ms",
@@ -284,15 +289,16 @@ def main() -> None:
             host, port = parse_uri(uri)["nodelist"][0]
             proxy = stack.enter_context(LatencyProxy(host, port, delay=args.delay_ms / 1000))
             uri = proxy.uri()
-        results = run(uri, docs, args.quick, args.reference)
+        results = run(uri, docs, args.quick, args.reference, focus=args.focus)
         results["delay_ms"] = args.delay_ms
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 
 
-def run(uri: str, docs: int, quick: bool, with_reference: bool) -> Doc:
-    """Every scenario; the reference's beside mongoreact's when ``with_reference``."""
+def run(uri: str, docs: int, quick: bool, with_reference: bool, *, focus: bool = False) -> Doc:
+    """Every scenario (only the target one when ``focus``); the reference's beside
+    mongoreact's when ``with_reference``."""
     libraries = ["mongoreact"]
     skipped = install_reference() if with_reference else "not asked for (--reference)"
     if skipped is None:
@@ -310,17 +316,17 @@ def run(uri: str, docs: int, quick: bool, with_reference: bool) -> Doc:
     }
     for name in libraries:
         library = LIBRARIES[name]
+        shapes = [(1, 5)] if focus else [(i, c) for i in (1, 3) for c in (1, 5, 20)]
         rows = [
             throughput(library, uri, docs, concurrency, instances)
-            for instances in (1, 3)
-            for concurrency in (1, 5, 20)
+            for instances, concurrency in shapes
         ]
-        results[name] = {
-            "throughput": rows,
-            "latency": latency(library, uri, 60),
-            "latency_low_load": latency(library, uri, 15, interval=1.0),
-        }
-    for size in (1_000, 10_000) if quick else (1_000, 10_000, 100_000):
+        results[name] = {"throughput": rows}
+        if not focus:
+            results[name]["latency"] = latency(library, uri, 60)
+            results[name]["latency_low_load"] = latency(library, uri, 15, interval=1.0)
+    sizes = () if focus else (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    for size in sizes:
         results["memory"].append(memory(uri, size, "reference" in libraries))
     if "reference" in results:
         results["ratios"] = ratios(results["mongoreact"], results["reference"])
@@ -342,7 +348,7 @@ def ratios(ours: Doc, reference: Doc) -> list[Doc]:
     rows.extend(
         {"scenario": key, "p50_latency": ours[key]["p50_ms"] / reference[key]["p50_ms"]}
         for key in ("latency", "latency_low_load")
-        if ours[key].get("p50_ms") and reference[key].get("p50_ms")
+        if key in ours and ours[key].get("p50_ms") and reference[key].get("p50_ms")
     )
     return rows
 
@@ -379,6 +385,8 @@ def print_table(results: Doc) -> None:
             print(f"{name} {row['instances']}x{row['concurrency']} commands/task: {kinds}")
     for name in libraries:
         for key, load in (("latency", "steady load"), ("latency_low_load", "low load")):
+            if key not in results[name]:
+                continue  # --focus
             lat = results[name][key]
             print(
                 f"{name} latency write->handler, {load}: p50 {lat['p50_ms']:.0f} ms, "
