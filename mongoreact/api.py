@@ -44,6 +44,11 @@ def init(**options: Unpack[InitOptions]) -> ReactiveTasks:
         return _default
 
 
+def initialized() -> ReactiveTasks | None:
+    """The default instance if ``init()`` was called, else ``None``."""
+    return _default
+
+
 def instance() -> ReactiveTasks:
     """The default instance; ``NotStartedError`` before ``init()``."""
     if _default is None:

@@ -22,7 +22,7 @@ from typing import Any, Final
 from pymongo.errors import PyMongoError
 
 from . import api
-from .cli_tasks import EXIT_BAD_INPUT, EXIT_UNREACHABLE, URI_VARIABLE, CommandError, redact
+from .cli_tasks import EXIT_BAD_INPUT, URI_VARIABLE, CommandError, unreachable
 from .config.settings import override_from_command_line
 from .errors import ConfigError, MongoReactError
 from .monitoring.http import ProbeApp, ProbeServer
@@ -103,7 +103,7 @@ def _load(target: str) -> ReactiveTasks:
         ) from None
     if attribute:
         return _named(module, module_name, attribute)
-    default = api._default
+    default = api.initialized()
     if default is not None and (default.definitions or default.has_cron_tasks):
         return default
     found = [value for value in vars(module).values() if isinstance(value, ReactiveTasks)]
@@ -186,7 +186,6 @@ def _run_until_signalled(instance: ReactiveTasks, args: argparse.Namespace) -> i
 
 
 def _start(instance: ReactiveTasks) -> None:
-    target = redact(instance.settings.uri) if instance.settings.uri else "the given client"
     try:
         instance.start()
     except (ConfigError, MongoReactError) as error:
@@ -194,6 +193,4 @@ def _start(instance: ReactiveTasks) -> None:
     except PyMongoError as error:
         # pymongo appends the whole topology description: the first part says why.
         reason = " ".join(str(error).split(", Topology Description")[0].split())
-        raise CommandError(
-            f"cannot reach MongoDB at {target}: {reason}", EXIT_UNREACHABLE
-        ) from None
+        raise unreachable(instance.settings.uri, reason) from None

@@ -38,6 +38,15 @@ def redact(uri: str) -> str:
     return re.sub(r"(?<=://)([^:/@]+):[^@]*@", r"\1:***@", uri)
 
 
+def unreachable(uri: str | None, reason: str = "") -> CommandError:
+    """The error of a command that cannot reach the server at ``uri`` (``None``: a
+    client the application built)."""
+    target = redact(uri) if uri else "the given client"
+    return CommandError(
+        f"cannot reach MongoDB at {target}" + (f": {reason}" if reason else ""), EXIT_UNREACHABLE
+    )
+
+
 def add_commands(commands: Any) -> None:
     """Add ``tasks list|count|retry|show`` to the top-level parser."""
     tasks = commands.add_parser("tasks", help="list, count, retry or show task records")
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise CommandError(str(error)) from None
     except ServerSelectionTimeoutError:
-        raise CommandError(f"cannot reach MongoDB at {redact(uri)}", EXIT_UNREACHABLE) from None
+        raise unreachable(uri) from None
     except PyMongoError as error:
         raise CommandError(f"MongoDB error: {error}", EXIT_UNREACHABLE) from None
     finally:
@@ -264,7 +273,7 @@ def serve_dashboard(args: argparse.Namespace) -> int:
         ping(client)
     except PyMongoError:
         client.close()
-        raise CommandError(f"cannot reach MongoDB at {redact(uri)}", EXIT_UNREACHABLE) from None
+        raise unreachable(uri) from None
     engine = ReactiveTasks(
         client=client, database=database, globals_collection=args.globals_collection
     )
