@@ -250,15 +250,7 @@ def add_dashboard_command(commands: Any) -> None:
 
 def serve_dashboard(args: argparse.Namespace) -> int:
     """Serve the dashboard until interrupted."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-    class Server(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    class QuietHandler(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    from .monitoring.http import make_quiet_server
 
     uri = args.uri or os.environ.get(URI_VARIABLE)
     if not uri:
@@ -279,7 +271,7 @@ def serve_dashboard(args: argparse.Namespace) -> int:
     )
     app = engine.dashboard_app(read_only=args.read_only)
     try:
-        with make_server(args.host, args.port, app, Server, QuietHandler) as server:
+        with make_quiet_server(args.host, args.port, app) as server:
             print(f"mongoreact dashboard on http://{args.host}:{server.server_port}/", flush=True)
             server.serve_forever()
     except OSError as error:

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -65,11 +66,26 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow page never holds a health probe up."""
+
+    daemon_threads = True
+
+
+def make_quiet_server(host: str, port: int, app: Callable[..., Iterable[bytes]]) -> WSGIServer:
+    """A threaded WSGI server for ``app`` that logs requests at DEBUG (``port`` 0: any
+    free one)."""
+    server: WSGIServer = make_server(
+        host, port, app, server_class=_ThreadedServer, handler_class=_QuietHandler
+    )
+    return server
+
+
 class ProbeServer:
     """Serves an ``app`` on ``host:port`` from a daemon thread (``port`` 0: any free)."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], host: str, port: int) -> None:
-        self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self._server = make_quiet_server(host, port, app)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="mongoreact-probe", daemon=True
         )
