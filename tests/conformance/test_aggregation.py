@@ -274,3 +274,25 @@ def test_database_level_aggregates(db: Database[Doc]) -> None:
         db.t.find_one(session=session)  # the server has seen this session
         listed = list(db.aggregate([{"$listLocalSessions": {}}]))
         assert session.session_id["id"] in [entry["_id"]["id"] for entry in listed]
+
+
+def test_views_read_through_their_pipeline_and_refuse_writes(db: Database[Doc]) -> None:
+    db.base.insert_many([{"_id": i, "tags": [i, i + 1]} for i in range(1, 151)])
+    db.create_collection("above", viewOn="base", pipeline=[{"$match": {"_id": {"$gt": 1}}}])
+    db.create_collection("few", viewOn="above", pipeline=[{"$match": {"_id": {"$lt": 5}}}])
+    kinds = {c["name"]: c["type"] for c in db.list_collections()}
+    assert kinds == {"base": "collection", "above": "view", "few": "view"}
+    assert len(list(db.above.find())) == 149  # past the first batch
+    assert list(db.few.find({}, {"tags": 0}, sort=[("_id", -1)], limit=2)) == [
+        {"_id": 4},
+        {"_id": 3},
+    ]
+    assert db.above.count_documents({}) == 149
+    assert db.above.estimated_document_count() == 149
+    assert list(db.few.aggregate([{"$count": "n"}])) == [{"n": 3}]
+    assert sorted(db.few.distinct("tags")) == [2, 3, 4, 5]
+    with pytest.raises(OperationFailure) as write:
+        db.above.insert_one({"_id": 999})
+    assert write.value.code == 166  # CommandNotSupportedOnView
+    db.few.drop()
+    assert sorted(db.list_collection_names()) == ["above", "base"]

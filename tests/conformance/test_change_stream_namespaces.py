@@ -79,3 +79,29 @@ def test_start_after_an_invalidate_opens_a_new_stream_resume_after_does_not(
     with pytest.raises(OperationFailure) as error:
         db.c.watch(resume_after=invalidate["_id"])
     assert error.value.code == 260
+
+
+def test_show_expanded_events_reports_ddl_and_collection_uuids(db: Database[Doc]) -> None:
+    db.create_collection("c0")
+    db.create_collection("foo")
+    with (
+        db.watch(show_expanded_events=True, max_await_time_ms=200) as expanded,
+        db.c0.watch(max_await_time_ms=200) as plain,
+    ):
+        db.c0.insert_one({"x": 1})
+        db.c0.create_index("x")
+        db.c0.drop_index("x_1")
+        db.command({"collMod": "c0"})
+        db.create_collection("v", viewOn="c0")
+        db.c0.rename("foo", dropTarget=True)
+        events = collect(expanded, 6)
+        assert [e["operationType"] for e in collect(plain, 3)] == ["insert", "rename", "invalidate"]
+    kinds = [e["operationType"] for e in events]
+    assert kinds == ["insert", "createIndexes", "dropIndexes", "modify", "create", "rename"]
+    c0 = events[0]["collectionUUID"]
+    assert all(e["collectionUUID"] == c0 for i, e in enumerate(events) if i != 4)
+    assert [i["name"] for i in events[1]["operationDescription"]["indexes"]] == ["x_1"]
+    assert events[4]["operationDescription"]["viewOn"] == "c0"
+    renamed = events[5]["operationDescription"]
+    assert renamed["to"] == {"db": db.name, "coll": "foo"}
+    assert "dropTarget" in renamed and renamed["dropTarget"] != c0

@@ -24,6 +24,7 @@ INVALID_OPTIONS = 72
 NAMESPACE_EXISTS = 48
 NOT_IN_TRANSACTION = 263
 UNRECOGNIZED_STAGE = 40324
+NAMESPACE_NOT_FOUND = 26
 WRITE_CONFLICT = 112
 NO_SUCH_TRANSACTION = 251
 # The label drivers retry a whole transaction on.
@@ -45,6 +46,7 @@ _CODE_NAMES = {
     INVALID_OPTIONS: "InvalidOptions",
     NAMESPACE_EXISTS: "NamespaceExists",
     NOT_IN_TRANSACTION: "OperationNotSupportedInTransaction",
+    NAMESPACE_NOT_FOUND: "NamespaceNotFound",
     WRITE_CONFLICT: "WriteConflict",
     NO_SUCH_TRANSACTION: "NoSuchTransaction",
 }

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import copy
 import datetime
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,12 @@ class ChangeEvent:
     # The session and transaction number of the transaction that wrote it, if any.
     lsid: Document | None = None
     txn_number: int | None = None
+    # Shown only to streams opened with showExpandedEvents: the collection's UUID, and
+    # the description of a DDL event (create, createIndexes, dropIndexes, modify,
+    # rename), which such streams alone receive (``expanded``).
+    collection_uuid: uuid.UUID | None = None
+    operation_description: Document | None = None
+    expanded: bool = False
 
 
 @dataclass
@@ -83,6 +90,7 @@ class History:
         self.lost_through: ClusterTime | None = self.clock.now()
         self._shadow = _Shadow()
         self._images_enabled: set[NamespaceKey] = set()
+        self._uuids: dict[NamespaceKey, uuid.UUID] = {}  # given at first sight
         self._new_event = asyncio.Event()
         # (lsid, txnNumber) while a transaction's changes are being committed.
         self._transaction: tuple[Document, int] | None = None
@@ -196,12 +204,37 @@ class History:
             pre_image=before if images and operation_type != "insert" else None,
             lsid=self._transaction[0] if self._transaction else None,
             txn_number=self._transaction[1] if self._transaction else None,
+            collection_uuid=self.collection_uuid(db, coll),
+        )
+
+    def collection_uuid(self, db: str, coll: str) -> uuid.UUID:
+        """The UUID of a collection, as MongoDB gives one to each (a dropped and
+        recreated collection gets a new one)."""
+        return self._uuids.setdefault((db, coll), uuid.uuid4())
+
+    def record_ddl(
+        self, operation_type: str, db: str, coll: str, description: Document | None = None
+    ) -> None:
+        """Record an event only showExpandedEvents streams receive (create,
+        createIndexes, dropIndexes, modify)."""
+        self._append(
+            operation_type=operation_type,
+            db=db,
+            coll=coll,
+            collection_uuid=self.collection_uuid(db, coll),
+            operation_description=copy.deepcopy(description or {}),
+            expanded=True,
         )
 
     def record_drop(self, db: str, coll: str) -> None:
         self._shadow.documents.pop((db, coll), None)
         self._images_enabled.discard((db, coll))
-        self._append(operation_type="drop", db=db, coll=coll)
+        self._append(
+            operation_type="drop",
+            db=db,
+            coll=coll,
+            collection_uuid=self._uuids.pop((db, coll), None),
+        )
 
     def record_rename(self, db: str, coll: str, to_db: str, to_coll: str) -> None:
         moved = self._shadow.documents.pop((db, coll), None)
@@ -211,13 +244,29 @@ class History:
         if (db, coll) in self._images_enabled:
             self._images_enabled.discard((db, coll))
             self._images_enabled.add((to_db, to_coll))
-        self._append(operation_type="rename", db=db, coll=coll, to={"db": to_db, "coll": to_coll})
+        to = {"db": to_db, "coll": to_coll}
+        description: Document = {"to": dict(to)}
+        dropped = self._uuids.pop((to_db, to_coll), None)
+        if dropped is not None:
+            description["dropTarget"] = dropped
+        source = self._uuids.pop((db, coll), None) or uuid.uuid4()
+        self._uuids[(to_db, to_coll)] = source
+        self._append(
+            operation_type="rename",
+            db=db,
+            coll=coll,
+            to=to,
+            collection_uuid=source,
+            operation_description=description,
+        )
 
     def record_drop_database(self, db: str, collections: list[str]) -> None:
         for coll in collections:
             self.record_drop(db, coll)
         for key in [key for key in self._shadow.documents if key[0] == db]:
             del self._shadow.documents[key]
+        for key in [key for key in self._uuids if key[0] == db]:
+            del self._uuids[key]
         self._append(operation_type="dropDatabase", db=db, coll=None)
 
     def _append(self, **fields: Any) -> None:

@@ -14,10 +14,12 @@ import asyncio
 import datetime
 import secrets
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bson.binary import Binary
 from bson.int64 import Int64
 from mongoeco.core.aggregation import apply_pipeline
 from mongoeco.core.bson_ordering import bson_equality_key
@@ -412,6 +414,8 @@ class ChangeStreams:
         """The documents ``event`` produces on this stream (none, one, or event+invalidate)."""
         if event.db in _SYSTEM_DATABASES or (event.coll or "").startswith("system."):
             return []
+        if event.expanded and not spec.show_expanded_events:
+            return []
         if spec.cluster:
             return [self._document(spec, event)]
         if event.db != spec.db:
@@ -465,6 +469,11 @@ class ChangeStreams:
                     **event.update_description,
                     "disambiguatedPaths": dict(event.disambiguated_paths or {}),
                 }
+        if spec.show_expanded_events:
+            if event.collection_uuid is not None:
+                document["collectionUUID"] = Binary.from_uuid(event.collection_uuid)
+            if event.operation_description is not None:
+                document["operationDescription"] = _with_binary_uuids(event.operation_description)
         if event.lsid is not None and event.txn_number is not None:
             document["lsid"] = event.lsid
             document["txnNumber"] = Int64(event.txn_number)
@@ -533,3 +542,14 @@ def _batch_size(value: object, default: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise CommandError(errors.BAD_VALUE, f"batchSize must be a non-negative integer: {value!r}")
     return min(int(value), MAX_BATCH_EVENTS)
+
+
+def _with_binary_uuids(value: Any) -> Any:
+    """``value`` with its UUIDs as BSON binaries (subtype 4), as the server sends them."""
+    if isinstance(value, uuid.UUID):
+        return Binary.from_uuid(value)
+    if isinstance(value, dict):
+        return {key: _with_binary_uuids(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_binary_uuids(item) for item in value]
+    return value

@@ -40,7 +40,7 @@ from mongoeco.wire.protocol import (
 )
 from mongoeco.wire.surface import WireSurface
 
-from . import brackets, errors, expressions, membership
+from . import brackets, errors, expressions, membership, views
 from .errors import CommandError
 from .history import SET_PATHS, History
 from .hub import RecordingHub
@@ -52,6 +52,7 @@ from .rewrite import rewrite_pipeline
 from .storage_engine import FastMemoryEngine
 from .streams import AGGREGATION_STAGES, ChangeStreams
 from .transactions import TransactionSessionStore
+from .views import Views
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ _NOT_IN_TRANSACTIONS: Final = frozenset(
 _ENGLISH_LOCALES: Final = frozenset(
     {"en_US", "en_GB", "en_AU", "en_CA", "en_IE", "en_IN", "en_NZ", "en_ZA"}
 )
+_ID_INDEX: Final = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+# Options of a read a view passes on to the aggregation that answers it.
+_READ_OPTIONS: Final = frozenset({"let", "collation", "hint"})
 # The collection a database-level aggregate runs on: one no client can create.
 _NO_COLLECTION: Final = "$cmd.aggregate"
 _GENERIC_FIELDS: Final = frozenset(
@@ -163,6 +167,9 @@ class EmbeddedMongoServer:
         self._surface = WireSurface()
         self._sessions = TransactionSessionStore(self.history)
         self._sessions_seen = LocalSessions()
+        self._views = Views()
+        # Cursors shown under another namespace: id -> (mongoeco's collection, shown ns).
+        self._shown_cursors: dict[int, tuple[str, str]] = {}
         self._executor = WireCommandExecutor(
             self._client,
             _CursorStore(),
@@ -341,6 +348,14 @@ class EmbeddedMongoServer:
         if name == "setParameter":
             return self._set_parameter(body)
         body = _with_evaluated_let(_with_english_collations(body))
+        if self._views.is_view(db, body.get(name)) and not views.passes(name):
+            return await self._on_view(name, body, db, connection)
+        if name == "listCollections":
+            reply = await self._passthrough(body, db, connection)
+            batch = reply.get("cursor", {}).get("firstBatch")
+            if isinstance(batch, list):
+                reply["cursor"]["firstBatch"] = [self._views.listed(db, e) for e in batch]
+            return reply
         if name == "update":
             body = _with_empty_replacements(body)
         if name == "findAndModify" and body.get("update") == {}:
@@ -365,6 +380,8 @@ class EmbeddedMongoServer:
             return await self._rename(body, db, connection)
         if name in ("create", "collMod"):
             return await self._create_or_mod(name, body, db, connection)
+        if name in ("createIndexes", "dropIndexes"):
+            return await self._index_command(name, body, db, connection)
         if name in _BATCH_FIELDS:
             return await self._chunked_write(name, body, db, connection)
         if name == "mongoreactServerStatus":
@@ -526,9 +543,7 @@ class EmbeddedMongoServer:
                     )
                 return {"cursor": {"firstBatch": [], "id": 0, "ns": namespace}, "ok": 1.0}
         reply = await self._passthrough(body, db, connection)
-        if target == 1 and isinstance(reply.get("cursor"), dict):
-            reply["cursor"]["ns"] = namespace
-        return reply
+        return self._show_cursor(reply, _NO_COLLECTION, namespace) if target == 1 else reply
 
     def _collectionless(self, body: dict[str, Any], pipeline: list[Any]) -> dict[str, Any]:
         """A database-level ``aggregate`` (``aggregate: 1``) as mongoeco can run it: on a
@@ -544,6 +559,30 @@ class EmbeddedMongoServer:
                 "a database-level aggregate must start with $documents or $listLocalSessions",
             )
         return {**body, "aggregate": _NO_COLLECTION, "pipeline": pipeline}
+
+    async def _on_view(
+        self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        """A read of a view, as an aggregation of the collection under it."""
+        view = str(body[name])
+        if name not in views.READS:
+            raise views.refused(name, db, view)
+        source, pipeline = self._views.resolve(db, view)
+        command: dict[str, Any] = {
+            "aggregate": source,
+            "pipeline": views.as_aggregate(name, body, source, pipeline),
+            "cursor": body.get("cursor", {})
+            if name == "aggregate"
+            else ({"batchSize": body["batchSize"]} if "batchSize" in body else {}),
+            **{k: v for k, v in body.items() if k in _GENERIC_FIELDS or k in _READ_OPTIONS},
+        }
+        if name in ("find", "aggregate"):
+            reply = await self._aggregate(command, db, connection)
+            return self._show_cursor(reply, source, f"{db}.{view}")
+        found = await self._aggregate_all(command, db, connection)
+        if name == "count":
+            return {"n": found[0]["n"] if found else 0, "ok": 1.0}
+        return {"values": [document["_id"] for document in found], "ok": 1.0}
 
     async def _rename_over(
         self, source: str, target: str, *, connection: WireConnectionContext
@@ -585,7 +624,26 @@ class EmbeddedMongoServer:
         body["getMore"] = cursor_id
         if cursor_id in self.streams:
             return await self.streams.get_more(body)
-        return await self._passthrough(body, db, connection)
+        shown = self._shown_cursors.get(cursor_id)
+        if shown is None:
+            return await self._passthrough(body, db, connection)
+        reply = await self._passthrough({**body, "collection": shown[0]}, db, connection)
+        cursor = reply.get("cursor")
+        if isinstance(cursor, dict):
+            cursor["ns"] = shown[1]
+            if not _as_int(cursor.get("id", 0)):
+                del self._shown_cursors[cursor_id]
+        return reply
+
+    def _show_cursor(self, reply: dict[str, Any], source: str, namespace: str) -> dict[str, Any]:
+        """Name ``reply``'s cursor ``namespace`` (a view's, or a database's for
+        ``aggregate: 1``) though mongoeco runs it on the collection ``source``."""
+        cursor = reply.get("cursor")
+        if isinstance(cursor, dict):
+            cursor["ns"] = namespace
+            if _as_int(cursor.get("id", 0)):
+                self._shown_cursors[_as_int(cursor["id"])] = (source, namespace)
+        return reply
 
     async def _kill_cursors(
         self, body: dict[str, Any], db: str, connection: WireConnectionContext
@@ -593,6 +651,9 @@ class EmbeddedMongoServer:
         ids = [_as_int(cursor_id) for cursor_id in body.get("cursors") or []]
         killed, others = self.streams.kill(ids)
         not_found: list[int] = []
+        shown = [self._shown_cursors.pop(i) for i in others if i in self._shown_cursors]
+        if shown:
+            body = {**body, "killCursors": shown[0][0]}
         if others:
             reply = await self._passthrough({**body, "cursors": others}, db, connection)
             if reply.get("ok") != 1:
@@ -618,15 +679,21 @@ class EmbeddedMongoServer:
         coll = str(body["drop"])
         existed = coll in await self._collection_names(db)
         reply = await self._passthrough(body, db, connection)
-        if reply.get("ok") == 1 and existed:
+        if reply.get("ok") == 1 and self._views.is_view(db, coll):
+            self._views.forget(db, coll)
+        elif reply.get("ok") == 1 and existed:
             self.history.record_drop(db, coll)
         return reply
 
     async def _drop_database(
         self, body: dict[str, Any], db: str, connection: WireConnectionContext
     ) -> dict[str, Any]:
-        collections = await self._collection_names(db)
+        collections = [
+            name for name in await self._collection_names(db) if not self._views.is_view(db, name)
+        ]
         reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") == 1:
+            self._views.forget(db)
         if reply.get("ok") == 1 and collections:
             self.history.record_drop_database(db, collections)
         return reply
@@ -661,14 +728,75 @@ class EmbeddedMongoServer:
             raise CommandError(
                 errors.NAMESPACE_EXISTS, f"Collection {db}.{body[name]} already exists."
             )
-        if name == "collMod" and images is not None and not options:
-            # collMod with only this option: mongoeco has nothing left to do.
+        if name == "create" and "viewOn" in body and body.get("autocommit") is not False:
+            return await self._create_view(body, db, connection)
+        coll = str(body[name])
+        if name == "collMod" and not options:
+            # Only pre- and post-images, or nothing: mongoeco has nothing left to do.
+            if coll not in await self._collection_names(db):
+                raise CommandError(errors.NAMESPACE_NOT_FOUND, f"ns does not exist: {db}.{coll}")
             reply: dict[str, Any] = {"ok": 1.0}
         else:
             reply = await self._passthrough(body, db, connection)
-        if reply.get("ok") == 1 and images is not None:
-            self.history.set_images_enabled(db, str(body[name]), bool(images.get("enabled")))
+        if reply.get("ok") != 1:
+            return reply
+        if images is not None:
+            self.history.set_images_enabled(db, coll, bool(images.get("enabled")))
+        if name == "create":
+            self.history.record_ddl("create", db, coll, {"idIndex": dict(_ID_INDEX)})
+        else:
+            changed = {key: body[key] for key in options}
+            if images is not None:
+                changed["changeStreamPreAndPostImages"] = images
+            self.history.record_ddl("modify", db, coll, changed)
         return reply
+
+    async def _create_view(
+        self, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") == 1:
+            view, on, pipeline = str(body["create"]), body["viewOn"], body.get("pipeline")
+            try:
+                self._views.define(db, view, on, pipeline)
+            except CommandError:
+                await self._passthrough({"drop": view, "$db": db}, db, connection)
+                self._views.forget(db, view)
+                raise
+            self.history.record_ddl("create", db, view, {"viewOn": on, "pipeline": pipeline or []})
+        return reply
+
+    async def _index_command(
+        self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
+    ) -> dict[str, Any]:
+        """``createIndexes`` / ``dropIndexes``, recorded for showExpandedEvents streams
+        (with the ``create`` of a collection ``createIndexes`` brings into being)."""
+        coll = str(body[name])
+        if body.get("autocommit") is False:  # inside a transaction: not recorded
+            return await self._passthrough(body, db, connection)
+        existed = coll in await self._collection_names(db)
+        before = await self._index_specs(db, coll) if existed else []
+        reply = await self._passthrough(body, db, connection)
+        if reply.get("ok") != 1:
+            return reply
+        after = await self._index_specs(db, coll)
+        if not existed:
+            self.history.record_ddl("create", db, coll, {"idIndex": dict(_ID_INDEX)})
+        names = {spec["name"] for spec in after}
+        if name == "createIndexes":
+            known = {spec["name"] for spec in before}
+            made = [spec for spec in after if spec["name"] not in known]
+            if made:
+                self.history.record_ddl("createIndexes", db, coll, {"indexes": made})
+        else:
+            gone = [spec for spec in before if spec["name"] not in names]
+            if gone:
+                self.history.record_ddl("dropIndexes", db, coll, {"indexes": gone})
+        return reply
+
+    async def _index_specs(self, db: str, coll: str) -> list[dict[str, Any]]:
+        cursor = await self._client.get_database(db).get_collection(coll).list_indexes()
+        return [dict(spec) async for spec in cursor]
 
     async def _chunked_write(
         self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
