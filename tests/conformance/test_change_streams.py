@@ -286,3 +286,21 @@ def test_concurrent_streams_of_several_clients(db: Database[Doc], mongo_uri: str
     finally:
         for client in clients:
             client.close()
+
+
+def test_split_large_event_fragments_resume_where_they_left_off(db: Database[Doc]) -> None:
+    coll = db.create_collection("big", changeStreamPreAndPostImages={"enabled": True})
+    coll.insert_one({"_id": 1, "value": "q" * 10 * 1024 * 1024})
+    split: list[Doc] = [{"$changeStreamSplitLargeEvent": {}}]
+    with coll.watch(split, full_document_before_change="required") as stream:
+        coll.update_one({"_id": 1}, {"$set": {"value": "z" * 10 * 1024 * 1024}})
+        first, second = collect(stream, 2, timeout=30)
+    assert first["splitEvent"] == {"fragment": 1, "of": 2}
+    assert second["splitEvent"] == {"fragment": 2, "of": 2}
+    assert first["operationType"] == "update" and "fullDocumentBeforeChange" in second
+    resumed_after = first["_id"]
+    with coll.watch(
+        split, full_document_before_change="required", resume_after=resumed_after
+    ) as stream:
+        (rest,) = collect(stream, 1, timeout=30)
+    assert rest["splitEvent"] == {"fragment": 2, "of": 2} and rest["_id"] == second["_id"]

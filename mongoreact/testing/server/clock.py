@@ -21,8 +21,11 @@ _PREFIX: Final = "82"
 HIGH_WATER: Final = "00"
 EVENT: Final = "01"
 INVALIDATE: Final = "02"
-_KINDS: Final = (HIGH_WATER, EVENT, INVALIDATE)
+# A fragment of an event $changeStreamSplitLargeEvent split: its number (4 hex) follows.
+FRAGMENT: Final = "03"
+_KINDS: Final = (HIGH_WATER, EVENT, INVALIDATE, FRAGMENT)
 _TOKEN_LENGTH: Final = 20
+_FRAGMENT_TOKEN_LENGTH: Final = 24
 
 
 @dataclass(frozen=True, order=True)
@@ -41,6 +44,10 @@ class ClusterTime:
     def token(self, kind: str) -> str:
         return f"{_PREFIX}{self.seconds:08X}{self.increment:08X}{kind}"
 
+    def fragment_token(self, fragment: int) -> str:
+        """The token of fragment ``fragment`` (from 1) of the event at this time."""
+        return f"{self.token(FRAGMENT)}{fragment:04X}"
+
 
 @dataclass(frozen=True)
 class DecodedToken:
@@ -48,6 +55,7 @@ class DecodedToken:
 
     time: ClusterTime
     kind: str
+    fragment: int | None = None  # for FRAGMENT tokens
 
 
 class InvalidToken(ValueError):
@@ -56,17 +64,19 @@ class InvalidToken(ValueError):
 
 def decode_token(data: object) -> DecodedToken:
     """Decode the ``_data`` string of a resume token."""
-    if not isinstance(data, str) or len(data) != _TOKEN_LENGTH or not data.startswith(_PREFIX):
+    lengths = (_TOKEN_LENGTH, _FRAGMENT_TOKEN_LENGTH)
+    if not isinstance(data, str) or len(data) not in lengths or not data.startswith(_PREFIX):
         raise InvalidToken(f"malformed resume token: {data!r}")
     try:
         seconds = int(data[2:10], 16)
         increment = int(data[10:18], 16)
+        fragment = int(data[20:], 16) if len(data) == _FRAGMENT_TOKEN_LENGTH else None
     except ValueError as error:
         raise InvalidToken(f"malformed resume token: {data!r}") from error
     kind = data[18:20]
-    if kind not in _KINDS:
+    if kind not in _KINDS or (kind == FRAGMENT) != (fragment is not None):
         raise InvalidToken(f"malformed resume token: {data!r}")
-    return DecodedToken(ClusterTime(seconds, increment), kind)
+    return DecodedToken(ClusterTime(seconds, increment), kind, fragment)
 
 
 class ClusterClock:

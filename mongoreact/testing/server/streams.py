@@ -19,18 +19,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import bson
 from bson.binary import Binary
 from bson.int64 import Int64
 from mongoeco.core.aggregation import apply_pipeline
 from mongoeco.core.bson_ordering import bson_equality_key
 from mongoeco.core.expression_context import execution_now_scope
 from mongoeco.types import Timestamp
+from mongoeco.wire.bson_bridge import encode_wire_value
 
 from . import errors
 from .clock import EVENT, HIGH_WATER, INVALIDATE, ClusterTime, InvalidToken, decode_token
 from .errors import CommandError
 from .history import ChangeEvent, History
 
+SPLIT_STAGE: Final = "$changeStreamSplitLargeEvent"
+# The largest event a stream returns whole (MongoDB's BSONObjMaxUserSize).
+MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 ALLOWED_STAGES: Final = frozenset(
     {
         "$addFields",
@@ -77,6 +82,9 @@ class StreamSpec:
     start_after: ClusterTime | None  # resume point: events strictly after this time
     start_at: ClusterTime | None  # startAtOperationTime: events at or after this time
     show_expanded_events: bool = False
+    split_large_events: bool = False  # the pipeline ends with $changeStreamSplitLargeEvent
+    # Resumed from a fragment's token: that event's fragments up to this one are skipped.
+    resume_fragment: tuple[ClusterTime, int] | None = None
 
     @property
     def namespace(self) -> str:
@@ -142,6 +150,13 @@ def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
             f"BSON field '$changeStream.{name}' is an unknown field.",
         )
     stages = [dict(stage) for stage in pipeline[1:]]
+    split = bool(stages) and SPLIT_STAGE in stages[-1]
+    if split and stages.pop()[SPLIT_STAGE] != {}:
+        raise CommandError(errors.BAD_VALUE, f"{SPLIT_STAGE} takes no options")
+    if any(SPLIT_STAGE in stage for stage in stages if isinstance(stage, dict)):
+        raise CommandError(
+            errors.LOCATION_7182802_SPLIT_NOT_LAST, f"{SPLIT_STAGE} must be the last stage"
+        )
     for stage in stages:
         if not isinstance(stage, dict) or len(stage) != 1:
             raise CommandError(
@@ -204,6 +219,7 @@ def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
         )
     start_after: ClusterTime | None = None
     start_at: ClusterTime | None = None
+    resume_fragment: tuple[ClusterTime, int] | None = None
     if given and given[0] in ("resumeAfter", "startAfter"):
         token = _decode_resume_token(options[given[0]])
         if token.kind == INVALIDATE and given[0] == "resumeAfter":
@@ -213,6 +229,9 @@ def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
                 "from an invalidate notification.",
             )
         start_after = token.time
+        if token.fragment is not None:
+            start_after = token.time.just_before()
+            resume_fragment = (token.time, token.fragment)
     elif given:
         value = options["startAtOperationTime"]
         if not isinstance(value, Timestamp):
@@ -229,6 +248,8 @@ def parse_spec(command: dict[str, Any], db: str) -> StreamSpec:
         start_after=start_after,
         start_at=start_at,
         show_expanded_events=options.get("showExpandedEvents") is True,
+        split_large_events=split,
+        resume_fragment=resume_fragment,
     )
     return spec
 
@@ -371,15 +392,20 @@ class ChangeStreams:
         batch: list[dict[str, Any]] = []
         now = datetime.datetime.now(datetime.timezone.utc)
         scanned_to_end = True
+        batch_bytes = 0  # counted only by streams that split large events
         for event in history.events_from(cursor.next_seq):
-            if len(batch) >= limit:
+            if len(batch) >= limit or batch_bytes > MAX_EVENT_BYTES:
                 scanned_to_end = False
                 break
             cursor.next_seq = event.seq + 1
             cursor.resume_token = event.time.token(EVENT)
             for document in self._render(cursor.spec, event):
                 output = self._apply_stages(cursor.spec, document, now)
-                if output is not None:
+                if output is not None and cursor.spec.split_large_events:
+                    pieces = _fragments(cursor.spec, event.time, output)
+                    batch += pieces
+                    batch_bytes += sum(_bson_size(piece) for piece in pieces)
+                elif output is not None:
                     batch.append(output)
                 if document["operationType"] == "invalidate":
                     cursor.invalidated = True
@@ -553,3 +579,43 @@ def _with_binary_uuids(value: Any) -> Any:
     if isinstance(value, list):
         return [_with_binary_uuids(item) for item in value]
     return value
+
+
+def _fragments(spec: StreamSpec, time: ClusterTime, event: dict[str, Any]) -> list[dict[str, Any]]:
+    """``event`` whole if it fits in 16 MiB, else the fragments
+    ``$changeStreamSplitLargeEvent`` makes of it: its top-level fields in order, as few
+    to a fragment as fit, each fragment with its own resume token and ``splitEvent``."""
+    if _bson_size(event) <= MAX_EVENT_BYTES:
+        return [event]
+    frame = {"_id": {"_data": time.fragment_token(1)}, "splitEvent": {"fragment": 1, "of": 1}}
+    overhead = _bson_size(frame)
+    parts: list[dict[str, Any]] = [{}]
+    size = overhead
+    for key, value in event.items():
+        if key == "_id":
+            continue
+        field_size = _bson_size({key: value}) - 5  # without the document's frame
+        if overhead + field_size > MAX_EVENT_BYTES:
+            raise CommandError(
+                errors.BSON_OBJECT_TOO_LARGE,
+                f"field {key!r} of a change event alone exceeds {MAX_EVENT_BYTES} bytes",
+            )
+        if parts[-1] and size + field_size > MAX_EVENT_BYTES:
+            parts.append({})
+            size = overhead
+        parts[-1][key] = value
+        size += field_size
+    skip = 0
+    if spec.resume_fragment is not None and spec.resume_fragment[0] == time:
+        skip = spec.resume_fragment[1]
+    return [
+        {"_id": {"_data": time.fragment_token(number)},
+         "splitEvent": {"fragment": number, "of": len(parts)}, **part}
+        for number, part in enumerate(parts, start=1)
+        if number > skip
+    ]  # fmt: skip
+
+
+def _bson_size(document: dict[str, Any]) -> int:
+    """Bytes ``document`` takes on the wire (mongoeco's values included)."""
+    return len(bson.encode(encode_wire_value(document)))
