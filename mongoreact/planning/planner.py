@@ -127,7 +127,11 @@ class StreamReader(Loop):
                 "%s was replaced by renaming %s over it; reconciling every task",
                 change["to"].get("coll"), change["ns"].get("coll"),
             )  # fmt: skip
-            self._reconcile_everything()
+            try:
+                self._reconcile_everything()
+            except BaseException:
+                self._close()  # reopened before this event, which then comes again
+                raise
         else:
             self._put(("event", change))
         if token is not None:

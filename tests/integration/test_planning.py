@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect
 
+from mongoreact.store.globals import GlobalsStore
 from mongoreact.store.server import stream_pipeline
 
 from .conftest import EngineFactory
@@ -235,3 +238,25 @@ def test_documents_a_rename_or_out_puts_in_a_watched_collection_are_planned(
     db.orders.insert_one({"_id": "after"})  # planning goes on from the stream
     wait_until(lambda: recorder.count("after") == 1)
     assert recorder.count("before") == 1 and recorder.count("out0") == 1
+
+
+def test_a_rename_is_not_lost_when_resetting_reconciliation_fails_once(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = GlobalsStore.reset_reconciliation
+    failures = [AutoReconnect("connection lost while resetting reconciliation")]
+
+    def flaky(self: GlobalsStore) -> None:
+        if failures:
+            raise failures.pop()
+        original(self)
+
+    recorder = Recorder()
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(engine, db)
+    monkeypatch.setattr(GlobalsStore, "reset_reconciliation", flaky)
+    db.staging.insert_many([{"_id": f"out{i}"} for i in range(3)])
+    db.staging.aggregate([{"$out": "orders"}])
+    wait_until(lambda: all(recorder.count(f"out{i}") == 1 for i in range(3)))
+    assert not failures  # the failure happened, and the rename came again
