@@ -28,10 +28,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import platform
 import random
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -140,30 +140,39 @@ def _keyset_pages(coll: Collection[Doc], size: int) -> Doc:
     }
 
 
+def _probe(uri: str, db_name: str, ready: Any, done: Any, result: Any) -> None:
+    """In a process of its own: ``find_one`` in a loop until ``done``; the longest
+    wait (seconds) goes to ``result``."""
+    longest = 0.0
+    other: MongoClient[Doc] = MongoClient(uri)
+    with other:
+        other[db_name].probe.insert_one({})
+        other[db_name].probe.find_one({})
+        ready.set()
+        while not done.is_set():
+            started = time.perf_counter()
+            other[db_name].probe.find_one({})
+            longest = max(longest, time.perf_counter() - started)
+    result.put(longest)
+
+
 def _longest_wait(uri: str, db_name: str, command: Callable[[], object]) -> float:
     """Milliseconds: the longest another client waited for a find_one while
-    ``command`` ran."""
-    waits: list[float] = []
-    done = threading.Event()
-    probing = threading.Event()
-
-    def probe() -> None:
-        other: MongoClient[Doc] = MongoClient(uri)
-        with other:
-            other[db_name].probe.insert_one({})
-            while not done.is_set():
-                started = time.perf_counter()
-                other[db_name].probe.find_one({})
-                waits.append(time.perf_counter() - started)
-                probing.set()
-
-    thread = threading.Thread(target=probe, name="bench-probe")
-    thread.start()
-    probing.wait()
+    ``command`` ran. The client is another process, so the command's own client-side
+    work (building and encoding 10 000 documents holds this process's GIL) is not
+    counted as the server's stall."""
+    context = multiprocessing.get_context("spawn")
+    ready, done, result = context.Event(), context.Event(), context.Queue()
+    prober = context.Process(
+        target=_probe, args=(uri, db_name, ready, done, result), name="bench-probe"
+    )
+    prober.start()
+    ready.wait(60)
     command()
     done.set()
-    thread.join()
-    return max(waits) * 1000
+    longest = float(result.get(timeout=60))
+    prober.join(timeout=60)
+    return longest * 1000
 
 
 def _stalls(uri: str, db: Database[Doc], coll: Collection[Doc], size: int) -> Doc:

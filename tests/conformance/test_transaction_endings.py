@@ -124,6 +124,8 @@ def test_ddl_is_refused_inside_a_transaction(
         lambda s: db.items.create_index("a", session=s),
         lambda s: db.items.drop_indexes(session=s),
         lambda s: db.items.rename("other", session=s),
+        lambda s: db.items.aggregate([{"$out": "copy"}], session=s),
+        lambda s: db.items.aggregate([{"$merge": {"into": "copy"}}], session=s),
     ]
     for operation in refused:
         with mongo_client.start_session() as session:

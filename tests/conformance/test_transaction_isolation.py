@@ -122,13 +122,16 @@ def test_a_transaction_into_an_empty_collection_commits_over_other_writes(
     db: Database[Doc], mongo_client: MongoClient[Doc]
 ) -> None:
     db.items.create_index("n")  # the collection exists, without documents
+    db.create_collection("plain")  # likewise, without an index either
     with mongo_client.start_session() as session:
         session.start_transaction()
         db.items.insert_one({"_id": 1, "n": 1}, session=session)
+        db.plain.insert_one({"_id": 1}, session=session)
         db.items.insert_one({"_id": 2, "n": 2})  # someone else, meanwhile
         session.commit_transaction()
     assert sorted(d["_id"] for d in db.items.find()) == [1, 2]
     assert db.items.find_one({"n": 1}) == {"_id": 1, "n": 1}
+    assert list(db.plain.find()) == [{"_id": 1}]
 
 
 def test_a_replacement_changing_the_numeric_type_of_the_id_merges(

@@ -362,9 +362,15 @@ class DocumentConflicts(MemoryEngine):  # type: ignore[misc]
         collection, with its index entries. Every old entry goes first, so that a
         transaction moving a unique value from one document to another is no conflict."""
         db, coll = namespace
-        live = self._storage[db][coll]
-        ours = writes.state.storage[db][coll]
         keys = writes.keys.get(namespace, set())
+        if not keys:
+            return
+        # A collection created without documents may have no storage yet (only its name
+        # in the catalogue): the first documents written into it create one.
+        live = self._storage.setdefault(db, {}).get(coll)
+        if live is None:
+            live = self._storage[db][coll] = MemoryCollection()
+        ours = writes.state.storage.get(db, {}).get(coll, {})
         for key in keys:
             old = live.get(key, _MISSING)
             if old is not _MISSING:

@@ -522,6 +522,11 @@ class EmbeddedMongoServer:
                 body = self._collectionless(body, pipeline)
                 pipeline = body["pipeline"]
             merge, out = split_merge(pipeline), split_out(pipeline)
+            if (merge or out) is not None and body.get("autocommit") is False:
+                raise CommandError(
+                    errors.NOT_IN_TRANSACTION,
+                    f"{'$merge' if merge is not None else '$out'} cannot be used in a transaction",
+                )
             read_concern = body.get("readConcern")
             level = read_concern.get("level") if isinstance(read_concern, dict) else None
             if out is not None and level == "linearizable":
