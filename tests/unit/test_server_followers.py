@@ -43,7 +43,7 @@ async def _scenario(seed: int) -> int:
 
     rng = random.Random(seed)
     engine = FastMemoryEngine()
-    engine._pacer = Pacer(budget=0.0)  # yield at every chance: builds interleave with writes
+    engine.pacer = Pacer(budget=0.0)  # yield at every chance: builds interleave with writes
     coll = AsyncMongoClient(engine).db.items
     await coll.insert_many([{"_id": i, "k": i % 7} for i in range(2000)])
     await coll.insert_one({"_id": "s-dup"})

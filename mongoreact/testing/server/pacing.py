@@ -31,6 +31,8 @@ T = TypeVar("T")
 # Yield at least this often: the longest stall a command causes is about this plus the
 # longest single step between two breathe() calls.
 BUDGET_SECONDS = 0.02
+# How long a long command stands aside each time it yields.
+YIELD_SECONDS = 0.002
 
 
 class Pacer:
@@ -40,11 +42,19 @@ class Pacer:
         self._budget = budget
         self._resumed = time.monotonic()
 
+    def command_started(self) -> None:
+        """A command starts: it runs a full budget before its first yield (otherwise a
+        short command after an idle spell would stand aside at its first step)."""
+        self._resumed = time.monotonic()
+
     async def breathe(self) -> None:
         """Yield to the loop if it has not run anything else for the budget."""
         if time.monotonic() - self._resumed < self._budget:
             return
-        await asyncio.sleep(0)
+        # One loop turn is not enough: a waiting command needs several (its request is
+        # read, run through a few awaits, its reply written), and each would wait for
+        # another budget. A short sleep lets them all run in between.
+        await asyncio.sleep(YIELD_SECONDS)
         self._resumed = time.monotonic()
 
     async def paced(self, source: AsyncIterator[T]) -> AsyncIterator[T]:

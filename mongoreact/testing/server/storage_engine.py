@@ -220,7 +220,7 @@ class FastMemoryEngine(DocumentConflicts):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pacer = Pacer()
+        self.pacer = Pacer()  # the wire layer tells it when each command starts
         # Per namespace: what follows its writes (ordered indexes, numeric ids), by kind.
         self._followers: dict[tuple[str, str, Any], Follower] = {}
         self._builds: dict[tuple[str, str, Any], asyncio.Task[None]] = {}  # until they end
@@ -229,7 +229,7 @@ class FastMemoryEngine(DocumentConflicts):
         self, db_name: str, coll_name: str, semantics: Any, *, context: Any = None
     ) -> Any:
         if semantics.text_query is not None or semantics.collation is not None:
-            return self._pacer.paced(
+            return self.pacer.paced(
                 super().scan_find_semantics(db_name, coll_name, semantics, context=context)
             )
         if (
@@ -237,12 +237,12 @@ class FastMemoryEngine(DocumentConflicts):
             and not semantics.skip
             and self._whole_scan(db_name, coll_name, semantics.query_plan, context)
         ):
-            return self._pacer.paced(self._chunked_scan(db_name, coll_name, semantics, context))
+            return self.pacer.paced(self._chunked_scan(db_name, coll_name, semantics, context))
         if not semantics.sort or not semantics.limit:
             inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
             plan = semantics.query_plan
             return _serving(
-                self._pacer.paced(inner),
+                self.pacer.paced(inner),
                 None,
                 lambda: self._prepare_lookup((db_name, coll_name), plan),
             )
@@ -261,7 +261,7 @@ class FastMemoryEngine(DocumentConflicts):
             request.presorted = True
             semantics = dataclasses.replace(semantics, sort=None)
         inner = super().scan_find_semantics(db_name, coll_name, semantics, context=context)
-        return _serving(self._pacer.paced(inner), request, lambda: self._prepare_sorted(request))
+        return _serving(self.pacer.paced(inner), request, lambda: self._prepare_sorted(request))
 
     def _whole_scan(self, db_name: str, coll_name: str, plan: Any, context: Any) -> bool:
         """Whether a read reads every document of a large live collection (no ``_id``
@@ -297,12 +297,12 @@ class FastMemoryEngine(DocumentConflicts):
                     sent += 1
                     if limit is not None and sent >= limit:
                         return
-            await self._pacer.breathe()
+            await self.pacer.breathe()
 
     async def update_with_operation(
         self, db_name: str, coll_name: str, operation: Any, *args: Any, **kwargs: Any
     ) -> Any:
-        await self._pacer.breathe()  # update_many calls this once per document
+        await self.pacer.breathe()  # update_many calls this once per document
         # A sorted update changes one document (findAndModify, updateOne with sort).
         if not operation.sort:
             return await super().update_with_operation(
@@ -338,7 +338,7 @@ class FastMemoryEngine(DocumentConflicts):
             _SORTED_READ.reset(token)
 
     async def delete_with_operation(self, *args: Any, **kwargs: Any) -> Any:
-        await self._pacer.breathe()  # delete_many calls this once per document
+        await self.pacer.breathe()  # delete_many calls this once per document
         return await super().delete_with_operation(*args, **kwargs)
 
     def _set_storage_document_locked(
@@ -372,7 +372,7 @@ class FastMemoryEngine(DocumentConflicts):
         if follower.usable(coll):
             return follower
         if not follower.building:
-            build = follower.build(coll, self._borrow_storage_document, self._pacer.breathe)
+            build = follower.build(coll, self._borrow_storage_document, self.pacer.breathe)
             follower.building = True  # from now: no second build until this one ends
             task = asyncio.get_running_loop().create_task(build)
             self._builds[name] = task
@@ -547,7 +547,7 @@ class FastMemoryEngine(DocumentConflicts):
         # with our own exact duplicate check inside the write (``_check_new_id``). Any
         # duplicate key rolls that attempt back and the insert runs as mongoeco's own,
         # which reports it with MongoDB's ordered-insert semantics.
-        await self._pacer.breathe()
+        await self.pacer.breathe()
         if not overwrite and any(plain_number(document.get("_id")) for document in documents):
             await self._await_follower((db_name, coll_name, "numeric _id"), NumericIds)
         if overwrite or not self._plain_insert(db_name, coll_name, documents, options):

@@ -295,6 +295,7 @@ class EmbeddedMongoServer:
         """Run one command and return its reply, errors included."""
         body.pop("$clusterTime", None)
         name = next(iter(body), "")
+        self._engine.pacer.command_started()
         lsid = body.get("lsid")
         if isinstance(lsid, dict) and "id" in lsid:
             self._sessions_seen.used(_session_key(lsid), lsid["id"])
@@ -830,8 +831,8 @@ class EmbeddedMongoServer:
                 total["writeConcernError"] = reply["writeConcernError"]
             if write_errors and ordered:
                 break
-            # Let other connections run between chunks.
-            await asyncio.sleep(0)
+            # Let other connections run between chunks (as long commands do: pacing.py).
+            await self._engine.pacer.breathe()
         if upserted:
             total["upserted"] = upserted
         if write_errors:
