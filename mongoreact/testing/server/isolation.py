@@ -47,7 +47,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable
-from types import SimpleNamespace
 from typing import Any, Final
 
 from mongoeco.engines._memory_collection import MemoryCollection
@@ -302,15 +301,9 @@ class DocumentConflicts(MemoryEngine):  # type: ignore[misc]
             except DuplicateKeyError as error:
                 raise write_conflict() from error  # a unique value taken meanwhile
         if created:
-            only_created = SimpleNamespace(
-                touched_namespaces=created,
-                touched_databases=set(),
-                storage=state.storage,
-                indexes=state.indexes,
-                index_data=state.index_data,
-                search_indexes=state.search_indexes,
-                collections=state.collections,
-                collection_options=state.collection_options,
+            # mongoeco's own commit step, told only about the collections created.
+            only_created = dataclasses.replace(
+                state, touched_namespaces=created, touched_databases=set()
             )
             (
                 self._storage,

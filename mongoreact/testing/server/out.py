@@ -43,6 +43,12 @@ def out_target(db: str, spec: Any) -> tuple[str, str]:
     return target_db, target_coll
 
 
+async def index_specs(client: Any, db: str, coll: str) -> list[dict[str, Any]]:
+    """The index specifications of ``db.coll``, as ``listIndexes`` gives them."""
+    cursor = await client.get_database(db).get_collection(coll).list_indexes()
+    return [dict(spec) async for spec in cursor]
+
+
 async def apply_out(
     client: Any, target: tuple[str, str], documents: list[dict[str, Any]], rename: Rename
 ) -> None:
@@ -54,7 +60,7 @@ async def apply_out(
     try:
         await database.create_collection(temporary)
         if target_coll in await database.list_collection_names():
-            async for index in await database.get_collection(target_coll).list_indexes():
+            for index in await index_specs(client, target_db, target_coll):
                 if index["name"] == "_id_":
                     continue
                 options = {k: v for k, v in index.items() if k not in ("key", "v", "ns")}

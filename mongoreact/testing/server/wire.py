@@ -46,7 +46,7 @@ from .history import SET_PATHS, History
 from .hub import RecordingHub
 from .local_sessions import LocalSessions
 from .merge import apply_merge, split_merge
-from .out import apply_out, out_target, split_out
+from .out import apply_out, index_specs, out_target, split_out
 from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
 from .storage_engine import FastMemoryEngine
@@ -781,11 +781,11 @@ class EmbeddedMongoServer:
         if body.get("autocommit") is False:  # inside a transaction: not recorded
             return await self._passthrough(body, db, connection)
         existed = coll in await self._collection_names(db)
-        before = await self._index_specs(db, coll) if existed else []
+        before = await index_specs(self._client, db, coll) if existed else []
         reply = await self._passthrough(body, db, connection)
         if reply.get("ok") != 1:
             return reply
-        after = await self._index_specs(db, coll)
+        after = await index_specs(self._client, db, coll)
         if not existed:
             self.history.record_ddl("create", db, coll, {"idIndex": dict(_ID_INDEX)})
         names = {spec["name"] for spec in after}
@@ -799,10 +799,6 @@ class EmbeddedMongoServer:
             if gone:
                 self.history.record_ddl("dropIndexes", db, coll, {"indexes": gone})
         return reply
-
-    async def _index_specs(self, db: str, coll: str) -> list[dict[str, Any]]:
-        cursor = await self._client.get_database(db).get_collection(coll).list_indexes()
-        return [dict(spec) async for spec in cursor]
 
     async def _chunked_write(
         self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
