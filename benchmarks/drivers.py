@@ -55,6 +55,8 @@ class Measured:
     # mongoreact's own threads and its clients' (the harness's excluded), where the OS
     # says per thread (Linux); ``cpu_seconds`` is the whole benchmark process.
     library_cpu_seconds: float | None = None
+    # The same by what the threads do (``dispatch``, ``worker``, ``leader``...).
+    library_cpu_by_role: dict[str, float] = attrs.Factory(dict)
 
 
 class Run(Protocol):
@@ -183,25 +185,37 @@ def _tasks_kind(name: str, command: Mapping[str, Any]) -> str:
         return "claim"
     if name != "update":
         return f"other ({name})"
-    text = str(command.get("updates", ""))
-    if "claimedBy" in text:
+    updates = command.get("updates") or [{}]
+    fields = _set_fields(updates[0].get("u"))
+    if "claimedBy" in fields:
         return "claim"
-    if "lastFinalizedAt" in text:
+    if "lastFinalizedAt" in fields:
         return "finalize"
-    if "'nextRunAt': {'$add'" in text:
+    if fields == {"nextRunAt"}:
         return "lease renewal"
     return "planning"  # the unmatched pass
+
+
+def _set_fields(update: Any) -> set[str]:
+    """The fields an update's ``$set`` stages (or operator) set: read from the
+    command's structure, not its text (formatting every update as text was the
+    harness's largest cost on mongoreact's threads)."""
+    stages = update if isinstance(update, list) else [update or {}]
+    fields: set[str] = set()
+    for stage in stages:
+        fields.update(stage.get("$set") or {})
+    return fields
 
 
 LIBRARY_THREADS = ("mongoreact-", "pymongo")
 
 
-def library_threads_cpu() -> dict[int, float]:
-    """CPU seconds so far of each thread of the library and its clients (by native id),
-    from ``/proc/self/task/<tid>/schedstat`` (nanoseconds); empty where that does not
-    exist. Threads that end between two readings take their time with them (an
+def library_threads_cpu() -> dict[int, tuple[str, float]]:
+    """The role and CPU seconds so far of each thread of the library and its clients (by
+    native id), from ``/proc/self/task/<tid>/schedstat`` (nanoseconds); empty where that
+    does not exist. Threads that end between two readings take their time with them (an
     undercount, small: the pool's threads live as long as the run)."""
-    found: dict[int, float] = {}
+    found: dict[int, tuple[str, float]] = {}
     for thread in threading.enumerate():
         if thread.native_id is None or not thread.name.startswith(LIBRARY_THREADS):
             continue
@@ -209,8 +223,26 @@ def library_threads_cpu() -> dict[int, float]:
             schedstat = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text()
         except OSError:
             return {}
-        found[thread.native_id] = int(schedstat.split()[0]) / 1e9
+        found[thread.native_id] = (thread_role(thread.name), int(schedstat.split()[0]) / 1e9)
     return found
+
+
+def thread_role(name: str) -> str:
+    """What a thread does, from its name: ``mongoreact-worker-bench-0-3`` -> ``worker``
+    (the instance id and pool index dropped); pymongo's monitors are ``pymongo``."""
+    if name.startswith("pymongo"):
+        return "pymongo"
+    return name.removeprefix("mongoreact-").split("-", 1)[0]
+
+
+def cpu_by_role(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds each role's threads used between two ``library_threads_cpu`` readings."""
+    spent: dict[str, float] = {}
+    for tid, (role, seconds) in after.items():
+        spent[role] = spent.get(role, 0.0) + seconds - before.get(tid, (role, 0.0))[1]
+    return spent
 
 
 def planner_ready(db: Any, timeout: float) -> None:
@@ -291,15 +323,15 @@ class MongoreactRun:
     def finish(self) -> Measured:
         self._listener.counting = False
         cpu = time.process_time() - self._cpu
-        now = library_threads_cpu()
-        library_cpu = sum(seconds - self._threads_cpu.get(tid, 0.0) for tid, seconds in now.items())
+        by_role = cpu_by_role(self._threads_cpu, library_threads_cpu())
         for engine in self._engines:
             engine.stop(timeout=10)
         for client in (*self._clients, self._observer):
             client.close()
         return Measured(
             dict(self._listener.counts), cpu, list(self._handler.latencies_ms),
-            library_cpu_seconds=library_cpu if now else None,
+            library_cpu_seconds=sum(by_role.values()) if by_role else None,
+            library_cpu_by_role=by_role,
         )  # fmt: skip
 
 

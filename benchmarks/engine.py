@@ -138,6 +138,12 @@ def throughput(library: Library, uri: str, docs: int, concurrency: int, instance
             else None
         ),
         "statements_per_task": statements / docs if statements is not None else None,
+        # Per task for the threads that run tasks; the leader's, presence's, cleanup's
+        # and pymongo's monitors' cost is per second (they would spend it idle too).
+        "library_cpu_s_by_thread": {
+            role: {"per_task": spent / docs, "per_s": spent / seconds}
+            for role, spent in sorted(measured.library_cpu_by_role.items())
+        },
     }
 
 
@@ -383,6 +389,12 @@ def print_table(results: Doc) -> None:
                 f"{kind} {value:.2f}" for kind, value in row["commands_by_kind_per_task"].items()
             )
             print(f"{name} {row['instances']}x{row['concurrency']} commands/task: {kinds}")
+            by_thread = row.get("library_cpu_s_by_thread") or {}
+            if by_thread:
+                threads = ", ".join(
+                    f"{role} {cost['per_task'] * 1000:.3f}" for role, cost in by_thread.items()
+                )
+                print(f"{name} {row['instances']}x{row['concurrency']} lib CPU ms/task: {threads}")
     for name in libraries:
         for key, load in (("latency", "steady load"), ("latency_low_load", "low load")):
             if key not in results[name]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -182,10 +181,10 @@ class TaskRunner:
 
     def _call(self, definition: TaskDefinition, context: TaskContext) -> BaseException | None:
         caught: list[BaseException] = []
-        called = threading.Event()
+        called: list[bool] = []  # a flag run() sets (an Event costs a lock per task)
 
         def run() -> None:
-            called.set()
+            called.append(True)
             try:
                 definition.handler(context)
             except Exception as error:
@@ -200,7 +199,7 @@ class TaskRunner:
         except Exception as error:
             if not caught:
                 caught.append(error)  # task_caller itself failed
-        if not called.is_set() and not caught:
+        if not called and not caught:
             caught.append(MongoReactError("task_caller returned without calling run()"))
         return caught[0] if caught else None
 

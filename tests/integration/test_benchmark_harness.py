@@ -6,11 +6,15 @@ import time
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import MongoClient
 
 from benchmarks.drivers import MongoreactRun, _kind
 from benchmarks.engine import latency, throughput
 from benchmarks.proxy import LatencyProxy
+from mongoreact.config.definition import build_definition
+from mongoreact.execution.outcome import Outcome
+from mongoreact.store import pipelines
 
 
 def test_a_throughput_run_counts_every_task_and_its_commands(mongo_uri: str) -> None:
@@ -27,6 +31,12 @@ def test_a_throughput_run_counts_every_task_and_its_commands(mongo_uri: str) -> 
     # The library's own threads, the benchmark's excluded, where Linux says per thread.
     library = row["library_cpu_s_per_task"]
     assert library is None or 0 < library <= row["cpu_s_per_task"]
+    # ... and by what its threads do: the ones that run tasks are there, and add up.
+    by_thread = row["library_cpu_s_by_thread"]
+    if library is not None:
+        assert {"dispatch", "worker", "finalizer"} <= set(by_thread)
+        spent = sum(cost["per_task"] for cost in by_thread.values())
+        assert spent == pytest.approx(library)
 
 
 def test_source_reads_are_told_apart() -> None:
@@ -41,6 +51,25 @@ def test_source_reads_are_told_apart() -> None:
     ]  # fmt: skip
     stream = {"aggregate": 1, "pipeline": [{"$changeStream": {}}, {"$match": {}}]}
     assert _kind("aggregate", stream) == "change stream"
+
+
+def test_updates_of_the_tasks_collection_are_told_apart() -> None:
+    claim_id = ObjectId()
+    finalize = pipelines.finalize_update(
+        build_definition({"task": "t", "collection": "items", "handler": print}),
+        outcome=Outcome.COMPLETED, duration_ms=1, attempt=1, instance_id="i", claim_id=claim_id,
+    )  # fmt: skip
+    updates = {
+        "claim": pipelines.claim_update(claim_id, "i", 1000),
+        "finalize": pipelines.signed_finalize(finalize, claim_id),
+        "lease renewal": pipelines.renew_update(1000),
+        "planning": [{"$set": {"status": "pending"}}],
+    }
+    kinds = {
+        kind: _kind("update", {"update": "items_tasks", "updates": [{"q": {}, "u": update}]})
+        for kind, update in updates.items()
+    }
+    assert kinds == {kind: kind for kind in updates}
 
 
 def test_a_latency_run_has_a_sample_per_write(mongo_uri: str) -> None:
