@@ -210,7 +210,10 @@ class History:
     def collection_uuid(self, db: str, coll: str) -> uuid.UUID:
         """The UUID of a collection, as MongoDB gives one to each (a dropped and
         recreated collection gets a new one)."""
-        return self._uuids.setdefault((db, coll), uuid.uuid4())
+        known = self._uuids.get((db, coll))
+        if known is None:  # not setdefault: a new UUID costs a system call per change
+            known = self._uuids[(db, coll)] = uuid.uuid4()
+        return known
 
     def record_ddl(
         self, operation_type: str, db: str, coll: str, description: Document | None = None

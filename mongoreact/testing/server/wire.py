@@ -32,7 +32,6 @@ from mongoeco.wire.executor import WireCommandExecutor
 from mongoeco.wire.protocol import (
     OP_MSG,
     OP_QUERY,
-    decode_op_msg,
     decode_op_query,
     encode_op_msg_response,
     encode_op_reply,
@@ -46,6 +45,7 @@ from .history import SET_PATHS, History
 from .hub import RecordingHub
 from .local_sessions import LocalSessions
 from .merge import apply_merge, split_merge
+from .messages import decode_body
 from .out import apply_out, index_specs, out_target, split_out
 from .retryable import RetryableWrites
 from .rewrite import rewrite_pipeline
@@ -279,7 +279,7 @@ class EmbeddedMongoServer:
             return _encode(error.to_reply(), self._request_ids, header.request_id)
         flags = int.from_bytes(payload[:4], "little")
         try:
-            body = decode_op_msg(header, payload).body
+            body = await decode_body(header, payload, self._engine.pacer.breathe)
         except Exception as error:  # malformed message: report, as mongod does
             reply = CommandError(errors.FAILED_TO_PARSE, str(error)).to_reply()
         else:
