@@ -19,7 +19,7 @@ those (an ``update_many`` of 10 000 documents of 100 000 leaves about that many)
 the loop 70-100 ms. Objects are still freed by reference counting; what a frozen object
 would leak is a reference cycle it joins later. asyncio breaks the cycles of a closed
 connection itself: 4 500 clients, each connecting, failing a write, a command and a
-transaction, and watching a stream, grew the server by the same 0.7 MB with and without
+transaction, and watching a stream, grew the server by about the same 1 MB with and without
 freezing after middle-generation collections. Only the server's own process (``python
 -m mongoreact.testing.server``) does it.
 """
