@@ -13,7 +13,7 @@ collection of N documents shaped like task records (half of them pending and due
 - keyset paging: the next 500 ``_id``s after a random one, sorted by ``_id`` (ms/page);
 - for the claim, keyset paging and integer ``_id`` inserts, the first call apart: the
   embedded server builds the ordered index (or ``_id`` set) it uses then (once per
-  collection, without stalling other connections);
+  collection), and the longest another client waited meanwhile;
 - stalls: the longest wait of another client's ``find_one`` while a large command runs
   (``insert_many`` of 10 000 documents, ``update_many`` / ``delete_many`` of N/10,
   ``find`` of everything, a count and a ``$group`` over N);
@@ -55,13 +55,23 @@ def _rate(operation: Callable[[int], object], count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _first_then_rate(operation: Callable[[int], object], count: int) -> tuple[float, float]:
+def _first_then_rate(
+    operation: Callable[[int], object], count: int, uri: str | None = None, db_name: str = ""
+) -> tuple[float, float, float | None]:
     """Milliseconds of the first call (the embedded server builds the index it uses
-    then, once per collection), and the rate of the next ``count``."""
-    started = time.perf_counter()
-    operation(-1)
-    first = (time.perf_counter() - started) * 1000
-    return first, _rate(operation, count)
+    then, once per collection), the rate of the next ``count``, and with ``uri`` the
+    longest another client waited during the first call (ms)."""
+    first: list[float] = []
+
+    def first_call() -> None:
+        started = time.perf_counter()
+        operation(-1)
+        first.append((time.perf_counter() - started) * 1000)
+
+    waited = None if uri is None else _longest_wait(uri, db_name, first_call)
+    if uri is None:
+        first_call()
+    return first[0], _rate(operation, count), waited
 
 
 def _record(n: int) -> Doc:
@@ -80,7 +90,7 @@ def _fill(coll: Collection[Doc], size: int) -> None:
         coll.insert_many([_record(n) for n in range(offset, min(size, offset + 5000))])
 
 
-def _single_writes(coll: Collection[Doc], size: int) -> Doc:
+def _single_writes(uri: str, coll: Collection[Doc], size: int) -> Doc:
     ids = [d["_id"] for d in coll.find({}, {"_id": 1}).limit(300)]
 
     def insert_object_id(i: int) -> object:
@@ -92,11 +102,12 @@ def _single_writes(coll: Collection[Doc], size: int) -> Doc:
     def update_by_id(i: int) -> object:
         return coll.update_one({"_id": ids[i % len(ids)]}, {"$inc": {"u": 1}})
 
-    first, rate = _first_then_rate(insert_int_id, 300)
+    first, rate, waited = _first_then_rate(insert_int_id, 300, uri, coll.database.name)
     return {
         f"insert_one_objectid_per_s@{size}": _rate(insert_object_id, 300),
         f"insert_one_int_id_first_ms@{size}": first,
         f"insert_one_int_id_per_s@{size}": rate,
+        f"longest_wait_ms_during_first_int_id_insert@{size}": waited,
         f"update_one_by_id_per_s@{size}": _rate(update_by_id, 300),
     }
 
@@ -111,7 +122,7 @@ def _insert_many_int_ids(db: Database[Doc], size: int) -> Doc:
     return {f"insert_many_int_id_us_per_doc@{size}": seconds / size * 1e6}
 
 
-def _claims(coll: Collection[Doc], size: int) -> Doc:
+def _claims(uri: str, coll: Collection[Doc], size: int) -> Doc:
     coll.create_index([("task", ASCENDING), ("due", ASCENDING)])
 
     def claim(i: int) -> object:
@@ -121,11 +132,15 @@ def _claims(coll: Collection[Doc], size: int) -> Doc:
             sort=[("due", ASCENDING)],
         )
 
-    first, rate = _first_then_rate(claim, 200)
-    return {f"claim_sorted_first_ms@{size}": first, f"claim_sorted_per_s@{size}": rate}
+    first, rate, waited = _first_then_rate(claim, 200, uri, coll.database.name)
+    return {
+        f"claim_sorted_first_ms@{size}": first,
+        f"claim_sorted_per_s@{size}": rate,
+        f"longest_wait_ms_during_first_claim@{size}": waited,
+    }
 
 
-def _keyset_pages(coll: Collection[Doc], size: int) -> Doc:
+def _keyset_pages(uri: str, coll: Collection[Doc], size: int) -> Doc:
     ids = [d["_id"] for d in coll.find({}, {"_id": 1}).limit(1000)]
     rng = random.Random(size)
 
@@ -133,10 +148,11 @@ def _keyset_pages(coll: Collection[Doc], size: int) -> Doc:
         after = rng.choice(ids)
         return list(coll.find({"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(PAGE))
 
-    first, rate = _first_then_rate(page, 40)
+    first, rate, waited = _first_then_rate(page, 40, uri, coll.database.name)
     return {
         f"keyset_page_{PAGE}_first_ms@{size}": first,
         f"keyset_page_{PAGE}_ms@{size}": 1000 / rate,
+        f"longest_wait_ms_during_first_keyset_page@{size}": waited,
     }
 
 
@@ -223,10 +239,10 @@ def measure(uri: str, sizes: list[int]) -> Doc:
             for size in sizes:
                 coll = db[f"records_{size}"]
                 _fill(coll, size)
-                results.update(_single_writes(coll, size))
+                results.update(_single_writes(uri, coll, size))
                 results.update(_insert_many_int_ids(db, size))
-                results.update(_claims(coll, size))
-                results.update(_keyset_pages(coll, size))
+                results.update(_claims(uri, coll, size))
+                results.update(_keyset_pages(uri, coll, size))
                 results.update(_stalls(uri, db, coll, size))
                 coll.drop()
         finally:
