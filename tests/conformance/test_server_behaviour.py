@@ -13,6 +13,8 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, WriteConcernError
+from pymongo.write_concern import WriteConcern
 
 from mongoreact.testing import EmbeddedServer
 
@@ -29,6 +31,45 @@ def test_hello_describes_a_replica_set_primary(mongo_client: MongoClient[Doc]) -
     assert hello["primary"] in hello["hosts"]
     assert hello["maxWireVersion"] >= 17  # MongoDB 6.0
     assert "logicalSessionTimeoutMinutes" in hello
+
+
+def test_a_write_concern_of_more_members_than_there_are_fails_after_the_write(
+    db: Database[Doc],
+) -> None:
+    members = len(db.client.admin.command("hello")["hosts"])
+    unsatisfiable = db.items.with_options(write_concern=WriteConcern(w=members + 1))
+    with pytest.raises(WriteConcernError) as raised:
+        unsatisfiable.insert_one({"_id": 1})
+    assert raised.value.code == 100  # UnsatisfiableWriteConcern
+    assert db.items.find_one({"_id": 1}) == {"_id": 1}  # applied all the same
+    with pytest.raises(WriteConcernError):  # commands as well as writes
+        db.client.get_database(
+            db.name, write_concern=WriteConcern(w=members + 1)
+        ).create_collection("other")
+    assert "other" in db.list_collection_names()
+    # One member, or a majority of them, acknowledge as usual.
+    db.items.with_options(write_concern=WriteConcern(w="majority")).insert_one({"_id": 2})
+    db.items.with_options(write_concern=WriteConcern(w=1)).insert_one({"_id": 3})
+
+
+def test_drop_dups_is_ignored_as_since_mongodb_3(db: Database[Doc]) -> None:
+    db.items.insert_many([{"i": 1}, {"i": 1}])
+    with pytest.raises(DuplicateKeyError):  # the duplicates are not dropped
+        db.items.create_index("i", unique=True, dropDups=True)
+    assert db.items.create_index("j", dropDups=True) == "j_1"
+    assert db.items.count_documents({}) == 2
+
+
+def test_a_collection_that_does_not_exist_lists_no_indexes(db: Database[Doc]) -> None:
+    assert list(db.missing.list_indexes()) == []
+    db.present.insert_one({})
+    assert [index["name"] for index in db.present.list_indexes()] == ["_id_"]
+
+
+def test_any_non_zero_number_in_a_projection_includes_the_field(db: Database[Doc]) -> None:
+    db.items.insert_one({"_id": 1, "a": 1, "b": 2})
+    assert db.items.find_one({}, {"a": 2}) == {"_id": 1, "a": 1}
+    assert db.items.find_one_and_update({}, {"$set": {"c": 3}}, {"b": -1.5}) == {"_id": 1, "b": 2}
 
 
 def test_replies_carry_operation_and_cluster_time(db: Database[Doc]) -> None:

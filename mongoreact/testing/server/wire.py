@@ -39,7 +39,7 @@ from mongoeco.wire.protocol import (
 )
 from mongoeco.wire.surface import WireSurface
 
-from . import brackets, errors, expressions, membership, views
+from . import brackets, errors, expressions, membership, views, write_concern
 from .errors import CommandError
 from .history import SET_PATHS, History
 from .hub import RecordingHub
@@ -301,6 +301,7 @@ class EmbeddedMongoServer:
         if isinstance(lsid, dict) and "id" in lsid:
             self._sessions_seen.used(_session_key(lsid), lsid["id"])
         set_paths = SET_PATHS.set(_set_paths(name, body))
+        sent, body = body, write_concern.for_engine(body)
         try:
             reply = await self._retryable.run(
                 name,
@@ -322,7 +323,7 @@ class EmbeddedMongoServer:
         if failed and body.get("autocommit") is False and name not in _TRANSACTION_ENDS:
             self._sessions.abort_after_error(body)
             reply = _transient_on_top(reply)
-        return self._decorate(reply)
+        return self._decorate(write_concern.checked(sent, reply))
 
     async def _route(
         self, name: str, body: dict[str, Any], db: str, connection: WireConnectionContext
@@ -360,6 +361,13 @@ class EmbeddedMongoServer:
             return reply
         if name == "update":
             body = _with_empty_replacements(body)
+        if name == "createIndexes":
+            body = _without_drop_dups(body)
+        if name == "listIndexes" and body.get(name) not in await self._collection_names(db):
+            # mongoeco lists an _id index for any name; drivers read 26 as "no indexes".
+            raise CommandError(errors.NAMESPACE_NOT_FOUND, f"ns does not exist: {db}.{body[name]}")
+        if name in ("find", "findAndModify"):
+            body = _with_truthy_projection(body, "projection" if name == "find" else "fields")
         if name == "findAndModify" and body.get("update") == {}:
             body = {**body, "update": _EMPTY_REPLACEMENT}
         if name == "aggregate":
@@ -955,6 +963,37 @@ def _with_empty_replacements(body: dict[str, Any]) -> dict[str, Any]:
 def _encode(reply: dict[str, Any], request_id: int, response_to: int) -> bytes:
     encoded: bytes = encode_op_msg_response(reply, request_id=request_id, response_to=response_to)
     return encoded
+
+
+def _with_truthy_projection(body: dict[str, Any], field: str) -> dict[str, Any]:
+    """``body`` with its projection's numbers other than 0 and 1 read as inclusions, as
+    MongoDB reads any non-zero number (mongoeco accepts only 0, 1, true and false)."""
+    projection = body.get(field)
+    if not isinstance(projection, dict) or not any(
+        _is_number(v) and v not in (0, 1) for v in projection.values()
+    ):
+        return body
+    truthy = {k: (1 if _is_number(v) and v not in (0, 1) else v) for k, v in projection.items()}
+    return {**body, field: truthy}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _without_drop_dups(body: dict[str, Any]) -> dict[str, Any]:
+    """``createIndexes`` without the ``dropDups`` index option, which MongoDB has
+    ignored since 3.0 (a unique index over duplicates still fails) and mongoeco refuses."""
+    indexes = body.get("indexes")
+    if not isinstance(indexes, list) or not any(
+        isinstance(spec, dict) and "dropDups" in spec for spec in indexes
+    ):
+        return body
+    kept = [
+        {k: v for k, v in spec.items() if k != "dropDups"} if isinstance(spec, dict) else spec
+        for spec in indexes
+    ]
+    return {**body, "indexes": kept}
 
 
 def _as_int(value: Any) -> int:
