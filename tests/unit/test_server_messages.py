@@ -1,5 +1,8 @@
 """The embedded server decodes a large request in slices, to the same command mongoeco
-would decode in one step (mongoreact/testing/server/messages.py)."""
+would decode in one step (mongoreact/testing/server/messages.py).
+
+It needs mongoeco, so Python 3.13: marked ``once``, which CI runs on 3.13 only.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ from typing import Any
 
 import bson
 import pytest
-from mongoeco.wire.protocol import MessageHeader, decode_op_msg
 
-from mongoreact.testing.server.messages import LARGE_SEQUENCE_BYTES, SLICE_DOCUMENTS, decode_body
+pytestmark = pytest.mark.once
 
 OP_MSG = 2013
+LARGE_SEQUENCE_BYTES = 64 * 1024  # checked against the module's below
+SLICE_DOCUMENTS = 256
 
 
 def _body_section(document: dict[str, Any]) -> bytes:
@@ -26,19 +30,33 @@ def _sequence_section(identifier: str, documents: list[bytes]) -> bytes:
     return b"\x01" + struct.pack("<i", 4 + len(content)) + content
 
 
-def _message(*sections: bytes) -> tuple[MessageHeader, bytes]:
+def _message(*sections: bytes) -> tuple[Any, bytes]:
+    from mongoeco.wire.protocol import MessageHeader
+
     payload = struct.pack("<I", 0) + b"".join(sections)
     return MessageHeader(16 + len(payload), 7, 0, OP_MSG), payload
 
 
-def _decode(header: MessageHeader, payload: bytes) -> tuple[dict[str, Any], int]:
+def _mongoecos(header: Any, payload: bytes) -> dict[str, Any]:
+    from mongoeco.wire.protocol import decode_op_msg
+
+    body: dict[str, Any] = decode_op_msg(header, payload).body
+    return body
+
+
+def _decode(header: Any, payload: bytes) -> tuple[dict[str, Any], int]:
+    from mongoreact.testing.server import messages
+
+    assert (messages.LARGE_SEQUENCE_BYTES, messages.SLICE_DOCUMENTS) == (
+        LARGE_SEQUENCE_BYTES, SLICE_DOCUMENTS,
+    )  # fmt: skip
     breaths = 0
 
     async def breathe() -> None:
         nonlocal breaths
         breaths += 1
 
-    return asyncio.run(decode_body(header, payload, breathe)), breaths
+    return asyncio.run(messages.decode_body(header, payload, breathe)), breaths
 
 
 def _documents(count: int) -> list[bytes]:
@@ -62,7 +80,7 @@ def test_a_large_sequence_decodes_in_slices_to_what_mongoeco_decodes(
 
     decoded, breaths = _decode(header, payload)
 
-    assert decoded == decode_op_msg(header, payload).body
+    assert decoded == _mongoecos(header, payload)
     assert len(decoded["documents"]) == len(documents) and len(decoded["extra"]) == 2
     assert breaths == 4  # before each slice of SLICE_DOCUMENTS documents
 
@@ -73,7 +91,7 @@ def test_a_small_message_is_mongoecos_to_decode() -> None:
         _sequence_section("documents", _documents(3)),
     )
     decoded, breaths = _decode(header, payload)
-    assert decoded == decode_op_msg(header, payload).body and breaths == 0
+    assert decoded == _mongoecos(header, payload) and breaths == 0
 
 
 def test_a_truncated_document_in_a_large_sequence_is_refused() -> None:
@@ -93,6 +111,6 @@ def test_a_sequence_named_like_a_body_field_is_refused_as_mongoeco_refuses_it() 
         _sequence_section("documents", _documents(2 * SLICE_DOCUMENTS)),
     )
     with pytest.raises(ValueError, match="duplicate"):
-        decode_op_msg(header, payload)
+        _mongoecos(header, payload)
     with pytest.raises(ValueError, match="duplicate"):
         _decode(header, payload)
