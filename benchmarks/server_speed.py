@@ -56,11 +56,11 @@ def _rate(operation: Callable[[int], object], count: int) -> float:
 
 
 def _first_then_rate(
-    operation: Callable[[int], object], count: int, uri: str | None = None, db_name: str = ""
-) -> tuple[float, float, float | None]:
+    operation: Callable[[int], object], count: int, uri: str, db_name: str
+) -> tuple[float, float, float]:
     """Milliseconds of the first call (the embedded server builds the index it uses
-    then, once per collection), the rate of the next ``count``, and with ``uri`` the
-    longest another client waited during the first call (ms)."""
+    then, once per collection), the rate of the next ``count``, and the longest another
+    client waited during the first call (ms)."""
     first: list[float] = []
 
     def first_call() -> None:
@@ -68,9 +68,7 @@ def _first_then_rate(
         operation(-1)
         first.append((time.perf_counter() - started) * 1000)
 
-    waited = None if uri is None else _longest_wait(uri, db_name, first_call)
-    if uri is None:
-        first_call()
+    waited = _longest_wait(uri, db_name, first_call)
     return first[0], _rate(operation, count), waited
 
 

@@ -61,7 +61,7 @@ def _large_sequences(payload: bytes) -> list[tuple[int, str, int, int]]:
     sequence larger than ``LARGE_SEQUENCE_BYTES``; none when the message is small, has
     a checksum (emptying a section would break it) or is malformed (then mongoeco's
     decoding reports the fault)."""
-    if len(payload) < LARGE_SEQUENCE_BYTES or len(payload) < 5:
+    if len(payload) < LARGE_SEQUENCE_BYTES:
         return []
     if int.from_bytes(payload[:4], "little") & _CHECKSUM_PRESENT:
         return []

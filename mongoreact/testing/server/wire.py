@@ -969,16 +969,15 @@ def _with_truthy_projection(body: dict[str, Any], field: str) -> dict[str, Any]:
     """``body`` with its projection's numbers other than 0 and 1 read as inclusions, as
     MongoDB reads any non-zero number (mongoeco accepts only 0, 1, true and false)."""
     projection = body.get(field)
-    if not isinstance(projection, dict) or not any(
-        _is_number(v) and v not in (0, 1) for v in projection.values()
-    ):
+    if not isinstance(projection, dict) or not any(map(_other_number, projection.values())):
         return body
-    truthy = {k: (1 if _is_number(v) and v not in (0, 1) else v) for k, v in projection.items()}
+    truthy = {k: (1 if _other_number(v) else v) for k, v in projection.items()}
     return {**body, field: truthy}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _other_number(value: Any) -> bool:
+    """A number, not a boolean, other than 0 and 1."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value not in (0, 1)
 
 
 def _without_drop_dups(body: dict[str, Any]) -> dict[str, Any]:
