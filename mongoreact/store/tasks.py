@@ -79,8 +79,36 @@ class TaskStore:
             except (DuplicateKeyError, OperationFailure) as error:
                 if error.code != 11000 or attempt == 2:
                     raise
-        result = self._db[definition.tasks_collection].update_many(
-            pipelines.unmatched_filter(definition.name, ids, deleted, stamp),
+        return self.mark_unmatched(definition, ids, deleted, stamp)
+
+    def mark_unmatched(
+        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any], stamp: ObjectId
+    ) -> int:
+        """After the planning pass ``stamp`` over ``ids``: mark the records it did not
+        stamp whose source document is gone or no longer matches the filter.
+
+        A missing stamp alone does not prove the document stopped matching: another
+        pass may have stamped the record since (a deposed leader's pass arriving after
+        a network stall, racing its successor's). Marking such a record unmatched made
+        its next re-plan see a change and run a completed version again, so the source
+        is asked which of the unstamped ones really do not match.
+        """
+        tasks = self._db[definition.tasks_collection]
+        query = pipelines.unmatched_filter(definition.name, ids, deleted, stamp)
+        unstamped = [r["sourceDocId"] for r in tasks.find(query, {"sourceDocId": 1})]
+        if not unstamped:
+            return 0
+        source: dict[str, Any] = {"_id": {"$in": unstamped}}
+        if definition.filter is not None:
+            source = {"$and": [source, definition.filter]}
+        matching = {
+            source_key(d["_id"]) for d in self._db[definition.collection].find(source, {"_id": 1})
+        }
+        gone = [i for i in unstamped if source_key(i) not in matching]
+        if not gone:
+            return 0
+        result = tasks.update_many(
+            pipelines.unmatched_filter(definition.name, gone, deleted, stamp),
             pipelines.unmatched_update(deleted),
         )
         return result.modified_count

@@ -293,3 +293,29 @@ def test_a_leader_replaced_before_its_first_save_leaves_a_position_to_resume_fro
         timeout=15,
         message="the write made under the first leader to be planned",
     )
+
+
+def test_a_late_planning_pass_does_not_unmatch_a_record_another_pass_stamped(
+    db: Database[Doc],
+) -> None:
+    # A deposed leader's planning pass, delayed by a network stall, finished after its
+    # successor had planned the same document: seeing another stamp on the record, it
+    # marked it as no longer matching, and the next re-plan (same values) took that for
+    # a change and ran the completed version again (found by the chaos test, seed
+    # 877187: four versions completed twice).
+    store = TaskStore(db)
+    definition = build_definition(
+        {"task": "sync", "collection": "orders", "handler": _noop, "filter": {"paid": True}}
+    )
+    store.ensure_indexes(definition.tasks_collection)
+    db.orders.insert_many([{"_id": 1, "paid": True}, {"_id": 2, "paid": True}])
+    store.plan(definition, [1, 2], [])
+    db.orders_tasks.update_many({}, {"$set": {"status": "completed"}})
+    late_stamp = ObjectId()  # the late pass's: the successor's stamp is on the records
+    db.orders.update_one({"_id": 2}, {"$set": {"paid": False}})  # 2 really stopped matching
+
+    assert store.mark_unmatched(definition, [1, 2], [], late_stamp) == 1
+    records = {r["sourceDocId"]: r for r in db.orders_tasks.find()}
+    assert records[1]["matched"] is True and records[2]["matched"] is False
+    store.plan(definition, [1], [])  # the same values again: nothing to run
+    assert (db.orders_tasks.find_one({"sourceDocId": 1}) or {}).get("status") == "completed"
