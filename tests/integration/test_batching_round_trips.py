@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -318,3 +319,49 @@ def test_a_change_after_the_batch_read_runs_the_task_again_on_the_new_data(
     assert runs[0] == ("a", 1)  # answered from the batch read, taken before the change
     wait_until(lambda: record(db, "jobs", "a")["status"] == "completed")
     assert record(db, "jobs", "a")["lastObservedValues"] == {"n": 2}
+
+
+class _PositionSaves(Commands):
+    """Also counts the planner's saves of its stream position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        super().started(event)
+        command = event.command
+        if event.command_name == "update" and command["update"] == "_mongoreact_globals":
+            self.saves += sum(1 for u in command["updates"] if u["q"].get("_id") == "planner")
+
+
+def test_a_steady_trickle_saves_the_stream_position_once_a_heartbeat(
+    mongo_uri: str, database_name: str, db: Database[Doc], make_engine: EngineFactory
+) -> None:
+    commands = _PositionSaves()
+    client: MongoClient[Doc] = MongoClient(mongo_uri, event_listeners=[commands], tz_aware=True)
+    heartbeat = 1.0
+    engine = make_engine(client=client, uri=None, leader_heartbeat=int(heartbeat * 1000),
+                         leader_ttl=5000)  # fmt: skip
+    ran: list[Any] = []
+    engine.register(task="t", collection="jobs", handler=lambda ctx: ran.append(ctx.doc_id),
+                    debounce=0)  # fmt: skip
+    start(engine, db)
+    commands.saves = 0
+    began = time.monotonic()
+    pause = threading.Event()
+    with db.client.start_session() as session:
+        for n in range(30):  # one write every 50 ms: each its own planning batch
+            db.jobs.insert_one({"_id": n}, session=session)
+            pause.wait(0.05)
+        last_write = session.operation_time
+    wait_until(lambda: len(ran) == 30)
+    elapsed = time.monotonic() - began
+    # A save per batch was 30 writes; once a heartbeat is elapsed / heartbeat + 1.
+    assert commands.saves <= elapsed / heartbeat + 1, (commands.saves, elapsed)
+    assert engine.stop(timeout=10)
+    client.close()
+    # The clean stop saved the position up to the last write: nothing left to replay.
+    saved = db["_mongoreact_globals"].find_one({"_id": "planner"})
+    assert saved is not None and last_write is not None
+    assert saved["streamTime"] >= last_write

@@ -37,9 +37,38 @@ def test_a_new_leader_resumes_after_the_last_planned_event(
     second.register(task="sync", collection="orders", handler=recorder, debounce=0)
     start(second, db)
     wait_until(lambda: recorder.count() == 21, message="the 20 documents written in the gap")
-    saved = db["_mongoreact_globals"].find_one({"_id": "planner"})
-    assert saved is not None and saved["resumeToken"] != token
-    assert saved["savedBy"] == "second"
+    # Saved within a heartbeat of planning.
+    saved = wait_until(lambda: db["_mongoreact_globals"].find_one({"savedBy": "second"}) or {})
+    assert saved["_id"] == "planner" and saved["resumeToken"] != token
+
+
+def test_a_successor_replaying_planned_events_runs_nothing_again(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """A leader saves its position at most once a heartbeat, so after a crash its
+    successor replays events it had planned: planning them again must change nothing."""
+    recorder = Recorder(fetch=False)
+    first = make_engine(instance_id="first")
+    first.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(first, db)
+    globals_ = db["_mongoreact_globals"]
+    stale = globals_.find_one({"_id": "planner"})
+    assert stale is not None
+    db.orders.insert_many([{"_id": n, "v": 1} for n in range(20)])
+    db.orders.update_one({"_id": 3}, {"$set": {"v": 2}})
+    wait_until(lambda: db.orders_tasks.count_documents({"status": "completed"}) == 20)
+    runs = recorder.count()
+    assert first.stop(timeout=10)
+    # As if the leader had crashed before saving anything after its first position.
+    globals_.replace_one({"_id": "planner"}, stale)
+    second = make_engine(instance_id="second")
+    second.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(second, db)
+    db.orders.insert_one({"_id": "after"})
+    wait_until(lambda: recorder.count("after") == 1)
+    saved = wait_until(lambda: globals_.find_one({"_id": "planner", "savedBy": "second"}) or {})
+    assert saved["resumeToken"] != stale["resumeToken"]  # the events were replayed
+    assert recorder.count() == runs + 1  # and nothing but the new document ran
 
 
 @pytest.fixture
