@@ -97,6 +97,12 @@ class EventBatcher:
         """The batch so far (kept until ``clear``, so a failed planning is retried)."""
         return self._batch
 
+    def forget_position(self) -> None:
+        """Keep the batch's documents but not its stream position (the stream it came
+        from has been given up)."""
+        self._batch.token = None
+        self._batch.position_at = None
+
     def clear(self) -> None:
         """Forget the batch after it was planned."""
         if self._last is not None:

@@ -148,6 +148,9 @@ class StreamReader(Loop):
         # Reconciliation is reset before the position is dropped: a crash in between
         # then retries from the old position, never opens from now unreconciled.
         self._reconcile_everything()
+        # The planner must not save a position of the old stream after this: a
+        # successor would resume from lost history again (and reconcile again).
+        self._put(("restarted", None))
         self._globals.forget_resume_token()
         self._position = None
         self._failures = 0
@@ -328,6 +331,11 @@ class Planner(Loop):
             )
         elif kind == "idle":
             self._idle_token = payload
+        elif kind == "restarted":
+            # The events taken are still planned, but no position of the old stream
+            # is saved any more (see StreamReader._restart_from_now).
+            self._unsaved = self._idle_token = None
+            self._batcher.forget_position()
 
     def _reconcile_step(self) -> bool:
         """Advance a reconciliation by one batch; ``True`` while one is under way."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,9 @@ from pymongo.database import Database
 
 from mongoreact.cluster.registry import TaskRegistry
 from mongoreact.config.definition import build_definition
+from mongoreact.config.settings import build_settings
 from mongoreact.execution.outcome import Outcome
+from mongoreact.monitoring.measurements import Measurements
 from mongoreact.planning.planner import Planner
 from mongoreact.planning.reconciler import Reconciler
 from mongoreact.records import NOT_OWNED, Finalized
@@ -319,3 +322,44 @@ def test_a_late_planning_pass_does_not_unmatch_a_record_another_pass_stamped(
     assert records[1]["matched"] is True and records[2]["matched"] is False
     store.plan(definition, [1], [])  # the same values again: nothing to run
     assert (db.orders_tasks.find_one({"sourceDocId": 1}) or {}).get("status") == "completed"
+
+
+def test_a_restarted_stream_never_saves_a_position_of_the_old_one(
+    db: Database[Doc], mongo_uri: str
+) -> None:
+    # The planner saves its position at most once a heartbeat. A position of the old
+    # stream saved after the reader gave it up (history lost) and restarted from now
+    # would send a successor back into the lost history: another restart, another full
+    # reconciliation. The reader's "restarted" marker makes the planner drop it.
+    definition = build_definition(
+        {"task": "sync", "collection": "orders", "handler": _noop, "debounce": 0}
+    )
+    registry = TaskRegistry()
+    registry.add(definition)
+    globals_store = GlobalsStore(db, "_mongoreact_globals")
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    planner = Planner(
+        settings=build_settings({"uri": mongo_uri, "leader_heartbeat": 60_000, "leader_ttl": 120_000}),
+        registry=registry, task_store=TaskStore(db), globals_store=globals_store,
+        events=events, stream_open=threading.Event(), is_leader=lambda: True,
+        on_planned=lambda definition: None, measurements=Measurements(), epoch=1,
+    )  # fmt: skip
+    db.orders.insert_many([{"_id": "old"}, {"_id": "new"}])
+
+    def event(doc_id: str, token: str) -> tuple[str, Any]:
+        return "event", {"ns": {"coll": "orders"}, "documentKey": {"_id": doc_id},
+                         "operationType": "insert", "_id": {"_data": token}}  # fmt: skip
+
+    events.put(event("old", "old-stream"))
+    events.put(("restarted", None))
+    planner.step()  # takes both, plans the batch
+    assert db.orders_tasks.count_documents({"sourceDocId": "old"}) == 1  # still planned
+    planner.on_stop()
+    assert globals_store.load_resume_token() is None  # but its position is not saved
+    events.put(event("new", "new-stream"))
+    for _ in range(100):  # each step waits for the batch to be due (a batch_window)
+        planner.step()
+        if db.orders_tasks.count_documents({"sourceDocId": "new"}):
+            break
+    planner.on_stop()
+    assert globals_store.load_resume_token() == {"_data": "new-stream"}
