@@ -338,8 +338,9 @@ def test_a_restarted_stream_never_saves_a_position_of_the_old_one(
     registry.add(definition)
     globals_store = GlobalsStore(db, "_mongoreact_globals")
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    never = {"leader_heartbeat": 60_000, "leader_ttl": 120_000}  # no save falls due
     planner = Planner(
-        settings=build_settings({"uri": mongo_uri, "leader_heartbeat": 60_000, "leader_ttl": 120_000}),
+        settings=build_settings({"uri": mongo_uri, **never}),
         registry=registry, task_store=TaskStore(db), globals_store=globals_store,
         events=events, stream_open=threading.Event(), is_leader=lambda: True,
         on_planned=lambda definition: None, measurements=Measurements(), epoch=1,
