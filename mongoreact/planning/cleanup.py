@@ -58,18 +58,24 @@ class Cleaner(Loop):
         self._is_leader = is_leader
         self._batch_size = batch_size
         self.deleted = 0
+        # When the next cleanup is due, as last read (None: read it). Read again only
+        # once it has come, not every heartbeat: only a leader cleans, and another
+        # leader's cleanup meanwhile is found by that read.
+        self._due: dt.datetime | None = None
 
     def step(self) -> float:
         heartbeat = self._settings.leader_heartbeat.total_seconds()
         if not self._is_leader():
             return heartbeat
-        last = call_with_retry(self._globals.last_cleanup, self.stopping, what="cleanup state")
-        due = next_cleanup(last, self._settings.cleanup_interval)
         now = self._clock.now()
-        if due is not None and due > now:
-            return min(heartbeat, (due - now).total_seconds())
+        if self._due is None or self._due <= now:
+            last = call_with_retry(self._globals.last_cleanup, self.stopping, what="cleanup state")
+            self._due = next_cleanup(last, self._settings.cleanup_interval)
+        if self._due is not None and self._due > now:
+            return min(heartbeat, (self._due - now).total_seconds())
         if self.run(now):
             call_with_retry(self._globals.mark_cleanup_done, self.stopping, what="cleanup state")
+            self._due = None  # read back: the next is due after the server's time of this one
         return heartbeat
 
     def run(self, now: dt.datetime) -> bool:

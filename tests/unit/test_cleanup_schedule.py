@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 import pytest
 
 from mongoreact import ConfigError
+from mongoreact.cluster.clock import ServerClock
+from mongoreact.cluster.registry import TaskRegistry
 from mongoreact.config.schedule import Schedule
-from mongoreact.planning.cleanup import next_cleanup
+from mongoreact.config.settings import build_settings
+from mongoreact.planning.cleanup import Cleaner, next_cleanup
+from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.tasks import TaskStore
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -70,3 +76,47 @@ def test_six_fields_put_the_seconds_first() -> None:
 def test_other_field_counts_and_bad_seconds_say_which_order_is_expected(expression: str) -> None:
     with pytest.raises(ConfigError, match="six with the seconds first"):
         Schedule.parse(expression, "schedule")
+
+
+class _Globals:
+    """The cleanup state of the globals store, counting its reads."""
+
+    def __init__(self, last: dt.datetime) -> None:
+        self.last: dt.datetime | None = last
+        self.reads = 0
+
+    def last_cleanup(self) -> dt.datetime | None:
+        self.reads += 1
+        return self.last
+
+    def mark_cleanup_done(self) -> None:
+        self.last = NOW
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.time = NOW
+
+    def now(self) -> dt.datetime:
+        return self.time
+
+
+def test_the_leader_reads_the_cleanup_state_again_only_once_the_cleanup_is_due() -> None:
+    # It read it every heartbeat: one more round trip a heartbeat for a daily job.
+    globals_, clock = _Globals(last=NOW - dt.timedelta(hours=1)), _Clock()
+    settings = build_settings({"uri": "mongodb://h", "cleanup_interval": "2h"})
+    cleaner = Cleaner(
+        settings=settings, registry=TaskRegistry(), task_store=cast(TaskStore, None),
+        globals_store=cast(GlobalsStore, globals_), clock=cast(ServerClock, clock),
+        is_leader=lambda: True,
+    )  # fmt: skip
+    for _ in range(5):
+        assert cleaner.step() == settings.leader_heartbeat.total_seconds()
+    assert globals_.reads == 1
+    clock.time = NOW + dt.timedelta(hours=1, seconds=1)  # due: read, clean, read back
+    cleaner.step()
+    cleaner.step()
+    assert globals_.reads == 3 and globals_.last == NOW
+    clock.time += dt.timedelta(minutes=1)
+    cleaner.step()
+    assert globals_.reads == 3
