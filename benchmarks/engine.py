@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from .drivers import (
     planner_ready,
     wait,
 )
-from .proxy import LatencyProxy
+from .proxy import ProxyProcess
 
 Doc = dict[str, Any]
 HERE = Path(__file__).resolve().parent
@@ -276,6 +276,12 @@ def main() -> None:
         action="store_true",
         help="only issue 17's target scenario: throughput, 1 instance, concurrency 5",
     )
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="the target scenario at 300 / 2 000 / 10 000 documents and 0 / 1 / 5 ms "
+        "one-way delay, latency at each delay, and memory: one run for the whole table",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--delay-ms",
@@ -289,17 +295,119 @@ def main() -> None:
         _memory_child(*args.memory_child)
         return
     docs = 300 if args.quick else args.docs
+    if args.matrix:
+        with contextlib.ExitStack() as stack:
+            uri = args.uri or stack.enter_context(EmbeddedServer()).uri
+            results = matrix(uri, args.reference)
+        print_matrix(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+        return
     with contextlib.ExitStack() as stack:
         uri = args.uri or stack.enter_context(EmbeddedServer()).uri
-        if args.delay_ms > 0:
-            host, port = parse_uri(uri)["nodelist"][0]
-            proxy = stack.enter_context(LatencyProxy(host, port, delay=args.delay_ms / 1000))
-            uri = proxy.uri()
+        uri = stack.enter_context(_delayed(uri, args.delay_ms))
         results = run(uri, docs, args.quick, args.reference, focus=args.focus)
         results["delay_ms"] = args.delay_ms
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _delayed(uri: str, delay_ms: float) -> Iterator[str]:
+    """``uri``, through a latency proxy when ``delay_ms`` is more than 0."""
+    if delay_ms <= 0:
+        yield uri
+        return
+    host, port = parse_uri(uri)["nodelist"][0]
+    with ProxyProcess(host, port, delay=delay_ms / 1000) as proxy:
+        yield proxy.uri()
+
+
+MATRIX_DOCS = (300, 2_000, 10_000)
+MATRIX_DELAYS_MS = (0.0, 1.0, 5.0)
+MATRIX_MEMORY_DOCS = (1_000, 10_000, 100_000)
+
+
+def matrix(uri: str, with_reference: bool) -> Doc:
+    """The performance targets' table from one run: the target scenario (one instance,
+    concurrency 5, handlers reading their documents) at each size and delay, latency
+    at each delay, and memory, for each library on the same server."""
+    libraries = ["mongoreact"]
+    skipped = install_reference() if with_reference else "not asked for (--reference)"
+    if skipped is None:
+        libraries.append("reference")
+    results: Doc = {"machine": _machine(uri), "reference_skipped": skipped, "cells": []}
+    for delay in MATRIX_DELAYS_MS:
+        with _delayed(uri, delay) as through:
+            for docs in MATRIX_DOCS:
+                cell: Doc = {"delay_ms": delay, "docs": docs}
+                for name in libraries:
+                    cell[name] = throughput(LIBRARIES[name], through, docs, 5, 1)
+                results["cells"].append(cell)
+            cell = {"delay_ms": delay, "docs": None}
+            for name in libraries:
+                cell[name] = {
+                    "latency": latency(LIBRARIES[name], through, 60),
+                    "latency_low_load": latency(LIBRARIES[name], through, 15, interval=1.0),
+                }
+            results["cells"].append(cell)
+    results["memory"] = [memory(uri, size, "reference" in libraries) for size in MATRIX_MEMORY_DOCS]
+    return results
+
+
+def _dig(result: Doc | None, path: tuple[str, ...]) -> float:
+    """``result[path[0]][path[1]]...`` (0 where a library was not measured)."""
+    value: Any = result or {}
+    for key in path:
+        value = value.get(key, 0) if isinstance(value, dict) else 0
+    return float(value)
+
+
+def _machine(uri: str) -> Doc:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "server": "embedded" if "127.0.0.1" in uri else "given by --uri",
+    }
+
+
+def print_matrix(results: Doc) -> None:
+    """The matrix as one table per measure, mongoreact beside the reference."""
+    print(f"machine: {results['machine']}")
+    has_reference = results.get("reference_skipped") is None
+
+    def pair(cell: Doc, path: tuple[str, ...], form: str) -> str:
+        """``cell``'s figure at ``path``: mongoreact's / the reference's (ratio)."""
+        ours, theirs = (_dig(cell[name], path) for name in ("mongoreact", "reference"))
+        if not has_reference:
+            return format(ours, form)
+        return f"{ours:{form}} / {theirs:{form}} ({ours / theirs:.2f}x)"
+
+    for cell in results["cells"]:
+        where = f"{cell['delay_ms']:g} ms"
+        if cell["docs"] is None:
+            for key, load in (("latency", "steady"), ("latency_low_load", "low")):
+                p50, p95 = (pair(cell, (key, f"{p}_ms"), ".0f") for p in ("p50", "p95"))
+                print(f"{where}, latency at {load} load: p50 {p50} ms, p95 {p95} ms")
+            continue
+        print(
+            f"{where}, {cell['docs']} documents: "
+            f"tasks/s {pair(cell, ('tasks_per_s',), '.1f')}; "
+            f"round trips/task {pair(cell, ('commands_per_task',), '.2f')}; "
+            f"lib CPU ms/task {cell['mongoreact']['library_cpu_s_per_task'] * 1000:.2f}"
+        )
+    for row in results["memory"]:
+        reference = row.get("reference") or {}
+        print(
+            f"memory: {row['docs']:>7} docs: peak RSS {row['peak_rss_mb']:.1f} MB"
+            + (
+                f" (reference {reference['peak_rss_mb']:.1f} MB)"
+                if "peak_rss_mb" in reference
+                else ""
+            )
+        )
 
 
 def run(uri: str, docs: int, quick: bool, with_reference: bool, *, focus: bool = False) -> Doc:
@@ -310,12 +418,7 @@ def run(uri: str, docs: int, quick: bool, with_reference: bool, *, focus: bool =
     if skipped is None:
         libraries.append("reference")
     results: Doc = {
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "server": "embedded" if "127.0.0.1" in uri else "given by --uri",
-        },
+        "machine": _machine(uri),
         "docs": docs,
         "reference_skipped": skipped,
         "memory": [],

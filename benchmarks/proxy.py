@@ -10,14 +10,22 @@ at least twice ``delay`` more, as over a network, for both libraries alike::
 ``directConnection=true`` keeps the drivers on the proxy: a replica set member
 advertises its own address, which drivers would otherwise switch to. Order is kept per
 direction; bandwidth is not limited.
+
+The benchmark runs it in a process of its own (``ProxyProcess``, or
+``python -m benchmarks.proxy HOST PORT DELAY_MS``): in the benchmark's process its
+forwarding would compete with mongoreact's threads for the GIL, and not with the
+reference's Node processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Final
 
 CHUNK: Final = 1 << 16
@@ -111,3 +119,54 @@ class LatencyProxy:
             delivering.cancel()
             with contextlib.suppress(BaseException):
                 await delivering
+
+
+class ProxyProcess:
+    """A ``LatencyProxy`` in a child process, for as long as the context lasts."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self._arguments = [host, str(port), str(delay * 1000)]
+        self._process: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def uri(self, database: str = "") -> str:
+        """A MongoDB URI through the proxy."""
+        return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
+
+    def __enter__(self) -> ProxyProcess:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.proxy", *self._arguments],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.strip().isdigit():
+            self._process.kill()
+            raise RuntimeError(f"the latency proxy did not start: {line!r}")
+        self.port = int(line)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()  # the child's cue to stop
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+
+
+def main(arguments: list[str]) -> None:
+    """Serve until standard input closes; print the port first."""
+    host, port, delay_ms = arguments
+    with LatencyProxy(host, int(port), delay=float(delay_ms) / 1000) as proxy:
+        print(proxy.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

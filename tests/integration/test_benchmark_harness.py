@@ -11,7 +11,7 @@ from pymongo import MongoClient
 
 from benchmarks.drivers import MongoreactRun, _kind
 from benchmarks.engine import latency, throughput
-from benchmarks.proxy import LatencyProxy
+from benchmarks.proxy import LatencyProxy, ProxyProcess
 from mongoreact.config.definition import build_definition
 from mongoreact.execution.outcome import Outcome
 from mongoreact.store import pipelines
@@ -78,9 +78,12 @@ def test_a_latency_run_has_a_sample_per_write(mongo_uri: str) -> None:
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] < 10_000
 
 
-def test_the_latency_proxy_adds_its_delay_to_every_round_trip(mongo_client: Any) -> None:
+@pytest.mark.parametrize("proxy_class", [LatencyProxy, ProxyProcess])
+def test_the_latency_proxy_adds_its_delay_to_every_round_trip(
+    mongo_client: Any, proxy_class: type[LatencyProxy | ProxyProcess]
+) -> None:
     host, port = mongo_client.address
-    with LatencyProxy(host, port, delay=0.01) as proxy:
+    with proxy_class(host, port, delay=0.01) as proxy:
         client: MongoClient[Any] = MongoClient(proxy.uri(), serverSelectionTimeoutMS=5000)
         try:
             client.admin.command("ping")  # connected
