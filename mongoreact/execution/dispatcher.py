@@ -1,8 +1,10 @@
 """The dispatcher: one thread per instance that claims due tasks for the worker threads.
 
 It claims in batches (two commands, whatever the batch size) as the claim policy
-allows, and hands the claims to the pool; one claimer per instance keeps concurrent
-claims (and their contention on the index head) down. Polling adapts: after an empty
+allows, except right after an idle wait, when one record is most often all that is due
+and a single ``findAndModify`` claims it in one, and hands the claims to the pool; one
+claimer per instance keeps concurrent claims (and their contention on the index head)
+down. Polling adapts: after an empty
 claim the wait doubles from ``poll_min`` up to ``poll_max``; a found task resets it,
 and so does a wake-up from this instance's planner, which knows when the work it
 planned is due.
@@ -80,17 +82,24 @@ class Dispatcher(Loop):
         self.wake()
 
     def step(self) -> float:
+        # Woken from an idle wait (new work planned, a retry due): most often one record
+        # is due, and one findAndModify claims it in one round trip where a batch claim
+        # takes two. The next claim is a batch again, in case more came.
+        single = False
         if self._idle:
             self._idle = False
             if self._wake_due():
                 self._backoff = self._poll_min
+                single = True
             elif not self.woken:
                 self._backoff = min(self._backoff * 2, self._poll_max)
+            else:
+                single = True
         room = self._room()
         if room == 0:
             return ROOM_WAIT
         try:
-            claims = self._claim_next(room)
+            claims = self._claim_next(1 if single else room)
         except Exception as error:
             log_failure(logger, error, "claiming a task failed; retrying in %.1fs", self._backoff)
             claims = []

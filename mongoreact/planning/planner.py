@@ -19,8 +19,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Final
 
+import attrs
+from bson import ObjectId
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -212,6 +215,16 @@ class StreamReader(Loop):
         self._close()
 
 
+@attrs.frozen
+class _Merged:
+    """A merge done (the first half of a planning pass), its marking still to do."""
+
+    definition: TaskDefinition
+    ids: list[Any]
+    deleted: list[Any]
+    stamp: ObjectId
+
+
 class Planner(Loop):
     """Turns batches of change events into task records."""
 
@@ -378,8 +391,9 @@ class Planner(Loop):
         return not finished
 
     def _plan_reconciled(self, definition: TaskDefinition, ids: list[Any]) -> None:
-        self._plan(definition, ids, [])
+        merged = self._plan(definition, ids, [])
         self._on_planned(definition)
+        self._mark_unmatched(merged)
 
     def _flush(self) -> None:
         if self.stopping.is_set() or not self._is_leader():
@@ -391,30 +405,38 @@ class Planner(Loop):
             return
         batch = self._batcher.peek()
         planned: list[TaskDefinition] = []
+        merged: list[_Merged] = []
         for collection, ids_by_key in batch.ids.items():
             ids = list(ids_by_key.values())
             deleted = batch.deleted_ids(collection)
             for definition in self._registry.for_collection(collection):
-                self._plan(definition, ids, deleted)
+                merged += self._plan(definition, ids, deleted)
                 planned.append(definition)
+        # The workers are woken before the records that stopped matching are marked:
+        # what the merges made due is claimed meanwhile, a round trip sooner. (A claim
+        # may come first in any case; marking changes nothing a claim reads.)
+        for definition in planned:
+            self._on_planned(definition)
+        self._mark_unmatched(merged)
         if batch.token is not None:
             self._unsaved = (batch.token, batch.position_at)
         logger.debug("planned %d documents", len(batch))
         self._batcher.clear()
         self._idle_token = None
-        for definition in planned:
-            self._on_planned(definition)
 
-    def _plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> None:
-        """Plan ``ids``; a document whose filter or projection fails on the server (a
-        poison document) is found by bisection and parked, and the rest is planned."""
+    def _plan(
+        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]
+    ) -> list[_Merged]:
+        """Merge the records of ``ids``; a document whose filter or projection fails on
+        the server (a poison document) is found by bisection and parked, and the rest is
+        merged. The parts merged, for ``_mark_unmatched``."""
         try:
-            call_with_retry(
-                lambda: self._tasks.plan(definition, ids, deleted),
+            stamp = call_with_retry(
+                lambda: self._tasks.merge(definition, ids),
                 self.stopping,
                 what=f"planning {definition.name}",
             )
-            return
+            return [_Merged(definition, ids, deleted, stamp)]
         except OperationFailure as error:
             self._measurements.count("planning_failures", definition.name)
             if is_transient(error) or self.stopping.is_set():
@@ -422,9 +444,13 @@ class Planner(Loop):
             if len(ids) > 1:
                 half = len(ids) // 2
                 gone = {id_key(i) for i in deleted}
-                for part in (ids[:half], ids[half:]):
-                    self._plan(definition, part, [i for i in part if id_key(i) in gone])
-                return
+                return [
+                    merged
+                    for part in (ids[:half], ids[half:])
+                    for merged in self._plan(
+                        definition, part, [i for i in part if id_key(i) in gone]
+                    )
+                ]
             reason = str(error.details.get("errmsg") if error.details else error)
         self._measurements.count("poison_documents", definition.name)
         logger.error(
@@ -439,6 +465,20 @@ class Planner(Loop):
             self.stopping,
             what="recording a planning failure",
         )
+        return []
+
+    def _mark_unmatched(self, merged: list[_Merged]) -> None:
+        """The second half of each planning pass (see ``TaskStore.mark_unmatched``). A
+        failure leaves the batch to be planned again, both halves."""
+        for part in merged:
+            mark = partial(
+                self._tasks.mark_unmatched, part.definition, part.ids, part.deleted, part.stamp
+            )
+            call_with_retry(
+                mark,
+                self.stopping,
+                what=f"planning {part.definition.name}",
+            )
 
     def _save_due_in(self) -> float:
         """Seconds until the position may be saved again (0: now)."""

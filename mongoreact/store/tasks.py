@@ -63,11 +63,16 @@ class TaskStore:
         self._db[tasks_collection].create_indexes(indexes)
 
     def plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> int:
-        """Plan ``definition`` for source ``ids`` (``deleted`` among them are gone).
+        """Plan ``definition`` for source ``ids`` (``deleted`` among them are gone):
+        ``merge``, then ``mark_unmatched``. Returns how many records were marked."""
+        return self.mark_unmatched(definition, ids, deleted, self.merge(definition, ids))
 
-        Returns how many records the planning pass did not stamp and were marked as not
-        matching. The ``$merge`` is retried on a duplicate-key race: two merges inserting
-        the same (task, sourceDocId) at once (MongoDB does not retry that itself).
+    def merge(self, definition: TaskDefinition, ids: list[Any]) -> ObjectId:
+        """The first half of planning: upsert the records of the documents of ``ids``
+        that match the filter, stamped with the returned planning stamp.
+
+        The ``$merge`` is retried on a duplicate-key race: two merges inserting the same
+        (task, sourceDocId) at once (MongoDB does not retry that itself).
         """
         stamp = ObjectId()
         source = self._db[definition.collection]
@@ -79,13 +84,14 @@ class TaskStore:
             except (DuplicateKeyError, OperationFailure) as error:
                 if error.code != 11000 or attempt == 2:
                     raise
-        return self.mark_unmatched(definition, ids, deleted, stamp)
+        return stamp
 
     def mark_unmatched(
         self, definition: TaskDefinition, ids: list[Any], deleted: list[Any], stamp: ObjectId
     ) -> int:
-        """After the planning pass ``stamp`` over ``ids``: mark the records it did not
-        stamp whose source document is gone or no longer matches the filter.
+        """The second half of planning, after the ``merge`` that gave ``stamp`` over
+        ``ids``: mark the records it did not stamp whose source document is gone or no
+        longer matches the filter; how many were marked.
 
         A missing stamp alone does not prove the document stopped matching: another
         pass may have stamped the record since (a deposed leader's pass arriving after

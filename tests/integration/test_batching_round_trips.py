@@ -365,3 +365,45 @@ def test_a_steady_trickle_saves_the_stream_position_once_a_heartbeat(
     saved = db["_mongoreact_globals"].find_one({"_id": "planner"})
     assert saved is not None and last_write is not None
     assert saved["streamTime"] >= last_write
+
+
+def test_a_lone_write_reaches_its_handler_in_two_planning_and_claiming_round_trips(
+    counted: tuple[Database[Doc], Commands],
+    db: Database[Doc],
+    make_engine: EngineFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # From an idle instance, a lone change used to wait for four sequential commands
+    # before its handler started: the planning merge, the marking of records that no
+    # longer match, a batch claim's find and its update. Now the workers are woken
+    # between the merge and the marking, and the first claim after an idle wait is
+    # one findAndModify.
+    engine_db, commands = counted
+    holding = threading.Event()  # set: the marking waits until the handler has run
+    ran = threading.Event()
+    mark_unmatched = TaskStore.mark_unmatched
+
+    def marking_held(self: TaskStore, *args: Any) -> int:
+        if holding.is_set():
+            ran.wait(20)
+        return mark_unmatched(self, *args)
+
+    monkeypatch.setattr(TaskStore, "mark_unmatched", marking_held)
+    # Polls too slow to find the record: only the planner's wake-up does, in time.
+    engine = make_engine(client=engine_db.client, uri=None, poll_min=30_000, poll_max=60_000)
+    before_run: Counter[tuple[str, str]] = Counter()
+
+    def handler(ctx: TaskContext) -> None:
+        before_run.update(commands.targets)
+        ran.set()
+
+    engine.register(task="t", collection="jobs", handler=handler, debounce=0)
+    start(engine, db)
+    holding.set()
+    commands.targets.clear()
+    db.jobs.insert_one({"_id": 1})
+    assert ran.wait(10), "the handler waited for the marking"
+    # The claim, and no batch claim (its update). A batch claim's find or the cleanup's
+    # may have run meanwhile, finding nothing.
+    assert before_run["findAndModify", "jobs_tasks"] == 1, before_run
+    assert before_run["update", "jobs_tasks"] == 0, before_run
