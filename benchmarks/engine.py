@@ -63,6 +63,24 @@ Library = Callable[..., Run]
 LIBRARIES: dict[str, Library] = {"mongoreact": MongoreactRun, "reference": ReferenceRun}
 
 
+# The embedded server's process, when the benchmark started it: its CPU time per run
+# tells how busy the server was (a real server's is not visible from here).
+_server_pid: list[int] = []
+
+
+def _server_cpu_seconds() -> float | None:
+    """The embedded server's CPU seconds so far (``None`` if unknown)."""
+    if not _server_pid:
+        return None
+    try:
+        with open(f"/proc/{_server_pid[0]}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime, the 14th and 15th fields (counted after the command name).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _completed(db: Any, count: int, timeout: float) -> None:
     """Wait until ``count`` records are ``completed`` (asked only once every handler ran,
     so the polling does not load the server during the run)."""
@@ -81,9 +99,10 @@ def _measure(
     instances: int,
     write: Callable[[Any], int],
     latency: bool = False,
-) -> tuple[float, Any]:
+) -> tuple[float, Any, float | None]:
     """Start ``library``, ``write`` the documents, wait for every task; the seconds from
-    the first write to the last completion, and what the library measured."""
+    the first write to the last completion, what the library measured, and the
+    embedded server's CPU seconds meanwhile (``None``: not known)."""
     name = f"bench_{ObjectId()}"
     observer: MongoClient[Doc] = MongoClient(uri)
     db = observer[name]
@@ -92,17 +111,20 @@ def _measure(
         try:
             run.ready(120)
             run.count()
+            server_before = _server_cpu_seconds()
             started = time.perf_counter()
             written = write(db)
             run.wait_runs(written, RUN_TIMEOUT)
             _completed(db, written, RUN_TIMEOUT)
             seconds = time.perf_counter() - started
+            server_after = _server_cpu_seconds()
         finally:
             measured = run.finish()
     finally:
         observer.drop_database(name)
         observer.close()
-    return seconds, measured
+    server = None if server_before is None or server_after is None else server_after - server_before
+    return seconds, measured, server
 
 
 def throughput(library: Library, uri: str, docs: int, concurrency: int, instances: int) -> Doc:
@@ -113,7 +135,7 @@ def throughput(library: Library, uri: str, docs: int, concurrency: int, instance
             db.items.insert_many([{"n": n} for n in range(offset, min(docs, offset + 100))])
         return docs
 
-    seconds, measured = _measure(
+    seconds, measured, server_cpu = _measure(
         library, uri, concurrency=concurrency, instances=instances, write=write
     )
     counts = measured.commands
@@ -138,6 +160,10 @@ def throughput(library: Library, uri: str, docs: int, concurrency: int, instance
             else None
         ),
         "statements_per_task": statements / docs if statements is not None else None,
+        # The embedded server's CPU per task, and the share of the run it was busy (its
+        # commands run one at a time: near 1.0, the server bounds the run).
+        "server_cpu_s_per_task": None if server_cpu is None else server_cpu / docs,
+        "server_busy": None if server_cpu is None else server_cpu / seconds,
         # Per task for the threads that run tasks; the leader's, presence's, cleanup's
         # and pymongo's monitors' cost is per second (they would spend it idle too).
         "library_cpu_s_by_thread": {
@@ -157,7 +183,7 @@ def latency(library: Library, uri: str, samples: int, interval: float = 0.05) ->
             pause.wait(interval)
         return samples
 
-    _, measured = _measure(library, uri, concurrency=5, instances=1, write=write, latency=True)
+    _, measured, _ = _measure(library, uri, concurrency=5, instances=1, write=write, latency=True)
     return _percentiles(measured.latencies_ms)
 
 
@@ -297,20 +323,28 @@ def main() -> None:
     docs = 300 if args.quick else args.docs
     if args.matrix:
         with contextlib.ExitStack() as stack:
-            uri = args.uri or stack.enter_context(EmbeddedServer()).uri
+            uri = args.uri or _embedded(stack)
             results = matrix(uri, args.reference)
         print_matrix(results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2, default=str))
         return
     with contextlib.ExitStack() as stack:
-        uri = args.uri or stack.enter_context(EmbeddedServer()).uri
+        uri = args.uri or _embedded(stack)
         uri = stack.enter_context(_delayed(uri, args.delay_ms))
         results = run(uri, docs, args.quick, args.reference, focus=args.focus)
         results["delay_ms"] = args.delay_ms
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+def _embedded(stack: contextlib.ExitStack) -> str:
+    """Start an embedded server for the benchmark; its URI."""
+    server = stack.enter_context(EmbeddedServer())
+    if server.pid is not None:
+        _server_pid[:] = [server.pid]
+    return server.uri
 
 
 @contextlib.contextmanager
@@ -492,6 +526,12 @@ def print_table(results: Doc) -> None:
                 f"{kind} {value:.2f}" for kind, value in row["commands_by_kind_per_task"].items()
             )
             print(f"{name} {row['instances']}x{row['concurrency']} commands/task: {kinds}")
+            if row.get("server_busy") is not None:
+                print(
+                    f"{name} {row['instances']}x{row['concurrency']} embedded server: "
+                    f"{row['server_cpu_s_per_task'] * 1000:.2f} ms CPU/task, "
+                    f"busy {row['server_busy']:.0%} of the run"
+                )
             by_thread = row.get("library_cpu_s_by_thread") or {}
             if by_thread:
                 threads = ", ".join(
