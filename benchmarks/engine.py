@@ -52,6 +52,7 @@ from .drivers import (
     Run,
     install_reference,
     planner_ready,
+    use_default_timings,
     wait,
 )
 from .proxy import ProxyProcess
@@ -308,6 +309,11 @@ def main() -> None:
         help="the target scenario at 300 / 2 000 / 10 000 documents and 0 / 1 / 5 ms "
         "one-way delay, latency at each delay, and memory: one run for the whole table",
     )
+    parser.add_argument(
+        "--default-timings",
+        action="store_true",
+        help="both libraries on their default timings (without: the same short ones)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--delay-ms",
@@ -321,6 +327,8 @@ def main() -> None:
         _memory_child(*args.memory_child)
         return
     docs = 300 if args.quick else args.docs
+    if args.default_timings:
+        use_default_timings()
     if args.matrix:
         with contextlib.ExitStack() as stack:
             uri = args.uri or _embedded(stack)
@@ -404,6 +412,8 @@ def _machine(uri: str) -> Doc:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "server": "embedded" if "127.0.0.1" in uri else "given by --uri",
+        # Both libraries': the same short ones, or each its own defaults.
+        "timings": dict(TIMINGS) or "defaults",
     }
 
 

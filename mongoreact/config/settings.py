@@ -62,7 +62,7 @@ class Settings:
     concurrency: int = 5
     # Most records claimed ahead of free worker threads (0: none); used only while
     # handlers are short enough that a record claimed ahead soon gets a thread.
-    prefetch: int = 16
+    prefetch: int = 32
     globals_collection: str = "_mongoreact_globals"
     task_filter: Callable[[TaskInfo], bool] | None = None
     task_caller: Callable[[Callable[[], None]], object] | None = None
