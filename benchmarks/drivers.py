@@ -378,12 +378,7 @@ class ReferenceRun:
         self._runs = [0] * instances
         self._messages: list[list[Doc]] = [[] for _ in range(instances)]
         self._changed = threading.Condition()
-        command = [
-            "node", str(REFERENCE_DIR / "bench.mjs"), _with_database(uri, database),
-            str(concurrency), mode,
-        ]  # fmt: skip
-        if TIMINGS:  # without them, the reference runs on its defaults
-            command.append(json.dumps(_milliseconds(TIMINGS)))
+        command = reference_command(_with_database(uri, database), concurrency, mode, TIMINGS)
         self._processes = [
             subprocess.Popen(
                 command,
@@ -473,6 +468,17 @@ def _with_database(uri: str, name: str) -> str:
     rest, _, options = rest.partition("?")
     hosts = rest.split("/", 1)[0]
     return f"{scheme}://{hosts}/{name}" + (f"?{options}" if options else "")
+
+
+def reference_command(
+    uri: str, concurrency: int, mode: str, timings: Mapping[str, Any]
+) -> list[str]:
+    """The command line of one reference instance (``bench.mjs``); with no ``timings``
+    the reference runs on its own defaults."""
+    command = ["node", str(REFERENCE_DIR / "bench.mjs"), uri, str(concurrency), mode]
+    if timings:
+        command.append(json.dumps(_milliseconds(timings)))
+    return command
 
 
 def _milliseconds(timings: Mapping[str, Any]) -> dict[str, int]:

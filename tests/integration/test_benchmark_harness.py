@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from benchmarks.drivers import MongoreactRun, _kind
+from benchmarks.drivers import TIMINGS, MongoreactRun, _kind, reference_command
 from benchmarks.engine import latency, throughput
 from benchmarks.proxy import LatencyProxy, ProxyProcess
 from mongoreact.config.definition import build_definition
@@ -37,6 +38,15 @@ def test_a_throughput_run_counts_every_task_and_its_commands(mongo_uri: str) -> 
         assert {"dispatch", "worker", "finalizer"} <= set(by_thread)
         spent = sum(cost["per_task"] for cost in by_thread.values())
         assert spent == pytest.approx(library)
+
+
+def test_the_reference_gets_the_same_timings_or_runs_on_its_defaults() -> None:
+    equal = reference_command("mongodb://h/db", 5, "throughput", TIMINGS)
+    assert json.loads(equal[-1]) == {"poll_min": 20, "poll_max": 500, "batch_window": 20,
+                                     "batch_max_wait": 200, "leader_heartbeat": 500,
+                                     "leader_ttl": 5000}  # fmt: skip
+    # Given nothing, bench.mjs leaves the reference's scheduler options alone.
+    assert reference_command("mongodb://h/db", 5, "throughput", {})[-1] == "throughput"
 
 
 def test_source_reads_are_told_apart() -> None:
