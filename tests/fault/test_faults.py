@@ -32,6 +32,9 @@ def start_app(
     return app
 
 
+# The two longest scenarios (about 25 s each) run on one interpreter (tox.ini): they
+# exercise processes and the server, not what differs between Python versions.
+@pytest.mark.once
 def test_leader_and_workers_killed_during_load(
     mongo_uri: str, fault_db: Database[Doc], apps: list[AppProcess]
 ) -> None:
@@ -95,6 +98,7 @@ def test_connections_cut_repeatedly_during_load(
 SMALL_BATCHES = ("--batch-size", "100")
 
 
+@pytest.mark.once
 def test_history_lost_while_every_instance_was_down(apps: list[AppProcess]) -> None:
     # Always a small embedded server: a real oplog cannot be exhausted from a test.
     with EmbeddedServer(history_size=500) as server:

@@ -47,6 +47,10 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
+# In Chromium, once per CI run (tox.ini): the pages are the same on every interpreter.
+pytestmark = pytest.mark.once
+
+
 @pytest.fixture
 def browser() -> Iterator[Any]:
     options = Options()
