@@ -31,6 +31,12 @@ from typing import Any, Final
 CHUNK: Final = 1 << 16
 
 
+def proxy_uri(port: int, database: str = "") -> str:
+    """A MongoDB URI through a proxy listening on ``port`` (see the module's note on
+    ``directConnection``)."""
+    return f"mongodb://127.0.0.1:{port}/{database}?directConnection=true"
+
+
 class LatencyProxy:
     """Listens on a free local port and forwards to ``host:port`` after ``delay`` s."""
 
@@ -44,7 +50,7 @@ class LatencyProxy:
 
     def uri(self, database: str = "") -> str:
         """A MongoDB URI through the proxy."""
-        return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
+        return proxy_uri(self.port, database)
 
     def __enter__(self) -> LatencyProxy:
         self._thread.start()
@@ -131,7 +137,7 @@ class ProxyProcess:
 
     def uri(self, database: str = "") -> str:
         """A MongoDB URI through the proxy."""
-        return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
+        return proxy_uri(self.port, database)
 
     def __enter__(self) -> ProxyProcess:
         self._process = subprocess.Popen(
