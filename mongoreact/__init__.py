@@ -25,7 +25,13 @@ from .api import (
 from .batches import process_in_batches
 from .config.definition import CleanupPolicy, Evolution, TaskDefinition
 from .config.settings import MonitoringOptions
-from .errors import ConfigError, MongoReactError, NotStartedError, TaskConditionFailedError
+from .errors import (
+    ConfigError,
+    MongoReactError,
+    NotStartedError,
+    TaskConditionFailedError,
+    TaskLeaseLostError,
+)
 from .execution.context import TaskContext
 from .locks import Lock, LockAlreadyAcquiredError
 from .management import RetryResult
@@ -64,6 +70,7 @@ __all__ = [
     "TaskContext",
     "TaskDefinition",
     "TaskInfo",
+    "TaskLeaseLostError",
     "__version__",
     "count_tasks",
     "cron_task",

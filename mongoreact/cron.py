@@ -20,7 +20,9 @@ from typing import Final
 
 import attrs
 from bson import ObjectId
+from pymongo.errors import PyMongoError
 
+from ._retry import OUTLIVES_STOP, call_with_retry
 from ._threads import Loop, Renewal
 from .cluster.clock import ServerClock
 from .config.schedule import Schedule
@@ -97,9 +99,7 @@ class CronRunner(Loop):
         return min(max(wait, self._settings.poll_min.total_seconds()), poll_max)
 
     def _claim(self) -> tuple[CronTask, ObjectId] | None:
-        claimed = self._store.claim(
-            list(self._tasks), self._clock.now(), self._settings.instance_id, CRON_LEASE
-        )
+        claimed = self._store.claim(list(self._tasks), self._settings.instance_id, CRON_LEASE)
         if claimed is None:
             return None
         name, lock_id = claimed
@@ -118,12 +118,33 @@ class CronRunner(Loop):
         error = None
         started = time.monotonic()
         try:
-            task.handler()
-        except Exception as failure:
-            error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
-            logger.exception("cron task %s failed", task.name)
+            try:
+                task.handler()
+            except Exception as failure:
+                error = "".join(traceback.format_exception_only(type(failure), failure)).strip()
+                logger.exception("cron task %s failed", task.name)
+            logger.info("cron task %s ran in %.2fs", task.name, time.monotonic() - started)
+            self._finish(task, lock_id, error)
         finally:
+            # Renewed until the finish is written: a finish slowed down or retried past
+            # the lease would otherwise let another instance run the task again.
             renewal.stop()
             renewal.join()
-        logger.info("cron task %s ran in %.2fs", task.name, time.monotonic() - started)
-        self._store.finish(task.name, lock_id, task.next_run(self._clock.now()), error)
+
+    def _finish(self, task: CronTask, lock_id: ObjectId, error: str | None) -> None:
+        """Record the run; retried on transient errors (even while stopping: the run
+        happened), as an unrecorded run is run again once its lease expires."""
+        next_run = task.next_run(self._clock.now())
+        try:
+            call_with_retry(
+                lambda: self._store.finish(task.name, lock_id, next_run, error),
+                OUTLIVES_STOP,
+                what=f"finishing cron task {task.name}",
+                give_up_after=CRON_LEASE.total_seconds() / 2,
+            )
+        except PyMongoError as failure:
+            logger.error(
+                "cron task %s ran but its run could not be recorded (%s); it runs again "
+                "when its lease expires",
+                task.name, failure,
+            )  # fmt: skip

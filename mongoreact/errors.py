@@ -30,5 +30,19 @@ class TaskConditionFailedError(MongoReactError):
         self.doc_id = doc_id
 
 
+class TaskLeaseLostError(MongoReactError):
+    """This run no longer owns its task record: its lease expired and another worker
+    claimed the record. Raised by ``ctx.mark_completed(session=...)`` inside the
+    handler's transaction, so the transaction aborts and its writes never happen twice."""
+
+    def __init__(self, task: str, doc_id: object) -> None:
+        super().__init__(
+            f"task {task!r}: the run for document {doc_id!r} lost its lease (another worker "
+            "owns the record now); its transaction must not commit"
+        )
+        self.task = task
+        self.doc_id = doc_id
+
+
 class NotStartedError(MongoReactError):
     """An operation needs ``start()`` (or ``init()``) first."""

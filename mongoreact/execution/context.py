@@ -13,7 +13,7 @@ from ..cluster.clock import ServerClock, as_utc, utc_now
 from ..cluster.throttles import SCOPES, Throttles
 from ..config.definition import TaskDefinition
 from ..config.durations import parse_duration
-from ..errors import ConfigError, TaskConditionFailedError
+from ..errors import ConfigError, TaskConditionFailedError, TaskLeaseLostError
 from ..records import ClaimedTask
 from ..store.protocols import WorkStore
 
@@ -110,9 +110,14 @@ class TaskContext:
     def mark_completed(self, session: ClientSession | None = None) -> None:
         """Complete this task now, inside ``session``'s transaction when given: the
         business writes and the completion commit together (exactly-once effects for
-        database writes). If the transaction aborts, the run ends as the handler does."""
-        if self._run.complete(session):
-            self._run.completed = True
+        database writes). If the transaction aborts, the run ends as the handler does.
+
+        Raises ``TaskLeaseLostError`` when this run no longer owns the record (its lease
+        expired and another worker claimed it): inside a transaction that aborts it, so
+        the business writes are not committed a second time."""
+        if not self._run.complete(session):
+            raise TaskLeaseLostError(self.task, self.doc_id)
+        self._run.completed = True
 
     def defer_current(self, delay: object) -> None:
         """Run this task again later (a duration or a datetime), without counting an

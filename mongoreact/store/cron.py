@@ -53,18 +53,25 @@ class CronStore:
         return as_utc(due) if isinstance(due, dt.datetime) else None
 
     def claim(
-        self, names: list[str], now: dt.datetime, instance_id: str, lease: dt.timedelta
+        self, names: list[str], instance_id: str, lease: dt.timedelta
     ) -> tuple[str, ObjectId] | None:
         """Take the lease of one due (or requested) task of ``names`` and open its run
-        log entry; its name and the lease id, or ``None``."""
+        log entry; its name and the lease id, or ``None``.
+
+        Due and free are judged by the server's clock (``$$NOW``), never by an estimate
+        of it: a host whose clock stepped ahead must not take a lease still running."""
         lock_id = ObjectId()
         entry = {"startedAt": NOW, "finishedAt": None, "error": None,
                  "instanceId": {"$literal": instance_id}}  # fmt: skip
         document = self._collection.find_one_and_update(
             {
                 "_id": {"$in": names},
-                "$or": [{"nextRunAt": {"$lte": now}}, {"runNow": True}],
-                "lockedUntil": {"$lte": now},
+                "$expr": {
+                    "$and": [
+                        {"$lte": ["$lockedUntil", NOW]},
+                        {"$or": [{"$lte": ["$nextRunAt", NOW]}, {"$eq": ["$runNow", True]}]},
+                    ]
+                },
             },
             [{"$set": {
                 "lockId": lock_id,
@@ -88,13 +95,16 @@ class CronStore:
 
     def finish(
         self, name: str, lock_id: ObjectId, next_run: dt.datetime, error: str | None
-    ) -> None:
-        """Close the run ``lock_id`` started: release the lease, record the outcome."""
-        self._collection.update_one(
+    ) -> bool:
+        """Close the run ``lock_id`` started: release the lease, record the outcome;
+        whether the lease was still this run's (idempotent: a retry after a lost reply
+        finds its own write)."""
+        result = self._collection.update_one(
             {"_id": name, "lockId": lock_id},
             {"$set": {"lockedUntil": EPOCH, "nextRunAt": next_run, "runLog.0.error": error},
              "$currentDate": {"runLog.0.finishedAt": True}},
         )  # fmt: skip
+        return result.matched_count > 0
 
     def request_run(self, name: str) -> dt.datetime | None:
         """Ask for a run of ``name`` now; the server time of the request, or ``None`` if

@@ -261,12 +261,20 @@ QUEUE_STATS: Final[list[dict[str, Any]]] = [
 ]
 
 
+# Due (or the lease expired) by the server's own clock: ``now`` is the host's estimate
+# of it and keeps the query on the poll index, but a host whose estimate runs ahead
+# (its clock stepped, a failover to a primary whose clock is behind) must not take a
+# lease that is still running.
+DUE_ON_THE_SERVER: Final = {"$expr": {"$lte": ["$nextRunAt", NOW]}}
+
+
 def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:
     """Runnable records of ``tasks`` that are due, or whose worker's lease expired."""
     return {
         "task": {"$in": tasks},
         "nextRunAt": {"$lte": now},
         "status": {"$in": [PENDING, *ACTIVE]},
+        **DUE_ON_THE_SERVER,
     }
 
 
@@ -288,7 +296,8 @@ def claim_candidate(record: dict[str, Any]) -> dict[str, Any]:
     claimed record handed to the worker is the version that was claimed: a run never
     works on one snapshot while its finalize closes another.
     """
-    return {"_id": record["_id"], **{field: record.get(field) for field in _VERSION_FIELDS}}
+    version = {field: record.get(field) for field in _VERSION_FIELDS}
+    return {"_id": record["_id"], **version, **DUE_ON_THE_SERVER}
 
 
 def claim_update(claim_id: ObjectId, instance_id: str, lease_ms: int) -> list[dict[str, Any]]:

@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 from pymongo import MongoClient, monitoring
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect
 
 from mongoreact import ConfigError
+from mongoreact.cluster.clock import ServerClock, utc_now
+from mongoreact.cron import CronRunner, CronTask, build_cron_task
+from mongoreact.store.cron import CronStore
 
 from .conftest import EngineFactory
 from .helpers import Doc, wait_until
@@ -163,3 +167,59 @@ def test_an_instance_waits_while_another_runs_an_overdue_cron_task(
         client.close()
     # One look per poll_min (20 ms in tests) at most, not thousands.
     assert finds <= 1.0 / 0.02 + 5, finds
+
+
+class _FlakyFinish(CronStore):
+    """A cron store whose first ``finish`` reply is lost (a transient network error)."""
+
+    failures = 1
+
+    def finish(self, *args: Any, **kwargs: Any) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise AutoReconnect("connection reset (injected)")
+        return super().finish(*args, **kwargs)
+
+
+def _runner(engine: Any, store: CronStore, task: CronTask, clock: ServerClock) -> CronRunner:
+    return CronRunner(settings=engine.settings, store=store, tasks={task.name: task}, clock=clock)
+
+
+def test_a_transient_error_at_a_cron_finish_is_retried(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: the finish was not retried; the run stayed open under its lease and
+    ran again once the lease expired."""
+    engine = make_engine()
+    runs: list[int] = []
+    task = build_cron_task("nightly", "1h", lambda: runs.append(1))
+    store = _FlakyFinish(engine.database)
+    runner = _runner(engine, store, task, ServerClock())
+    runner.publish()
+    store.request_run("nightly")
+    runner.start()
+    try:
+        wait_until(lambda: (cron_doc(db, "nightly").get("runLog") or [{}])[0].get("finishedAt"))
+    finally:
+        runner.stop()
+        runner.join(5)
+    document = cron_doc(db, "nightly")
+    assert runs == [1] and store.failures == 0
+    assert document["lockedUntil"].replace(tzinfo=None) == dt.datetime(1970, 1, 1)
+
+
+def test_a_host_clock_ahead_does_not_take_a_running_cron_lease(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: claims compared the lease with the host's estimate of the server's
+    clock; a host 10 minutes ahead took a lease another instance was renewing."""
+    engine = make_engine()
+    task = build_cron_task("report", "1h", lambda: None)
+    store = CronStore(engine.database)
+    honest = _runner(engine, store, task, ServerClock())
+    honest.publish()
+    store.request_run("report")
+    assert honest._claim() is not None  # now held for CRON_LEASE (5 minutes)
+    store.request_run("report")
+    ahead = ServerClock(local_now=lambda: utc_now() + dt.timedelta(minutes=10))
+    assert _runner(engine, store, task, ahead)._claim() is None

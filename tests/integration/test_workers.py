@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from pymongo.database import Database
 
@@ -220,3 +221,25 @@ def test_max_concurrency_holds_across_instances(
     assert slots is not None and slots["holders"] == []
     attempts = [r["attempts"] for r in db.jobs_tasks.find()]
     assert attempts == [1] * 10  # records given back at the limit do not count attempts
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_a_host_clock_ahead_does_not_claim_a_running_lease(db: Database[Doc], batch: int) -> None:
+    """Regression: the claim compared the lease with the host's estimate of the server's
+    clock; a host 90 s ahead took a running task (60 s lease) right after it started."""
+    store = TaskStore(db)
+    store.ensure_indexes("jobs_tasks")
+    db.jobs_tasks.insert_one(
+        {"_id": "r1", "task": "t", "sourceDocId": 1, "status": "pending", "attempts": 0,
+         "nextRunAt": dt.datetime(2000, 1, 1)}
+    )  # fmt: skip
+    lease = dt.timedelta(seconds=60)
+    now = dt.datetime.now(dt.timezone.utc)
+    first = store.claim_many("jobs_tasks", ["t"], now=now, instance_id="a", lease=lease, limit=1)
+    assert len(first.claims) == 1
+    ahead = now + dt.timedelta(seconds=90)
+    stolen = store.claim_many(
+        "jobs_tasks", ["t"], now=ahead, instance_id="b", lease=lease, limit=batch
+    )
+    assert stolen.claims == []
+    assert db.jobs_tasks.find_one({"_id": "r1"})["claimedBy"] == "a"  # type: ignore[index]
