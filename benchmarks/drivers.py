@@ -255,7 +255,9 @@ def cpu_by_role(
 def planner_ready(db: Any, timeout: float) -> None:
     """Wait until mongoreact's leader reconciled task ``bench`` (its stream is open)."""
     wait(
-        lambda: db["_mongoreact_globals"].find_one({"_id": "planner", "reconciled": "bench"}),
+        lambda: db["_mongoreact_globals"].find_one(
+            {"_id": "planner", "reconciled": {"$regex": "^bench@"}}
+        ),
         timeout,
         "mongoreact's planner",
     )

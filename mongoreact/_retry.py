@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Final, TypeVar
 
 import tenacity
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, WTimeoutError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,7 +29,10 @@ _TRANSIENT_CODES: Final = frozenset(
 
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` is worth retrying unchanged."""
-    if isinstance(error, ConnectionFailure):  # includes AutoReconnect and NotPrimaryError
+    if isinstance(error, (ConnectionFailure, WTimeoutError)):
+        # AutoReconnect and NotPrimaryError are ConnectionFailures. A write whose majority
+        # acknowledgement timed out was applied on the primary; every library write is
+        # safe to send again.
         return True
     if isinstance(error, PyMongoError) and (
         error.has_error_label("RetryableWriteError")
@@ -64,13 +67,24 @@ def call_with_retry(
         stop=tenacity.stop_any(tenacity.stop_after_delay(give_up_after), _StopWhenSet(stop)),
         sleep=sleep,
         reraise=True,
-        before_sleep=lambda state: logger.warning(
-            "transient error during %s, retrying: %s",
-            what,
-            state.outcome.exception() if state.outcome else None,
+        before_sleep=lambda state: _log_retry(
+            what, state.outcome.exception() if state.outcome else None
         ),
     )
     return retrying(fn)
+
+
+def _log_retry(what: str, error: BaseException | None) -> None:
+    if isinstance(error, WTimeoutError):
+        # Not a blip: the replica set cannot replicate to a majority (a member down or
+        # lagging far behind). Planning and runs are held up until an operator acts.
+        logger.error(
+            "during %s: a majority of the replica set did not acknowledge a write in time "
+            "(is a data-bearing member down?); retrying: %s",
+            what, error,
+        )  # fmt: skip
+        return
+    logger.warning("transient error during %s, retrying: %s", what, error)
 
 
 class _StopWhenSet(tenacity.stop.stop_base):

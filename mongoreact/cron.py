@@ -93,7 +93,12 @@ class CronRunner(Loop):
             return 0.0
         poll_max = self._settings.poll_max.total_seconds()
         due = self._store.next_due(list(self._tasks))
-        wait = poll_max if due is None else (due - self._clock.now()).total_seconds()
+        if due is None:
+            # No document for any of them: the collection was dropped (or the database).
+            logger.warning("the cron task documents are missing; creating them again")
+            self.publish()
+            return 0.0
+        wait = (due - self._clock.now()).total_seconds()
         # A due time already past means another instance runs that task: look again
         # after poll_min, not at once (that would spin on the database).
         return min(max(wait, self._settings.poll_min.total_seconds()), poll_max)

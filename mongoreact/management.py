@@ -22,6 +22,7 @@ from bson import Timestamp
 
 from .batches import batched
 from .cluster.clock import as_utc
+from .cluster.specs import definition_from_spec, is_reconciled
 from .config.triggers import check_no_server_code
 from .errors import ConfigError
 from .records import STATUSES, TaskQueue
@@ -265,9 +266,16 @@ class TaskManager:
         (their existing documents planned); else ``None``."""
         state = self._globals.planner_state()
         position = state.get("streamTime")
-        reconciled = set(state.get("reconciled") or [])
+        done = set(state.get("reconciled") or [])
         tasks = set(self._local) or set(self.collections(None))
-        if not isinstance(position, Timestamp) or not tasks <= reconciled:
+        # Reconciled as the cluster defines each task now (its published definition).
+        published = {
+            spec.get("task"): spec for spec in self._globals.load_specs(dt.datetime(1970, 1, 1))
+        }
+        if not isinstance(position, Timestamp) or not all(
+            task in published and is_reconciled(definition_from_spec(published[task]), done)
+            for task in tasks
+        ):
             return None
         return position
 

@@ -55,6 +55,10 @@ class ClaimedTask:
     holds_slot: bool = False  # one of the task's cluster-wide max_concurrency slots
     # The source document read with its batch (execution/prefetch.py), if it was.
     prefetched: Prefetched | None = attrs.field(default=None, eq=False, repr=False)
+    # The cluster time of the claim (a bson Timestamp): the late-binding read happens at
+    # or after it, so it sees at least the version that was planned, even on a primary
+    # elected since (causal consistency; see TaskStore.reading_after).
+    read_after: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def id(self) -> Any:

@@ -56,8 +56,8 @@ class Catalogue:
                 )
                 continue
             if published.trigger_changed and definition.evolution.reconcile_on_trigger_change:
-                logger.info("task %s: trigger changed; reconciling", definition.name)
-                self._globals.mark_unreconciled([definition.name])
+                # A new trigger is a new reconciliation key: the leader reconciles it.
+                logger.info("task %s: trigger changed; it will be reconciled", definition.name)
             policy = definition.evolution.on_handler_version_change
             if published.upgraded and policy != "none":
                 count = self._tasks.reprocess(definition, failed_only=policy == "reprocess_failed")
@@ -71,19 +71,27 @@ class Catalogue:
         """Touch this instance's definitions, at most every ``SPEC_TOUCH_INTERVAL``, so
         they do not expire while it runs."""
         if time.monotonic() - self._touched > SPEC_TOUCH_INTERVAL:
-            self._globals.touch_specs([d.name for d in self._registry])
+            names = [d.name for d in self._registry]
+            if self._globals.touch_specs(names) < len(names):
+                # Deleted (the globals dropped or restored from an older backup):
+                # published again, or the leader would stop planning other instances'
+                # tasks once this one is not the leader.
+                logger.warning("published task definitions are missing; publishing again")
+                self.publish()
             self._touched = time.monotonic()
 
     def planning_registry(self) -> TaskRegistry:
         """Every task some instance registers (recently): the leader plans them all, each
-        with the newest ``handler_version``'s definition."""
+        with the published definition (the newest ``handler_version``'s, the last one
+        published among equal versions), whatever the leader registers itself: during a
+        rolling deploy an old leader plans with the new definition, not its own."""
         registry = TaskRegistry()
         local = {d.name: d for d in self._registry}
         for spec in self._globals.load_specs(self._clock.now() - SPEC_TTL):
             name = str(spec.get("task"))
             mine = local.pop(name, None)
             version = mine.evolution.handler_version if mine else 0
-            newer = int(spec.get("handlerVersion", 1)) > version
+            newer = int(spec.get("handlerVersion", 1)) >= version
             try:
                 registry.add(definition_from_spec(spec) if newer or mine is None else mine)
             except Exception:

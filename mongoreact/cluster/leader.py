@@ -17,7 +17,7 @@ from .._retry import call_with_retry, log_failure
 from .._threads import Loop
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
-from ..store.globals import GlobalsStore
+from ..store.globals import GlobalsStore, Lease
 from .clock import ServerClock
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class LeaderElector(Loop):
             raise
         if self.stopping.is_set():
             return 0.0
+        if lease.holder == self._settings.instance_id and lease.epoch != self.epoch:
+            lease = self._above_every_fence(lease)
         if lease.holder == self._settings.instance_id:
             if time.monotonic() >= asked + ttl:
                 # The renewal took longer than the lease lasts: what it granted may have
@@ -87,14 +89,28 @@ class LeaderElector(Loop):
                 return 0.0
             with self._lock:
                 # A lease that lapsed locally while this renewal was in flight counts as
-                # newly won: the planner may have seen the lapse and stopped, and must
-                # start again. Judged now, under the lock that is_leader() takes: had any
-                # is_leader() call seen the lapse, now is past _valid_until too.
-                newly = not self._leading or time.monotonic() >= self._valid_until
+                # newly won: the planner may have seen the lapse and paused. Judged now,
+                # under the lock that is_leader() takes: had any is_leader() call seen
+                # the lapse, now is past _valid_until too.
+                same_term = self._leading and lease.epoch == self.epoch
+                # A new epoch is a new term even without a local lapse (the lease
+                # document was deleted, someone else may have led in between).
+                newly = not same_term or time.monotonic() >= self._valid_until
                 self._valid_until = asked + ttl
                 self._leading = True
                 self.epoch = lease.epoch
-            if newly:
+            if newly and same_term:
+                # The epoch changes with every change of holder: nobody else led while
+                # the lease lapsed here (renewals slower than leader_ttl, an overloaded
+                # server). Planning resumes where it paused; nothing is thrown away.
+                logger.warning(
+                    "%s renewed the leader lease after it lapsed locally (renewals slower "
+                    "than leader_ttl); nobody else led meanwhile, planning resumes",
+                    self._settings.instance_id,
+                )
+                self._measurements.count("leader_lapses")
+                self._on_elected()
+            elif newly:
                 self._measurements.count("leader_elections")
                 logger.info(
                     "%s became the leader (epoch %d)", self._settings.instance_id, lease.epoch
@@ -104,6 +120,29 @@ class LeaderElector(Loop):
             self._depose(f"{lease.holder} holds the lease")
         self._on_heartbeat(self.is_leader())
         return heartbeat
+
+    def _above_every_fence(self, lease: Lease) -> Lease:
+        """A newly won ``lease`` whose epoch is not above every epoch already written
+        to the globals collection (its document was deleted or restored, the server's
+        clock went back) is moved above them; a lease lost meanwhile is returned as the
+        server has it."""
+        highest = self._store.highest_epoch()
+        if lease.epoch <= highest:
+            raised = self._store.raise_epoch(self._settings.instance_id, lease.epoch, highest)
+            if raised is None:
+                return self._store.acquire_leadership(
+                    self._settings.instance_id, self._settings.leader_ttl
+                )
+            logger.warning(
+                "the leader lease had epoch %d, not above the %d already written (its "
+                "document was deleted or restored?); moved to %d",
+                lease.epoch, highest, raised.epoch,
+            )  # fmt: skip
+            lease = raised
+        # From now on every fenced write of an older leader to the planner's state is
+        # refused, even before this leader has saved anything itself.
+        self._store.enter_epoch(lease.epoch)
+        return lease
 
     def _depose(self, reason: str) -> None:
         self._measurements.count("leader_lock_losses")

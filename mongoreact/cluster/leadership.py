@@ -37,16 +37,22 @@ Document = dict[str, Any]
 
 
 class PlanningThreads(NamedTuple):
-    """The leader's threads."""
+    """The leader's threads, started in leader ``epoch``."""
 
     reader: StreamReader
     planner: Planner
     cleaner: Cleaner
+    epoch: int
+
+    @property
+    def loops(self) -> tuple[StreamReader, Planner, Cleaner]:
+        """The threads themselves."""
+        return self.reader, self.planner, self.cleaner
 
     @property
     def is_running(self) -> bool:
         """Whether every one of them still runs."""
-        return all(loop.is_running for loop in self)
+        return all(loop.is_running for loop in self.loops)
 
 
 class Leadership:
@@ -109,7 +115,7 @@ class Leadership:
 
     def threads(self) -> dict[str, bool]:
         """The election's thread and, while leading, the leader's: name -> running."""
-        loops: list[Loop] = [self._elector, *(self._current or ())]
+        loops: list[Loop] = [self._elector, *(self._current.loops if self._current else ())]
         return {loop.name: loop.is_running for loop in loops}
 
     def is_leader(self) -> bool:
@@ -117,6 +123,11 @@ class Leadership:
         return self._elector.is_leader()
 
     def _on_elected(self) -> None:
+        current = self._current
+        if current is not None and current.is_running and current.epoch == self._elector.epoch:
+            # The same term, renewed after a local lapse: the planner paused and keeps
+            # its batches (restarting it would throw planned work away).
+            return
         self._start(self._catalogue.planning_registry())
 
     def _on_heartbeat(self, leading: bool) -> None:
@@ -143,21 +154,24 @@ class Leadership:
         """Stop planning at once; the threads finish in the background."""
         current, self._current = self._current, None
         if current is not None:
-            for loop in current:
+            for loop in current.loops:
                 loop.stop()
-            self._retired.extend(current)
+            self._retired.extend(current.loops)
 
-    def _reconcile_everything(self) -> None:
+    def _reconcile_everything(self, epoch: int) -> bool:
         """Reconcile every task from the beginning: the stream's history is gone, or a
-        watched collection's contents were replaced by a rename.
+        watched collection's contents were replaced by a rename or dropped. ``False``
+        when a later leader owns the planner's state (the caller is deposed).
 
-        Runs in the stream reader, before its position passes what it found (it has
-        logged why)."""
+        Runs in the stream reader of ``epoch``, before its position passes what it found
+        (it has logged why)."""
+        if not self._globals.reset_reconciliation(epoch=epoch):
+            return False
         logger.info("reconciling every task from the beginning")
-        self._globals.reset_reconciliation()
         current = self._current
-        if current is not None:
+        if current is not None and current.epoch == epoch:
             current.planner.request_reconciliation()
+        return True
 
     def _start(self, registry: TaskRegistry) -> None:
         settings, elector = self._settings, self._elector
@@ -195,6 +209,6 @@ class Leadership:
         )
         self._retire()
         self._retired = [loop for loop in self._retired if not loop.join(0)]
-        self._current = PlanningThreads(reader, planner, cleaner)
-        for loop in self._current:
+        self._current = PlanningThreads(reader, planner, cleaner, elector.epoch)
+        for loop in self._current.loops:
             loop.start()

@@ -35,6 +35,23 @@ def trigger_hash(definition: TaskDefinition) -> str:
     return hashlib.sha256(_json(trigger, sort_keys=True).encode()).hexdigest()
 
 
+def reconciliation_key(definition: TaskDefinition) -> str:
+    """What marks ``definition`` reconciled: its name and trigger hash. A definition
+    whose filter or watch projection changed is a different key, so neither a scan of
+    the old one (its checkpoint, its finish) nor an old leader can mark it done."""
+    return f"{definition.name}@{trigger_hash(definition)}"
+
+
+def is_reconciled(definition: TaskDefinition, done: set[str]) -> bool:
+    """Whether ``done`` (reconciliation keys) covers ``definition``: its own key, or,
+    with ``reconcile_on_trigger_change`` off, any definition of the task."""
+    if reconciliation_key(definition) in done:
+        return True
+    if definition.evolution.reconcile_on_trigger_change:
+        return False
+    return any(key.rpartition("@")[0] == definition.name for key in done)
+
+
 def spec_of(definition: TaskDefinition) -> dict[str, Any]:
     """What the leader needs to plan ``definition`` without its handler."""
     return {
@@ -48,6 +65,7 @@ def spec_of(definition: TaskDefinition) -> dict[str, Any]:
         "resetRetriesOnDataChange": definition.retry_policy.reset_retries_on_data_change,
         "triggerHash": trigger_hash(definition),
         "handlerVersion": definition.evolution.handler_version,
+        "reconcileOnTriggerChange": definition.evolution.reconcile_on_trigger_change,
         "deleteWhen": definition.cleanup_policy.delete_when,
         "keepForMs": to_milliseconds(definition.cleanup_policy.keep_for),
         "recheckMs": (
@@ -81,7 +99,10 @@ def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
             keep_for=dt.timedelta(milliseconds=int(spec.get("keepForMs", 86_400_000))),
         ),
         execution_history_limit=0,
-        evolution=Evolution(handler_version=int(spec.get("handlerVersion", 1))),
+        evolution=Evolution(
+            handler_version=int(spec.get("handlerVersion", 1)),
+            reconcile_on_trigger_change=bool(spec.get("reconcileOnTriggerChange", True)),
+        ),
         recheck_interval=(
             dt.timedelta(milliseconds=int(spec["recheckMs"])) if spec.get("recheckMs") else None
         ),

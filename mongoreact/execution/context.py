@@ -101,8 +101,9 @@ class TaskContext:
                     raise TaskConditionFailedError(self.task, self.doc_id)
                 return document
         document = self._store.fetch_source(
-            self._definition, self._claim.record, projection=projection, session=session
-        )
+            self._definition, self._claim.record, projection=projection, session=session,
+            after=self._claim.read_after,
+        )  # fmt: skip
         if document is None:
             raise TaskConditionFailedError(self.task, self.doc_id)
         return document

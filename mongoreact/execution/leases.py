@@ -43,6 +43,7 @@ class LeaseKeeper(Loop):
         self._store = store
         self._held: dict[Any, ClaimedTask] = {}
         self._lost: set[Any] = set()
+        self._finalizing: set[Any] = set()
         self._lock = threading.Lock()
 
     def hold(self, claim: ClaimedTask) -> None:
@@ -50,10 +51,22 @@ class LeaseKeeper(Loop):
         with self._lock:
             self._held[claim.claim_id] = claim
 
+    def finalizing(self, claim: ClaimedTask) -> bool:
+        """``claim``'s run is over and its result about to be written: keep renewing
+        the lease until ``release``, but stop reporting it lost (a renewal that races
+        the finalize finds the record finished, not taken). ``True`` if it had been
+        lost already (nothing is kept then)."""
+        with self._lock:
+            if claim.claim_id in self._lost:
+                return True
+            self._finalizing.add(claim.claim_id)
+            return False
+
     def release(self, claim: ClaimedTask) -> bool:
         """Stop renewing ``claim``'s lease; ``True`` if it had been lost meanwhile."""
         with self._lock:
             self._held.pop(claim.claim_id, None)
+            self._finalizing.discard(claim.claim_id)
             lost = claim.claim_id in self._lost
             self._lost.discard(claim.claim_id)
             return lost
@@ -79,9 +92,10 @@ class LeaseKeeper(Loop):
                 what="renewing task leases",
                 give_up_after=interval,
             )
+            with self._lock:
+                lost = lost & set(self._held) - self._finalizing
+                self._lost |= lost
             if lost:
-                with self._lock:
-                    self._lost |= lost & set(self._held)
                 logger.warning("lost the lease of %d running task(s)", len(lost))
                 self._measurements.count("task_lease_losses", amount=len(lost))
         if self._slots is not None:

@@ -52,7 +52,9 @@ class SourcePrefetch:
             if len(indexes) < MIN_BATCH:
                 continue
             records = [claims[i].record for i in indexes]
-            found = self._store.fetch_sources(self._registry[task], records)
+            # One claim batch: one cluster time (the newest if several came together).
+            after = max((c.read_after for c in claims if c.read_after is not None), default=None)
+            found = self._store.fetch_sources(self._registry[task], records, after=after)
             for i in indexes:
                 document = found.get(source_key(claims[i].record["sourceDocId"]))
                 filled[i] = attrs.evolve(claims[i], prefetched=Prefetched(document))

@@ -102,6 +102,7 @@ class TaskRunner:
             on_read=self._on_read,
         )
         self._leases.hold(claim)
+        lost = True  # until the run has an outcome to write
         try:
             error = self._call(definition, context)
             seconds = time.monotonic() - started
@@ -110,10 +111,13 @@ class TaskRunner:
                 definition, claim, context, state, error, duration_ms
             )
             self._measure(definition.name, outcome, seconds)
+            # The lease is still renewed while the finalize waits and is written (a slow
+            # finalize must not let another worker run the task again); from here the
+            # fenced finalize, not the renewal, says whether the claim still owns it.
+            lost = self._leases.finalizing(claim)
         finally:
-            # Stop renewing before finalizing (the finalize is fenced by the claim), so a
-            # renewal racing the finalize cannot report a lease as lost.
-            lost = self._leases.release(claim)
+            if lost:
+                self._leases.release(claim)
             self._slots.release(claim)
         if lost:
             logger.warning(
@@ -149,6 +153,7 @@ class TaskRunner:
                 else:
                     self._schedule_follow_up(answer, next_run)
             finally:
+                self._leases.release(claim)
                 on_done(result)
 
         self._finalizer.submit(claim, update, written)

@@ -21,6 +21,7 @@ COUNTERS: Final = (
     "retries",  # per task: failed runs that will be retried
     "leader_elections",  # times this instance became the leader
     "leader_lock_losses",  # times it lost the leadership while leading
+    "leader_lapses",  # leases that lapsed locally and were renewed with nobody between
     "task_lease_losses",  # runs whose task lease expired under them
     "change_stream_errors",
     "change_stream_restarts",  # streams restarted from now (history lost, unresumable)

@@ -34,6 +34,10 @@ _COUNTER_HELP: Final = {
     "retries": ("reactive_tasks_retries_total", "Failed runs that will be retried."),
     "leader_elections": ("reactive_tasks_leader_elections_total", "Leaderships won."),
     "leader_lock_losses": ("reactive_tasks_leader_lock_losses_total", "Leaderships lost."),
+    "leader_lapses": (
+        "reactive_tasks_leader_lapses_total",
+        "Leases that lapsed locally and were renewed with nobody else leading meanwhile.",
+    ),
     "task_lease_losses": ("reactive_tasks_lease_losses_total", "Runs whose task lease expired."),
     "change_stream_errors": ("reactive_tasks_change_stream_errors_total", "Change stream errors."),
     "change_stream_restarts": (

@@ -25,6 +25,7 @@ class Batch:
     deleted: dict[str, set[bytes]] = attrs.field(factory=dict)
     token: dict[str, Any] | None = None
     position_at: dt.datetime | None = None  # when the last event happened (server time)
+    cluster_time: Any = None  # the last event's cluster time (a bson Timestamp)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.ids.values())
@@ -72,6 +73,7 @@ class EventBatcher:
         self._batch.token = token
         if cluster_time is not None and hasattr(cluster_time, "as_datetime"):
             self._batch.position_at = cluster_time.as_datetime()
+            self._batch.cluster_time = cluster_time
         if self._first is None:
             self._first = now
             self._after_quiet = self._previous is None or now - self._previous >= self._window

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 from bson import ObjectId
@@ -34,7 +34,7 @@ from ..config.definition import TaskDefinition
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
 from ..store.globals import GlobalsStore
-from ..store.server import open_change_stream
+from ..store.server import PLANNED_OPERATIONS, open_change_stream
 from ..store.tasks import TaskStore
 from .event_batches import EventBatcher, id_key
 from .recheck import Rechecker
@@ -43,14 +43,39 @@ from .reconciler import Reconciler
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+T = TypeVar("T")
 
-# ChangeStreamHistoryLost (286) and the older CappedPositionLost (280): the oplog no
-# longer reaches back to the saved token.
+# ChangeStreamHistoryLost (286) and ChangeStreamFatalError (280): the oplog no longer
+# reaches back to the saved token, or the stream cannot go on from it.
 HISTORY_LOST_CODES: Final = frozenset({280, 286})
+DOCUMENT_OPERATIONS: Final = frozenset(PLANNED_OPERATIONS)
+# Events after which a watched collection holds other documents, and why.
+CONTENTS_REPLACED: Final = {
+    "rename": "was renamed (its contents replaced or moved away)",
+    "drop": "was dropped",
+    "dropDatabase": "was dropped with its database",
+}
 # Other errors that are not transient (an invalid resume token after a restore, ...) are
 # retried this many times from the same position, then handled like lost history.
 UNRESUMABLE_TRIES: Final = 5
 QUEUE_PUT_TIMEOUT: Final = 0.2
+LAPSE_PAUSE: Final = 0.05  # seconds between looks at a lapsed lease
+# $merge found no unique index on its "on" fields: the tasks collection was dropped.
+NO_UNIQUE_INDEX: Final = 51183
+
+
+def _namespace(change: Document) -> str:
+    namespace = change.get("ns") or {}
+    return ".".join(str(part) for part in (namespace.get("db"), namespace.get("coll")) if part)
+
+
+class PlanAgainError(Exception):
+    """Ends a planning pass early; the batch is kept and planned again in full at the
+    next step (planning is idempotent)."""
+
+
+class NotLeadingError(PlanAgainError):
+    """Raised inside a planning pass when the lease lapsed locally: stop writing."""
 
 
 class StreamReader(Loop):
@@ -64,7 +89,7 @@ class StreamReader(Loop):
         registry: TaskRegistry,
         globals_store: GlobalsStore,
         events: queue.Queue[tuple[str, Any]],
-        reconcile_everything: Callable[[], None],
+        reconcile_everything: Callable[[int], bool],
         measurements: Measurements,
         epoch: int,
     ) -> None:
@@ -125,36 +150,55 @@ class StreamReader(Loop):
                 self._put(("idle", token))
                 self._position = token
             return 0.0
-        if change.get("operationType") == "rename":
-            # Another collection was renamed over a watched one: its documents were
-            # replaced without a document event. Reconciliation (reset before the
-            # position passes this event) finds them.
+        operation = change.get("operationType")
+        if operation in DOCUMENT_OPERATIONS:
+            self._put(("event", change))
+        elif operation == "invalidate":
+            # The stream ends here (MongoDB ends it after some drops and renames); a
+            # new one starts after this event (start_after accepts its token).
+            logger.warning("the change stream was invalidated; opening a new one after it")
+            self._close()
+        elif operation in CONTENTS_REPLACED:
+            # A watched collection's documents were replaced or removed without a
+            # document event each. Reconciliation (reset before the position passes
+            # this event) plans what is there now and marks what is gone.
             logger.warning(
-                "%s was replaced by renaming %s over it; reconciling every task",
-                change["to"].get("coll"), change["ns"].get("coll"),
+                "%s %s; reconciling every task",
+                _namespace(change), CONTENTS_REPLACED[str(operation)],
             )  # fmt: skip
             try:
-                self._reconcile_everything()
+                if not self._reconcile_everything(self._epoch):
+                    self._superseded()
+                    return 0.0
             except BaseException:
                 self._close()  # reopened before this event, which then comes again
                 raise
-        else:
-            self._put(("event", change))
         if token is not None:
             self._position = token
         return 0.0
+
+    def _superseded(self) -> None:
+        logger.warning("a later leader writes the planner's state; this reader stops")
+        self._close()
+        self.stop()
 
     def _restart_from_now(self) -> None:
         """Forget the position the stream cannot resume from; the next stream starts
         from now and every task is reconciled (what happened in between is found)."""
         self._measurements.count("change_stream_restarts")
         # Reconciliation is reset before the position is dropped: a crash in between
-        # then retries from the old position, never opens from now unreconciled.
-        self._reconcile_everything()
+        # then retries from the old position, never opens from now unreconciled. Both
+        # writes are fenced by the epoch: a deposed reader must not abandon its
+        # successor's scan or drop the position its successor saved.
+        if not self._reconcile_everything(self._epoch):
+            self._superseded()
+            return
         # The planner must not save a position of the old stream after this: a
         # successor would resume from lost history again (and reconcile again).
         self._put(("restarted", None))
-        self._globals.forget_resume_token()
+        if not self._globals.forget_resume_token(epoch=self._epoch):
+            self._superseded()
+            return
         self._position = None
         self._failures = 0
 
@@ -223,6 +267,7 @@ class _Merged:
     ids: list[Any]
     deleted: list[Any]
     stamp: ObjectId
+    after: Any  # the cluster time its source reads were made at or after
 
 
 class Planner(Loop):
@@ -288,6 +333,20 @@ class Planner(Loop):
         self._reconcile_requested.set()
 
     def step(self) -> float:
+        try:
+            return self._step()
+        except PlanAgainError:
+            # The lease lapsed during a planning pass (it resumes once renewed), or the
+            # tasks collection was recreated: the batch is kept and planned again.
+            return 0.0
+
+    def _step(self) -> float:
+        if not self._is_leader():
+            # The lease lapsed locally (a renewal slower than leader_ttl, or the
+            # database out of reach): write nothing until it is renewed. What was taken
+            # stays in the batcher; if another instance took over, the election retires
+            # this planner and the successor replays from the saved position.
+            return min(LAPSE_PAUSE, self._settings.leader_heartbeat.total_seconds())
         busy = self._reconcile_step() or self._recheck_step()
         due = self._batcher.due_at()
         timeout = self._settings.leader_heartbeat.total_seconds()
@@ -364,8 +423,10 @@ class Planner(Loop):
             self._reconciliation = None
             self._reconcile_requested.set()
             raise
-        if finished is None:  # interrupted: lost the lease or stopping
+        if finished is None:  # interrupted: the lease lapsed, or stopping
             self._reconciliation = None
+            if not self.stopping.is_set():
+                self._reconcile_requested.set()  # resumed from its checkpoint
             return False
         if finished:
             self._reconciliation = None
@@ -397,11 +458,9 @@ class Planner(Loop):
 
     def _flush(self) -> None:
         if self.stopping.is_set() or not self._is_leader():
-            # Lost the lease: plan nothing more. The token was not saved, so the next
-            # leader replays these events.
-            logger.warning("not the leader any more; dropping an unplanned batch")
-            self._batcher.clear()
-            self.stop()
+            # Plan nothing without the lease; the batch is kept for when it is renewed
+            # (see step). If this planner is retired instead, its position was not
+            # saved past these events, so the next leader replays them.
             return
         batch = self._batcher.peek()
         planned: list[TaskDefinition] = []
@@ -410,7 +469,7 @@ class Planner(Loop):
             ids = list(ids_by_key.values())
             deleted = batch.deleted_ids(collection)
             for definition in self._registry.for_collection(collection):
-                merged += self._plan(definition, ids, deleted)
+                merged += self._plan(definition, ids, deleted, batch.cluster_time)
                 planned.append(definition)
         # The workers are woken before the records that stopped matching are marked:
         # what the merges made due is claimed meanwhile, a round trip sooner. (A claim
@@ -425,22 +484,25 @@ class Planner(Loop):
         self._idle_token = None
 
     def _plan(
-        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]
+        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any], after: Any = None
     ) -> list[_Merged]:
-        """Merge the records of ``ids``; a document whose filter or projection fails on
-        the server (a poison document) is found by bisection and parked, and the rest is
-        merged. The parts merged, for ``_mark_unmatched``."""
+        """Merge the records of ``ids``, reading their documents at or after the cluster
+        time ``after`` (the newest event's); a document whose filter or projection fails
+        on the server (a poison document) is found by bisection and parked, and the rest
+        is merged. The parts merged, for ``_mark_unmatched``."""
         try:
-            stamp = call_with_retry(
-                lambda: self._tasks.merge(definition, ids),
-                self.stopping,
-                what=f"planning {definition.name}",
+            stamp = self._retry(
+                lambda: self._tasks.merge(definition, ids, epoch=self._epoch, after=after),
+                f"planning {definition.name}",
             )
-            return [_Merged(definition, ids, deleted, stamp)]
+            return [_Merged(definition, ids, deleted, stamp, after)]
         except OperationFailure as error:
             self._measurements.count("planning_failures", definition.name)
             if is_transient(error) or self.stopping.is_set():
                 raise
+            if error.code == NO_UNIQUE_INDEX:
+                self._recreate_tasks_collection(definition)
+                raise PlanAgainError from error  # into the recreated collection
             if len(ids) > 1:
                 half = len(ids) // 2
                 gone = {id_key(i) for i in deleted}
@@ -448,7 +510,7 @@ class Planner(Loop):
                     merged
                     for part in (ids[:half], ids[half:])
                     for merged in self._plan(
-                        definition, part, [i for i in part if id_key(i) in gone]
+                        definition, part, [i for i in part if id_key(i) in gone], after
                     )
                 ]
             reason = str(error.details.get("errmsg") if error.details else error)
@@ -460,25 +522,58 @@ class Planner(Loop):
             ids[0],
             reason,
         )
-        call_with_retry(
-            lambda: self._tasks.record_planning_failure(definition, ids[0], reason),
-            self.stopping,
-            what="recording a planning failure",
+        self._retry(
+            lambda: self._tasks.record_planning_failure(
+                definition, ids[0], reason, epoch=self._epoch
+            ),
+            "recording a planning failure",
         )
         return []
+
+    def _recreate_tasks_collection(self, definition: TaskDefinition) -> None:
+        """The tasks collection lost its unique index: it was dropped (or the whole
+        database was). Its indexes are created again, and every task is reconciled:
+        the records that were waiting went with the collection, and only a scan of the
+        source documents finds their work again (every matching document then runs
+        once more, as for a new task: which versions had been handled went too)."""
+        logger.error(
+            "%s has lost its unique index (was it dropped?): recreating its indexes and "
+            "reconciling every task; matching documents run again",
+            definition.tasks_collection,
+        )
+        self._retry(
+            lambda: self._tasks.ensure_indexes(definition.tasks_collection),
+            f"recreating the indexes of {definition.tasks_collection}",
+        )
+        if not self._retry(
+            lambda: self._globals.reset_reconciliation(epoch=self._epoch),
+            "resetting reconciliation",
+        ):
+            raise NotLeadingError  # a later leader owns the planner's state
+        self.request_reconciliation()
 
     def _mark_unmatched(self, merged: list[_Merged]) -> None:
         """The second half of each planning pass (see ``TaskStore.mark_unmatched``). A
         failure leaves the batch to be planned again, both halves."""
         for part in merged:
             mark = partial(
-                self._tasks.mark_unmatched, part.definition, part.ids, part.deleted, part.stamp
-            )
-            call_with_retry(
-                mark,
-                self.stopping,
-                what=f"planning {part.definition.name}",
-            )
+                self._tasks.mark_unmatched, part.definition, part.ids, part.deleted, part.stamp,
+                epoch=self._epoch, after=part.after,
+            )  # fmt: skip
+            self._retry(mark, f"planning {part.definition.name}")
+
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()`` retried on transient errors, each try only while this planner leads
+        (``NotLeadingError`` otherwise): a deposed leader stops at once instead of
+        retrying a planning write for up to 30 s. (Its writes are fenced by the epoch
+        all the same.)"""
+
+        def attempt() -> T:
+            if not self._is_leader():
+                raise NotLeadingError
+            return fn()
+
+        return call_with_retry(attempt, self.stopping, what=what)
 
     def _save_due_in(self) -> float:
         """Seconds until the position may be saved again (0: now)."""

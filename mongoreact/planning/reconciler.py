@@ -24,6 +24,7 @@ from typing import Any
 
 from .._retry import call_with_retry
 from ..cluster.registry import TaskRegistry
+from ..cluster.specs import is_reconciled, reconciliation_key
 from ..config.definition import TaskDefinition
 from ..store.globals import GlobalsStore
 from ..store.tasks import TaskStore
@@ -63,7 +64,9 @@ class Reconciler:
         generation = self._retry(self._globals.reconciliation_generation, "reading the generation")
         done = set(self._retry(self._globals.reconciled_tasks, "reading reconciliation state"))
         for collection in self._registry.collections:
-            pending = [d for d in self._registry.for_collection(collection) if d.name not in done]
+            pending = [
+                d for d in self._registry.for_collection(collection) if not is_reconciled(d, done)
+            ]
             if pending:
                 finished = yield from self._collection(collection, pending, plan, generation)
                 if not finished:
@@ -77,7 +80,9 @@ class Reconciler:
         plan: Callable[[TaskDefinition, list[Any]], None],
         generation: int,
     ) -> Generator[bool, None, bool]:
-        names = sorted(d.name for d in definitions)
+        # Checkpoints and the finish are keyed by the definitions (name and trigger), so
+        # a changed definition never resumes or finishes an older one's scan.
+        names = sorted(reconciliation_key(d) for d in definitions)
         checkpoint = self._retry(
             partial(self._globals.load_checkpoint, collection, names, generation),
             "reading the checkpoint",
@@ -91,7 +96,7 @@ class Reconciler:
             else self._retry(self._globals.server_time, "reading the server's clock")
         )
         logger.info(
-            "reconciling %s for %s%s", collection, ", ".join(names),
+            "reconciling %s for %s%s", collection, ", ".join(d.name for d in definitions),
             " from the checkpoint" if checkpoint else "",
         )  # fmt: skip
         scanned = 0
@@ -127,15 +132,19 @@ class Reconciler:
             return False
         for definition in definitions:
             vanished = self._retry(
-                partial(self._tasks.mark_vanished, definition, started_at), "marking vanished"
+                partial(self._tasks.mark_vanished, definition, started_at, epoch=self._epoch),
+                "marking vanished",
             )
             if vanished:
                 logger.info("%s: %d record(s) whose document is gone", definition.name, vanished)
         finished = self._retry(
-            partial(self._globals.finish_reconciliation, collection, names, generation),
+            partial(
+                self._globals.finish_reconciliation, collection, names, generation,
+                epoch=self._epoch,
+            ),
             "finishing",
-        )
-        if not finished:  # only refused when the generation moved on
+        )  # fmt: skip
+        if not finished:  # the generation moved on, or a later leader took over
             _log_abandoned()
             return False
         logger.info("reconciled %s: %d documents", collection, scanned)

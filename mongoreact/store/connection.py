@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Final
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -77,6 +77,13 @@ class Connection:
         return library_database(client, name)
 
 
+# How long a write waits for a majority to acknowledge it. Without a bound, a replica
+# set that has lost its majority of data-bearing members (a primary, a secondary that is
+# down, an arbiter) blocks every library write for ever, with no error and no log; with
+# it the write fails (WTimeoutError), is logged at ERROR naming the cause and is retried.
+MAJORITY_WAIT_MS: Final = 10_000
+
+
 def library_database(client: MongoClient[Document], name: str) -> Database[Document]:
     """Database ``name`` as mongoreact uses it, whatever the client's own settings.
 
@@ -90,6 +97,6 @@ def library_database(client: MongoClient[Document], name: str) -> Database[Docum
     return client.get_database(
         name,
         read_preference=ReadPreference.PRIMARY,
-        write_concern=WriteConcern("majority"),
+        write_concern=WriteConcern("majority", wtimeout=MAJORITY_WAIT_MS),
         read_concern=ReadConcern("majority"),
     )

@@ -51,11 +51,23 @@ class Lease:
     epoch: int
 
 
+def _lease(document: Document) -> Lease:
+    return Lease(
+        holder=document.get("instanceId"),
+        expires_at=as_utc(document["expiresAt"]),
+        epoch=int(document.get("epoch", 0)),
+    )
+
+
 def _acquire_pipeline(instance_id: str, ttl_ms: int) -> list[Document]:
     # Taken or renewed only if free, expired or already ours, judged by the server's
     # clock ($$NOW). The epoch grows on every change of holder, a fencing token for
-    # whatever the leader writes.
+    # whatever the leader writes. It is at least the server's clock in milliseconds, so
+    # it keeps growing when the lease document was deleted or restored from a backup
+    # (an epoch counted from 1 again would be refused by every fence for good);
+    # ``highest_epoch`` covers a server clock that went back.
     me = {"$literal": instance_id}
+    next_epoch = {"$max": [{"$add": [{"$ifNull": ["$epoch", 0]}, 1]}, {"$toLong": NOW}]}
     return [
         {
             "$set": {
@@ -73,7 +85,7 @@ def _acquire_pipeline(instance_id: str, ttl_ms: int) -> list[Document]:
                 "epoch": {
                     "$cond": [
                         {"$and": ["$_ours", "$_new"]},
-                        {"$add": [{"$ifNull": ["$epoch", 0]}, 1]},
+                        next_epoch,
                         {"$ifNull": ["$epoch", 0]},
                     ]
                 },
@@ -101,11 +113,26 @@ class GlobalsStore:
             return_document=ReturnDocument.AFTER,
         )
         assert document is not None  # upsert with ReturnDocument.AFTER
-        return Lease(
-            holder=document.get("instanceId"),
-            expires_at=as_utc(document["expiresAt"]),
-            epoch=int(document.get("epoch", 0)),
+        return _lease(document)
+
+    def highest_epoch(self) -> int:
+        """The highest leader epoch any fenced write in the globals collection carries
+        (the saved stream position, reconciliation state and checkpoints)."""
+        found = self._collection.find_one(
+            {"leaderEpoch": {"$type": "number"}}, {"leaderEpoch": 1}, sort=[("leaderEpoch", -1)]
         )
+        return int(found["leaderEpoch"]) if found else 0
+
+    def raise_epoch(self, instance_id: str, epoch: int, above: int) -> Lease | None:
+        """Move the lease ``instance_id`` holds in ``epoch`` to an epoch above ``above``
+        (the lease document was restored or deleted, or the server's clock went back);
+        ``None`` if the lease is not in that state any more."""
+        document = self._collection.find_one_and_update(
+            {"_id": LEADER_ID, "instanceId": instance_id, "epoch": epoch},
+            {"$set": {"epoch": above + 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if document is None else _lease(document)
 
     def release_leadership(self, instance_id: str) -> None:
         """Give the lease up now so another instance need not wait for it to expire."""
@@ -162,7 +189,8 @@ class GlobalsStore:
             return self._collection.update_one(query, update).matched_count == 1
 
     def reconciled_tasks(self) -> list[str]:
-        """Names of the tasks whose reconciliation has completed."""
+        """Reconciliation keys (``specs.reconciliation_key``) of the task definitions
+        whose reconciliation has completed."""
         document = self._collection.find_one({"_id": PLANNER_ID}, {"reconciled": 1})
         names = document.get("reconciled") if document else None
         return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
@@ -222,30 +250,53 @@ class GlobalsStore:
         fences = {"leaderEpoch": epoch, "generation": generation}
         return self._fenced_upsert(_checkpoint_id(collection), fences, update)
 
-    def finish_reconciliation(self, collection: str, tasks: list[str], generation: int) -> bool:
-        """Mark ``tasks`` reconciled and drop the collection's checkpoint, unless the
-        generation moved on meanwhile (``False``: the history was lost during the scan,
-        which must then start again)."""
+    def finish_reconciliation(
+        self, collection: str, tasks: list[str], generation: int, *, epoch: int
+    ) -> bool:
+        """Mark ``tasks`` (reconciliation keys) reconciled and drop the collection's
+        checkpoint, unless the generation moved on meanwhile or a later leader has
+        written its own state (``False``: the scan must start again, or is not ours)."""
         marked = self._collection.update_one(
-            {"_id": PLANNER_ID, "reconcileGeneration": generation},
+            {
+                "_id": PLANNER_ID,
+                "reconcileGeneration": generation,
+                "leaderEpoch": {"$not": {"$gt": epoch}},
+            },
             {"$addToSet": {"reconciled": {"$each": tasks}}, "$currentDate": {"reconciledAt": True}},
         ).matched_count
         if marked:
             self._collection.delete_one(
-                {"_id": _checkpoint_id(collection), "generation": generation}
+                {"_id": _checkpoint_id(collection), "generation": generation, "tasks": tasks}
             )
         return bool(marked)
 
-    def reset_reconciliation(self) -> None:
+    def reset_reconciliation(self, *, epoch: int) -> bool:
         """Have every task reconciled again, from the beginning (the change history was
         lost). Starts a new generation: scans of the old one can no longer checkpoint
-        usefully or mark anything reconciled."""
-        self._collection.update_one(
-            {"_id": PLANNER_ID},
-            {"$unset": {"reconciled": ""}, "$inc": {"reconcileGeneration": 1}},
-            upsert=True,
+        usefully or mark anything reconciled. Fenced by the leader ``epoch`` (``False``:
+        a later leader owns the planner's state, nothing written)."""
+        update: list[Document] = [
+            {
+                "$set": {
+                    "reconcileGeneration": {"$add": [{"$ifNull": ["$reconcileGeneration", 0]}, 1]},
+                    "leaderEpoch": {"$max": [{"$ifNull": ["$leaderEpoch", 0]}, epoch]},
+                }
+            },
+            {"$unset": ["reconciled"]},
+        ]
+        if not self._fenced_upsert(PLANNER_ID, {"leaderEpoch": epoch}, update):
+            return False
+        self._collection.delete_many(
+            {"_id": {"$regex": "^" + _CHECKPOINT_PREFIX}, "leaderEpoch": {"$not": {"$gt": epoch}}}
         )
-        self._collection.delete_many({"_id": {"$regex": "^" + _CHECKPOINT_PREFIX}})
+        return True
+
+    def enter_epoch(self, epoch: int) -> bool:
+        """Stamp the planner's state with a new leader ``epoch`` when its term begins,
+        so that from then on every fenced write of an older leader is refused, even
+        before this one has saved anything; ``False`` if a later epoch is there."""
+        update = [{"$set": {"leaderEpoch": {"$max": [{"$ifNull": ["$leaderEpoch", 0]}, epoch]}}}]
+        return self._fenced_upsert(PLANNER_ID, {"leaderEpoch": epoch}, update)
 
     def server_time(self) -> dt.datetime:
         """The server's clock now (``hello``'s ``localTime``, from the primary)."""
@@ -280,20 +331,16 @@ class GlobalsStore:
             upgraded=bool(won) and theirs < mine,
         )
 
-    def touch_specs(self, tasks: list[str]) -> None:
-        """Note that an instance still registers ``tasks``."""
-        self._collection.update_many(
+    def touch_specs(self, tasks: list[str]) -> int:
+        """Note that an instance still registers ``tasks``; how many were found."""
+        return self._collection.update_many(
             {"_id": {"$in": [_SPEC_PREFIX + t for t in tasks]}}, {"$currentDate": {"seenAt": True}}
-        )
+        ).matched_count
 
     def load_specs(self, seen_since: dt.datetime) -> list[Document]:
         """Specs some instance registered at or after ``seen_since``."""
         query = {"_id": {"$regex": "^" + _SPEC_PREFIX}, "seenAt": {"$gte": seen_since}}
         return list(self._collection.find(query))
-
-    def mark_unreconciled(self, tasks: list[str]) -> None:
-        """Have ``tasks`` reconciled again (their trigger changed)."""
-        self._collection.update_one({"_id": PLANNER_ID}, {"$pull": {"reconciled": {"$in": tasks}}})
 
     def last_cleanup(self) -> dt.datetime | None:
         """When a cleanup last completed anywhere in the cluster."""
@@ -386,9 +433,17 @@ class GlobalsStore:
         """The planner document (stream position, reconciliation, cleanup)."""
         return self._collection.find_one({"_id": PLANNER_ID}) or {}
 
-    def forget_resume_token(self) -> None:
-        """Drop the stored position (after the server lost the history behind it)."""
-        self._collection.update_one({"_id": PLANNER_ID}, {"$unset": {"resumeToken": ""}})
+    def forget_resume_token(self, *, epoch: int) -> bool:
+        """Drop the stored position (after the server lost the history behind it);
+        fenced by the leader ``epoch`` (``False``: a later leader's state, kept)."""
+        result = self._collection.update_one(
+            {"_id": PLANNER_ID, "leaderEpoch": {"$not": {"$gt": epoch}}},
+            {"$unset": {"resumeToken": ""}, "$max": {"leaderEpoch": epoch}},
+        )
+        return (
+            result.matched_count > 0
+            or self._collection.count_documents({"_id": PLANNER_ID}, limit=1) == 0
+        )
 
 
 _CHECKPOINT_PREFIX: Final = "reconcile:"

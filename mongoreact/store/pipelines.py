@@ -43,15 +43,23 @@ ORPHAN_INDEX: Final = IndexModel(
 )
 
 
+def epoch_fence(epoch: int) -> dict[str, Any]:
+    """Matches records no leader after ``epoch`` has planned: a deposed leader's late
+    planning write (retried over a stall, or read before its successor's) must not
+    overwrite what its successor planned."""
+    return {"planEpoch": {"$not": {"$gt": epoch}}}
+
+
 def planning_pipeline(
-    definition: TaskDefinition, ids: list[Any], stamp: ObjectId
+    definition: TaskDefinition, ids: list[Any], stamp: ObjectId, epoch: int
 ) -> list[dict[str, Any]]:
     """Plan ``definition`` for the source documents ``ids`` in one server-side pass.
 
     Documents that match the filter get their snapshot computed and merged into the
     tasks collection: a new record is ``pending`` after the debounce; an existing one
     runs again only when its snapshot changed (or it had stopped matching). Every merged
-    record is stamped with ``stamp`` so the caller can tell which ids did not match.
+    record is stamped with ``stamp`` so the caller can tell which ids did not match,
+    and with the leader ``epoch``: a record a later leader planned is left as it is.
     """
     match: dict[str, Any] = {"_id": {"$in": ids}}
     if definition.filter is not None:
@@ -74,6 +82,7 @@ def planning_pipeline(
                 "nextRunAt": due,
                 "dueAt": due,
                 "planStamp": {"$literal": stamp},
+                "planEpoch": {"$literal": epoch},
                 "plannedAt": NOW,
             }
         },
@@ -95,6 +104,7 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
     # unhandled change, which dueAt (= that change + debounce) already includes once.
     slack = definition.max_debounce_ms - definition.debounce_ms
     return [
+        {"$set": {"_old": "$$ROOT"}},
         {
             "$set": {
                 "_changed": {
@@ -113,6 +123,7 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
                 "matched": True,
                 "sourceDeletedAt": None,
                 "planStamp": "$$new.planStamp",
+                "planEpoch": "$$new.planEpoch",
                 "plannedAt": "$$new.plannedAt",
                 "status": _if(changed, _if("$_active", PROCESSING_DIRTY, PENDING), "$status"),
                 "updatedAt": _if(changed, "$$new.updatedAt", "$updatedAt"),
@@ -138,17 +149,30 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
             }
         },
         {"$unset": ["_changed", "_active", "_unhandled", "planningError"]},
+        # Fenced: a record a later leader planned stays exactly as it was.
+        {
+            "$replaceWith": {
+                "$cond": [
+                    {"$gt": [{"$ifNull": ["$_old.planEpoch", 0]}, "$$new.planEpoch"]},
+                    "$_old",
+                    "$$ROOT",
+                ]
+            }
+        },
+        {"$unset": ["_old"]},
     ]
 
 
 def unmatched_filter(
-    task: str, ids: list[Any], deleted: list[Any], stamp: ObjectId
+    task: str, ids: list[Any], deleted: list[Any], stamp: ObjectId, epoch: int
 ) -> dict[str, Any]:
-    """Records of ``ids`` the last planning pass did not stamp, not yet marked as such."""
+    """Records of ``ids`` the last planning pass did not stamp, not yet marked as such
+    (and not planned by a leader after ``epoch``)."""
     return {
         "task": task,
         "sourceDocId": {"$in": ids},
         "planStamp": {"$ne": stamp},
+        **epoch_fence(epoch),
         "$or": [
             {"matched": {"$ne": False}},
             {"sourceDocId": {"$in": deleted}, "sourceDeletedAt": None},
@@ -156,12 +180,13 @@ def unmatched_filter(
     }
 
 
-def unmatched_update(deleted: list[Any]) -> list[dict[str, Any]]:
+def unmatched_update(deleted: list[Any], epoch: int) -> list[dict[str, Any]]:
     """Record that a source document stopped matching, or is gone (``deleted``)."""
     return [
         {
             "$set": {
                 "matched": False,
+                "planEpoch": {"$literal": epoch},
                 "sourceDeletedAt": _if(
                     {"$in": ["$sourceDocId", {"$literal": deleted}]},
                     {"$ifNull": ["$sourceDeletedAt", NOW]},
@@ -172,7 +197,7 @@ def unmatched_update(deleted: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def planning_failure_update(error: str, stamp: ObjectId) -> list[dict[str, Any]]:
+def planning_failure_update(error: str, stamp: ObjectId, epoch: int) -> list[dict[str, Any]]:
     """Mark a record as failed to plan (creating it if needed). A running record keeps
     its status and lease, so its worker can still finalize; it only notes the error."""
     active = "$_active"
@@ -182,6 +207,7 @@ def planning_failure_update(error: str, stamp: ObjectId) -> list[dict[str, Any]]
             "$set": {
                 "planningError": {"$literal": error},
                 "planStamp": stamp,
+                "planEpoch": {"$literal": epoch},
                 "plannedAt": NOW,  # the document exists: reconciliation reached it
                 "status": _if(active, "$status", FAILED),
                 "nextRunAt": _if(active, "$nextRunAt", None),
@@ -230,7 +256,7 @@ def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, 
     return query
 
 
-def vanished_filter(task: str, scan_started_at: dt.datetime) -> dict[str, Any]:
+def vanished_filter(task: str, scan_started_at: dt.datetime, epoch: int) -> dict[str, Any]:
     """Records a finished reconciliation did not reach: their source no longer exists.
 
     Both times are the server's (``plannedAt`` is ``$$NOW`` of the planning write, the
@@ -240,10 +266,13 @@ def vanished_filter(task: str, scan_started_at: dt.datetime) -> dict[str, Any]:
         "task": task,
         "matched": {"$ne": False},
         "plannedAt": {"$not": {"$gte": scan_started_at}},
+        **epoch_fence(epoch),
     }
 
 
-VANISHED_UPDATE: Final = [{"$set": {"matched": False, "sourceDeletedAt": NOW}}]
+def vanished_update(epoch: int) -> list[dict[str, Any]]:
+    """Record that a source document is gone (a reconciliation did not find it)."""
+    return [{"$set": {"matched": False, "sourceDeletedAt": NOW, "planEpoch": {"$literal": epoch}}}]
 
 
 STATUS_COUNTS: Final[list[dict[str, Any]]] = [

@@ -49,7 +49,7 @@ class WorkStore(LeaseStore, Protocol):
         ...
 
     def fetch_sources(
-        self, definition: TaskDefinition, records: list[Document]
+        self, definition: TaskDefinition, records: list[Document], *, after: Any = None
     ) -> dict[Any, Document]:
         """The late-binding read of several records of one task, by source ``_id``."""
         ...
@@ -71,6 +71,7 @@ class WorkStore(LeaseStore, Protocol):
         *,
         projection: Any = None,
         session: ClientSession | None = None,
+        after: Any = None,
     ) -> Document | None:
         """The source document if it still qualifies for ``record``'s run."""
         ...

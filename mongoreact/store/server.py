@@ -65,17 +65,18 @@ def hello(database: Database[Document]) -> Document:
 
 def stream_pipeline(collections: list[str]) -> list[Document]:
     """Only the operations and collections planning needs, and only ids from them; and
-    renames onto a watched collection (``$out`` does one), which replace its contents
-    without a document event."""
+    the events that change a watched collection's contents without a document event:
+    a rename onto it (``$out`` does one) or away from it, its drop, the database's
+    drop. (An ``invalidate`` always comes through.)"""
+    watched = {"$in": collections}
     return [
         {
             "$match": {
                 "$or": [
-                    {
-                        "operationType": {"$in": list(PLANNED_OPERATIONS)},
-                        "ns.coll": {"$in": collections},
-                    },
-                    {"operationType": "rename", "to.coll": {"$in": collections}},
+                    {"operationType": {"$in": list(PLANNED_OPERATIONS)}, "ns.coll": watched},
+                    {"operationType": "rename", "to.coll": watched},
+                    {"operationType": {"$in": ["rename", "drop"]}, "ns.coll": watched},
+                    {"operationType": "dropDatabase"},
                 ]
             }
         },

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
 from collections.abc import Iterator
 from typing import Any, Final
 
-from bson import ObjectId
+from bson import ObjectId, Timestamp
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
@@ -62,24 +63,58 @@ class TaskStore:
         ]
         self._db[tasks_collection].create_indexes(indexes)
 
-    def plan(self, definition: TaskDefinition, ids: list[Any], deleted: list[Any]) -> int:
+    def plan(
+        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any], *, epoch: int = 0
+    ) -> int:
         """Plan ``definition`` for source ``ids`` (``deleted`` among them are gone):
         ``merge``, then ``mark_unmatched``. Returns how many records were marked."""
-        return self.mark_unmatched(definition, ids, deleted, self.merge(definition, ids))
+        stamp = self.merge(definition, ids, epoch=epoch)
+        return self.mark_unmatched(definition, ids, deleted, stamp, epoch=epoch)
 
-    def merge(self, definition: TaskDefinition, ids: list[Any]) -> ObjectId:
+    @contextlib.contextmanager
+    def reading_after(self, after: Timestamp | None) -> Iterator[ClientSession | None]:
+        """A causally consistent session whose reads see everything up to the cluster
+        time ``after`` (``None``: no session, nothing to wait for).
+
+        Reads already go to the primary with the "majority" read concern, but right
+        after a failover the new primary's majority snapshot can still be older than a
+        write the old one acknowledged: a read then saw a document older than the
+        change event being planned, or than the version a worker claimed. With
+        ``afterClusterTime`` the server waits until its snapshot has caught up.
+        """
+        if after is None:
+            yield None
+            return
+        with self._db.client.start_session(causal_consistency=True) as session:
+            session.advance_operation_time(after)
+            yield session
+
+    def merge(
+        self,
+        definition: TaskDefinition,
+        ids: list[Any],
+        *,
+        epoch: int,
+        after: Timestamp | None = None,
+    ) -> ObjectId:
         """The first half of planning: upsert the records of the documents of ``ids``
         that match the filter, stamped with the returned planning stamp.
+
+        Every planning write is fenced by the leader ``epoch``: a record a later
+        leader has planned is not changed (see ``pipelines.epoch_fence``). The source
+        documents are read at or after ``after``, the cluster time of the newest change
+        event planned (see ``reading_after``).
 
         The ``$merge`` is retried on a duplicate-key race: two merges inserting the same
         (task, sourceDocId) at once (MongoDB does not retry that itself).
         """
         stamp = ObjectId()
         source = self._db[definition.collection]
-        pipeline = pipelines.planning_pipeline(definition, ids, stamp)
+        pipeline = pipelines.planning_pipeline(definition, ids, stamp, epoch)
         for attempt in range(3):
             try:
-                source.aggregate(pipeline).close()
+                with self.reading_after(after) as session:
+                    source.aggregate(pipeline, session=session).close()
                 break
             except (DuplicateKeyError, OperationFailure) as error:
                 if error.code != 11000 or attempt == 2:
@@ -87,7 +122,14 @@ class TaskStore:
         return stamp
 
     def mark_unmatched(
-        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any], stamp: ObjectId
+        self,
+        definition: TaskDefinition,
+        ids: list[Any],
+        deleted: list[Any],
+        stamp: ObjectId,
+        *,
+        epoch: int,
+        after: Timestamp | None = None,
     ) -> int:
         """The second half of planning, after the ``merge`` that gave ``stamp`` over
         ``ids``: mark the records it did not stamp whose source document is gone or no
@@ -100,33 +142,44 @@ class TaskStore:
         is asked which of the unstamped ones really do not match.
         """
         tasks = self._db[definition.tasks_collection]
-        query = pipelines.unmatched_filter(definition.name, ids, deleted, stamp)
+        query = pipelines.unmatched_filter(definition.name, ids, deleted, stamp, epoch)
         unstamped = [r["sourceDocId"] for r in tasks.find(query, {"sourceDocId": 1})]
         if not unstamped:
             return 0
         source: dict[str, Any] = {"_id": {"$in": unstamped}}
         if definition.filter is not None:
             source = {"$and": [source, definition.filter]}
-        matching = {
-            source_key(d["_id"]) for d in self._db[definition.collection].find(source, {"_id": 1})
-        }
+        with self.reading_after(after) as session:
+            found = self._db[definition.collection].find(source, {"_id": 1}, session=session)
+            matching = {source_key(d["_id"]) for d in found}
         gone = [i for i in unstamped if source_key(i) not in matching]
         if not gone:
             return 0
+        # The marking is fenced by the epoch, so between the read of the source above
+        # and this write only this leader's own (later, sequential) passes can have
+        # planned these records: a successor's re-plan of a document that came back
+        # stamps a later epoch, and this update then leaves it alone.
         result = tasks.update_many(
-            pipelines.unmatched_filter(definition.name, gone, deleted, stamp),
-            pipelines.unmatched_update(deleted),
+            pipelines.unmatched_filter(definition.name, gone, deleted, stamp, epoch),
+            pipelines.unmatched_update(deleted, epoch),
         )
         return result.modified_count
 
-    def record_planning_failure(self, definition: TaskDefinition, doc_id: Any, error: str) -> None:
+    def record_planning_failure(
+        self, definition: TaskDefinition, doc_id: Any, error: str, *, epoch: int
+    ) -> bool:
         """Park a document whose filter or projection fails on the server: its record
-        is ``failed`` with the error, until the document changes and plans cleanly."""
-        self._db[definition.tasks_collection].update_one(
-            {"task": definition.name, "sourceDocId": doc_id},
-            pipelines.planning_failure_update(error, ObjectId()),
-            upsert=True,
-        )
+        is ``failed`` with the error, until the document changes and plans cleanly.
+        ``False`` when a later leader has planned the record (nothing written)."""
+        try:
+            self._db[definition.tasks_collection].update_one(
+                {"task": definition.name, "sourceDocId": doc_id, **pipelines.epoch_fence(epoch)},
+                pipelines.planning_failure_update(error, ObjectId(), epoch),
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # the record exists with a later epoch: the upsert's insert clashed
+        return True
 
     def delete_orphans(
         self, definition: TaskDefinition, cutoff: dt.datetime, batch_size: int
@@ -140,12 +193,14 @@ class TaskStore:
         # The filter again: a record may have been re-planned since it was read.
         return tasks.delete_many({"_id": {"$in": ids}, **query}).deleted_count
 
-    def mark_vanished(self, definition: TaskDefinition, scan_started_at: dt.datetime) -> int:
+    def mark_vanished(
+        self, definition: TaskDefinition, scan_started_at: dt.datetime, *, epoch: int
+    ) -> int:
         """After a complete reconciliation: records last planned before the scan began
         (server time) that it did not reach have lost their source."""
         result = self._db[definition.tasks_collection].update_many(
-            pipelines.vanished_filter(definition.name, scan_started_at),
-            pipelines.VANISHED_UPDATE,
+            pipelines.vanished_filter(definition.name, scan_started_at, epoch),
+            pipelines.vanished_update(epoch),
         )
         return result.modified_count
 
@@ -256,15 +311,20 @@ class TaskStore:
     ) -> ClaimedTask | None:
         """Take the most overdue runnable record of ``tasks``, or ``None``."""
         claim_id = ObjectId()
-        record = self._db[tasks_collection].find_one_and_update(
-            pipelines.claim_filter(tasks, now),
-            pipelines.claim_update(claim_id, instance_id, to_milliseconds(lease)),
-            sort=pipelines.CLAIM_SORT,
-            return_document=ReturnDocument.AFTER,
-        )
+        with self._db.client.start_session(causal_consistency=True) as session:
+            record = self._db[tasks_collection].find_one_and_update(
+                pipelines.claim_filter(tasks, now),
+                pipelines.claim_update(claim_id, instance_id, to_milliseconds(lease)),
+                sort=pipelines.CLAIM_SORT,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
         if record is None:
             return None
-        return ClaimedTask(record=record, claim_id=claim_id, tasks_collection=tasks_collection)
+        return ClaimedTask(
+            record=record, claim_id=claim_id, tasks_collection=tasks_collection,
+            read_after=session.operation_time,
+        )  # fmt: skip
 
     def claim_many(
         self,
@@ -295,10 +355,28 @@ class TaskStore:
                 tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease
             )
             return BatchClaim([] if claim is None else [claim])
+        with self._db.client.start_session(causal_consistency=True) as session:
+            return self._claim_many(
+                tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease,
+                limit=limit, spread=spread, session=session,
+            )  # fmt: skip
+
+    def _claim_many(
+        self,
+        tasks_collection: str,
+        tasks: list[str],
+        *,
+        now: dt.datetime,
+        instance_id: str,
+        lease: dt.timedelta,
+        limit: int,
+        spread: int,
+        session: ClientSession,
+    ) -> BatchClaim:
         collection = self._db[tasks_collection]
         query = pipelines.claim_filter(tasks, now)
-        read = collection.find(query).sort(pipelines.CLAIM_SORT).limit(limit * spread)
-        candidates = list(read)
+        read = collection.find(query, session=session)
+        candidates = list(read.sort(pipelines.CLAIM_SORT).limit(limit * spread))
         if len(candidates) > limit:
             chosen = sorted(random.sample(range(len(candidates)), limit))
             candidates = [candidates[i] for i in chosen]
@@ -315,6 +393,7 @@ class TaskStore:
                 for record, claim_id in zip(candidates, claim_ids, strict=True)
             ],
             ordered=False,
+            session=session,
         )
         won = list(zip(candidates, claim_ids, strict=True))
         lost = len(candidates) - result.modified_count
@@ -322,7 +401,9 @@ class TaskStore:
             held = {
                 d["_id"]
                 for d in collection.find(
-                    pipelines.fence_many([r["_id"] for r in candidates], claim_ids), {"_id": 1}
+                    pipelines.fence_many([r["_id"] for r in candidates], claim_ids),
+                    {"_id": 1},
+                    session=session,
                 )
             }
             won = [(record, claim_id) for record, claim_id in won if record["_id"] in held]
@@ -331,6 +412,7 @@ class TaskStore:
                 record=pipelines.claimed(record, claim_id, instance_id, now, lease_ms),
                 claim_id=claim_id,
                 tasks_collection=tasks_collection,
+                read_after=session.operation_time,
             )
             for record, claim_id in won
         ]
@@ -439,14 +521,19 @@ class TaskStore:
         *,
         projection: Any = None,
         session: ClientSession | None = None,
+        after: Timestamp | None = None,
     ) -> Document | None:
-        """The late-binding read: the source document if it still qualifies."""
-        return self._db[definition.collection].find_one(
-            pipelines.late_binding_query(definition, record), projection, session=session
-        )
+        """The late-binding read: the source document if it still qualifies. Read at or
+        after ``after`` (the claim's cluster time) unless inside the caller's
+        ``session``, whose transaction decides what it sees."""
+        query = pipelines.late_binding_query(definition, record)
+        if session is not None:
+            return self._db[definition.collection].find_one(query, projection, session=session)
+        with self.reading_after(after) as causal:
+            return self._db[definition.collection].find_one(query, projection, session=causal)
 
     def fetch_sources(
-        self, definition: TaskDefinition, records: list[Document]
+        self, definition: TaskDefinition, records: list[Document], *, after: Any = None
     ) -> dict[Any, Document]:
         """The late-binding read of several records of one task in one query: their
         source documents that still qualify, by ``_id`` (unhashable ids by ``repr``)."""
@@ -458,10 +545,9 @@ class TaskStore:
                 {"$or": [pipelines.late_binding_query(definition, r) for r in records]},
             ]
         }
-        return {
-            source_key(document["_id"]): document
-            for document in self._db[definition.collection].find(query)
-        }
+        with self.reading_after(after) as session:
+            found = self._db[definition.collection].find(query, session=session)
+            return {source_key(document["_id"]): document for document in found}
 
     def scan_ids(
         self, collection: str, after: Any, limit: int, where: Document | None = None
@@ -494,5 +580,5 @@ class TaskStore:
     def validate_definition(self, definition: TaskDefinition) -> None:
         """Have the server parse the whole planning pipeline (filter and watch
         projection), reading no document."""
-        pipeline = pipelines.planning_pipeline(definition, [], ObjectId())[:-1]
+        pipeline = pipelines.planning_pipeline(definition, [], ObjectId(), 0)[:-1]
         self._db[definition.collection].aggregate([*pipeline, {"$limit": 1}]).close()

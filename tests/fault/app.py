@@ -4,7 +4,10 @@ Run as ``python -m tests.fault.app --uri URI --database DB --instance NAME``. Th
 records each run (with its claim id and pid) in ``runs`` before doing its "work", so a
 run cut short by a kill is still counted. With ``--versions`` the task watches the
 item's ``v`` and each run records the version it read through ``get_document()``;
-``--fail-percent`` makes that share of runs fail (and be retried).
+``--fail-percent`` makes that share of runs fail (and be retried). With
+``--transactional`` the handler's effect is a write in ``effects`` (one document per item
+and version, counted) committed together with the task's completion
+(``ctx.mark_completed(session=...)``): each effect must be counted exactly once.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-pause-ms", type=int, default=0)
     parser.add_argument("--versions", action="store_true")
     parser.add_argument("--fail-percent", type=float, default=0.0)
+    parser.add_argument("--transactional", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -43,8 +47,26 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(threadName)s %(name)s %(message)s",
     )
     client: MongoClient[dict[str, Any]] = MongoClient(args.uri)
-    runs = client[args.database].runs
+    runs, effects = client[args.database].runs, client[args.database].effects
     work = threading.Event()  # never set: the handler's "work" is a timed wait
+
+    def transactional(ctx: TaskContext) -> None:
+        def effect(session: Any) -> None:
+            version = ctx.get_document(session=session).get("v")
+            runs.insert_one(  # outside the transaction: counted even when it aborts
+                {"docId": ctx.doc_id, "claimId": ctx.record["claimId"], "pid": os.getpid(),
+                 "v": version}
+            )  # fmt: skip
+            effects.update_one(
+                {"_id": f"{ctx.doc_id}:{version}"}, {"$inc": {"count": 1}}, upsert=True,
+                session=session,
+            )  # fmt: skip
+            work.wait(args.handler_ms / 1000)
+            if random.random() * 100 < args.fail_percent:
+                raise RuntimeError("a failure the retry policy absorbs")
+            ctx.mark_completed(session=session)
+
+        engine.with_transaction(effect)
 
     def handler(ctx: TaskContext) -> None:
         run = {"docId": ctx.doc_id, "claimId": ctx.record["claimId"], "pid": os.getpid()}
@@ -62,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         batch_window=10, batch_max_wait=100,
     )  # fmt: skip
     engine.register(
-        task="process", collection="items", handler=handler, debounce=0,
+        task="process", collection="items", debounce=0,
+        handler=transactional if args.transactional else handler,
         filter={"n": {"$mod": [args.filter_mod, 0]}}, execution_history_limit=50,
         watch_projection={"v": 1} if args.versions else None,
         retry_policy={"type": "fixed", "interval": 100, "max_attempts": -1},

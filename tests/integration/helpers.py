@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from pymongo.database import Database
 
 from mongoreact import ReactiveTasks
+from mongoreact.cluster.specs import is_reconciled
 from mongoreact.testing.helpers import FAST_SETTINGS
 
 Doc = dict[str, Any]
@@ -35,7 +36,8 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
 def reconciled(db: Database[Doc], engine: ReactiveTasks) -> bool:
     """Whether every task of ``engine`` has been reconciled (so the stream is open)."""
     meta = db[engine.settings.globals_collection].find_one({"_id": "planner"}) or {}
-    return {d.name for d in engine.definitions} <= set(meta.get("reconciled", []))
+    done = set(meta.get("reconciled", []))
+    return all(is_reconciled(d, done) for d in engine.definitions)
 
 
 def start(engine: ReactiveTasks, db: Database[Doc]) -> ReactiveTasks:

@@ -383,10 +383,10 @@ def test_a_lone_write_reaches_its_handler_in_two_planning_and_claiming_round_tri
     ran = threading.Event()
     mark_unmatched = TaskStore.mark_unmatched
 
-    def marking_held(self: TaskStore, *args: Any) -> int:
+    def marking_held(self: TaskStore, *args: Any, **kwargs: Any) -> int:
         if holding.is_set():
             ran.wait(20)
-        return mark_unmatched(self, *args)
+        return mark_unmatched(self, *args, **kwargs)
 
     monkeypatch.setattr(TaskStore, "mark_unmatched", marking_held)
     # Polls too slow to find the record: only the planner's wake-up does, in time.

@@ -11,6 +11,7 @@ from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from mongoreact import ReactiveTasks
+from mongoreact.store.connection import MAJORITY_WAIT_MS
 
 from .helpers import FAST, Doc, start, wait_until
 
@@ -67,7 +68,7 @@ def test_a_lax_client_still_gets_primary_and_majority_on_every_command(
         assert engine.stop(timeout=10)
     finally:
         lax.close()
-    checked = {"reads": 0, "writes": 0, "aggregates": 0}
+    checked = {"reads": 0, "writes": 0, "aggregates": 0, "causal": 0}
     for command in commands.sent:
         name = next(iter(command))
         if name in UNCONCERNED or command.get("autocommit") is False:
@@ -78,12 +79,21 @@ def test_a_lax_client_still_gets_primary_and_majority_on_every_command(
         writes = name in WRITES or any("$merge" in stage or "$out" in stage for stage in pipeline)
         if writes:
             assert command.get("writeConcern", {}).get("w") == "majority", command
+            # Bounded: a replica set without a majority fails the write (and says so).
+            assert command["writeConcern"].get("wtimeout") == MAJORITY_WAIT_MS, command
             checked["writes"] += 1
         if name in READS or name == "aggregate" or (name == "findAndModify"):
             if name == "findAndModify":
                 continue  # a write: its read is of the primary's current document
             assert command.get("readConcern", {}).get("level") == "majority", command
             checked["aggregates" if name == "aggregate" else "reads"] += 1
+        scan = "sort" in command  # a reconciliation page: no event to read after
+        if command.get(name) == "orders" and ((name == "find" and not scan) or writes):
+            # The late-binding read and planning's merge read the source at or after
+            # the claim's or the event's cluster time (read-your-writes after a failover).
+            assert "afterClusterTime" in command.get("readConcern", {}), command
+            checked["causal"] += 1
     # The check saw the operations that matter: planning ($merge), the change stream,
     # claims, finalizes, leases, and the late-binding and fence reads.
     assert checked["writes"] >= 5 and checked["reads"] >= 2 and checked["aggregates"] >= 2
+    assert checked["causal"] >= 2

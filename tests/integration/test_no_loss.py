@@ -19,6 +19,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from mongoreact.cluster.registry import TaskRegistry
+from mongoreact.cluster.specs import reconciliation_key
 from mongoreact.config.definition import build_definition
 from mongoreact.config.settings import build_settings
 from mongoreact.execution.outcome import Outcome
@@ -212,13 +213,13 @@ def test_history_lost_during_a_reconciliation_restarts_it_from_the_beginning(
     old, _ = reconciler()
     for _ in range(5):
         assert next(old) is False  # half-way through
-    globals_store.reset_reconciliation()  # the stream reader: history lost
+    globals_store.reset_reconciliation(epoch=1)  # the stream reader: history lost
     assert True not in list(old)  # the old scan goes on to its end, and is not finished
-    assert "sync" not in globals_store.reconciled_tasks()
+    assert reconciliation_key(definition) not in globals_store.reconciled_tasks()
     new, planned = reconciler()
     assert list(new)[-1] is True
     assert planned == list(range(100))  # from the beginning
-    assert "sync" in globals_store.reconciled_tasks()
+    assert reconciliation_key(definition) in globals_store.reconciled_tasks()
 
 
 def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None:
@@ -317,7 +318,7 @@ def test_a_late_planning_pass_does_not_unmatch_a_record_another_pass_stamped(
     late_stamp = ObjectId()  # the late pass's: the successor's stamp is on the records
     db.orders.update_one({"_id": 2}, {"$set": {"paid": False}})  # 2 really stopped matching
 
-    assert store.mark_unmatched(definition, [1, 2], [], late_stamp) == 1
+    assert store.mark_unmatched(definition, [1, 2], [], late_stamp, epoch=0) == 1
     records = {r["sourceDocId"]: r for r in db.orders_tasks.find()}
     assert records[1]["matched"] is True and records[2]["matched"] is False
     store.plan(definition, [1], [])  # the same values again: nothing to run
@@ -345,6 +346,7 @@ def test_a_restarted_stream_never_saves_a_position_of_the_old_one(
         events=events, stream_open=threading.Event(), is_leader=lambda: True,
         on_planned=lambda definition: None, measurements=Measurements(), epoch=1,
     )  # fmt: skip
+    TaskStore(db).ensure_indexes(definition.tasks_collection)
     db.orders.insert_many([{"_id": "old"}, {"_id": "new"}])
 
     def event(doc_id: str, token: str) -> tuple[str, Any]:
@@ -364,3 +366,195 @@ def test_a_restarted_stream_never_saves_a_position_of_the_old_one(
             break
     planner.on_stop()
     assert globals_store.load_resume_token() == {"_data": "new-stream"}
+
+
+@pytest.mark.parametrize("how", ["deleted", "restored", "clock_back"])
+def test_planning_goes_on_after_the_leader_document_is_deleted_or_restored(
+    make_engine: EngineFactory, db: Database[Doc], how: str
+) -> None:
+    """Regression: a deleted or restored lease document started epochs from 1 again;
+    the planner document held a higher one, so every save was refused, the planner
+    restarted every heartbeat and the stream position never moved."""
+    engine = make_engine(concurrency=0)
+    engine.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    start(engine, db)
+    globals_ = db["_mongoreact_globals"]
+    if how == "deleted":  # an operator forcing a failover
+        globals_.delete_one({"_id": "leader"})
+    elif how == "restored":  # the globals restored from an old backup
+        globals_.replace_one(
+            {"_id": "leader"},
+            {"instanceId": "old", "epoch": 1, "expiresAt": dt.datetime(2000, 1, 1)},
+        )
+    else:  # a fenced write from a server whose clock ran far ahead, then went back
+        globals_.update_one({"_id": "planner"}, {"$set": {"leaderEpoch": 2**62}})
+        globals_.delete_one({"_id": "leader"})
+    wait_until(
+        lambda: (globals_.find_one({"_id": "leader"}) or {}).get("instanceId") == engine.instance_id
+    )
+    db.orders.insert_one({"_id": "after"})
+    wait_until(lambda: db.orders_tasks.count_documents({"sourceDocId": "after"}) == 1)
+    lease = globals_.find_one({"_id": "leader"}) or {}
+    wait_until(
+        lambda: (globals_.find_one({"_id": "planner"}) or {}).get("leaderEpoch") == lease["epoch"],
+        message="the stream position saved in the new epoch",
+    )
+
+
+def _counter(engine: Any, name: str) -> float:
+    values = engine.measurements.snapshot()["counters"][name]
+    return float(sum(v["value"] for v in values))
+
+
+def test_a_lapsed_lease_renewed_in_the_same_term_keeps_planning_and_its_batch(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (overload): a renewal slower than leader_ttl retired the planner and
+    dropped its unplanned batch; the lone instance then 'won' again, restarted planning
+    from the saved position, and under a backlog kept throwing work away."""
+    engine = make_engine(concurrency=0, leader_heartbeat=100, leader_ttl=500)
+    engine.register(task="sync", collection="orders", handler=_noop, debounce=0)
+    start(engine, db)
+    planner = next(t for t in threading.enumerate() if t.name.startswith("mongoreact-planner"))
+    acquire = GlobalsStore.acquire_leadership
+    slow = threading.Event()
+    slow.set()
+
+    def slow_once(self: GlobalsStore, *args: Any) -> Any:
+        if slow.is_set():
+            slow.clear()
+            db.orders.insert_one({"_id": "during"})
+            threading.Event().wait(0.8)  # longer than leader_ttl: the lease lapses here
+        return acquire(self, *args)
+
+    monkeypatch.setattr(GlobalsStore, "acquire_leadership", slow_once)
+    wait_until(lambda: _counter(engine, "leader_lapses") == 1, message="a lapse")
+    db.orders.insert_one({"_id": "after"})
+    wait_until(
+        lambda: db.orders_tasks.count_documents({"sourceDocId": {"$in": ["during", "after"]}}) == 2
+    )
+    assert planner.is_alive()  # the same planner thread: nothing restarted
+    assert _counter(engine, "leader_elections") == 1
+    assert _counter(engine, "leader_lock_losses") == 0
+
+
+def test_a_changed_definition_never_resumes_or_finishes_an_older_ones_reconciliation(
+    db: Database[Doc],
+) -> None:
+    """Regression (rolling deploy): v1 was stopped part-way through reconciling; v2, with
+    a wider filter, resumed from v1's checkpoint and marked the task reconciled, so the
+    documents below the checkpoint that only v2 matches were never planned. An old
+    leader finishing v1's scan marked v2 reconciled too."""
+    db.orders.insert_many([{"_id": i, "kind": "a" if i % 3 else "b"} for i in range(300)])
+    globals_store = GlobalsStore(db, "_mongoreact_globals")
+    tasks = TaskStore(db)
+    tasks.ensure_indexes("orders_tasks")
+    v1 = build_definition({"task": "t", "collection": "orders", "handler": _noop,
+                           "filter": {"kind": "a"}})  # fmt: skip
+    v2 = build_definition({"task": "t", "collection": "orders", "handler": _noop,
+                           "filter": {"kind": {"$in": ["a", "b"]}}})  # fmt: skip
+
+    def plan(definition: Any, ids: list[Any]) -> None:
+        tasks.plan(definition, ids, [])
+
+    def scan(definition: Any, epoch: int) -> Iterator[bool]:
+        registry = TaskRegistry()
+        registry.add(definition)
+        return Reconciler(
+            registry=registry, task_store=tasks, globals_store=globals_store, batch_size=40,
+            should_stop=lambda: False, stopping=threading.Event(), epoch=epoch,
+        ).run(plan)  # fmt: skip
+
+    old = scan(v1, epoch=1)
+    for _ in range(3):
+        assert next(old) is False  # v1 checkpointed at _id 119, then stopped
+    new = scan(v2, epoch=1)
+    assert next(new) is False  # v2 under way
+    assert list(old)[-1] is True  # the old leader finishes v1's scan (its own key)
+    assert reconciliation_key(v2) not in globals_store.reconciled_tasks()
+    assert list(new)[-1] is True
+    planned = {r["sourceDocId"] for r in db.orders_tasks.find({"matched": True})}
+    assert planned == set(range(300))
+    assert reconciliation_key(v2) in globals_store.reconciled_tasks()
+
+
+def _fenced_store(db: Database[Doc]) -> tuple[TaskStore, Any]:
+    store = TaskStore(db)
+    definition = build_definition(
+        {"task": "t", "collection": "orders", "handler": _noop, "watch_projection": {"v": 1}}
+    )
+    store.ensure_indexes(definition.tasks_collection)
+    return store, definition
+
+
+def test_a_deposed_leaders_late_marking_leaves_its_successors_record_alone(
+    db: Database[Doc],
+) -> None:
+    """Regression: mark_unmatched is check-then-act. Leader A (epoch 1) read the source
+    as deleted; the document came back and B (epoch 2) planned it; A's update then
+    marked B's live pending record unmatched and deleted."""
+    store, definition = _fenced_store(db)
+    db.orders.insert_one({"_id": 1, "v": 1})
+    store.plan(definition, [1], [], epoch=2)  # B plans the document that came back
+    late = db.orders_tasks.update_many(  # A's marking, decided while it looked deleted
+        pipelines.unmatched_filter("t", [1], [1], ObjectId(), 1),
+        pipelines.unmatched_update([1], 1),
+    )
+    assert late.modified_count == 0
+    record = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
+    assert record["matched"] is True and record["sourceDeletedAt"] is None
+    # A's whole marking pass, and a late reconciliation's vanished marking, alike:
+    db.orders.delete_one({"_id": 1})
+    assert store.mark_unmatched(definition, [1], [1], ObjectId(), epoch=1) == 0
+    assert store.mark_vanished(definition, dt.datetime(2100, 1, 1), epoch=1) == 0
+    assert store.mark_unmatched(definition, [1], [1], ObjectId(), epoch=2) == 1
+
+
+def test_a_deposed_leaders_late_planning_failure_leaves_its_successors_record_alone(
+    db: Database[Doc],
+) -> None:
+    """Regression: a late record_planning_failure upsert turned the successor's pending
+    record into a failed one with a stale error, so the fixed version never ran."""
+    store, definition = _fenced_store(db)
+    db.orders.insert_one({"_id": 1, "v": 1})
+    store.plan(definition, [1], [], epoch=2)
+    assert not store.record_planning_failure(definition, 1, "stale", epoch=1)
+    record = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
+    assert record["status"] == "pending" and "planningError" not in record
+    # A document no leader planned yet is parked as before.
+    assert store.record_planning_failure(definition, 2, "poison", epoch=1)
+    assert (db.orders_tasks.find_one({"sourceDocId": 2}) or {})["status"] == "failed"
+
+
+def test_a_deposed_leaders_late_merge_does_not_roll_a_snapshot_back(db: Database[Doc]) -> None:
+    """Regression (inferred race): A read version 1, B merged version 2; A's merge then
+    rolled the record back to version 1, which failed the late-binding check (skipped)
+    and version 2 was never handled."""
+    store, definition = _fenced_store(db)
+    db.orders.insert_one({"_id": 1, "v": 2})
+    store.merge(definition, [1], epoch=2)  # B: version 2
+    db.orders.update_one({"_id": 1}, {"$set": {"v": 1}})  # what A read, earlier
+    store.merge(definition, [1], epoch=1)  # A's late merge
+    record = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
+    assert record["lastObservedValues"] == {"v": 2} and record["planEpoch"] == 2
+    store.merge(definition, [1], epoch=3)  # a later leader's pass applies as usual
+    assert (db.orders_tasks.find_one({"sourceDocId": 1}) or {})["lastObservedValues"] == {"v": 1}
+
+
+def test_a_deposed_stream_reader_cannot_reset_reconciliation_or_drop_the_position(
+    db: Database[Doc],
+) -> None:
+    """Regression: a deposed reader reset reconciliation and forgot the saved position
+    without a leadership check; its successor's scan was abandoned for good."""
+    store = GlobalsStore(db, "_mongoreact_globals")
+    assert store.save_resume_token({"_data": "b"}, "b", epoch=2)
+    generation = store.reconciliation_generation()
+    assert not store.reset_reconciliation(epoch=1)
+    assert not store.forget_resume_token(epoch=1)
+    assert store.reconciliation_generation() == generation
+    assert store.load_resume_token() == {"_data": "b"}
+    # A new term stamps the planner's state before its first save: older writes refused.
+    assert store.enter_epoch(3)
+    assert not store.save_resume_token({"_data": "old"}, "b", epoch=2)
+    assert store.reset_reconciliation(epoch=3)
+    assert store.reconciliation_generation() == generation + 1

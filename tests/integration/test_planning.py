@@ -246,10 +246,10 @@ def test_a_rename_is_not_lost_when_resetting_reconciliation_fails_once(
     original = GlobalsStore.reset_reconciliation
     failures = [AutoReconnect("connection lost while resetting reconciliation")]
 
-    def flaky(self: GlobalsStore) -> None:
+    def flaky(self: GlobalsStore, *, epoch: int) -> bool:
         if failures:
             raise failures.pop()
-        original(self)
+        return original(self, epoch=epoch)
 
     recorder = Recorder()
     engine = make_engine()

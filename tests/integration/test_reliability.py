@@ -124,7 +124,8 @@ def test_the_leader_plans_tasks_only_other_instances_register(
     # When documents arrive for both tasks
     globals_ = db["_mongoreact_globals"]
     wait_until(
-        lambda: globals_.find_one({"_id": "planner", "reconciled": "b"}), message="b reconciled"
+        lambda: globals_.find_one({"_id": "planner", "reconciled": {"$regex": "^b@"}}),
+        message="b reconciled",
     )
     db.orders.insert_one({"_id": "o1"})
     db.invoices.insert_one({"_id": "i1"})
@@ -239,3 +240,25 @@ def test_a_failed_run_is_logged_with_its_task_document_and_instance(
     assert failure is not None  # wait_until returns only a found record
     fields = {name: getattr(failure, name, None) for name in ("task", "doc_id", "instance_id")}
     assert fields == {"task": "sync", "doc_id": "o-1", "instance_id": "logging-1"}
+
+
+def test_an_old_leader_plans_with_the_definition_a_rolling_deploy_published(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: at an equal handler_version the leader planned with its own (old)
+    definition, so during a rolling deploy it reconciled and planned with the old
+    filter while the new one was in force."""
+    db.orders.insert_one({"_id": "mid", "amount": 75})
+    recorder = Recorder(fetch=False)
+    old = make_engine(instance_id="v1")
+    old.register(task="review", collection="orders", handler=recorder, debounce=0,
+                 filter={"amount": {"$gt": 100}})  # fmt: skip
+    start(old, db)
+    new = make_engine(instance_id="v2", concurrency=0)  # deployed beside it, not leading
+    new.register(task="review", collection="orders", handler=recorder, debounce=0,
+                 filter={"amount": {"$gt": 50}})  # fmt: skip
+    new.start()
+    wait_until(lambda: recorder.count("mid") == 1, message="reconciled with the new filter")
+    db.orders.insert_one({"_id": "late", "amount": 60})
+    wait_until(lambda: recorder.count("late") == 1, message="planned with the new filter")
+    assert old.is_leader

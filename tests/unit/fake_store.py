@@ -72,7 +72,7 @@ class FakeStore:
         )
 
     def fetch_sources(
-        self, definition: TaskDefinition, records: list[dict[str, Any]]
+        self, definition: TaskDefinition, records: list[dict[str, Any]], *, after: Any = None
     ) -> dict[Any, dict[str, Any]]:
         with self.lock:
             self.batch_reads += 1
@@ -106,6 +106,7 @@ class FakeStore:
         *,
         projection: Any = None,
         session: ClientSession | None = None,
+        after: Any = None,
     ) -> dict[str, Any] | None:
         return {"_id": record["sourceDocId"]}
 

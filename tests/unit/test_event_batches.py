@@ -43,9 +43,13 @@ def test_the_window_slides_with_each_event_up_to_the_max_wait() -> None:
 
 def test_a_full_batch_is_due_at_once() -> None:
     batcher = EventBatcher(1.0, 5.0, 3)
-    for i in range(3):
+    batcher.add("c", -1, deleted=False, token=TOKEN, now=0.9)
+    batcher.clear()  # a busy moment: the next events do not follow a quiet spell
+    for i in range(2):
         batcher.add("c", i, deleted=False, token=TOKEN, now=1.0)
-    assert batcher.is_due(1.0)
+    assert not batcher.is_due(1.0)  # one short of full: the window runs
+    batcher.add("c", 2, deleted=False, token=TOKEN, now=1.0)
+    assert batcher.is_due(1.0)  # exactly full (not only above it): due at once
 
 
 def test_repeated_changes_collapse_and_the_last_operation_wins() -> None:

@@ -6,8 +6,9 @@ import logging
 import threading
 
 import pytest
-from pymongo.errors import AutoReconnect, OperationFailure
+from pymongo.errors import AutoReconnect, OperationFailure, WTimeoutError
 
+from mongoreact._retry import call_with_retry
 from mongoreact._threads import Loop
 
 
@@ -39,3 +40,23 @@ def test_transient_errors_are_warnings_and_others_errors_with_tracebacks(
     assert transient.levelno == logging.WARNING and transient.exc_info is None
     assert "connection reset" in transient.getMessage()
     assert other.levelno == logging.ERROR and other.exc_info is not None
+
+
+def test_a_majority_write_timeout_is_retried_and_named_at_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replica set that cannot replicate to a majority (a member down) used to block
+    every library write with no error and no log; now the wait is bounded (wtimeout),
+    the write is retried and the cause is logged for a human."""
+    replies: list[object] = [WTimeoutError("waiting for replication timed out", 64), "ok"]
+
+    def write() -> object:
+        reply = replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    with caplog.at_level(logging.WARNING, logger="mongoreact"):
+        assert call_with_retry(write, threading.Event(), what="saving") == "ok"
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR and "majority" in record.getMessage()

@@ -1,0 +1,94 @@
+"""What operators do to a running cluster: drop the tasks collection, a watched
+collection, or the whole database. Planning recovers by itself and nothing waiting is
+lost (docs/reliability.md, "Operations")."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from .conftest import EngineFactory
+from .helpers import Doc, Recorder, start, wait_until
+
+
+def test_dropping_the_tasks_collection_recreates_it_and_loses_nothing(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: every new document was parked as failed ("Cannot find index to
+    verify that join fields will be unique"), and a restart did not recover them."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine(concurrency=0)  # nothing runs: records stay pending
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(engine, db)
+    db.orders.insert_one({"_id": "waiting"})
+    wait_until(lambda: db.orders_tasks.count_documents({"sourceDocId": "waiting"}) == 1)
+    db.orders_tasks.drop()  # the waiting record goes with it
+    db.orders.insert_one({"_id": "new"})
+    wait_until(
+        lambda: db.orders_tasks.count_documents({"status": "pending"}) == 2,
+        timeout=15,
+        message="both documents pending again",
+    )
+    assert db.orders_tasks.count_documents({"status": "failed"}) == 0
+    names = {index["name"] for index in db.orders_tasks.list_indexes()}
+    assert {"mongoreact_task_source", "mongoreact_poll"} <= names
+
+
+def test_dropping_a_watched_collection_marks_its_records_gone(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: the records of a dropped collection stayed matched for ever (and so
+    were never cleaned up)."""
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=Recorder(fetch=False), debounce=0)
+    start(engine, db)
+    db.orders.insert_many([{"_id": i} for i in range(5)])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": "completed"}) == 5)
+    db.orders.drop()
+    wait_until(
+        lambda: (
+            db.orders_tasks.count_documents({"matched": False, "sourceDeletedAt": {"$ne": None}})
+            == 5
+        ),
+        timeout=15,
+        message="every record marked gone",
+    )
+
+
+def test_dropping_the_database_is_survived(
+    make_engine: EngineFactory,
+    db: Database[Doc],
+    mongo_client: MongoClient[Doc],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: the invalidate event after dropDatabase reached the planner as a
+    document event and failed with KeyError('ns'), logged at ERROR."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(engine, db)
+    db.orders.insert_one({"_id": "before"})
+    wait_until(lambda: recorder.count("before") == 1)
+    with caplog.at_level(logging.WARNING, logger="mongoreact"):
+        mongo_client.drop_database(db.name)
+        db.orders.insert_one({"_id": "after"})
+        wait_until(lambda: recorder.count("after") == 1, timeout=20, message="planning again")
+    assert not [r for r in caplog.records if "KeyError" in r.getMessage() or r.exc_info]
+    assert recorder.count("before") == 1  # its source is gone: nothing to run again
+
+
+def test_dropping_the_cron_collection_recreates_the_schedules(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    runs: list[int] = []
+    engine = make_engine()
+    engine.cron_task("tick", "200ms", lambda: runs.append(1))
+    engine.start()
+    wait_until(lambda: runs, message="a first run")
+    db["_mongoreact_cron"].drop()
+    seen = len(runs)
+    wait_until(lambda: len(runs) >= seen + 2, timeout=15, message="runs after the drop")
+    assert db["_mongoreact_cron"].count_documents({"_id": "tick"}) == 1

@@ -1,0 +1,104 @@
+"""The guards in the store's server-side filters and pipelines, each on its own: the
+late-binding check, the orphan filter, planning failures on running records, the lease
+renewal's fence, the attempt reset on a data change. (Each was a surviving mutant of a
+mutation spot check: a test that fails when the guard is dropped.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo.database import Database
+
+from mongoreact.config.definition import TaskDefinition, build_definition
+from mongoreact.records import ClaimedTask
+from mongoreact.store.tasks import TaskStore
+
+from .helpers import Doc
+
+OLD = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _noop(_ctx: Any) -> None:
+    pass
+
+
+def _store(db: Database[Doc], **options: Any) -> tuple[TaskStore, TaskDefinition]:
+    definition = build_definition(
+        {"task": "t", "collection": "orders", "handler": _noop, "filter": {"paid": True},
+         "watch_projection": {"v": 1}, **options}
+    )  # fmt: skip
+    store = TaskStore(db)
+    store.ensure_indexes(definition.tasks_collection)
+    return store, definition
+
+
+def _record(db: Database[Doc], **fields: Any) -> Doc:
+    record = {"_id": ObjectId(), "task": "t", "sourceDocId": 1, "status": "pending",
+              "attempts": 0, "matched": True, "lastObservedValues": {"v": 1}, **fields}  # fmt: skip
+    db.orders_tasks.insert_one(record)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("source", "qualifies"),
+    [
+        ({"_id": 1, "v": 1, "paid": True}, True),
+        ({"_id": 1, "v": 2, "paid": True}, False),  # the watched values changed
+        ({"_id": 1, "v": 1, "paid": False}, False),  # it no longer matches the filter
+    ],
+)
+def test_the_late_binding_read_checks_both_the_filter_and_the_watched_values(
+    db: Database[Doc], source: Doc, qualifies: bool
+) -> None:
+    store, definition = _store(db)
+    record = _record(db)
+    db.orders.insert_one(source)
+    assert (store.fetch_source(definition, record) is not None) is qualifies
+    assert bool(store.fetch_sources(definition, [record])) is qualifies
+
+
+@pytest.mark.parametrize("status", ["processing", "processing_dirty"])
+def test_cleanup_never_deletes_a_running_record(db: Database[Doc], status: str) -> None:
+    store, definition = _store(db)
+    orphan = {"matched": False, "sourceDeletedAt": OLD, "updatedAt": OLD, "lastFinalizedAt": OLD}
+    _record(db, status=status, **orphan)
+    _record(db, sourceDocId=2, status="completed", **orphan)
+    assert store.delete_orphans(definition, dt.datetime.now(dt.timezone.utc), 10) == 1
+    assert db.orders_tasks.find_one({"sourceDocId": 1}) is not None
+
+
+def test_a_planning_failure_leaves_a_running_records_status_and_lease(db: Database[Doc]) -> None:
+    store, definition = _store(db)
+    lease = dt.datetime(2100, 1, 1)
+    _record(db, status="processing", nextRunAt=lease)
+    assert store.record_planning_failure(definition, 1, "bad $add", epoch=1)
+    record = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
+    assert record["status"] == "processing" and record["nextRunAt"] == lease
+    assert record["planningError"] == "bad $add"
+
+
+def test_a_lease_renewal_is_fenced_by_the_claim_not_the_record(db: Database[Doc]) -> None:
+    store, _ = _store(db)
+    lease = dt.datetime(2000, 1, 1)
+    record = _record(db, status="processing", claimId=ObjectId(), nextRunAt=lease)
+    stale = ClaimedTask(record=record, claim_id=ObjectId(), tasks_collection="orders_tasks")
+    assert store.renew([stale], dt.timedelta(seconds=60)) == {stale.claim_id}
+    assert (db.orders_tasks.find_one({"sourceDocId": 1}) or {})["nextRunAt"] == lease
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_a_data_change_resets_the_attempts_when_asked(db: Database[Doc], reset: bool) -> None:
+    store, definition = _store(
+        db, retry_policy={"type": "fixed", "interval": "1s", "reset_retries_on_data_change": reset}
+    )
+    _record(db, status="failed", attempts=3, firstErrorAt=OLD)
+    db.orders.insert_one({"_id": 1, "v": 2, "paid": True})
+    store.merge(definition, [1], epoch=1)
+    record = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
+    assert record["status"] == "pending"
+    first_error = record["firstErrorAt"]
+    assert record["attempts"] == (0 if reset else 3)
+    assert (first_error is None) if reset else first_error.replace(tzinfo=dt.timezone.utc) == OLD
