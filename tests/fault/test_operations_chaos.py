@@ -136,6 +136,9 @@ def test_operator_actions_and_a_rolling_deploy_lose_nothing() -> None:
             threading.Event().wait(1.0)
             snapshot = list(db["_mongoreact_globals"].find())  # "last night's backup"
 
+            def delete_lease() -> None:
+                db["_mongoreact_globals"].delete_one({"_id": "leader"})
+
             def restore_globals() -> None:
                 globals_ = db["_mongoreact_globals"]
                 globals_.delete_many({})
@@ -148,9 +151,7 @@ def test_operator_actions_and_a_rolling_deploy_lose_nothing() -> None:
                 "pause a process past its leases": lambda: cluster.pause(
                     rng.choice(list(cluster.live)), rng.uniform(LEASE + 0.5, LEASE + 2.5)
                 ),
-                "delete the lease document": lambda: db["_mongoreact_globals"].delete_one(
-                    {"_id": "leader"}
-                ),
+                "delete the lease document": delete_lease,
                 "restore the globals from a backup": restore_globals,
                 "kill the leader": lambda: cluster.kill(leader(db)),
             }
