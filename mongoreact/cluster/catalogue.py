@@ -11,15 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
-from ..store.globals import GlobalsStore
+from ..config.definition import TaskDefinition
+from ..store.globals import GlobalsStore, Publication
 from ..store.tasks import TaskStore
-from .clock import ServerClock
+from .clock import ServerClock, as_utc
 from .registry import TaskRegistry
-from .specs import definition_from_spec, spec_of
+from .specs import definition_from_spec, spec_of, trigger_hash
 
 logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
 
 # A published task nobody has registered for this long is no longer planned.
 SPEC_TTL: Final = dt.timedelta(days=7)
@@ -42,43 +45,80 @@ class Catalogue:
         self._tasks = task_store
         self._clock = clock
         self._touched = 0.0
+        # When each of our definitions became the published one (server time).
+        self._published: dict[str, dt.datetime] = {}
 
     def publish(self) -> None:
         """Publish every registered definition and apply its evolution policy: a changed
         trigger is reconciled, a new ``handler_version`` reprocesses records."""
         for definition in self._registry:
-            published = self._globals.publish_spec(spec_of(definition))
-            if published.older:
-                logger.warning(
-                    "task %s: another instance runs a newer handler_version; the cluster "
-                    "plans with its definition",
-                    definition.name,
-                )
-                continue
-            if published.trigger_changed and definition.evolution.reconcile_on_trigger_change:
-                # A new trigger is a new reconciliation key: the leader reconciles it.
-                logger.info("task %s: trigger changed; it will be reconciled", definition.name)
-            policy = definition.evolution.on_handler_version_change
-            if published.upgraded and policy != "none":
-                count = self._tasks.reprocess(definition, failed_only=policy == "reprocess_failed")
-                logger.info(
-                    "task %s: handler_version %d: %s reset %d record(s) to pending",
-                    definition.name, definition.evolution.handler_version, policy, count,
-                )  # fmt: skip
+            self._publish(definition, evolve=True)
         self._touched = time.monotonic()
+
+    def _publish(self, definition: TaskDefinition, *, evolve: bool) -> None:
+        published = self._globals.publish_spec(spec_of(definition))
+        if published.published_at is not None:
+            self._published[definition.name] = published.published_at
+        if evolve:
+            self._evolve(definition, published)
+
+    def _evolve(self, definition: TaskDefinition, published: Publication) -> None:
+        """Apply ``definition``'s evolution policy to what publishing it found."""
+        if published.older:
+            logger.warning(
+                "task %s: another instance runs a newer handler_version; the cluster "
+                "plans with its definition",
+                definition.name,
+            )
+            return
+        if published.trigger_changed and definition.evolution.reconcile_on_trigger_change:
+            # A new trigger is a new reconciliation key: the leader reconciles it.
+            logger.info("task %s: trigger changed; it will be reconciled", definition.name)
+        policy = definition.evolution.on_handler_version_change
+        if published.upgraded and policy != "none":
+            count = self._tasks.reprocess(definition, failed_only=policy == "reprocess_failed")
+            logger.info(
+                "task %s: handler_version %d: %s reset %d record(s) to pending",
+                definition.name, definition.evolution.handler_version, policy, count,
+            )  # fmt: skip
 
     def keep_fresh(self) -> None:
         """Touch this instance's definitions, at most every ``SPEC_TOUCH_INTERVAL``, so
-        they do not expire while it runs."""
-        if time.monotonic() - self._touched > SPEC_TOUCH_INTERVAL:
-            names = [d.name for d in self._registry]
-            if self._globals.touch_specs(names) < len(names):
-                # Deleted (the globals dropped or restored from an older backup):
-                # published again, or the leader would stop planning other instances'
-                # tasks once this one is not the leader.
-                logger.warning("published task definitions are missing; publishing again")
-                self.publish()
-            self._touched = time.monotonic()
+        they do not expire while it runs; publish again those the globals lost."""
+        if time.monotonic() - self._touched <= SPEC_TOUCH_INTERVAL:
+            return
+        names = [d.name for d in self._registry]
+        stored = self._globals.stored_specs(names)
+        for definition in self._registry:
+            if self._rolled_back(definition, stored.get(definition.name)):
+                logger.warning(
+                    "task %s: the published definition is missing or older than this "
+                    "instance's (the globals were dropped or restored from a backup); "
+                    "publishing it again",
+                    definition.name,
+                )
+                self._publish(definition, evolve=False)
+        self._globals.touch_specs(names)
+        self._touched = time.monotonic()
+
+    def _rolled_back(self, definition: TaskDefinition, stored: Document | None) -> bool:
+        """Whether the stored spec of ``definition`` went back to before this instance
+        published it: gone, a lower version, or another trigger published earlier
+        than ours was (a later deployment publishes later, a backup is older)."""
+        if stored is None:
+            return True
+        mine = definition.evolution.handler_version
+        theirs = int(stored.get("handlerVersion", 1))
+        if theirs != mine:
+            return theirs < mine
+        ours_at = self._published.get(definition.name)
+        stored_at = stored.get("publishedAt")
+        return (
+            stored.get("triggerHash") != trigger_hash(definition)
+            and ours_at is not None
+            and isinstance(stored_at, dt.datetime)
+            and as_utc(stored_at) < ours_at
+        )
 
     def planning_registry(self) -> TaskRegistry:
         """Every task some instance registers (recently): the leader plans them all, each

@@ -40,6 +40,8 @@ class Publication:
     trigger_changed: bool = False
     upgraded: bool = False
     older: bool = False
+    # When this spec became the stored one (server time); None if it did not.
+    published_at: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -311,11 +313,13 @@ class GlobalsStore:
         compare-and-set, so exactly one instance sees ``upgraded`` per version change.
         """
         key = {"_id": _SPEC_PREFIX + spec["task"]}
+        now = {"seenAt": True, "publishedAt": True}
         first = self._collection.update_one(
             key, {"$setOnInsert": spec, "$currentDate": {"seenAt": True}}, upsert=True
         )
         if first.upserted_id is not None:
-            return Publication(new=True)
+            self._collection.update_one(key, {"$currentDate": now})
+            return Publication(new=True, published_at=self._published_at(key))
         stored = self._collection.find_one(key) or {}
         mine = spec["handlerVersion"]
         theirs = int(stored.get("handlerVersion", 1))
@@ -324,12 +328,24 @@ class GlobalsStore:
             return Publication(older=True)
         won = self._collection.update_one(
             {**key, "handlerVersion": stored.get("handlerVersion")},
-            {"$set": spec, "$currentDate": {"seenAt": True}},
+            {"$set": spec, "$currentDate": now},
         ).modified_count
         return Publication(
             trigger_changed=stored.get("triggerHash") != spec["triggerHash"],
             upgraded=bool(won) and theirs < mine,
+            published_at=self._published_at(key) if won else None,
         )
+
+    def _published_at(self, key: Document) -> dt.datetime | None:
+        stored = self._collection.find_one(key, {"publishedAt": 1}) or {}
+        value = stored.get("publishedAt")
+        return as_utc(value) if isinstance(value, dt.datetime) else None
+
+    def stored_specs(self, tasks: list[str]) -> dict[str, Document]:
+        """The published specs of ``tasks`` (version, trigger, when), by task name."""
+        query = {"_id": {"$in": [_SPEC_PREFIX + t for t in tasks]}}
+        fields = {"task": 1, "handlerVersion": 1, "triggerHash": 1, "publishedAt": 1}
+        return {d["task"]: d for d in self._collection.find(query, fields)}
 
     def touch_specs(self, tasks: list[str]) -> int:
         """Note that an instance still registers ``tasks``; how many were found."""

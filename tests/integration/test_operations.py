@@ -92,3 +92,32 @@ def test_dropping_the_cron_collection_recreates_the_schedules(
     seen = len(runs)
     wait_until(lambda: len(runs) >= seen + 2, timeout=15, message="runs after the drop")
     assert db["_mongoreact_cron"].count_documents({"_id": "tick"}) == 1
+
+
+def test_a_globals_restore_does_not_bring_an_old_definition_back(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restoring the globals collection from a backup taken before a deploy brought the
+    old published definition back, and nothing published the new one again: the
+    cluster planned with the old filter for good."""
+    monkeypatch.setattr("mongoreact.cluster.catalogue.SPEC_TOUCH_INTERVAL", 0.2)
+    old = make_engine(instance_id="v1")
+    old.register(task="t", collection="orders", handler=Recorder(fetch=False), debounce=0,
+                 filter={"kind": "a"})  # fmt: skip
+    start(old, db)
+    backup = list(db["_mongoreact_globals"].find())
+    assert old.stop(timeout=10)
+    recorder = Recorder(fetch=False)
+    new = make_engine(instance_id="v2")
+    new.register(task="t", collection="orders", handler=recorder, debounce=0,
+                 filter={"kind": {"$in": ["a", "b"]}})  # fmt: skip
+    start(new, db)
+    db["_mongoreact_globals"].delete_many({})
+    db["_mongoreact_globals"].insert_many(backup)
+    spec = {"_id": "task:t"}
+    wait_until(
+        lambda: "$in" in (db["_mongoreact_globals"].find_one(spec) or {}).get("filter", ""),
+        message="the new definition published again",
+    )
+    db.orders.insert_one({"_id": "b1", "kind": "b"})
+    wait_until(lambda: recorder.count("b1") == 1, timeout=15, message="planned with it")
