@@ -10,7 +10,6 @@ as canonical Extended JSON strings: they may hold ``$``-keys and any BSON value.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from typing import Any, Final
 
 import attrs
@@ -19,20 +18,20 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from ..config.definition import CleanupPolicy, Evolution, TaskDefinition
 from ..config.durations import to_milliseconds
+from ..config.triggers import trigger_fingerprint
 from ..errors import MongoReactError
 from ..policies.retry import DEFAULT_RETRY_POLICY
 
 SPEC_VERSION: Final = 1
 
 
-def _json(value: Any, *, sort_keys: bool = False) -> str:
-    return json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS, sort_keys=sort_keys)
+def _json(value: Any) -> str:
+    return json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS)
 
 
 def trigger_hash(definition: TaskDefinition) -> str:
     """A stable fingerprint of what makes the task run (filter and watch projection)."""
-    trigger = {"filter": definition.filter, "watch": definition.watch_expression}
-    return hashlib.sha256(_json(trigger, sort_keys=True).encode()).hexdigest()
+    return trigger_fingerprint(definition.filter, definition.watch_expression)
 
 
 def reconciliation_key(definition: TaskDefinition) -> str:

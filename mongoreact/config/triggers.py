@@ -9,8 +9,12 @@ as ``lastObservedValues``; with no projection the snapshot is the whole document
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from ..errors import ConfigError
 
@@ -119,3 +123,11 @@ def _insert(
 
 def _is_operator(value: Mapping[str, Any]) -> bool:
     return any(isinstance(k, str) and k.startswith("$") for k in value)
+
+
+def trigger_fingerprint(filter_: Mapping[str, Any] | None, watch_expression: Any) -> str:
+    """A stable fingerprint of what makes a task run (its filter and watch projection):
+    equal for equal triggers on every instance, whatever the key order."""
+    trigger = {"filter": filter_, "watch": watch_expression}
+    text = json_util.dumps(trigger, json_options=CANONICAL_JSON_OPTIONS, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

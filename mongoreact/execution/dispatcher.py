@@ -24,7 +24,9 @@ from .._retry import log_failure
 from .._threads import Loop
 from ..cluster.clock import ServerClock
 from ..cluster.registry import TaskRegistry
+from ..config.definition import TaskDefinition
 from ..config.settings import Settings
+from ..config.triggers import trigger_fingerprint
 from ..records import ClaimedTask
 from ..store.protocols import WorkStore
 from .admission import Admission
@@ -73,6 +75,7 @@ class Dispatcher(Loop):
         self._wake_times: list[float] = []
         self._rotation = 0
         self._contended: dict[str, int] = {}  # claims left to spread, per collection
+        self._trigger_cache: dict[str, list[str] | None] = {}  # see _triggers
 
     def wake_in(self, delay: float) -> None:
         """Poll at once, or at the latest ``delay`` seconds from now."""
@@ -129,6 +132,7 @@ class Dispatcher(Loop):
                 lease=self._settings.task_lease,
                 limit=limit,
                 spread=CONTENDED_SPREAD if self._contended.get(tasks_collection) else 1,
+                triggers=self._triggers(tasks_collection, definitions),
             )
             # After a collision with another instance, spread the next claims over more
             # candidates for a while; then go back to strict overdue order.
@@ -139,6 +143,21 @@ class Dispatcher(Loop):
             if batch.claims:
                 return batch.claims
         return []
+
+    def _triggers(
+        self, tasks_collection: str, definitions: list[TaskDefinition]
+    ) -> list[str] | None:
+        """The trigger fingerprints of this instance's definitions on a tasks collection
+        (claim only what they planned), or ``None`` (claim anything) when one of them
+        does not reconcile a changed trigger: its old records would never be replanned
+        under the new one."""
+        if tasks_collection not in self._trigger_cache:
+            self._trigger_cache[tasks_collection] = (
+                [trigger_fingerprint(d.filter, d.watch_expression) for d in definitions]
+                if all(d.evolution.reconcile_on_trigger_change for d in definitions)
+                else None
+            )
+        return self._trigger_cache[tasks_collection]
 
     def _with_documents(self, claims: list[ClaimedTask]) -> list[ClaimedTask]:
         """The claims with their source documents read in one query where that saves

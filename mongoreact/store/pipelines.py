@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo import IndexModel
 
 from ..config.definition import TaskDefinition
+from ..config.triggers import trigger_fingerprint
 from ..execution.outcome import Outcome
 from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY, QUEUED
 
@@ -83,6 +84,11 @@ def planning_pipeline(
                 "dueAt": due,
                 "planStamp": {"$literal": stamp},
                 "planEpoch": {"$literal": epoch},
+                # The definition that planned it: a worker running another one (during
+                # a rolling deploy) leaves the run to an instance that runs this one.
+                "planTrigger": {
+                    "$literal": trigger_fingerprint(definition.filter, definition.watch_expression)
+                },
                 "plannedAt": NOW,
             }
         },
@@ -124,6 +130,7 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
                 "sourceDeletedAt": None,
                 "planStamp": "$$new.planStamp",
                 "planEpoch": "$$new.planEpoch",
+                "planTrigger": "$$new.planTrigger",
                 "plannedAt": "$$new.plannedAt",
                 "status": _if(changed, _if("$_active", PROCESSING_DIRTY, PENDING), "$status"),
                 "updatedAt": _if(changed, "$$new.updatedAt", "$updatedAt"),
@@ -297,14 +304,28 @@ QUEUE_STATS: Final[list[dict[str, Any]]] = [
 DUE_ON_THE_SERVER: Final = {"$expr": {"$lte": ["$nextRunAt", NOW]}}
 
 
-def claim_filter(tasks: list[str], now: dt.datetime) -> dict[str, Any]:
-    """Runnable records of ``tasks`` that are due, or whose worker's lease expired."""
-    return {
+def claim_filter(
+    tasks: list[str], now: dt.datetime, triggers: list[str] | None = None
+) -> dict[str, Any]:
+    """Runnable records of ``tasks`` that are due, or whose worker's lease expired.
+
+    With ``triggers`` (the fingerprints of the claimer's own definitions), only records
+    planned under one of them: during a rolling deploy that changes a filter or watch
+    projection, an instance running the old definition would judge a record the new
+    one planned by its own filter (skip it, and so complete it unhandled) or run code
+    that does not expect it. It leaves such records to instances running the new one.
+    Records that no longer match are claimed by anyone (their run is skipped), as are
+    records planned before records carried their trigger.
+    """
+    query: dict[str, Any] = {
         "task": {"$in": tasks},
         "nextRunAt": {"$lte": now},
         "status": {"$in": [PENDING, *ACTIVE]},
         **DUE_ON_THE_SERVER,
     }
+    if triggers is not None:
+        query["$or"] = [{"planTrigger": {"$in": [*triggers, None]}}, {"matched": False}]
+    return query
 
 
 CLAIM_SORT: Final = [("nextRunAt", 1)]

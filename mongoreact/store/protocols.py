@@ -40,6 +40,7 @@ class WorkStore(LeaseStore, Protocol):
         lease: dt.timedelta,
         limit: int,
         spread: int = 1,
+        triggers: list[str] | None = None,
     ) -> BatchClaim:
         """Take up to ``limit`` of the most overdue runnable records of ``tasks``."""
         ...

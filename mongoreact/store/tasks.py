@@ -308,12 +308,14 @@ class TaskStore:
         now: dt.datetime,
         instance_id: str,
         lease: dt.timedelta,
+        triggers: list[str] | None = None,
     ) -> ClaimedTask | None:
-        """Take the most overdue runnable record of ``tasks``, or ``None``."""
+        """Take the most overdue runnable record of ``tasks`` (planned under one of
+        ``triggers``, if given: see ``pipelines.claim_filter``), or ``None``."""
         claim_id = ObjectId()
         with self._db.client.start_session(causal_consistency=True) as session:
             record = self._db[tasks_collection].find_one_and_update(
-                pipelines.claim_filter(tasks, now),
+                pipelines.claim_filter(tasks, now, triggers),
                 pipelines.claim_update(claim_id, instance_id, to_milliseconds(lease)),
                 sort=pipelines.CLAIM_SORT,
                 return_document=ReturnDocument.AFTER,
@@ -336,8 +338,10 @@ class TaskStore:
         lease: dt.timedelta,
         limit: int,
         spread: int = 1,
+        triggers: list[str] | None = None,
     ) -> BatchClaim:
-        """Take up to ``limit`` of the most overdue runnable records of ``tasks``.
+        """Take up to ``limit`` of the most overdue runnable records of ``tasks``
+        (planned under one of ``triggers``, if given: see ``pipelines.claim_filter``).
 
         Two commands for the whole batch instead of one per record: read the candidates,
         then claim each with an update that matches it only if it is still exactly the
@@ -352,13 +356,14 @@ class TaskStore:
         """
         if limit <= 1 and spread <= 1:
             claim = self.claim(
-                tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease
-            )
+                tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease,
+                triggers=triggers,
+            )  # fmt: skip
             return BatchClaim([] if claim is None else [claim])
         with self._db.client.start_session(causal_consistency=True) as session:
             return self._claim_many(
                 tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease,
-                limit=limit, spread=spread, session=session,
+                limit=limit, spread=spread, triggers=triggers, session=session,
             )  # fmt: skip
 
     def _claim_many(
@@ -371,10 +376,11 @@ class TaskStore:
         lease: dt.timedelta,
         limit: int,
         spread: int,
+        triggers: list[str] | None,
         session: ClientSession,
     ) -> BatchClaim:
         collection = self._db[tasks_collection]
-        query = pipelines.claim_filter(tasks, now)
+        query = pipelines.claim_filter(tasks, now, triggers)
         read = collection.find(query, session=session)
         candidates = list(read.sort(pipelines.CLAIM_SORT).limit(limit * spread))
         if len(candidates) > limit:

@@ -47,17 +47,22 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(threadName)s %(name)s %(message)s",
     )
     client: MongoClient[dict[str, Any]] = MongoClient(args.uri)
-    runs, effects = client[args.database].runs, client[args.database].effects
+    runs = client[args.database].runs
     work = threading.Event()  # never set: the handler's "work" is a timed wait
 
     def transactional(ctx: TaskContext) -> None:
         def effect(session: Any) -> None:
             version = ctx.get_document(session=session).get("v")
-            runs.insert_one(  # outside the transaction: counted even when it aborts
-                {"docId": ctx.doc_id, "claimId": ctx.record["claimId"], "pid": os.getpid(),
-                 "v": version}
+            # Outside the transaction, so counted even when it aborts; once per claim (the
+            # transaction may be retried).
+            runs.update_one(
+                {"_id": ctx.record["claimId"]},
+                {"$setOnInsert": {"docId": ctx.doc_id, "claimId": ctx.record["claimId"],
+                                  "pid": os.getpid(), "v": version}},
+                upsert=True,
             )  # fmt: skip
-            effects.update_one(
+            # Through the engine's client: the session belongs to it.
+            engine.database.effects.update_one(
                 {"_id": f"{ctx.doc_id}:{version}"}, {"$inc": {"count": 1}}, upsert=True,
                 session=session,
             )  # fmt: skip

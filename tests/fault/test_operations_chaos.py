@@ -183,6 +183,11 @@ def test_operator_actions_and_a_rolling_deploy_lose_nothing() -> None:
             recovery = time.monotonic() - began
             result = account(db)
             twice = effects_counted_once(db)
+            lost_detail = [
+                (db.items.find_one({"_id": i}), db.items_tasks.find_one({"sourceDocId": i}),
+                 list(db.runs.find({"docId": i})))
+                for i in result.lost[:2]
+            ]  # fmt: skip
         finally:
             writer.stop()
             cluster.close()
@@ -196,6 +201,6 @@ def test_operator_actions_and_a_rolling_deploy_lose_nothing() -> None:
     )
     for app in cluster.apps:
         app.log.close()
-    assert not result.lost, f"seed {seed}: lost {result.lost[:10]}"
+    assert not result.lost, f"seed {seed}: lost {result.lost[:10]}: {lost_detail}"
     assert not twice, f"seed {seed}: effects committed twice: {twice[:10]}"
     assert not result.unexplained, f"seed {seed}: {result.unexplained[:10]}"

@@ -17,7 +17,7 @@ from mongoreact.store.globals import GlobalsStore
 from mongoreact.testing import EmbeddedServer
 
 from .conftest import EngineFactory
-from .helpers import FAST, Doc, Recorder, record, start, wait_until
+from .helpers import FAST, Doc, Recorder, reconciled, record, start, wait_until
 
 
 def test_a_new_leader_resumes_after_the_last_planned_event(
@@ -254,7 +254,7 @@ def test_an_old_leader_plans_with_the_definition_a_rolling_deploy_published(
     old.register(task="review", collection="orders", handler=recorder, debounce=0,
                  filter={"amount": {"$gt": 100}})  # fmt: skip
     start(old, db)
-    new = make_engine(instance_id="v2", concurrency=0)  # deployed beside it, not leading
+    new = make_engine(instance_id="v2")  # deployed beside it, not leading
     new.register(task="review", collection="orders", handler=recorder, debounce=0,
                  filter={"amount": {"$gt": 50}})  # fmt: skip
     new.start()
@@ -262,3 +262,27 @@ def test_an_old_leader_plans_with_the_definition_a_rolling_deploy_published(
     db.orders.insert_one({"_id": "late", "amount": 60})
     wait_until(lambda: recorder.count("late") == 1, message="planned with the new filter")
     assert old.is_leader
+
+
+def test_an_old_instance_leaves_runs_planned_under_the_new_definition(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (found by the operations chaos run): during a rolling deploy that
+    widened the filter, an old instance claimed records the new definition planned,
+    judged them by its own filter, and completed them as skipped: the versions were
+    never handled."""
+    old_runs, new_runs = Recorder(), Recorder()
+    old = make_engine(instance_id="v1")
+    old.register(task="t", collection="orders", handler=old_runs, debounce=0,
+                 filter={"kind": "a"})  # fmt: skip
+    start(old, db)
+    new = make_engine(instance_id="v2")
+    new.register(task="t", collection="orders", handler=new_runs, debounce=0,
+                 filter={"kind": {"$in": ["a", "b"]}})  # fmt: skip
+    new.start()
+    wait_until(lambda: reconciled(db, new), message="the new definition reconciled")
+    db.orders.insert_many([{"_id": i, "kind": "b"} for i in range(20)])
+    wait_until(lambda: new_runs.count() == 20, timeout=20, message="every run by v2")
+    assert old_runs.count() == 0
+    skipped = db.orders_tasks.count_documents({"executionHistory.status": "skipped"})
+    assert skipped == 0

@@ -53,6 +53,7 @@ class FakeStore:
         lease: dt.timedelta,
         limit: int,
         spread: int = 1,
+        triggers: list[str] | None = None,
     ) -> BatchClaim:
         with self.lock:
             self.claims.append(time.monotonic())
