@@ -47,6 +47,8 @@ class Catalogue:
         self._touched = 0.0
         # When each of our definitions became the published one (server time).
         self._published: dict[str, dt.datetime] = {}
+        # The newest published spec of each task seen here, and when it was published.
+        self._seen: dict[str, tuple[dt.datetime, Document]] = {}
 
     def publish(self) -> None:
         """Publish every registered definition and apply its evolution policy: a changed
@@ -57,8 +59,11 @@ class Catalogue:
 
     def _publish(self, definition: TaskDefinition, *, evolve: bool) -> None:
         published = self._globals.publish_spec(spec_of(definition))
-        if published.published_at is not None:
+        if published.published_at is not None and published.stored is not None:
             self._published[definition.name] = published.published_at
+            # Known here from now on: should this instance lead after the globals went
+            # back to an older spec, it plans with (and restores) this one.
+            self._seen[definition.name] = (published.published_at, published.stored)
         if evolve:
             self._evolve(definition, published)
 
@@ -127,7 +132,8 @@ class Catalogue:
         rolling deploy an old leader plans with the new definition, not its own."""
         registry = TaskRegistry()
         local = {d.name: d for d in self._registry}
-        for spec in self._globals.load_specs(self._clock.now() - SPEC_TTL):
+        for stored in self._globals.load_specs(self._clock.now() - SPEC_TTL):
+            spec = self._newest_seen(stored)
             name = str(spec.get("task"))
             mine = local.pop(name, None)
             version = mine.evolution.handler_version if mine else 0
@@ -139,3 +145,31 @@ class Catalogue:
         for definition in local.values():  # not published yet (should not happen)
             registry.add(definition)
         return registry
+
+    def _newest_seen(self, stored: Document) -> Document:
+        """``stored``, unless a spec of the task published later was seen here before:
+        the globals went back in time (restored from a backup). Planning with the
+        restored, older definition even for a heartbeat would mark the documents only
+        the newer one matches as no longer matching, and run their handled versions
+        again once it is back; the newer spec is kept and published again instead."""
+        name = str(stored.get("task"))
+        at = stored.get("publishedAt")
+        seen = self._seen.get(name)
+        if seen is not None and isinstance(at, dt.datetime) and as_utc(at) < seen[0]:
+            newer = seen[1]
+            if _trigger_and_version(newer) != _trigger_and_version(stored):
+                logger.warning(
+                    "task %s: the published definition went back to an older one (the "
+                    "globals restored from a backup?); keeping and publishing again the "
+                    "newer one",
+                    name,
+                )
+                self._globals.restore_spec(newer, stored)
+                return newer
+        if isinstance(at, dt.datetime):
+            self._seen[name] = (as_utc(at), stored)
+        return stored
+
+
+def _trigger_and_version(spec: Document) -> tuple[Any, int]:
+    return spec.get("triggerHash"), int(spec.get("handlerVersion", 1))

@@ -40,8 +40,15 @@ class Publication:
     trigger_changed: bool = False
     upgraded: bool = False
     older: bool = False
-    # When this spec became the stored one (server time); None if it did not.
-    published_at: dt.datetime | None = None
+    # The stored spec document, when this spec became it (with its server-time
+    # ``publishedAt``); None if it did not.
+    stored: Document | None = None
+
+    @property
+    def published_at(self) -> dt.datetime | None:
+        """When this spec became the stored one (server time)."""
+        at = (self.stored or {}).get("publishedAt")
+        return as_utc(at) if isinstance(at, dt.datetime) else None
 
 
 @attrs.frozen
@@ -319,7 +326,7 @@ class GlobalsStore:
         )
         if first.upserted_id is not None:
             self._collection.update_one(key, {"$currentDate": now})
-            return Publication(new=True, published_at=self._published_at(key))
+            return Publication(new=True, stored=self._collection.find_one(key))
         stored = self._collection.find_one(key) or {}
         mine = spec["handlerVersion"]
         theirs = int(stored.get("handlerVersion", 1))
@@ -333,13 +340,14 @@ class GlobalsStore:
         return Publication(
             trigger_changed=stored.get("triggerHash") != spec["triggerHash"],
             upgraded=bool(won) and theirs < mine,
-            published_at=self._published_at(key) if won else None,
+            stored=self._collection.find_one(key) if won else None,
         )
 
-    def _published_at(self, key: Document) -> dt.datetime | None:
-        stored = self._collection.find_one(key, {"publishedAt": 1}) or {}
-        value = stored.get("publishedAt")
-        return as_utc(value) if isinstance(value, dt.datetime) else None
+    def restore_spec(self, newer: Document, stored: Document) -> bool:
+        """Put back ``newer`` (a spec document as read earlier) in place of ``stored``
+        (an older one a restore brought back), unless it changed again meanwhile."""
+        key = {"_id": newer["_id"], "publishedAt": stored.get("publishedAt")}
+        return self._collection.replace_one(key, newer).matched_count > 0
 
     def stored_specs(self, tasks: list[str]) -> dict[str, Document]:
         """The published specs of ``tasks`` (version, trigger, when), by task name."""
