@@ -490,9 +490,12 @@ class Planner(Loop):
         time ``after`` (the newest event's); a document whose filter or projection fails
         on the server (a poison document) is found by bisection and parked, and the rest
         is merged. The parts merged, for ``_mark_unmatched``."""
+        scan = self._reconciler.scanning.get(definition.collection)
         try:
             stamp = self._retry(
-                lambda: self._tasks.merge(definition, ids, epoch=self._epoch, after=after),
+                lambda: self._tasks.merge(
+                    definition, ids, epoch=self._epoch, after=after, scan=scan
+                ),
                 f"planning {definition.name}",
             )
             return [_Merged(definition, ids, deleted, stamp, after)]

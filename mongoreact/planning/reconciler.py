@@ -22,6 +22,8 @@ from collections.abc import Callable, Generator, Iterator
 from functools import partial
 from typing import Any
 
+from bson import ObjectId
+
 from .._retry import call_with_retry
 from ..cluster.registry import TaskRegistry
 from ..cluster.specs import is_reconciled, reconciliation_key
@@ -53,6 +55,8 @@ class Reconciler:
         self._batch_size = batch_size
         self._should_stop = should_stop
         self._stopping = stopping
+        # The scan under way per collection: live planning stamps its records too.
+        self.scanning: dict[str, ObjectId] = {}
 
     def run(self, plan: Callable[[TaskDefinition, list[Any]], None]) -> Iterator[bool]:
         """Reconcile every task not reconciled yet, one batch per step.
@@ -63,14 +67,20 @@ class Reconciler:
         """
         generation = self._retry(self._globals.reconciliation_generation, "reading the generation")
         done = set(self._retry(self._globals.reconciled_tasks, "reading reconciliation state"))
-        for collection in self._registry.collections:
-            pending = [
-                d for d in self._registry.for_collection(collection) if not is_reconciled(d, done)
-            ]
-            if pending:
-                finished = yield from self._collection(collection, pending, plan, generation)
-                if not finished:
-                    return
+        try:
+            for collection in self._registry.collections:
+                pending = [
+                    d
+                    for d in self._registry.for_collection(collection)
+                    if not is_reconciled(d, done)
+                ]
+                if pending:
+                    finished = yield from self._collection(collection, pending, plan, generation)
+                    self.scanning.pop(collection, None)
+                    if not finished:
+                        return
+        finally:
+            self.scanning.clear()
         yield True
 
     def _collection(
@@ -88,13 +98,10 @@ class Reconciler:
             "reading the checkpoint",
         )
         after = checkpoint.last_id if checkpoint is not None else None
-        # Records last planned before the scan began (server time) that it does not
-        # reach have lost their document. Taken before the first page is read.
-        started_at = (
-            checkpoint.started_at
-            if checkpoint is not None
-            else self._retry(self._globals.server_time, "reading the server's clock")
-        )
+        # Every record the scan reaches, or a live event plans while it runs, carries its
+        # id; the others have lost their document. Resumed scans keep the id.
+        scan_id = checkpoint.scan_id if checkpoint is not None else ObjectId()
+        self.scanning[collection] = scan_id
         logger.info(
             "reconciling %s for %s%s", collection, ", ".join(d.name for d in definitions),
             " from the checkpoint" if checkpoint else "",
@@ -115,7 +122,7 @@ class Reconciler:
             scanned += len(ids)
             saved = self._retry(
                 partial(
-                    self._globals.save_checkpoint, collection, names, after, started_at,
+                    self._globals.save_checkpoint, collection, names, after, scan_id,
                     generation=generation, epoch=self._epoch,
                 ),
                 "checkpointing",
@@ -132,7 +139,7 @@ class Reconciler:
             return False
         for definition in definitions:
             vanished = self._retry(
-                partial(self._tasks.mark_vanished, definition, started_at, epoch=self._epoch),
+                partial(self._tasks.mark_vanished, definition, scan_id, epoch=self._epoch),
                 "marking vanished",
             )
             if vanished:

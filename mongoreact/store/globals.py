@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any, Final
 
 import attrs
+from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -23,11 +24,11 @@ Document = dict[str, Any]
 
 @attrs.frozen(kw_only=True)
 class Checkpoint:
-    """An interrupted reconciliation: the last ``_id`` it planned, and when (server
-    time) its scan began."""
+    """An interrupted reconciliation: the last ``_id`` it planned, and its scan's id
+    (stamped on every record it reached: see ``TaskStore.mark_vanished``)."""
 
     last_id: Any
-    started_at: dt.datetime
+    scan_id: ObjectId
 
 
 @attrs.frozen(kw_only=True)
@@ -226,17 +227,17 @@ class GlobalsStore:
             or document.get("tasks") != tasks
             or document.get("generation") != generation
             or "lastId" not in document
-            or not isinstance(document.get("startedAt"), dt.datetime)
+            or not isinstance(document.get("scanId"), ObjectId)
         ):
             return None
-        return Checkpoint(last_id=document["lastId"], started_at=as_utc(document["startedAt"]))
+        return Checkpoint(last_id=document["lastId"], scan_id=document["scanId"])
 
     def save_checkpoint(
         self,
         collection: str,
         tasks: list[str],
         last_id: Any,
-        started_at: dt.datetime,
+        scan_id: ObjectId,
         *,
         generation: int,
         epoch: int,
@@ -249,7 +250,7 @@ class GlobalsStore:
                 "$set": {
                     "tasks": {"$literal": tasks},
                     "lastId": {"$literal": last_id},
-                    "startedAt": started_at,
+                    "scanId": scan_id,
                     "generation": generation,
                     "leaderEpoch": epoch,
                     "updatedAt": NOW,
@@ -306,11 +307,6 @@ class GlobalsStore:
         before this one has saved anything; ``False`` if a later epoch is there."""
         update = [{"$set": {"leaderEpoch": {"$max": [{"$ifNull": ["$leaderEpoch", 0]}, epoch]}}}]
         return self._fenced_upsert(PLANNER_ID, {"leaderEpoch": epoch}, update)
-
-    def server_time(self) -> dt.datetime:
-        """The server's clock now (``hello``'s ``localTime``, from the primary)."""
-        hello = self._collection.database.command("hello")
-        return as_utc(hello["localTime"])
 
     def publish_spec(self, spec: Document) -> Publication:
         """Share a task's planning spec (see ``Publication`` for what happened).

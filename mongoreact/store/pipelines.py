@@ -52,7 +52,11 @@ def epoch_fence(epoch: int) -> dict[str, Any]:
 
 
 def planning_pipeline(
-    definition: TaskDefinition, ids: list[Any], stamp: ObjectId, epoch: int
+    definition: TaskDefinition,
+    ids: list[Any],
+    stamp: ObjectId,
+    epoch: int,
+    scan: ObjectId | None = None,
 ) -> list[dict[str, Any]]:
     """Plan ``definition`` for the source documents ``ids`` in one server-side pass.
 
@@ -61,6 +65,8 @@ def planning_pipeline(
     runs again only when its snapshot changed (or it had stopped matching). Every merged
     record is stamped with ``stamp`` so the caller can tell which ids did not match,
     and with the leader ``epoch``: a record a later leader planned is left as it is.
+    While a reconciliation of the collection runs, records are also stamped with its
+    ``scan`` id: the records it did not reach when it completes have lost their source.
     """
     match: dict[str, Any] = {"_id": {"$in": ids}}
     if definition.filter is not None:
@@ -84,6 +90,7 @@ def planning_pipeline(
                 "dueAt": due,
                 "planStamp": {"$literal": stamp},
                 "planEpoch": {"$literal": epoch},
+                "seenBy": {"$literal": scan},
                 # The definition that planned it: a worker running another one (during
                 # a rolling deploy) leaves the run to an instance that runs this one.
                 "planTrigger": {
@@ -131,6 +138,7 @@ def _replan(definition: TaskDefinition) -> list[dict[str, Any]]:
                 "planStamp": "$$new.planStamp",
                 "planEpoch": "$$new.planEpoch",
                 "planTrigger": "$$new.planTrigger",
+                "seenBy": {"$ifNull": ["$$new.seenBy", "$seenBy"]},
                 "plannedAt": "$$new.plannedAt",
                 "status": _if(changed, _if("$_active", PROCESSING_DIRTY, PENDING), "$status"),
                 "updatedAt": _if(changed, "$$new.updatedAt", "$updatedAt"),
@@ -263,18 +271,14 @@ def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, 
     return query
 
 
-def vanished_filter(task: str, scan_started_at: dt.datetime, epoch: int) -> dict[str, Any]:
-    """Records a finished reconciliation did not reach: their source no longer exists.
+def vanished_filter(task: str, scan: ObjectId, epoch: int) -> dict[str, Any]:
+    """Records a finished reconciliation (``scan``) did not reach, and that no live event
+    planned while it ran: their source no longer exists.
 
-    Both times are the server's (``plannedAt`` is ``$$NOW`` of the planning write, the
-    scan's start is the server's ``localTime``), never an application host's clock.
+    No clock is involved: comparing planning times with the scan's start marked live
+    records as deleted across a failover to a member whose clock is behind.
     """
-    return {
-        "task": task,
-        "matched": {"$ne": False},
-        "plannedAt": {"$not": {"$gte": scan_started_at}},
-        **epoch_fence(epoch),
-    }
+    return {"task": task, "matched": {"$ne": False}, "seenBy": {"$ne": scan}, **epoch_fence(epoch)}
 
 
 def vanished_update(epoch: int) -> list[dict[str, Any]]:

@@ -64,11 +64,17 @@ class TaskStore:
         self._db[tasks_collection].create_indexes(indexes)
 
     def plan(
-        self, definition: TaskDefinition, ids: list[Any], deleted: list[Any], *, epoch: int = 0
+        self,
+        definition: TaskDefinition,
+        ids: list[Any],
+        deleted: list[Any],
+        *,
+        epoch: int = 0,
+        scan: ObjectId | None = None,
     ) -> int:
         """Plan ``definition`` for source ``ids`` (``deleted`` among them are gone):
         ``merge``, then ``mark_unmatched``. Returns how many records were marked."""
-        stamp = self.merge(definition, ids, epoch=epoch)
+        stamp = self.merge(definition, ids, epoch=epoch, scan=scan)
         return self.mark_unmatched(definition, ids, deleted, stamp, epoch=epoch)
 
     @contextlib.contextmanager
@@ -96,6 +102,7 @@ class TaskStore:
         *,
         epoch: int,
         after: Timestamp | None = None,
+        scan: ObjectId | None = None,
     ) -> ObjectId:
         """The first half of planning: upsert the records of the documents of ``ids``
         that match the filter, stamped with the returned planning stamp.
@@ -110,7 +117,7 @@ class TaskStore:
         """
         stamp = ObjectId()
         source = self._db[definition.collection]
-        pipeline = pipelines.planning_pipeline(definition, ids, stamp, epoch)
+        pipeline = pipelines.planning_pipeline(definition, ids, stamp, epoch, scan)
         for attempt in range(3):
             try:
                 with self.reading_after(after) as session:
@@ -193,13 +200,11 @@ class TaskStore:
         # The filter again: a record may have been re-planned since it was read.
         return tasks.delete_many({"_id": {"$in": ids}, **query}).deleted_count
 
-    def mark_vanished(
-        self, definition: TaskDefinition, scan_started_at: dt.datetime, *, epoch: int
-    ) -> int:
-        """After a complete reconciliation: records last planned before the scan began
-        (server time) that it did not reach have lost their source."""
+    def mark_vanished(self, definition: TaskDefinition, scan: ObjectId, *, epoch: int) -> int:
+        """After a complete reconciliation ``scan``: the records it did not reach, and no
+        event planned while it ran, have lost their source."""
         result = self._db[definition.tasks_collection].update_many(
-            pipelines.vanished_filter(definition.name, scan_started_at, epoch),
+            pipelines.vanished_filter(definition.name, scan, epoch),
             pipelines.vanished_update(epoch),
         )
         return result.modified_count

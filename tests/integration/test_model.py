@@ -3,11 +3,16 @@
 Hypothesis drives random interleavings through real ``ReactiveTasks`` instances: single
 writes, bursts larger than ``batch_size``, deletes, re-plans inside a batch claim's
 window, expired task leases (as when a worker is paused), history lost while writes go
-unread (also in the middle of a reconciliation) and leader changes. The model keeps each
+unread (also in the middle of a reconciliation) and leader changes; and what operators
+and deployments do: a rolling deploy that widens the filter (v1 instances replaced one
+at a time by v2 ones, so both run side by side meanwhile), the lease document deleted,
+the globals collection restored from a snapshot, the tasks collection dropped, and an
+instance's clock estimate stepped by up to two minutes either way. The model keeps each
 document's last version. The invariant, checked once the instances have caught up:
 
-    every document whose last version matches the filter has had that version handled
-    by a successful run, or its record is ``failed`` with the error.
+    every document whose last version matches the final definition's filter has had
+    that version handled by a successful run, or its record is ``failed`` with the
+    error.
 
 ``MONGOREACT_MODEL_EXAMPLES`` raises the number of examples for a soak run.
 """
@@ -18,8 +23,9 @@ import datetime as dt
 import os
 import random
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,6 +46,11 @@ from .helpers import FAST, Doc
 EXAMPLES = int(os.environ.get("MONGOREACT_MODEL_EXAMPLES", "6"))
 STEPS = 14
 DOC_IDS = st.integers(min_value=0, max_value=29)
+STATUSES = st.sampled_from(["paid", "new", "settled"])
+# v1 plans paid documents; v2, deployed during a run, settled ones too.
+FILTERS: dict[int, Doc] = {1: {"status": "paid"}, 2: {"status": {"$in": ["paid", "settled"]}}}
+MATCHING = {1: {"paid"}, 2: {"paid", "settled"}}
+CLOCK_STEP_LASTS = 1.0  # seconds: about a FAST leader heartbeat, when a sample corrects it
 SETTLE_TIMEOUT = 90.0
 
 
@@ -123,35 +134,52 @@ def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
             self.name = f"model_{uuid.uuid4().hex[:10]}"
             self.db = self.client[self.name]
             self.handled = Handled()
-            self.model: dict[int, tuple[int, bool]] = {}  # id -> (version, matches)
+            self.model: dict[int, tuple[int, str]] = {}  # id -> (version, status)
             self.version = 0
             self.engines: list[ReactiveTasks] = []
+            self.versions: dict[str, int] = {}  # instance -> the definition it runs
+            self.deploying = 1  # the definition new instances run
             self.started = 0
             self._start_instance()
+            self.backup = list(self.db["_mongoreact_globals"].find())
 
         # Instances.
 
         def _start_instance(self) -> None:
             self.started += 1
+            name = f"app-{self.started}-v{self.deploying}"
             engine = ReactiveTasks(
                 **{**FAST, "uri": uri, "database": self.name, "batch_size": 5,
-                   "concurrency": 2, "instance_id": f"app-{self.started}"}
+                   "concurrency": 2, "instance_id": name}
             )  # fmt: skip
             engine.register(
                 task="sync", collection="items", handler=self.handled,
-                filter={"status": "paid"}, watch_projection={"v": 1, "status": 1},
+                filter=FILTERS[self.deploying], watch_projection={"v": 1, "status": 1},
                 debounce=30, max_debounce=40,
                 retry_policy={"type": "fixed", "interval": 20, "max_attempts": 20},
             )  # fmt: skip
             engine.start()
             self.engines.append(engine)
+            self.versions[name] = self.deploying
+
+        def _stop(self, engine: ReactiveTasks) -> None:
+            self.engines.remove(engine)
+            engine.stop(timeout=5)
+
+        @rule()
+        def rolling_deploy_step(self) -> None:
+            """Replace one v1 instance by a v2 one (v2 widens the filter)."""
+            self.deploying = 2
+            old = [e for e in self.engines if self.versions[e.instance_id] == 1]
+            self._start_instance()
+            if old:
+                self._stop(old[0])
 
         @rule()
         def change_leader(self) -> None:
             """Stop the leader (or the oldest instance) and start a new one."""
             leader = next((e for e in self.engines if e.is_leader), self.engines[0])
-            self.engines.remove(leader)
-            leader.stop(timeout=5)
+            self._stop(leader)
             if not self.engines:
                 self._start_instance()
 
@@ -162,19 +190,19 @@ def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
 
         # Writes.
 
-        def _write(self, doc_id: int, paid: bool) -> None:
+        def _write(self, doc_id: int, status: str) -> None:
             with lock:  # rules and claim hooks write
                 self.version += 1
                 self.db.items.replace_one(
                     {"_id": doc_id},
-                    {"_id": doc_id, "v": self.version, "status": "paid" if paid else "new"},
+                    {"_id": doc_id, "v": self.version, "status": status},
                     upsert=True,
                 )
-                self.model[doc_id] = (self.version, paid)
+                self.model[doc_id] = (self.version, status)
 
-        @rule(doc_id=DOC_IDS, paid=st.booleans())
-        def write(self, doc_id: int, paid: bool) -> None:
-            self._write(doc_id, paid)
+        @rule(doc_id=DOC_IDS, status=STATUSES)
+        def write(self, doc_id: int, status: str) -> None:
+            self._write(doc_id, status)
 
         @rule(first=DOC_IDS, size=st.integers(min_value=6, max_value=24))
         def burst(self, first: int, size: int) -> None:
@@ -185,7 +213,7 @@ def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
                     self.version += 1
                     doc_id = 100 + (first * 7 + offset) % 60
                     documents.append({"_id": doc_id, "v": self.version, "status": "paid"})
-                    self.model[doc_id] = (self.version, True)
+                    self.model[doc_id] = (self.version, "paid")
                 self.db.items.delete_many({"_id": {"$in": [d["_id"] for d in documents]}})
                 self.db.items.insert_many(documents)
 
@@ -201,7 +229,7 @@ def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
             store, definition = TaskStore(self.db), self.engines[0].definitions[0]
 
             def change() -> None:
-                self._write(doc_id, True)
+                self._write(doc_id, "paid")
                 store.plan(definition, [doc_id], [])
 
             with hooks.lock:
@@ -225,19 +253,57 @@ def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
                 return
             hooks.reader_held.clear()
             for doc_id in doc_ids:
-                self._write(doc_id, True)
+                self._write(doc_id, "paid")
             hooks.lose_history = True
             hooks.release_reader.set()
 
+        # Operators.
+
+        @rule()
+        def delete_the_lease_document(self) -> None:
+            """An operator forcing a failover."""
+            self.db["_mongoreact_globals"].delete_one({"_id": "leader"})
+
+        @rule()
+        def restore_the_globals(self) -> None:
+            """The globals collection restored from the snapshot taken at the start."""
+            globals_ = self.db["_mongoreact_globals"]
+            globals_.delete_many({})
+            for document in self.backup:
+                globals_.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+        @rule()
+        def drop_the_tasks_collection(self) -> None:
+            self.db.items_tasks.drop()
+
+        @rule(index=st.integers(min_value=0, max_value=2), seconds=st.integers(-120, 120))
+        def step_a_clock(self, index: int, seconds: int) -> None:
+            """An instance's estimate of the server's clock jumps (its host's clock
+            stepped before the monotonic estimate; a failover to a primary whose clock
+            differs)."""
+            clock = self.engines[index % len(self.engines)].clock
+            real: Callable[[], dt.datetime] = type(clock).now.__get__(clock)
+            step, until = dt.timedelta(seconds=seconds), time.monotonic() + CLOCK_STEP_LASTS
+
+            def stepped() -> dt.datetime:
+                # Wrong until the estimate is corrected (its next sample).
+                return real() + step if time.monotonic() < until else real()
+
+            clock.now = stepped  # type: ignore[method-assign]
+
         # The invariant.
+
+        def _final_definition(self) -> int:
+            return max(self.versions[e.instance_id] for e in self.engines)
 
         def missing(self) -> list[str]:
             with lock:
                 model = dict(self.model)
+            matching = MATCHING[self._final_definition()]
             records = {r["sourceDocId"]: r for r in self.db.items_tasks.find()}
             problems = []
-            for doc_id, (version, paid) in sorted(model.items()):
-                if not paid:
+            for doc_id, (version, status) in sorted(model.items()):
+                if status not in matching:
                     continue
                 with self.handled.lock:
                     seen = version in self.handled.versions.get(doc_id, set())
@@ -249,6 +315,10 @@ def make_machine(uri: str, hooks: Hooks) -> type[RuleBasedStateMachine]:
 
         def teardown(self) -> None:
             try:
+                if self.deploying == 2:  # finish the deploy: the invariant is v2's
+                    for engine in [e for e in self.engines if self.versions[e.instance_id] == 1]:
+                        self._start_instance()
+                        self._stop(engine)
                 deadline = threading.Event()
                 waited = 0.0
                 while (problems := self.missing()) and waited < SETTLE_TIMEOUT:

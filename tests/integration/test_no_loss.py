@@ -229,7 +229,7 @@ def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None
     assert store.save_resume_token({"_data": "new"}, "b", epoch=2)
     assert not store.save_resume_token({"_data": "old"}, "a", epoch=1)
     assert store.load_resume_token() == {"_data": "new"}
-    now = store.server_time()
+    now = ObjectId()  # the scan's id
     generation = store.reconciliation_generation()
     assert store.save_checkpoint("orders", ["t"], 50, now, generation=generation, epoch=2)
     assert not store.save_checkpoint("orders", ["t"], 10, now, generation=generation, epoch=1)
@@ -454,23 +454,29 @@ def test_a_changed_definition_never_resumes_or_finishes_an_older_ones_reconcilia
     v2 = build_definition({"task": "t", "collection": "orders", "handler": _noop,
                            "filter": {"kind": {"$in": ["a", "b"]}}})  # fmt: skip
 
-    def plan(definition: Any, ids: list[Any]) -> None:
-        tasks.plan(definition, ids, [])
-
     def scan(definition: Any, epoch: int) -> Iterator[bool]:
+        """A leader's reconciliation, planning as its planner does."""
         registry = TaskRegistry()
         registry.add(definition)
-        return Reconciler(
+        reconciler = Reconciler(
             registry=registry, task_store=tasks, globals_store=globals_store, batch_size=40,
             should_stop=lambda: False, stopping=threading.Event(), epoch=epoch,
-        ).run(plan)  # fmt: skip
+        )  # fmt: skip
+
+        def plan(definition: Any, ids: list[Any]) -> None:
+            scanning = reconciler.scanning.get("orders")
+            tasks.plan(definition, ids, [], epoch=epoch, scan=scanning)
+
+        return reconciler.run(plan)
 
     old = scan(v1, epoch=1)
     for _ in range(3):
         assert next(old) is False  # v1 checkpointed at _id 119, then stopped
-    new = scan(v2, epoch=1)
+    new = scan(v2, epoch=2)  # the new leader
     assert next(new) is False  # v2 under way
-    assert list(old)[-1] is True  # the old leader finishes v1's scan (its own key)
+    # The old leader goes on with v1's scan: refused (the new leader's epoch), and in any
+    # case it could only mark v1's key.
+    assert True not in list(old)
     assert reconciliation_key(v2) not in globals_store.reconciled_tasks()
     assert list(new)[-1] is True
     planned = {r["sourceDocId"] for r in db.orders_tasks.find({"matched": True})}
@@ -506,7 +512,7 @@ def test_a_deposed_leaders_late_marking_leaves_its_successors_record_alone(
     # A's whole marking pass, and a late reconciliation's vanished marking, alike:
     db.orders.delete_one({"_id": 1})
     assert store.mark_unmatched(definition, [1], [1], ObjectId(), epoch=1) == 0
-    assert store.mark_vanished(definition, dt.datetime(2100, 1, 1), epoch=1) == 0
+    assert store.mark_vanished(definition, ObjectId(), epoch=1) == 0
     assert store.mark_unmatched(definition, [1], [1], ObjectId(), epoch=2) == 1
 
 
@@ -558,3 +564,38 @@ def test_a_deposed_stream_reader_cannot_reset_reconciliation_or_drop_the_positio
     assert not store.save_resume_token({"_data": "old"}, "b", epoch=2)
     assert store.reset_reconciliation(epoch=3)
     assert store.reconciliation_generation() == generation + 1
+
+
+def test_a_record_planned_during_a_scan_is_not_marked_gone_whatever_the_clocks(
+    db: Database[Doc],
+) -> None:
+    """Regression: a completed reconciliation marked gone every record planned before
+    its scan began (by the server's clock) and not reached by it. Across a failover to
+    a member whose clock is behind, a record a live event planned during the scan
+    carried an earlier time, and a live record was marked deleted."""
+    definition = build_definition({"task": "t", "collection": "orders", "handler": _noop})
+    registry = TaskRegistry()
+    registry.add(definition)
+    tasks = TaskStore(db)
+    tasks.ensure_indexes("orders_tasks")
+    db.orders.insert_many([{"_id": i} for i in range(10)])
+    db.orders_tasks.insert_one({"task": "t", "sourceDocId": 200, "matched": True,
+                                "status": "completed"})  # its document is gone  # fmt: skip
+    reconciler = Reconciler(
+        registry=registry, task_store=tasks, globals_store=GlobalsStore(db, "_mongoreact_globals"),
+        batch_size=5, should_stop=lambda: False, stopping=threading.Event(), epoch=1,
+    )  # fmt: skip
+
+    def plan(definition: Any, ids: list[Any]) -> None:
+        tasks.plan(definition, ids, [], epoch=1, scan=reconciler.scanning.get("orders"))
+
+    scan = reconciler.run(plan)
+    assert next(scan) is False  # the first page (0-4) is planned
+    db.orders.insert_one({"_id": -1})  # a live event, below the scan's position
+    plan(definition, [-1])
+    behind = dt.datetime(2000, 1, 1)  # the new primary's clock is far behind
+    db.orders_tasks.update_one({"sourceDocId": -1}, {"$set": {"plannedAt": behind}})
+    assert list(scan)[-1] is True
+    records = {r["sourceDocId"]: r["matched"] for r in db.orders_tasks.find()}
+    assert records[-1] is True and all(records[i] for i in range(10))
+    assert records[200] is False
