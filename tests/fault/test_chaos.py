@@ -171,6 +171,24 @@ def settled(db: Database[Doc]) -> bool:
     return all(item in done and done[item] == v for item, v in items.items())
 
 
+def settle(
+    db: Database[Doc], seed: int, timeout: float, logs: Callable[[], str]
+) -> tuple[float, Accounting]:
+    """Wait until every item is handled at its last version; how long that took after
+    the faults, and the accounting. A timeout fails with what is not handled and the
+    apps' ``logs()``."""
+    began = time.monotonic()
+    try:
+        wait_for(lambda: settled(db), timeout, "every item handled at its last version")
+    except AssertionError as timed_out:
+        result = account(db)
+        raise AssertionError(
+            f"seed {seed}: {timed_out}; {len(result.lost)} not handled, e.g. "
+            f"{result.lost[:5]}\n{logs()}"
+        ) from None
+    return time.monotonic() - began, account(db)
+
+
 @pytest.mark.timeout(900)
 def test_randomized_chaos_loses_nothing() -> None:
     seed = int(os.environ.get("MONGOREACT_CHAOS_SEED", str(random.randrange(10**6))))
@@ -227,17 +245,7 @@ def test_randomized_chaos_loses_nothing() -> None:
                 faults[name] += 1
                 threading.Event().wait(rng.uniform(0.8, 2.0))
             writer.stop()
-            began = time.monotonic()
-            try:
-                wait_for(lambda: settled(db), 240, "every item handled at its last version")
-            except AssertionError as timed_out:
-                result = account(db)
-                raise AssertionError(
-                    f"seed {seed}: {timed_out}; {len(result.lost)} not handled, e.g. "
-                    f"{result.lost[:5]}\n{cluster.logs()}"
-                ) from None
-            recovery = time.monotonic() - began
-            result = account(db)
+            recovery, result = settle(db, seed, 240, cluster.logs)
         finally:
             writer.stop()
             for app in cluster.apps:

@@ -43,7 +43,7 @@ from mongoreact.testing import EmbeddedServer
 
 from .harness import AppProcess, Doc, leader, report, wait_for
 from .proxy import DroppingProxy
-from .test_chaos import SECONDS, Writer, account, settled
+from .test_chaos import SECONDS, Writer, settle
 
 pytestmark = [pytest.mark.fault, pytest.mark.chaos, pytest.mark.once]
 
@@ -175,17 +175,7 @@ def test_operator_actions_and_a_rolling_deploy_lose_nothing() -> None:
                 cluster.rolling_deploy()
                 faults["rolling deploy with a wider filter"] += 1
             writer.stop()
-            began = time.monotonic()
-            try:
-                wait_for(lambda: settled(db), 300, "every item handled at its last version")
-            except AssertionError as timed_out:
-                result = account(db)
-                raise AssertionError(
-                    f"seed {seed}: {timed_out}; {len(result.lost)} not handled, e.g. "
-                    f"{result.lost[:5]}\n{cluster.logs()}"
-                ) from None
-            recovery = time.monotonic() - began
-            result = account(db)
+            recovery, result = settle(db, seed, 300, cluster.logs)
             twice = effects_counted_once(db)
             twice_detail = [
                 (db.items_tasks.find_one({"sourceDocId": ObjectId(e["_id"].split(":")[0])}),

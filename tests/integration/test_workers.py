@@ -92,13 +92,19 @@ def test_a_task_whose_worker_died_is_claimed_after_its_lease_expires(
     assert record(db, "jobs", "j1")["claimedBy"] == engine.instance_id
 
 
-def test_finalize_is_fenced_by_the_claim(db: Database[Doc]) -> None:
+def _store_with_a_due_record(db: Database[Doc]) -> TaskStore:
+    """A store over ``jobs_tasks`` holding one pending record ``r1``, long due."""
     store = TaskStore(db)
     store.ensure_indexes("jobs_tasks")
     db.jobs_tasks.insert_one(
         {"_id": "r1", "task": "t", "sourceDocId": 1, "status": "pending", "attempts": 0,
          "nextRunAt": dt.datetime(2000, 1, 1)}
     )  # fmt: skip
+    return store
+
+
+def test_finalize_is_fenced_by_the_claim(db: Database[Doc]) -> None:
+    store = _store_with_a_due_record(db)
     now = dt.datetime.now(dt.timezone.utc)
     claim = store.claim(
         "jobs_tasks", ["t"], now=now, instance_id="a", lease=dt.timedelta(seconds=60)
@@ -227,12 +233,7 @@ def test_max_concurrency_holds_across_instances(
 def test_a_host_clock_ahead_does_not_claim_a_running_lease(db: Database[Doc], batch: int) -> None:
     """Regression: the claim compared the lease with the host's estimate of the server's
     clock; a host 90 s ahead took a running task (60 s lease) right after it started."""
-    store = TaskStore(db)
-    store.ensure_indexes("jobs_tasks")
-    db.jobs_tasks.insert_one(
-        {"_id": "r1", "task": "t", "sourceDocId": 1, "status": "pending", "attempts": 0,
-         "nextRunAt": dt.datetime(2000, 1, 1)}
-    )  # fmt: skip
+    store = _store_with_a_due_record(db)
     lease = dt.timedelta(seconds=60)
     now = dt.datetime.now(dt.timezone.utc)
     first = store.claim_many("jobs_tasks", ["t"], now=now, instance_id="a", lease=lease, limit=1)
