@@ -514,6 +514,11 @@ def test_a_deposed_leaders_late_marking_leaves_its_successors_record_alone(
     assert store.mark_unmatched(definition, [1], [1], ObjectId(), epoch=1) == 0
     assert store.mark_vanished(definition, ObjectId(), epoch=1) == 0
     assert store.mark_unmatched(definition, [1], [1], ObjectId(), epoch=2) == 1
+    marked = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
+    # Marked gone (deleted), and stamped with the epoch: an older leader's late write
+    # to it is refused from now on.
+    assert marked["matched"] is False and marked["sourceDeletedAt"] is not None
+    assert marked["planEpoch"] == 2
 
 
 def test_a_deposed_leaders_late_planning_failure_leaves_its_successors_record_alone(

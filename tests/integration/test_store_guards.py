@@ -77,7 +77,19 @@ def test_a_planning_failure_leaves_a_running_records_status_and_lease(db: Databa
     assert store.record_planning_failure(definition, 1, "bad $add", epoch=1)
     record = db.orders_tasks.find_one({"sourceDocId": 1}) or {}
     assert record["status"] == "processing" and record["nextRunAt"] == lease
-    assert record["planningError"] == "bad $add"
+    assert record["planningError"] == "bad $add" and record["planEpoch"] == 1
+    assert record.get("lastError") is None  # the run's own outcome is still to come
+
+
+def test_a_planning_failure_parks_a_new_record_as_failed(db: Database[Doc]) -> None:
+    store, definition = _store(db)
+    assert store.record_planning_failure(definition, 7, "bad $add", epoch=1)
+    record = db.orders_tasks.find_one({"sourceDocId": 7}) or {}
+    assert (record["status"], record["nextRunAt"]) == ("failed", None)
+    assert record["lastError"] == "planning failed: bad $add"
+    assert (record["attempts"], record["matched"]) == (0, True)
+    for field in ("createdAt", "updatedAt", "plannedAt", "lastFinalizedAt"):
+        assert isinstance(record[field], dt.datetime), field
 
 
 def test_a_lease_renewal_is_fenced_by_the_claim_not_the_record(db: Database[Doc]) -> None:
