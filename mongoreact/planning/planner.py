@@ -362,7 +362,10 @@ class Planner(Loop):
         self._take_events(timeout)
         if self.stopping.is_set():
             return 0.0
-        if self._batcher.is_due(time.monotonic()):
+        # A reconciliation about to start (requested, the stream open) goes first: its
+        # scan ids must be known before live events are planned (Reconciler.scanning).
+        starting = self._reconcile_requested.is_set() and self._stream_open.is_set()
+        if self._batcher.is_due(time.monotonic()) and not starting:
             self._flush()
         if self._save_due_in() == 0.0:
             self._save_position()
@@ -525,12 +528,11 @@ class Planner(Loop):
             ids[0],
             reason,
         )
-        self._retry(
-            lambda: self._tasks.record_planning_failure(
-                definition, ids[0], reason, epoch=self._epoch
-            ),
-            "recording a planning failure",
-        )
+        park = partial(
+            self._tasks.record_planning_failure, definition, ids[0], reason,
+            epoch=self._epoch, scan=self._reconciler.scanning.get(definition.collection),
+        )  # fmt: skip
+        self._retry(park, "recording a planning failure")
         return []
 
     def _recreate_tasks_collection(self, definition: TaskDefinition) -> None:

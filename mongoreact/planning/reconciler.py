@@ -28,7 +28,7 @@ from .._retry import call_with_retry
 from ..cluster.registry import TaskRegistry
 from ..cluster.specs import is_reconciled, reconciliation_key
 from ..config.definition import TaskDefinition
-from ..store.globals import GlobalsStore
+from ..store.globals import Checkpoint, GlobalsStore
 from ..store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -67,18 +67,30 @@ class Reconciler:
         """
         generation = self._retry(self._globals.reconciliation_generation, "reading the generation")
         done = set(self._retry(self._globals.reconciled_tasks, "reading reconciliation state"))
+        scans: list[tuple[str, list[TaskDefinition], Checkpoint | None]] = []
+        for collection in self._registry.collections:
+            definitions = self._registry.for_collection(collection)
+            pending = [d for d in definitions if not is_reconciled(d, done)]
+            if pending:
+                names = sorted(reconciliation_key(d) for d in pending)
+                checkpoint = self._retry(
+                    partial(self._globals.load_checkpoint, collection, names, generation),
+                    "reading the checkpoint",
+                )
+                scans.append((collection, pending, checkpoint))
+                # Every collection's scan id is known before anything is planned: live
+                # events planned before its scan (re)starts carry it too, so a scan
+                # resumed from a checkpoint cannot take what they planned below the
+                # checkpoint for gone.
+                self.scanning[collection] = checkpoint.scan_id if checkpoint else ObjectId()
         try:
-            for collection in self._registry.collections:
-                pending = [
-                    d
-                    for d in self._registry.for_collection(collection)
-                    if not is_reconciled(d, done)
-                ]
-                if pending:
-                    finished = yield from self._collection(collection, pending, plan, generation)
-                    self.scanning.pop(collection, None)
-                    if not finished:
-                        return
+            for collection, pending, checkpoint in scans:
+                finished = yield from self._collection(
+                    collection, pending, checkpoint, plan, generation
+                )
+                self.scanning.pop(collection, None)
+                if not finished:
+                    return
         finally:
             self.scanning.clear()
         yield True
@@ -87,21 +99,17 @@ class Reconciler:
         self,
         collection: str,
         definitions: list[TaskDefinition],
+        checkpoint: Checkpoint | None,
         plan: Callable[[TaskDefinition, list[Any]], None],
         generation: int,
     ) -> Generator[bool, None, bool]:
         # Checkpoints and the finish are keyed by the definitions (name and trigger), so
         # a changed definition never resumes or finishes an older one's scan.
         names = sorted(reconciliation_key(d) for d in definitions)
-        checkpoint = self._retry(
-            partial(self._globals.load_checkpoint, collection, names, generation),
-            "reading the checkpoint",
-        )
         after = checkpoint.last_id if checkpoint is not None else None
         # Every record the scan reaches, or a live event plans while it runs, carries its
         # id; the others have lost their document. Resumed scans keep the id.
-        scan_id = checkpoint.scan_id if checkpoint is not None else ObjectId()
-        self.scanning[collection] = scan_id
+        scan_id = self.scanning[collection]
         logger.info(
             "reconciling %s for %s%s", collection, ", ".join(d.name for d in definitions),
             " from the checkpoint" if checkpoint else "",

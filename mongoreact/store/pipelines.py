@@ -212,9 +212,12 @@ def unmatched_update(deleted: list[Any], epoch: int) -> list[dict[str, Any]]:
     ]
 
 
-def planning_failure_update(error: str, stamp: ObjectId, epoch: int) -> list[dict[str, Any]]:
+def planning_failure_update(
+    error: str, stamp: ObjectId, epoch: int, scan: ObjectId | None = None
+) -> list[dict[str, Any]]:
     """Mark a record as failed to plan (creating it if needed). A running record keeps
-    its status and lease, so its worker can still finalize; it only notes the error."""
+    its status and lease, so its worker can still finalize; it only notes the error.
+    Its document exists: a reconciliation ``scan`` under way counts it as reached."""
     active = "$_active"
     return [
         {"$set": {"_active": {"$in": [{"$ifNull": ["$status", None]}, list(ACTIVE)]}}},
@@ -223,7 +226,8 @@ def planning_failure_update(error: str, stamp: ObjectId, epoch: int) -> list[dic
                 "planningError": {"$literal": error},
                 "planStamp": stamp,
                 "planEpoch": {"$literal": epoch},
-                "plannedAt": NOW,  # the document exists: reconciliation reached it
+                "seenBy": {"$ifNull": [{"$literal": scan}, "$seenBy"]},
+                "plannedAt": NOW,  # the document exists
                 "status": _if(active, "$status", FAILED),
                 "nextRunAt": _if(active, "$nextRunAt", None),
                 "lastError": _if(active, "$lastError", {"$literal": f"planning failed: {error}"}),
@@ -306,6 +310,9 @@ QUEUE_STATS: Final[list[dict[str, Any]]] = [
 # (its clock stepped, a failover to a primary whose clock is behind) must not take a
 # lease that is still running.
 DUE_ON_THE_SERVER: Final = {"$expr": {"$lte": ["$nextRunAt", NOW]}}
+# How long a record planned under another definition of its task waits for an instance
+# that runs that definition before any instance takes it (see claim_filter).
+FOREIGN_GRACE: Final = dt.timedelta(minutes=1)
 
 
 def claim_filter(
@@ -319,7 +326,9 @@ def claim_filter(
     one planned by its own filter (skip it, and so complete it unhandled) or run code
     that does not expect it. It leaves such records to instances running the new one.
     Records that no longer match are claimed by anyone (their run is skipped), as are
-    records planned before records carried their trigger.
+    records planned before records carried their trigger, and records overdue by more
+    than ``FOREIGN_GRACE``: when no instance runs the definition that planned them any
+    more (a canary removed, a rollback), they must not wait for ever.
     """
     query: dict[str, Any] = {
         "task": {"$in": tasks},
@@ -328,7 +337,11 @@ def claim_filter(
         **DUE_ON_THE_SERVER,
     }
     if triggers is not None:
-        query["$or"] = [{"planTrigger": {"$in": [*triggers, None]}}, {"matched": False}]
+        query["$or"] = [
+            {"planTrigger": {"$in": [*triggers, None]}},
+            {"matched": False},
+            {"nextRunAt": {"$lte": now - FOREIGN_GRACE}},
+        ]
     return query
 
 

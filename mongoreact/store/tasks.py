@@ -173,7 +173,13 @@ class TaskStore:
         return result.modified_count
 
     def record_planning_failure(
-        self, definition: TaskDefinition, doc_id: Any, error: str, *, epoch: int
+        self,
+        definition: TaskDefinition,
+        doc_id: Any,
+        error: str,
+        *,
+        epoch: int,
+        scan: ObjectId | None = None,
     ) -> bool:
         """Park a document whose filter or projection fails on the server: its record
         is ``failed`` with the error, until the document changes and plans cleanly.
@@ -181,7 +187,7 @@ class TaskStore:
         try:
             self._db[definition.tasks_collection].update_one(
                 {"task": definition.name, "sourceDocId": doc_id, **pipelines.epoch_fence(epoch)},
-                pipelines.planning_failure_update(error, ObjectId(), epoch),
+                pipelines.planning_failure_update(error, ObjectId(), epoch, scan),
                 upsert=True,
             )
         except DuplicateKeyError:

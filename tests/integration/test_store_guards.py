@@ -114,3 +114,26 @@ def test_a_data_change_resets_the_attempts_when_asked(db: Database[Doc], reset: 
     first_error = record["firstErrorAt"]
     assert record["attempts"] == (0 if reset else 3)
     assert (first_error is None) if reset else first_error.replace(tzinfo=dt.timezone.utc) == OLD
+
+
+def test_a_parked_record_counts_as_reached_by_the_scan_under_way(db: Database[Doc]) -> None:
+    """Regression (review): a parked poison document's record never carried the scan's
+    id, so every complete reconciliation marked it gone though its document exists."""
+    store, definition = _store(db)
+    scan = ObjectId()
+    assert store.record_planning_failure(definition, 7, "bad $add", epoch=1, scan=scan)
+    assert store.mark_vanished(definition, scan, epoch=1) == 0
+
+
+def test_a_record_of_another_definition_is_claimable_after_a_grace(db: Database[Doc]) -> None:
+    """Records planned under a definition no instance runs any more (a removed canary, a
+    rollback) wait FOREIGN_GRACE for one, then any instance takes them."""
+    store, _ = _store(db)
+    now = dt.datetime.now(dt.timezone.utc)
+    _record(db, planTrigger="other", nextRunAt=now - dt.timedelta(seconds=5))
+    _record(db, sourceDocId=2, planTrigger="other", nextRunAt=now - dt.timedelta(minutes=2))
+    claimed = store.claim_many(
+        "orders_tasks", ["t"], now=now, instance_id="i", lease=dt.timedelta(seconds=60),
+        limit=5, triggers=["mine"],
+    )  # fmt: skip
+    assert [c.record["sourceDocId"] for c in claimed.claims] == [2]
