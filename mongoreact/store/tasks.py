@@ -371,69 +371,53 @@ class TaskStore:
                 triggers=triggers,
             )  # fmt: skip
             return BatchClaim([] if claim is None else [claim])
+        # One causally consistent session: its operation time after the claim is what
+        # the late-binding reads of these records wait for (ClaimedTask.read_after).
         with self._db.client.start_session(causal_consistency=True) as session:
-            return self._claim_many(
-                tasks_collection, tasks, now=now, instance_id=instance_id, lease=lease,
-                limit=limit, spread=spread, triggers=triggers, session=session,
-            )  # fmt: skip
-
-    def _claim_many(
-        self,
-        tasks_collection: str,
-        tasks: list[str],
-        *,
-        now: dt.datetime,
-        instance_id: str,
-        lease: dt.timedelta,
-        limit: int,
-        spread: int,
-        triggers: list[str] | None,
-        session: ClientSession,
-    ) -> BatchClaim:
-        collection = self._db[tasks_collection]
-        query = pipelines.claim_filter(tasks, now, triggers)
-        read = collection.find(query, session=session)
-        candidates = list(read.sort(pipelines.CLAIM_SORT).limit(limit * spread))
-        if len(candidates) > limit:
-            chosen = sorted(random.sample(range(len(candidates)), limit))
-            candidates = [candidates[i] for i in chosen]
-        if not candidates:
-            return BatchClaim([])
-        lease_ms = to_milliseconds(lease)
-        claim_ids = [ObjectId() for _ in candidates]
-        result = collection.bulk_write(
-            [
-                UpdateOne(
-                    pipelines.claim_candidate(record),
-                    pipelines.claim_update(claim_id, instance_id, lease_ms),
-                )
-                for record, claim_id in zip(candidates, claim_ids, strict=True)
-            ],
-            ordered=False,
-            session=session,
-        )
-        won = list(zip(candidates, claim_ids, strict=True))
-        lost = len(candidates) - result.modified_count
-        if lost:
-            held = {
-                d["_id"]
-                for d in collection.find(
-                    pipelines.fence_many([r["_id"] for r in candidates], claim_ids),
-                    {"_id": 1},
-                    session=session,
-                )
-            }
-            won = [(record, claim_id) for record, claim_id in won if record["_id"] in held]
-        claims = [
-            ClaimedTask(
-                record=pipelines.claimed(record, claim_id, instance_id, now, lease_ms),
-                claim_id=claim_id,
-                tasks_collection=tasks_collection,
-                read_after=session.operation_time,
+            collection = self._db[tasks_collection]
+            query = pipelines.claim_filter(tasks, now, triggers)
+            read = collection.find(query, session=session)
+            candidates = list(read.sort(pipelines.CLAIM_SORT).limit(limit * spread))
+            if len(candidates) > limit:
+                chosen = sorted(random.sample(range(len(candidates)), limit))
+                candidates = [candidates[i] for i in chosen]
+            if not candidates:
+                return BatchClaim([])
+            lease_ms = to_milliseconds(lease)
+            claim_ids = [ObjectId() for _ in candidates]
+            result = collection.bulk_write(
+                [
+                    UpdateOne(
+                        pipelines.claim_candidate(record),
+                        pipelines.claim_update(claim_id, instance_id, lease_ms),
+                    )
+                    for record, claim_id in zip(candidates, claim_ids, strict=True)
+                ],
+                ordered=False,
+                session=session,
             )
-            for record, claim_id in won
-        ]
-        return BatchClaim(claims, lost=lost)
+            won = list(zip(candidates, claim_ids, strict=True))
+            lost = len(candidates) - result.modified_count
+            if lost:
+                held = {
+                    d["_id"]
+                    for d in collection.find(
+                        pipelines.fence_many([r["_id"] for r in candidates], claim_ids),
+                        {"_id": 1},
+                        session=session,
+                    )
+                }
+                won = [(record, claim_id) for record, claim_id in won if record["_id"] in held]
+            claims = [
+                ClaimedTask(
+                    record=pipelines.claimed(record, claim_id, instance_id, now, lease_ms),
+                    claim_id=claim_id,
+                    tasks_collection=tasks_collection,
+                    read_after=session.operation_time,
+                )
+                for record, claim_id in won
+            ]
+            return BatchClaim(claims, lost=lost)
 
     def renew(self, claims: list[ClaimedTask], lease: dt.timedelta) -> set[Any]:
         """Extend the leases of ``claims`` (one collection); return the claim ids lost."""
