@@ -35,7 +35,7 @@ from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
 from ..store.globals import GlobalsStore
 from ..store.server import PLANNED_OPERATIONS, open_change_stream
-from ..store.tasks import TaskStore
+from ..store.tasks import UNKNOWN_UUID, TaskStore
 from .event_batches import EventBatcher, id_key
 from .recheck import Rechecker
 from .reconciler import Reconciler
@@ -321,6 +321,9 @@ class Planner(Loop):
         self._unsaved: tuple[Document, dt.datetime | None] | None = None
         self._last_save = time.monotonic()
         self._measurements = measurements
+        # Each tasks collection's UUID as recorded in this term, and when to look again.
+        self._tasks_uuids: dict[str, Any] = {}
+        self._tasks_check_at = 0.0
 
     def stop(self) -> None:
         """Ask the planner to finish, interrupting its wait for events."""
@@ -347,6 +350,8 @@ class Planner(Loop):
             # stays in the batcher; if another instance took over, the election retires
             # this planner and the successor replays from the saved position.
             return min(LAPSE_PAUSE, self._settings.leader_heartbeat.total_seconds())
+        if time.monotonic() >= self._tasks_check_at:
+            self._check_tasks_collections()
         busy = self._reconcile_step() or self._recheck_step()
         due = self._batcher.due_at()
         timeout = self._settings.leader_heartbeat.total_seconds()
@@ -507,7 +512,7 @@ class Planner(Loop):
             if is_transient(error) or self.stopping.is_set():
                 raise
             if error.code == NO_UNIQUE_INDEX:
-                self._recreate_tasks_collection(definition)
+                self._recreate_tasks_collection(definition.tasks_collection)
                 raise PlanAgainError from error  # into the recreated collection
             if len(ids) > 1:
                 half = len(ids) // 2
@@ -535,26 +540,57 @@ class Planner(Loop):
         self._retry(park, "recording a planning failure")
         return []
 
-    def _recreate_tasks_collection(self, definition: TaskDefinition) -> None:
-        """The tasks collection lost its unique index: it was dropped (or the whole
-        database was). Its indexes are created again, and every task is reconciled:
-        the records that were waiting went with the collection, and only a scan of the
-        source documents finds their work again (every matching document then runs
-        once more, as for a new task: which versions had been handled went too)."""
+    def _check_tasks_collections(self) -> None:
+        """Notice a tasks collection dropped (and perhaps created again by an instance
+        starting, whose indexes then satisfy every ``$merge``) by its UUID: the records
+        it held are gone, and only a reconciliation finds their work again. Looked at
+        once a heartbeat; the ``$merge`` error of a dropped collection is met sooner."""
+        self._tasks_check_at = time.monotonic() + self._settings.leader_heartbeat.total_seconds()
+        for name in self._registry.tasks_collections:
+            current = self._retry(partial(self._tasks.collection_uuid, name), "checking " + name)
+            if current == UNKNOWN_UUID:
+                continue  # only a failing $merge can tell
+            known = self._tasks_uuids.get(name)
+            if known is None:
+                recorded = partial(self._globals.tasks_collection_uuid, name)
+                known = self._retry(recorded, "checking " + name)
+            if current is None or (known is not None and current != known):
+                self._recreate_tasks_collection(name)
+            elif known is None:
+                self._record_tasks_uuid(name, current)
+            else:
+                self._tasks_uuids[name] = current
+
+    def _record_tasks_uuid(self, name: str, uuid: Any) -> None:
+        record = partial(self._globals.record_tasks_collection_uuid, name, uuid, epoch=self._epoch)
+        if not self._retry(record, f"recording the identity of {name}"):
+            raise NotLeadingError  # a later leader checks it
+        self._tasks_uuids[name] = uuid
+
+    def _recreate_tasks_collection(self, tasks_collection: str) -> None:
+        """The tasks collection was dropped (or the whole database was). Every task is
+        reconciled, then its indexes are created again: the records that were waiting
+        went with the collection, and only a scan of the source documents finds their
+        work again (every matching document then runs once more, as for a new task:
+        which versions had been handled went too). In that order: a deposed leader
+        whose reset is refused leaves the collection as it is, for its successor's
+        ``$merge`` to fail in turn."""
         logger.error(
-            "%s has lost its unique index (was it dropped?): recreating its indexes and "
-            "reconciling every task; matching documents run again",
-            definition.tasks_collection,
-        )
-        self._retry(
-            lambda: self._tasks.ensure_indexes(definition.tasks_collection),
-            f"recreating the indexes of {definition.tasks_collection}",
+            "%s was dropped: recreating its indexes and reconciling every task; matching "
+            "documents run again",
+            tasks_collection,
         )
         if not self._retry(
             lambda: self._globals.reset_reconciliation(epoch=self._epoch),
             "resetting reconciliation",
         ):
             raise NotLeadingError  # a later leader owns the planner's state
+        self._retry(
+            lambda: self._tasks.ensure_indexes(tasks_collection),
+            f"recreating the indexes of {tasks_collection}",
+        )
+        uuid = self._retry(partial(self._tasks.collection_uuid, tasks_collection), "checking")
+        self._record_tasks_uuid(tasks_collection, uuid)
         self.request_reconciliation()
 
     def _mark_unmatched(self, merged: list[_Merged]) -> None:

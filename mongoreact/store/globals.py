@@ -301,6 +301,20 @@ class GlobalsStore:
         )
         return True
 
+    def tasks_collection_uuid(self, tasks_collection: str) -> Any:
+        """The UUID ``tasks_collection`` had when a leader last checked it (``None``:
+        never recorded). A different UUID now means it was dropped and created again,
+        and the records it held went with it."""
+        document = self._collection.find_one({"_id": _TASKS_COLLECTION_PREFIX + tasks_collection})
+        return document.get("uuid") if document else None
+
+    def record_tasks_collection_uuid(self, tasks_collection: str, uuid: Any, *, epoch: int) -> bool:
+        """Remember ``tasks_collection``'s current UUID; fenced by the leader ``epoch``
+        (``False``: a later leader recorded it, nothing written)."""
+        update = [{"$set": {"uuid": {"$literal": uuid}, "leaderEpoch": epoch, "updatedAt": NOW}}]
+        key = _TASKS_COLLECTION_PREFIX + tasks_collection
+        return self._fenced_upsert(key, {"leaderEpoch": epoch}, update)
+
     def enter_epoch(self, epoch: int) -> bool:
         """Stamp the planner's state with a new leader ``epoch`` when its term begins,
         so that from then on every fenced write of an older leader is refused, even
@@ -468,6 +482,7 @@ class GlobalsStore:
 
 _CHECKPOINT_PREFIX: Final = "reconcile:"
 _SPEC_PREFIX: Final = "task:"
+_TASKS_COLLECTION_PREFIX: Final = "tasks-collection:"
 _THROTTLE_PREFIX: Final = "throttle:"
 _METRICS_PREFIX: Final = "metrics:"
 _INSTANCE_PREFIX: Final = "instance:"

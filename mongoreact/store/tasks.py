@@ -47,6 +47,11 @@ _READ_PREFERENCES: Final = {
 }
 
 
+# A tasks collection that exists on a server reporting no UUID for it: whether it was
+# dropped cannot be told that way (see ``Planner._check_tasks_collections``).
+UNKNOWN_UUID: Final = "unknown"
+
+
 class TaskStore:
     """Task records of every tasks collection in one database."""
 
@@ -62,6 +67,14 @@ class TaskStore:
             pipelines.STATUS_INDEX,
         ]
         self._db[tasks_collection].create_indexes(indexes)
+
+    def collection_uuid(self, tasks_collection: str) -> Any:
+        """The server's UUID of ``tasks_collection``: ``None`` if it does not exist,
+        ``UNKNOWN_UUID`` if the server reports none. A collection dropped and created
+        again gets a new one."""
+        for info in self._db.list_collections(filter={"name": tasks_collection}):
+            return (info.get("info") or {}).get("uuid", UNKNOWN_UUID)
+        return None
 
     def plan(
         self,

@@ -37,6 +37,58 @@ def test_dropping_the_tasks_collection_recreates_it_and_loses_nothing(
     assert {"mongoreact_task_source", "mongoreact_poll"} <= names
 
 
+def test_a_tasks_collection_dropped_and_created_again_is_noticed(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test): a deposed leader that met the ``$merge``
+    error recreated the indexes, its reset of reconciliation was refused, and the
+    successor's merges then succeeded: nobody reconciled, the waiting record was lost.
+    An instance starting after the drop recreates the indexes the same way. No new
+    document is written here: only the collection's new identity can tell."""
+    engine = make_engine(concurrency=0)
+    engine.register(task="sync", collection="orders", handler=Recorder(fetch=False), debounce=0)
+    start(engine, db)
+    db.orders.insert_one({"_id": "waiting"})
+    wait_until(lambda: db.orders_tasks.count_documents({"sourceDocId": "waiting"}) == 1)
+    db.orders_tasks.drop()
+    db.orders_tasks.create_index(
+        [("task", 1), ("sourceDocId", 1)], name="mongoreact_task_source", unique=True
+    )
+    wait_until(
+        lambda: db.orders_tasks.count_documents({"sourceDocId": "waiting"}) == 1,
+        timeout=15,
+        message="the waiting record planned again",
+    )
+
+
+def test_a_tasks_collection_dropped_while_every_instance_was_down_is_noticed(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: ``prepare`` recreates the indexes of a dropped tasks collection at
+    start, so no ``$merge`` ever failed and the waiting records were gone for good."""
+    first = make_engine(concurrency=0)
+    first.register(task="sync", collection="orders", handler=Recorder(fetch=False), debounce=0)
+    start(first, db)
+    db.orders.insert_one({"_id": "waiting"})
+    wait_until(lambda: db.orders_tasks.count_documents({"sourceDocId": "waiting"}) == 1)
+    wait_until(
+        lambda: db[first.settings.globals_collection].count_documents(
+            {"_id": "tasks-collection:orders_tasks"}
+        ),
+        message="the tasks collection's identity recorded",
+    )
+    first.stop()
+    db.orders_tasks.drop()
+    second = make_engine(concurrency=0)
+    second.register(task="sync", collection="orders", handler=Recorder(fetch=False), debounce=0)
+    start(second, db)
+    wait_until(
+        lambda: db.orders_tasks.count_documents({"sourceDocId": "waiting"}) == 1,
+        timeout=15,
+        message="the waiting record planned again",
+    )
+
+
 def test_dropping_a_watched_collection_marks_its_records_gone(
     make_engine: EngineFactory, db: Database[Doc]
 ) -> None:

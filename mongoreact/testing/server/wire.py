@@ -357,7 +357,7 @@ class EmbeddedMongoServer:
             reply = await self._passthrough(body, db, connection)
             batch = reply.get("cursor", {}).get("firstBatch")
             if isinstance(batch, list):
-                reply["cursor"]["firstBatch"] = [self._views.listed(db, e) for e in batch]
+                reply["cursor"]["firstBatch"] = [self._listed(db, e) for e in batch]
             return reply
         if name == "update":
             body = _with_empty_replacements(body)
@@ -684,6 +684,15 @@ class EmbeddedMongoServer:
         }
 
     # -- namespace commands -----------------------------------------------------------
+    def _listed(self, db: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """A ``listCollections`` entry as MongoDB gives it: a view's, or a collection's
+        with its UUID in ``info`` (a dropped and recreated collection gets a new one)."""
+        listed = self._views.listed(db, entry)
+        if listed.get("type") == "collection" and isinstance(listed.get("name"), str):
+            uuid = self.history.collection_uuid(db, listed["name"])
+            listed["info"] = {**(listed.get("info") or {}), "uuid": BsonBinary(uuid.bytes, 4)}
+        return listed
+
     async def _collection_names(self, db: str) -> list[str]:
         names: list[str] = await self._client.get_database(db).list_collection_names()
         return names
