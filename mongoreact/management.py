@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import attrs
-from bson import Timestamp
+from bson import Regex, Timestamp
 
 from .batches import batched
 from .cluster.clock import as_utc
@@ -130,6 +130,23 @@ def _with_filters_of(
 filtered = _with_filters_of(TaskQuery.build)
 
 
+def check_doc_id(value: object, option: str = "doc_id") -> Any:
+    """``value`` if it can be a document's ``_id``; ``ConfigError`` otherwise. An id
+    from outside (the dashboard, the CLI, an operator's script) is matched by
+    equality, and refused when it is shaped like a query instead: an array or a
+    regular expression (never an ``_id`` in MongoDB), or a document with ``$`` keys
+    such as ``{"$gt": ""}``, which would otherwise pick an arbitrary record."""
+    if isinstance(value, (list, tuple, re.Pattern, Regex)):
+        raise ConfigError(option, value, "not a document id (an array or a regex)")
+    if isinstance(value, Mapping):
+        if any(isinstance(key, str) and key.startswith("$") for key in value):
+            raise ConfigError(option, value, "not a document id (an operator)")
+        for item in value.values():
+            if isinstance(item, Mapping):
+                check_doc_id(item, option)
+    return value
+
+
 def parse_sort(sort: object) -> list[tuple[str, int]]:
     """A sort as ``[(field, 1 | -1), ...]`` from a list of pairs or a dict."""
     if sort is None:
@@ -223,12 +240,12 @@ class TaskManager:
     def get(self, task: str, doc_id: Any) -> Document | None:
         """One record, with its execution history."""
         (collection,) = self.collections(task).values()
-        return self._tasks.record(collection, task, doc_id)
+        return self._tasks.record(collection, task, check_doc_id(doc_id))
 
     def defer(self, task: str, doc_id: Any, until: dt.datetime) -> int:
         """Make one waiting or failed record due only at ``until``; how many changed."""
         (collection,) = self.collections(task).values()
-        return self._tasks.defer(collection, task, doc_id, until)
+        return self._tasks.defer(collection, task, check_doc_id(doc_id), until)
 
     def overview(self, now: dt.datetime, heard_since: dt.datetime) -> Document:
         """Counts per task and status, lag and cluster-wide pause, the leader, and the

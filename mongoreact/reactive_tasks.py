@@ -27,12 +27,15 @@ from .config.definition import Handler, TaskDefinition, build_definition
 from .config.settings import Settings, build_settings
 from .cron import CronTask, build_cron_task
 from .dashboard.app import DashboardApp
+from .dashboard.redaction import Redaction
+from .dashboard.security import Auth
 from .errors import ConfigError, MongoReactError, NotStartedError
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
 from .monitoring.measurements import Measurements
 from .monitoring.prometheus import FigureReader, Figures, build_registry
 from .options import InitOptions, TaskOptions, Unpack
+from .store.audit import AuditStore
 from .store.connection import Connection
 from .store.cron import CronStore
 from .store.globals import GlobalsStore
@@ -341,11 +344,23 @@ class ReactiveTasks:
     # Dashboard.
 
     def dashboard_app(
-        self, *, read_only: bool = False, auth: Callable[[dict[str, Any]], bool] | None = None
+        self,
+        *,
+        read_only: bool = False,
+        auth: Auth | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        redaction: Redaction | None = None,
     ) -> DashboardApp:
         """The web dashboard as a WSGI application (mount it, or ``mongoreact dashboard``).
-        ``auth(environ) -> bool`` may refuse requests; ``read_only`` refuses actions."""
-        return DashboardApp(self, read_only=read_only, auth=auth)
+
+        ``auth(environ)`` names the user (a ``DashboardUser`` with a role, ``True`` for
+        an operator) or refuses the request (``None``/``False``); ``read_only`` makes
+        everyone a viewer. ``allowed_hosts`` (Django's ``ALLOWED_HOSTS`` rules; default
+        the loopback names) are the names it answers to. ``redaction`` hides watched
+        fields and error texts. See docs/dashboard.md."""
+        return DashboardApp(
+            self, read_only=read_only, auth=auth, allowed_hosts=allowed_hosts, redaction=redaction
+        )
 
     def overview(self) -> dict[str, Any]:
         """Counts per task and status, lag, the leader and the instances heard from."""
@@ -389,6 +404,31 @@ class ReactiveTasks:
             if self._state == "stopped":
                 raise NotStartedError("this instance is stopped")
             return self._connection.database()
+
+    # Audit.
+
+    def record_action(
+        self,
+        action: str,
+        *,
+        scope: Mapping[str, Any],
+        count: int,
+        actor: str,
+        role: str = "operator",
+        via: str = "api",
+    ) -> None:
+        """Add an operator's action to the cluster's audit log (the dashboard and the
+        CLI log theirs; a script steering records may log its own)."""
+        AuditStore(self._db(), self._settings.globals_collection).record(
+            actor=actor, role=role, action=action, scope=dict(scope), count=count, via=via
+        )
+
+    def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest operator actions, newest first: ``at`` (server time), ``actor``,
+        ``role``, ``action``, ``scope`` (Extended JSON), ``count``, ``via``."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ConfigError("limit", limit, "expected 1..1000")
+        return AuditStore(self._db(), self._settings.globals_collection).recent(limit)
 
     def _manager(self) -> TaskManager:
         database = self._db()

@@ -18,6 +18,8 @@ _UNITS: Final = {
     "d": dt.timedelta(days=1),
     "w": dt.timedelta(weeks=1),
 }
+# Beyond any sensible delay, and small enough that "now + duration" stays a date.
+MAX_DURATION: Final = dt.timedelta(days=36_500)
 _PART: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*")
 
 
@@ -25,7 +27,9 @@ def parse_duration(value: object, option: str) -> dt.timedelta:
     """``value`` as a non-negative ``timedelta``; ``ConfigError`` naming ``option`` if not.
 
     Numbers are milliseconds. Strings are one or more ``<number><unit>`` parts with units
-    ``ms``, ``s``, ``m``, ``h``, ``d`` and ``w`` (``"500ms"``, ``"1h30m"``, ``"1.5s"``).
+    ``ms``, ``s``, ``m``, ``h``, ``d`` and ``w`` (``"500ms"``, ``"1h30m"``, ``"1.5s"``); a
+    bare number in a string is refused, its unit being a guess. At most 100 years
+    (``MAX_DURATION``).
     """
     if isinstance(value, bool):
         raise ConfigError(option, value, "expected a duration, not a boolean")
@@ -34,7 +38,10 @@ def parse_duration(value: object, option: str) -> dt.timedelta:
     elif isinstance(value, (int, float)):
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(option, value, "expected a finite number of milliseconds")
-        duration = dt.timedelta(milliseconds=value)
+        try:
+            duration = dt.timedelta(milliseconds=value)
+        except OverflowError:
+            raise ConfigError(option, value, "at most 100 years (36500d)") from None
     elif isinstance(value, str):
         duration = _parse_text(value, option)
     else:
@@ -43,6 +50,8 @@ def parse_duration(value: object, option: str) -> dt.timedelta:
         )
     if duration < dt.timedelta(0):
         raise ConfigError(option, value, "a duration cannot be negative")
+    if duration > MAX_DURATION:
+        raise ConfigError(option, value, "at most 100 years (36500d)")
     return duration
 
 
@@ -50,12 +59,20 @@ def _parse_text(text: str, option: str) -> dt.timedelta:
     position, total = 0, dt.timedelta(0)
     stripped = text.strip()
     if stripped.isdigit():
-        return dt.timedelta(milliseconds=int(stripped))
+        raise ConfigError(
+            option,
+            text,
+            f'a number without a unit; write "{stripped}ms" or "{stripped}s" '
+            f"(or the integer {stripped} for milliseconds)",
+        )
     while position < len(text):
         match = _PART.match(text, position)
         if match is None or match.end() == position:
             break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
+        try:
+            total += float(match.group(1)) * _UNITS[match.group(2)]
+        except OverflowError:
+            raise ConfigError(option, text, "at most 100 years (36500d)") from None
         position = match.end()
     if not stripped or position != len(text):
         raise ConfigError(

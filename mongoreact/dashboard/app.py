@@ -1,16 +1,15 @@
 """The dashboard's WSGI application: one HTML page and a small JSON API.
 
 Mount it in Django or Flask (any WSGI host), or serve it with ``mongoreact dashboard``.
-Browser input is validated: task names must be known, statuses are checked, a source
-filter is parsed as Extended JSON and refused if it holds an operator that runs code on
-the server. ``auth`` (a callable taking the WSGI environ) can refuse any request;
-``read_only`` refuses the actions.
-
-Actions (POST) are refused unless they come from the dashboard's own page: a JSON body
-(a cross-site form cannot send one without a CORS preflight, which is never granted) and,
-when the browser says where the request comes from (``Origin``, ``Referer``,
-``Sec-Fetch-Site``), the dashboard's own origin. The page uses relative URLs under a
-``<base>`` naming the mount point (``SCRIPT_NAME``), so it works under any prefix.
+Every request is checked before anything is read (``security``): its host must be an
+allowed one, then ``auth`` names the user and their role (viewer or operator); actions
+(POST) must come from the dashboard's own page and an operator, name an explicit scope,
+and are written to the audit log. Browser input is validated: task names must be known,
+statuses and types are checked, ids are matched by equality, and a source filter is
+parsed as Extended JSON and refused if it holds an operator that runs code on the
+server; a bad request gets 400 and a message. ``redaction`` keeps chosen watched fields
+and error texts off the page. The page uses relative URLs under a ``<base>`` naming the
+mount point (``SCRIPT_NAME``), so it works under any prefix.
 """
 
 from __future__ import annotations
@@ -21,13 +20,26 @@ import re
 from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from bson import json_util
+from pymongo.errors import OperationFailure
 
 from ..config.durations import parse_duration
 from ..errors import ConfigError
+from ..management import check_doc_id
 from ..records import COMPLETED, STATUSES
+from .redaction import Redaction
+from .security import (
+    SECURITY_HEADERS,
+    Auth,
+    DashboardUser,
+    Refused,
+    check_host,
+    check_same_origin,
+    identify,
+    normalize_hosts,
+)
 
 if TYPE_CHECKING:
     from ..reactive_tasks import ReactiveTasks
@@ -38,14 +50,12 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 MAX_BODY: Final = 1 << 20
 JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
+# Server errors that mean the query itself was bad: BadValue, FailedToParse, TypeMismatch,
+# an unknown operator, a bad $regex (MongoDB's codes; the message is returned as is).
+_BAD_QUERY_CODES: Final = frozenset({2, 9, 14, 51091, 51108})
 
 
-class HttpError(Exception):
-    """An error answered with ``status`` and a JSON ``{"error": message}``."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+HttpError = Refused  # an error answered with its status and ``{"error": message}``
 
 
 class DashboardApp:
@@ -56,46 +66,66 @@ class DashboardApp:
         engine: ReactiveTasks,
         *,
         read_only: bool = False,
-        auth: Callable[[Environ], bool] | None = None,
+        auth: Auth | None = None,
+        allowed_hosts: Iterable[str] | None = None,
+        redaction: Redaction | None = None,
     ) -> None:
+        if auth is not None and not callable(auth):
+            raise ConfigError("auth", auth, "expected a callable taking the WSGI environ")
+        if redaction is not None and not isinstance(redaction, Redaction):
+            raise ConfigError("redaction", redaction, "expected a Redaction")
         self._engine = engine
         self._read_only = read_only
         self._auth = auth
+        self._allowed_hosts = normalize_hosts(allowed_hosts)
+        self._redaction = redaction or Redaction()
         self._routes: dict[tuple[str, str], Callable[[Environ], Any]] = {
             ("GET", "/api/overview"): self._overview,
             ("GET", "/api/tasks"): self._tasks,
             ("GET", "/api/task"): self._task,
             ("GET", "/api/cron"): self._cron,
-            ("POST", "/api/retry"): self._retry,
-            ("POST", "/api/discard"): self._discard,
-            ("POST", "/api/defer"): self._defer,
-            ("POST", "/api/pause"): self._pause,
-            ("POST", "/api/resume"): self._resume,
-            ("POST", "/api/cron/run"): self._run_cron,
+            ("GET", "/api/audit"): self._audit,
+        }
+        self._actions: dict[str, Callable[[dict[str, Any], DashboardUser], Any]] = {
+            "/api/retry": self._retry,
+            "/api/discard": self._discard,
+            "/api/defer": self._defer,
+            "/api/pause": self._pause,
+            "/api/resume": self._resume,
+            "/api/cron/run": self._run_cron,
         }
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/") or "/"
         try:
-            if self._auth is not None and not self._auth(environ):
-                raise HttpError("403 Forbidden", "not allowed")
+            hosts = check_host(environ, self._allowed_hosts)
+            user = environ["mongoreact.user"] = identify(
+                environ, self._auth, read_only=self._read_only
+            )
             if method == "GET" and path in ("/", "/index.html"):
                 return _respond(
                     start_response, "200 OK", _page(environ), "text/html; charset=utf-8"
                 )
+            if method == "POST" and path in self._actions:
+                check_same_origin(environ, hosts)
+                if user.role != "operator":
+                    raise Refused("403 Forbidden", f"{user.name} is a viewer: actions refused")
+                return _json(start_response, "200 OK", self._actions[path](_body(environ), user))
             route = self._routes.get((method, path))
             if route is None:
-                raise HttpError("404 Not Found", f"no {method} {path}")
-            if method == "POST":
-                _check_same_origin(environ)
-                if self._read_only:
-                    raise HttpError("403 Forbidden", "the dashboard is read-only")
+                raise Refused("404 Not Found", f"no {method} {path}")
             return _json(start_response, "200 OK", route(environ))
-        except HttpError as error:
-            return _json(start_response, error.status, {"error": str(error)})
+        except Refused as error:
+            return _json(start_response, error.status, {"error": str(error)}, error.headers)
         except ConfigError as error:
             return _json(start_response, "400 Bad Request", {"error": str(error)})
+        except OperationFailure as error:
+            if error.code in _BAD_QUERY_CODES:  # an unknown operator, a bad regex...
+                message = (error.details or {}).get("errmsg") or str(error)
+                return _json(start_response, "400 Bad Request", {"error": str(message)})
+            logger.exception("dashboard request %s %s failed", method, path)
+            return _json(start_response, "500 Internal Server Error", {"error": "server error"})
         except Exception:
             logger.exception("dashboard request %s %s failed", method, path)
             return _json(start_response, "500 Internal Server Error", {"error": "server error"})
@@ -103,7 +133,9 @@ class DashboardApp:
     # Handlers.
 
     def _overview(self, environ: Environ) -> dict[str, Any]:
-        return {"readOnly": self._read_only, **self._engine.overview()}
+        user: DashboardUser = environ["mongoreact.user"]
+        overview = self._engine.overview()
+        return {"readOnly": user.role != "operator", "user": user.name, **overview}
 
     def _tasks(self, environ: Environ) -> dict[str, Any]:
         query = _query(environ)
@@ -117,54 +149,73 @@ class DashboardApp:
         items = self._engine.get_tasks(**filters, limit=limit, skip=skip, sort=sort)
         for item in items:
             item.pop("lastObservedValues", None)  # can be a whole document: on demand only
+            self._redaction.record(item)
         return {"items": items, "total": self._engine.count_tasks(**filters)}
 
     def _task(self, environ: Environ) -> dict[str, Any]:
         query = _query(environ)
         record = self._engine.get_task(_required(query, "task"), _doc_id(query))
         if record is None:
-            raise HttpError("404 Not Found", "no such task record")
-        return record
+            raise Refused("404 Not Found", "no such task record")
+        return self._redaction.record(record)
 
     def _cron(self, environ: Environ) -> dict[str, Any]:
-        return {"items": self._engine.cron_tasks()}
+        return {"items": [self._redaction.record(c) for c in self._engine.cron_tasks()]}
 
-    def _retry(self, environ: Environ) -> dict[str, Any]:
-        """Retry the records picked (``task`` + ``docIds``) or matching ``filter``.
-        A filter without a status never re-queues ``completed`` records unless
-        ``includeCompleted``; ``dryRun`` only counts what would run again."""
-        body = _body(environ)
-        selection = _selection(body, include_completed=body.get("includeCompleted") is True)
-        if body.get("dryRun") is True:
+    def _audit(self, environ: Environ) -> dict[str, Any]:
+        limit = _int(_query(environ).get("limit", "50"), "limit", 1, 500)
+        return {"items": self._engine.audit_log(limit)}
+
+    def _audited(self, user: DashboardUser, action: str, scope: dict[str, Any], count: int) -> None:
+        self._engine.record_action(
+            action, scope=scope, count=count, actor=user.name, role=user.role, via="dashboard"
+        )
+
+    def _retry(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+        """Retry the records picked (``task`` + ``docIds``) or matching ``filter``
+        (``{"all": true}`` for every task's). A filter without a status never re-queues
+        ``completed`` records unless ``includeCompleted``; ``dryRun`` only counts."""
+        selection = _selection(body, include_completed=_flag(body, "includeCompleted"))
+        if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
-        return {"modified": self._engine.retry_tasks(**selection).modified_count}
+        modified = self._engine.retry_tasks(**selection).modified_count
+        self._audited(user, "retry", selection, modified)
+        return {"modified": modified}
 
-    def _discard(self, environ: Environ) -> dict[str, Any]:
+    def _discard(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
         """Delete the picked or matching records that are ``failed`` (``dryRun``: count)."""
-        body = _body(environ)
         selection = {**_selection(body, include_completed=True), "status": ["failed"]}
-        if body.get("dryRun") is True:
+        if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
-        return {"modified": self._engine.discard_failed_tasks(**selection)}
+        deleted = self._engine.discard_failed_tasks(**selection)
+        self._audited(user, "discard", selection, deleted)
+        return {"modified": deleted}
 
-    def _pause(self, environ: Environ) -> dict[str, Any]:
-        body = _body(environ)
-        delay = parse_duration(body.get("delay"), "delay")
-        self._engine.pause_task(_required(body, "task"), delay)
+    def _pause(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+        task, delay = _required(body, "task"), parse_duration(body.get("delay"), "delay")
+        self._engine.pause_task(task, delay)
+        self._audited(user, "pause", {"task": task, "delay": str(delay)}, 1)
         return {"modified": 1}
 
-    def _resume(self, environ: Environ) -> dict[str, Any]:
-        self._engine.resume_task(_required(_body(environ), "task"))
+    def _resume(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+        task = _required(body, "task")
+        self._engine.resume_task(task)
+        self._audited(user, "resume", {"task": task}, 1)
         return {"modified": 1}
 
-    def _run_cron(self, environ: Environ) -> dict[str, Any]:
-        self._engine.run_cron_task(_required(_body(environ), "name"), wait=False)
+    def _run_cron(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+        name = _required(body, "name")
+        self._engine.run_cron_task(name, wait=False)
+        self._audited(user, "run cron task", {"name": name}, 1)
         return {"modified": 1}
 
-    def _defer(self, environ: Environ) -> dict[str, Any]:
-        body = _body(environ)
-        delay = parse_duration(body.get("delay"), "delay")
-        modified = self._engine.defer_task(_required(body, "task"), body.get("docId"), delay)
+    def _defer(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+        task, delay = _required(body, "task"), parse_duration(body.get("delay"), "delay")
+        if "docId" not in body:
+            raise ConfigError("docId", None, "required")
+        doc_id = check_doc_id(body["docId"], "docId")
+        modified = self._engine.defer_task(task, doc_id, delay)
+        self._audited(user, "defer", {"task": task, "docId": doc_id, "delay": str(delay)}, modified)
         return {"modified": modified}
 
 
@@ -175,47 +226,56 @@ def _page(environ: Environ) -> bytes:
     return page.replace("<head>", f'<head>\n<base href="{html.escape(mount)}/">', 1).encode()
 
 
-def _check_same_origin(environ: Environ) -> None:
-    """Refuse an action another site's page could have sent (cross-site request
-    forgery): it must carry JSON and, where the browser names its origin, this one."""
-    kind = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise HttpError("415 Unsupported Media Type", "actions take a JSON body")
-    site = environ.get("HTTP_SEC_FETCH_SITE")
-    if site is not None and site not in ("same-origin", "none"):
-        raise HttpError("403 Forbidden", f"cross-site request refused ({site})")
-    # Behind a proxy that rewrites Host, X-Forwarded-Host names the public one.
-    hosts = {environ.get("HTTP_HOST"), environ.get("HTTP_X_FORWARDED_HOST")} - {None, ""}
-    for header in ("HTTP_ORIGIN", "HTTP_REFERER"):
-        claimed = environ.get(header)
-        if claimed is None:
-            continue
-        if urlsplit(claimed).netloc not in hosts:
-            raise HttpError("403 Forbidden", "cross-origin request refused")
-        return
-
-
 def _selection(body: dict[str, Any], *, include_completed: bool) -> dict[str, Any]:
     """The management filters of an action: the records picked (``task`` and
-    ``docIds``), or those matching ``filter`` - without ``completed`` ones unless the
-    filter names that status or ``include_completed``."""
+    ``docIds``), those matching ``filter`` (a task, statuses, an error or a source
+    filter), or every task's with ``"all": true`` - without ``completed`` ones unless
+    the filter names that status or ``include_completed``. An action without a scope
+    is refused: an empty body must not re-queue everything."""
     if "docIds" in body:
         ids = body["docIds"]
         if not isinstance(ids, list) or not ids:
             raise ConfigError("docIds", ids, "expected a non-empty list")
-        return {"task": _required(body, "task"), "source_doc_filter": {"_id": {"$in": ids}}}
-    selection = _filters(body.get("filter") or {})
+        checked = [check_doc_id(one, "docIds") for one in ids]
+        return {"task": _required(body, "task"), "source_doc_filter": {"_id": {"$in": checked}}}
+    raw = body.get("filter", {})
+    if not isinstance(raw, dict):
+        raise ConfigError("filter", raw, "expected an object (task, status, error, sourceFilter)")
+    if "task" in body and "task" not in raw:
+        raw = {**raw, "task": body["task"]}
+    selection = _filters(raw)
+    everything = _flag(body, "all")
+    if not everything and not any(selection.values()):
+        raise ConfigError(
+            "scope", body, 'name a task, docIds or a filter (or "all": true for every record)'
+        )
     if not selection["status"] and not include_completed:
         selection["status"] = [status for status in STATUSES if status != COMPLETED]
     return selection
 
 
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(name, value, "expected true or false")
+    return value
+
+
 def _filters(query: dict[str, Any]) -> dict[str, Any]:
-    """Management filters from browser input (strings), validated."""
+    """Management filters from browser input, validated (``ConfigError``: 400)."""
+    task = query.get("task") or None
+    if task is not None and not isinstance(task, str):
+        raise ConfigError("task", task, "expected a task name")
     statuses = query.get("status") or None
     if isinstance(statuses, str):
         statuses = [s for s in statuses.split(",") if s]
+    if statuses is not None and (
+        not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses)
+    ):
+        raise ConfigError("status", statuses, f"expected statuses among {', '.join(STATUSES)}")
     error = query.get("error") or None
+    if error is not None and not isinstance(error, str):
+        raise ConfigError("error", error, "expected text")
     if error is not None and query.get("errorRegex") in ("1", True):
         try:
             error = re.compile(error)
@@ -227,12 +287,9 @@ def _filters(query: dict[str, Any]) -> dict[str, Any]:
             source = json_util.loads(source)
         except ValueError as problem:
             raise ConfigError("sourceFilter", source, f"not JSON: {problem}") from None
-    return {
-        "task": query.get("task") or None,
-        "status": statuses,
-        "error": error,
-        "source_doc_filter": source,
-    }
+    if source is not None and not isinstance(source, dict):
+        raise ConfigError("sourceFilter", source, "expected a query object")
+    return {"task": task, "status": statuses, "error": error, "source_doc_filter": source}
 
 
 def _query(environ: Environ) -> dict[str, str]:
@@ -244,9 +301,11 @@ def _body(environ: Environ) -> dict[str, Any]:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        length = 0
+        raise Refused("400 Bad Request", "bad Content-Length") from None
+    if length < 0:  # would read until the client closes, holding a thread
+        raise Refused("400 Bad Request", "bad Content-Length")
     if length > MAX_BODY:
-        raise HttpError("413 Payload Too Large", "request body over 1 MiB")
+        raise Refused("413 Payload Too Large", "request body over 1 MiB")
     raw = environ["wsgi.input"].read(length) if length else b"{}"
     try:
         body = json_util.loads(raw.decode("utf-8"))
@@ -267,9 +326,10 @@ def _required(values: dict[str, Any], key: str) -> str:
 def _doc_id(query: dict[str, str]) -> Any:
     raw = _required(query, "docId")
     try:
-        return json_util.loads(raw)  # Extended JSON: "abc", 42, {"$oid": "..."}
+        value = json_util.loads(raw)  # Extended JSON: "abc", 42, {"$oid": "..."}
     except ValueError:
         raise ConfigError("docId", raw, "expected Extended JSON") from None
+    return check_doc_id(value, "docId")
 
 
 def _int(raw: str, name: str, low: int, high: int) -> int:
@@ -282,19 +342,26 @@ def _int(raw: str, name: str, low: int, high: int) -> int:
     return value
 
 
-def _json(start_response: StartResponse, status: str, payload: Any) -> list[bytes]:
+def _json(
+    start_response: StartResponse,
+    status: str,
+    payload: Any,
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
     body = json_util.dumps(payload, json_options=JSON_OPTIONS).encode()
-    return _respond(start_response, status, body, "application/json")
+    return _respond(start_response, status, body, "application/json", headers)
 
 
-def _respond(start_response: StartResponse, status: str, body: bytes, kind: str) -> list[bytes]:
+def _respond(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    kind: str,
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
     start_response(
         status,
-        [
-            ("Content-Type", kind),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ],
+        [("Content-Type", kind), ("Content-Length", str(len(body))), *SECURITY_HEADERS]
+        + (headers or []),
     )
     return [body]

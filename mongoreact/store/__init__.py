@@ -10,6 +10,7 @@
 - ``slots``: the cluster-wide concurrency slots of tasks with ``max_concurrency``;
 - ``cron``: one document per cron task (schedule, lease, run log);
 - ``locks``: the documents behind ``Lock``;
+- ``audit``: the log of operators' actions;
 - ``server``: ``hello``, ``ping``, cluster times and the planner's change stream;
 - ``protocols``: what the worker side needs of the stores, for typed test fakes.
 

@@ -282,7 +282,7 @@ class TaskStore:
     def record(self, source_collection: str, task: str, doc_id: Any) -> Document | None:
         """The record of ``task`` for source document ``doc_id``, with its history."""
         return self._db[source_collection + TASKS_SUFFIX].find_one(
-            {"task": task, "sourceDocId": doc_id}
+            {"task": task, "sourceDocId": {"$eq": doc_id}}  # an id, never an operator
         )
 
     def retry_records(self, source_collection: str, query: Document) -> tuple[int, int]:
@@ -308,7 +308,7 @@ class TaskStore:
     def defer(self, source_collection: str, task: str, doc_id: Any, until: Any) -> int:
         """Make a waiting or failed record due at ``until`` (an operator's deferral)."""
         result = self._db[source_collection + TASKS_SUFFIX].update_one(
-            {"task": task, "sourceDocId": doc_id, "status": {"$in": [PENDING, FAILED]}},
+            {"task": task, "sourceDocId": {"$eq": doc_id}, "status": {"$in": [PENDING, FAILED]}},
             {"$set": {"status": PENDING, "nextRunAt": until}},
         )
         return result.modified_count

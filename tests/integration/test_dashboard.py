@@ -26,7 +26,7 @@ def call(app: Any, method: str, path: str, query: dict[str, Any] | None = None,
     environ = {
         "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": urlencode(query or {}),
         "CONTENT_LENGTH": str(len(raw)), "wsgi.input": io.BytesIO(raw),
-        "HTTP_HOST": "dash.example:8080",
+        "HTTP_HOST": "localhost:8080",
         **({"CONTENT_TYPE": "application/json"} if method == "POST" else {}),
         **(headers or {}),
     }  # fmt: skip
@@ -112,11 +112,12 @@ def test_browser_input_is_validated(engine: ReactiveTasks, query: dict[str, str]
 def test_read_only_and_auth(engine: ReactiveTasks) -> None:
     read_only = engine.dashboard_app(read_only=True)
     assert call(read_only, "GET", "/api/overview")[1]["readOnly"] is True
-    status, _ = call(read_only, "POST", "/api/retry", body={"filter": {}})
+    status, _ = call(read_only, "POST", "/api/retry", body={"all": True})
     assert status == "403 Forbidden"
     guarded = engine.dashboard_app(auth=lambda environ: environ.get("HTTP_X_TOKEN") == "s3cret")
-    assert call(guarded, "GET", "/api/overview")[0] == "403 Forbidden"
-    assert call(guarded, "GET", "/")[0] == "403 Forbidden"
+    assert call(guarded, "GET", "/api/overview")[0] == "401 Unauthorized"
+    assert call(guarded, "GET", "/")[0] == "401 Unauthorized"
+    assert call(guarded, "GET", "/", headers={"HTTP_X_TOKEN": "s3cret"})[0] == "200 OK"
     assert call(engine.dashboard_app(), "GET", "/nope")[0] == "404 Not Found"
 
 
@@ -137,14 +138,14 @@ def test_cross_site_actions_are_refused(
     engine: ReactiveTasks, db: Database[Doc], headers: dict[str, str], status: str
 ) -> None:
     app = engine.dashboard_app()
-    answer = call(app, "POST", "/api/retry", body={"filter": {}}, headers=headers)
+    answer = call(app, "POST", "/api/retry", body={"all": True}, headers=headers)
     assert answer[0] == status
     assert db.orders_tasks.count_documents({"status": "pending"}) == 0  # nothing re-queued
 
 
 def test_same_origin_actions_pass(engine: ReactiveTasks) -> None:
-    app = engine.dashboard_app()
-    same = {"HTTP_ORIGIN": "http://dash.example:8080", "HTTP_SEC_FETCH_SITE": "same-origin"}
+    app = engine.dashboard_app(allowed_hosts=["localhost", "ops.example"])
+    same = {"HTTP_ORIGIN": "http://localhost:8080", "HTTP_SEC_FETCH_SITE": "same-origin"}
     body = {"task": "sync", "docIds": ["bad1"]}
     assert call(app, "POST", "/api/retry", body=body, headers=same) == ("200 OK", {"modified": 1})
     proxied = {"HTTP_ORIGIN": "https://ops.example", "HTTP_X_FORWARDED_HOST": "ops.example"}
@@ -166,14 +167,14 @@ def test_retry_all_matching_leaves_completed_records_alone_unless_asked(
 ) -> None:
     app = engine.dashboard_app()
     # The confirmation asks first: how many would run again.
-    assert call(app, "POST", "/api/retry", body={"filter": {}, "dryRun": True}) == (
+    assert call(app, "POST", "/api/retry", body={"all": True, "dryRun": True}) == (
         "200 OK", {"matched": 2}
     )  # fmt: skip
     assert db.orders_tasks.count_documents({"status": "failed"}) == 2  # nothing changed
-    assert call(app, "POST", "/api/retry", body={"filter": {}})[1] == {"modified": 2}
+    assert call(app, "POST", "/api/retry", body={"all": True})[1] == {"modified": 2}
     assert record(db, "orders", "ok")["status"] == "completed"  # not re-queued
     wait_until(lambda: db.orders_tasks.count_documents({"status": "failed"}) == 2)
-    everything = {"filter": {}, "includeCompleted": True, "dryRun": True}
+    everything = {"all": True, "includeCompleted": True, "dryRun": True}
     assert call(app, "POST", "/api/retry", body=everything)[1] == {"matched": 3}
 
 
@@ -183,7 +184,7 @@ def test_discard_deletes_only_failed_records(engine: ReactiveTasks, db: Database
     assert call(app, "POST", "/api/discard", body={**body, "dryRun": True})[1] == {"matched": 1}
     assert call(app, "POST", "/api/discard", body=body)[1] == {"modified": 1}
     assert sorted(d["sourceDocId"] for d in db.orders_tasks.find()) == ["bad2", "ok"]
-    assert call(app, "POST", "/api/discard", body={"filter": {}})[1] == {"modified": 1}
+    assert call(app, "POST", "/api/discard", body={"all": True})[1] == {"modified": 1}
     assert [d["sourceDocId"] for d in db.orders_tasks.find()] == ["ok"]
 
 

@@ -6,6 +6,7 @@ Screenshots are saved under the test's output directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -65,6 +66,8 @@ def browser() -> Iterator[Any]:
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1400,1000",
+        # DNS rebinding, simulated: a foreign name that resolves to this machine.
+        "--host-resolver-rules=MAP rebind.example 127.0.0.1",
     ):
         options.add_argument(flag)  # fmt: skip
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -201,8 +204,7 @@ def test_live_bulk_actions_instances_and_cron_in_the_browser(
             browser.get(f"http://127.0.0.1:{server.server_port}/")
             wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
             # Instances: who leads, and its counts; the chart has this minute's runs.
-            wait.until(lambda d: "web-1" in d.find_element(By.ID, "instances").text)
-            assert "leader" in browser.find_element(By.ID, "instances").text
+            wait.until(lambda d: "leader" in d.find_element(By.ID, "instances").text)
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart rect"))
             # Live: a new failure shows up without a click.
             db.orders.insert_one({"_id": "bad-2"})
@@ -293,3 +295,82 @@ def test_mounted_under_a_prefix_in_django(
         if web.stdout is not None:
             web.stdout.close()
     wait_until(lambda: record(db, "orders", "o-2")["status"] == "completed")
+
+
+_HOSTILE_PAGE = """<!doctype html><html><body><form id="f" method="post"
+action="DASHBOARD/api/retry" enctype="text/plain"><input name='{"all": true, "x": "' value='"}'>
+</form><script>
+const results = {};
+async function attempt(name, options) {
+  try { const r = await fetch("DASHBOARD/api/retry", options); results[name] = r.status; }
+  catch (e) { results[name] = "blocked"; }
+}
+(async () => {
+  await attempt("json", {method: "POST", headers: {"Content-Type": "application/json"},
+                         body: JSON.stringify({all: true})});
+  await attempt("text", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+                         body: JSON.stringify({all: true})});
+  await attempt("read", {});
+  document.title = JSON.stringify(results);
+})();
+</script></body></html>"""
+
+
+def test_hostile_pages_foreign_hosts_missing_auth_and_injection_in_the_browser(
+    make_engine: EngineFactory, db: Database[Doc], browser: Any
+) -> None:
+    """docs/production.md, "Security": what a page on another site, a rebinding DNS
+    name, a visitor without credentials and an operator-shaped id get."""
+    from mongoreact.dashboard import BearerAuth, Credential
+
+    engine = orders_with_one_failure(make_engine, db, "web", 2)
+    failed = {"status": "failed"}
+    auth = BearerAuth([Credential("ops", "t0ken")])  # basic auth would open a login prompt
+    with (
+        make_server("127.0.0.1", 0, engine.dashboard_app(), _Server, _Quiet) as open_app,
+        make_server("127.0.0.1", 0, engine.dashboard_app(auth=auth), _Server, _Quiet) as guarded,
+    ):
+        dashboard = f"http://127.0.0.1:{open_app.server_port}"
+        page = _HOSTILE_PAGE.replace("DASHBOARD", dashboard).encode()
+
+        def hostile(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [page]
+
+        with make_server("127.0.0.1", 0, hostile, _Server, _Quiet) as evil:
+            for server in (open_app, guarded, evil):
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                wait = WebDriverWait(browser, 15)
+                # Another site's page (another origin): its requests are refused or blocked.
+                browser.get(f"http://localhost:{evil.server_port}/")
+                wait.until(lambda d: d.title.startswith("{"))
+                results = json.loads(browser.title)
+                assert results["json"] == "blocked"  # the preflight is never granted
+                assert results["read"] == "blocked"  # no CORS: the answer stays unread
+                browser.find_element(By.ID, "f").submit()  # a cross-site form post
+                wait.until(lambda d: "JSON body" in d.page_source or "refused" in d.page_source)
+                assert db.orders_tasks.count_documents(failed) == 1  # nothing re-queued
+                # DNS rebinding: the page under a foreign name gets 403, reads included.
+                for path in ("/", "/api/tasks?status=failed"):
+                    browser.get(f"http://rebind.example:{open_app.server_port}{path}")
+                    wait.until(lambda d: "allowed host" in d.page_source)
+                    assert "ERP timed out" not in browser.page_source
+                # Without credentials: 401, nothing shown.
+                browser.get(f"http://127.0.0.1:{guarded.server_port}/api/tasks?status=failed")
+                wait.until(lambda d: "authentication required" in d.page_source)
+                assert "ERP timed out" not in browser.page_source
+                # The dashboard's own page: an operator-shaped id and an empty retry.
+                browser.get(f"{dashboard}/")
+                wait.until(lambda d: "sync-order" in d.find_element(By.ID, "overview").text)
+                call = "return api(arguments[0], arguments[1]).then(() => 'ok', (e) => e.message);"
+                injected = {"task": "sync-order", "docId": {"$gt": ""}, "delay": "1h"}
+                assert "not a document id" in browser.execute_script(call, "api/defer", injected)
+                assert '"all": true' in browser.execute_script(call, "api/retry", {})
+                assert db.orders_tasks.count_documents(failed) == 1
+                assert (
+                    db.orders_tasks.count_documents({"nextRunAt": {"$gt": engine.clock.now()}}) == 0
+                )
+            finally:
+                for server in (open_app, guarded, evil):
+                    server.shutdown()
