@@ -8,8 +8,9 @@ import logging
 import sys
 import threading
 
+from .cli_dashboard import add_dashboard_command
 from .cli_run import add_run_command
-from .cli_tasks import CommandError, add_commands, add_dashboard_command
+from .cli_tasks import CommandError, add_commands
 from .testing import EmbeddedServer
 
 logger = logging.getLogger(__name__)

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
+import logging
 import os
 import re
 from typing import Any, Final
 
 from bson import json_util
 from pymongo import MongoClient
-from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    ConfigurationError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from pymongo.uri_parser import parse_uri
 
+from .config.durations import parse_duration
+from .config.uri import redact_uri, secrets_of, without_secrets
 from .errors import ConfigError
 from .reactive_tasks import ReactiveTasks
 from .records import STATUSES
 from .store.server import ping
 
+logger = logging.getLogger(__name__)
+
 URI_VARIABLE: Final = "MONGOREACT_URI"
+AUTHENTICATION_FAILED: Final = 18
 EXIT_BAD_INPUT: Final = 2
 EXIT_UNREACHABLE: Final = 3
 CONNECT_TIMEOUT_MS: Final = 5000
@@ -34,8 +46,8 @@ class CommandError(Exception):
 
 
 def redact(uri: str) -> str:
-    """``uri`` without its password (safe to print or log)."""
-    return re.sub(r"(?<=://)([^:/@]+):[^@]*@", r"\1:***@", uri)
+    """``uri`` without its password or secret options (safe to print or log)."""
+    return redact_uri(uri)
 
 
 def unreachable(uri: str | None, reason: str = "") -> CommandError:
@@ -48,24 +60,18 @@ def unreachable(uri: str | None, reason: str = "") -> CommandError:
 
 
 def add_commands(commands: Any) -> None:
-    """Add ``tasks list|count|retry|show`` to the top-level parser."""
-    tasks = commands.add_parser("tasks", help="list, count, retry or show task records")
+    """Add ``tasks ...``, ``cron list|run`` and ``audit`` to the top-level parser."""
+    tasks = commands.add_parser("tasks", help="list, show, retry, discard, defer or pause tasks")
     actions = tasks.add_subparsers(dest="action", required=True)
-    show = actions.add_parser("show", help="print one record with its error and history")
-    _add_connection(show)
-    show.add_argument("--task", required=True, help="task name")
-    show.add_argument(
-        "--doc-id", required=True, help="the source document's _id, as JSON: '\"o-1\"', 42"
-    )
-    show.set_defaults(run=run)
+    show = _action(actions, "show", "print one record with its error and history")
+    _add_doc_id(show)
     for action, description in (
         ("list", "print matching task records"),
         ("count", "print how many task records match"),
         ("retry", "run matching tasks again now"),
+        ("discard", "delete matching records that failed (given up on)"),
     ):
-        parser = actions.add_parser(action, help=description)
-        _add_connection(parser)
-        parser.add_argument("--task", help="task name")
+        parser = _action(actions, action, description, task_required=False)
         parser.add_argument("--status", action="append", choices=STATUSES, help="repeatable")
         parser.add_argument("--error", help="substring of the last error")
         parser.add_argument("--error-regex", help="regular expression on the last error")
@@ -75,11 +81,50 @@ def add_commands(commands: Any) -> None:
             parser.add_argument("--skip", type=int, default=0)
             parser.add_argument("--sort", help="field, field:asc or field:desc (default nextRunAt)")
             parser.add_argument("--json", action="store_true", help="one JSON record a line")
-        if action == "retry":
+        if action in ("retry", "discard"):
             parser.add_argument(
-                "--dry-run", action="store_true", help="only say how many records would run again"
+                "--all", action="store_true", help="every task's records (no filter given)"
             )
+            parser.add_argument(
+                "--dry-run", action="store_true", help="only say how many records would change"
+            )
+    defer = _action(actions, "defer", "make one waiting or failed record due only later")
+    _add_doc_id(defer)
+    defer.add_argument("--delay", required=True, help="e.g. 30m, 1h, 2d")
+    pause = _action(actions, "pause", "have no instance claim a task for a while")
+    pause.add_argument("--for", dest="delay", required=True, help="e.g. 30m, 1h")
+    _action(actions, "resume", "end a task's pause")
+    cron = commands.add_parser("cron", help="list cron tasks, or run one now")
+    cron_actions = cron.add_subparsers(dest="action", required=True)
+    _add_connection(cron_actions.add_parser("list", help="print every cron task"))
+    run_now = cron_actions.add_parser("run", help="run a cron task now, on any instance")
+    _add_connection(run_now)
+    run_now.add_argument("name", help="the cron task's name")
+    audit = commands.add_parser("audit", help="print the latest operator actions")
+    _add_connection(audit)
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--json", action="store_true", help="one JSON entry a line")
+    for parser in (cron, audit):
         parser.set_defaults(run=run)
+    audit.set_defaults(action="audit")
+
+
+def _action(
+    actions: Any, name: str, description: str, *, task_required: bool = True
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = actions.add_parser(name, help=description)
+    _add_connection(parser)
+    parser.add_argument("--task", required=task_required, help="task name")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_doc_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--doc-id", required=True,
+        help="the source document's _id: o-1, or Extended JSON for other types: 42, "
+        '\'{"$oid": "..."}\', \'"42"\' for the string',
+    )  # fmt: skip
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
@@ -88,23 +133,68 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--globals-collection", default="_mongoreact_globals")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run one ``tasks`` action; messages, not tracebacks, on failure."""
-    uri = args.uri or os.environ.get(URI_VARIABLE)
+def connection_uri(args: argparse.Namespace) -> str:
+    """The URI of ``--uri`` or ``$MONGOREACT_URI``. A password on the command line is
+    visible to every user of the machine (``ps``): said, once, at WARNING."""
+    uri: str | None = args.uri or os.environ.get(URI_VARIABLE)
     if not uri:
         raise CommandError(f"give --uri or set {URI_VARIABLE}")
-    filters = {} if args.action == "show" else _filters(args)
-    sort = _sort(args.sort) if args.action == "list" else None
+    if args.uri and secrets_of(args.uri):
+        logger.warning(
+            "--uri holds a secret, which every user of this machine can read in the process "
+            "list; set %s instead (it is read when --uri is not given)",
+            URI_VARIABLE,
+        )
+    return uri
+
+
+def connect(uri: str, database: str | None) -> tuple[MongoClient[dict[str, Any]], str]:
+    """A client for ``uri`` and the database to use, checked with a ping; a
+    ``CommandError`` (never a traceback) for a bad URI, no database, or no server."""
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise CommandError(f"bad URI {redact(uri)}: expected mongodb://... or mongodb+srv://...")
     try:
-        database = args.database or parse_uri(uri).get("database")
+        database = database or parse_uri(uri).get("database")
         client: MongoClient[dict[str, Any]] = MongoClient(
             uri, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, tz_aware=True
         )
-    except (ConfigurationError, ValueError) as error:
-        raise CommandError(f"bad URI {redact(uri)}: {error}") from None
+    except (ConfigurationError, ValueError, TypeError) as error:
+        raise CommandError(f"bad URI {redact(uri)}: {without_secrets(str(error), uri)}") from None
     if not database:
         client.close()
         raise CommandError("name the database with --database or in the URI")
+    try:
+        ping(client)
+    except OperationFailure as error:
+        client.close()
+        if error.code == AUTHENTICATION_FAILED:
+            raise CommandError(
+                f"MongoDB at {redact(uri)} refused the credentials (authentication failed)",
+                EXIT_UNREACHABLE,
+            ) from None
+        raise CommandError(f"MongoDB error: {without_secrets(str(error), uri)}") from None
+    except PyMongoError as error:
+        client.close()
+        raise unreachable(uri, _first_line(without_secrets(str(error), uri))) from None
+    return client, database
+
+
+def _first_line(reason: str) -> str:
+    # pymongo appends the whole topology description: the first part says why.
+    return " ".join(reason.split(", Topology Description")[0].split())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one ``tasks`` action; messages, not tracebacks, on failure."""
+    uri = connection_uri(args)
+    filters = _filters(args) if hasattr(args, "status") else {}
+    sort = _sort(args.sort) if hasattr(args, "sort") else None
+    if getattr(args, "all", None) is False and not any(filters.values()):
+        raise CommandError(
+            f"tasks {args.action} needs a scope: --task, --status, --error, --error-regex or "
+            "--source-filter, or --all for every task's records"
+        )
+    client, database = connect(uri, args.database)
     try:
         engine = ReactiveTasks(
             client=client, database=database, globals_collection=args.globals_collection
@@ -115,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
     except ServerSelectionTimeoutError:
         raise unreachable(uri) from None
     except PyMongoError as error:
-        raise CommandError(f"MongoDB error: {error}", EXIT_UNREACHABLE) from None
+        raise CommandError(
+            f"MongoDB error: {without_secrets(str(error), uri)}", EXIT_UNREACHABLE
+        ) from None
     finally:
         client.close()
 
@@ -154,21 +246,95 @@ def _act(
     filters: dict[str, Any],
     sort: list[tuple[str, int]] | None,
 ) -> int:
+    command = getattr(args, "command", "tasks")
+    if command == "audit":
+        return _audit(engine, args)
+    if command == "cron":
+        return _cron(engine, args)
     if args.action == "count":
         print(engine.count_tasks(**filters))
-    elif args.action == "retry" and args.dry_run:
-        print(f"would retry {engine.count_tasks(**filters)} task(s) (dry run: nothing changed)")
-    elif args.action == "retry":
-        result = engine.retry_tasks(**filters)
-        print(f"retried {result.modified_count} task(s)")
+    elif args.action in ("retry", "discard"):
+        return _bulk(engine, args, filters)
     elif args.action == "show":
-        return _show(engine, args.task, _json_value(args.doc_id, "--doc-id"))
+        return _show(engine, args.task, _doc_id(args.doc_id))
+    elif args.action == "defer":
+        doc_id, delay = _doc_id(args.doc_id), parse_duration(args.delay, "--delay")
+        changed = engine.defer_task(args.task, doc_id, delay)
+        _audited(
+            engine, "defer", {"task": args.task, "docId": doc_id, "delay": str(delay)}, changed
+        )
+        print(f"deferred {changed} record(s) by {delay}")
+    elif args.action == "pause":
+        delay = parse_duration(args.delay, "--for")
+        engine.pause_task(args.task, delay)
+        _audited(engine, "pause", {"task": args.task, "delay": str(delay)}, 1)
+        print(f"paused {args.task} on every instance for {delay}")
+    elif args.action == "resume":
+        engine.resume_task(args.task)
+        _audited(engine, "resume", {"task": args.task}, 1)
+        print(f"resumed {args.task}")
     else:
         records = engine.get_tasks(**filters, limit=args.limit, skip=args.skip, sort=sort)
         if not args.json:
             print(HEADER)
         for record in records:
             print(_json(record) if args.json else _line(record))
+    return 0
+
+
+def _bulk(engine: ReactiveTasks, args: argparse.Namespace, filters: dict[str, Any]) -> int:
+    """``retry`` or ``discard`` (``run`` checked they have a scope)."""
+    if args.action == "discard":
+        filters = {**filters, "status": ["failed"]}
+    if args.dry_run:
+        count = engine.count_tasks(**filters)
+        print(f"would {args.action} {count} task(s) (dry run: nothing changed)")
+        return 0
+    if args.action == "retry":
+        changed = engine.retry_tasks(**filters).modified_count
+    else:
+        changed = engine.discard_failed_tasks(**filters)
+    _audited(engine, args.action, filters, changed)
+    print(f"{'retried' if args.action == 'retry' else 'discarded'} {changed} task(s)")
+    return 0
+
+
+def _audited(engine: ReactiveTasks, action: str, scope: dict[str, Any], count: int) -> None:
+    engine.record_action(action, scope=scope, count=count, actor=_os_user(), via="cli")
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _audit(engine: ReactiveTasks, args: argparse.Namespace) -> int:
+    entries = engine.audit_log(args.limit)
+    for entry in entries:
+        if args.json:
+            print(_json(entry))
+            continue
+        at = entry.get("at")
+        when = at.isoformat(timespec="seconds") if isinstance(at, dt.datetime) else "-"
+        print(
+            f"{when}  {entry.get('actor')} ({entry.get('role')}, {entry.get('via')})  "
+            f"{entry.get('action')}  {entry.get('count')} record(s)  {entry.get('scope')}"
+        )
+    return 0
+
+
+def _cron(engine: ReactiveTasks, args: argparse.Namespace) -> int:
+    if args.action == "run":
+        engine.run_cron_task(args.name, wait=False)
+        _audited(engine, "run cron task", {"name": args.name}, 1)
+        print(f"asked {args.name} to run now; the first instance to claim it runs it")
+        return 0
+    for task in engine.cron_tasks():
+        last = (task.get("runLog") or [{}])[0]
+        print(f"{task['_id']}  {task.get('schedule')}  next {task.get('nextRunAt')}  "
+              f"last {last.get('startedAt')}  {last.get('error') or ''}".rstrip())  # fmt: skip
     return 0
 
 
@@ -204,11 +370,13 @@ def _run_line(run: dict[str, Any]) -> str:
     )
 
 
-def _json_value(raw: str, option: str) -> Any:
+def _doc_id(raw: str) -> Any:
+    """``--doc-id``: Extended JSON when it parses as such (``42``, ``{"$oid": ...}``,
+    ``"o-1"`` with its quotes), else the text itself, so ``--doc-id o-1`` works."""
     try:
         return json_util.loads(raw)
     except ValueError:
-        raise CommandError(f"{option} {raw}: expected JSON, such as '\"o-1\"' or 42") from None
+        return raw
 
 
 def _json(record: dict[str, Any]) -> str:
@@ -234,48 +402,3 @@ def _line(record: dict[str, Any]) -> str:
             error[:80],
         ]
     ).rstrip()
-
-
-def add_dashboard_command(commands: Any) -> None:
-    """Add ``dashboard``: serve the web dashboard."""
-    parser = commands.add_parser("dashboard", help="serve the web dashboard")
-    parser.add_argument("--uri", help=f"MongoDB URI (default: ${URI_VARIABLE})")
-    parser.add_argument("--database", help="database (default: the URI's)")
-    parser.add_argument("--globals-collection", default="_mongoreact_globals")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--read-only", action="store_true", help="no retry or defer")
-    parser.set_defaults(run=serve_dashboard)
-
-
-def serve_dashboard(args: argparse.Namespace) -> int:
-    """Serve the dashboard until interrupted."""
-    from .monitoring.http import make_quiet_server
-
-    uri = args.uri or os.environ.get(URI_VARIABLE)
-    if not uri:
-        raise CommandError(f"give --uri or set {URI_VARIABLE}")
-    database = args.database or parse_uri(uri).get("database")
-    if not database:
-        raise CommandError("name the database with --database or in the URI")
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        uri, serverSelectionTimeoutMS=CONNECT_TIMEOUT_MS, tz_aware=True
-    )
-    try:
-        ping(client)
-    except PyMongoError:
-        client.close()
-        raise unreachable(uri) from None
-    engine = ReactiveTasks(
-        client=client, database=database, globals_collection=args.globals_collection
-    )
-    app = engine.dashboard_app(read_only=args.read_only)
-    try:
-        with make_quiet_server(args.host, args.port, app) as server:
-            print(f"mongoreact dashboard on http://{args.host}:{server.server_port}/", flush=True)
-            server.serve_forever()
-    except OSError as error:
-        raise CommandError(f"cannot listen on {args.host}:{args.port}: {error}") from None
-    finally:
-        client.close()
-    return 0

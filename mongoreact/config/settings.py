@@ -24,6 +24,7 @@ from ._validate import (
 )
 from .durations import parse_duration
 from .schedule import Schedule
+from .uri import redact_uri
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -55,7 +56,9 @@ class MonitoringOptions:
 class Settings:
     """One instance's configuration. Durations are ``timedelta``s."""
 
-    uri: str | None = None
+    uri: str | None = attrs.field(
+        default=None, repr=lambda uri: repr(redact_uri(uri)) if uri else repr(uri)
+    )
     client: MongoClient[dict[str, Any]] | None = None
     database: str | None = None
     instance_id: str = attrs.field(factory=lambda: str(ObjectId()))

@@ -97,9 +97,15 @@ def test_an_unreachable_server_exits_3_without_the_password(
     assert "s3cret" not in err and "ops:***@" in err
 
 
-def test_redact_hides_passwords_only() -> None:
+def test_redact_hides_passwords_and_secret_options() -> None:
     assert redact("mongodb://a:b@h:1/db") == "mongodb://a:***@h:1/db"
     assert redact("mongodb+srv://h/db") == "mongodb+srv://h/db"
+    # An unescaped "@" in the password: masked whole, as drivers read the user info.
+    assert redact("mongodb://a:p@ss@h1,h2/db") == "mongodb://a:***@h1,h2/db"
+    assert redact("mongodb://h/db?tlsCertificateKeyFilePassword=kp&w=1") == (
+        "mongodb://h/db?tlsCertificateKeyFilePassword=***&w=1"
+    )
+    assert "tok" not in redact("mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN:tok")
 
 
 def test_python_dash_m_runs_the_same_command(failed_tasks: list[str]) -> None:
@@ -148,8 +154,13 @@ def test_show_prints_one_record_with_its_traceback_and_history(
     assert len(history) == 1 and "failed" in history[0] and "attempt=1" in history[0]
     code, _, err = run(capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", '"x"')
     assert code == 1 and "no record of task 'sync'" in err
-    code, _, err = run(capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", "o1")
-    assert code == 2 and "expected JSON" in err
+    # A plain string needs no JSON quoting; an operator-shaped id is refused.
+    code, out, _ = run(capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", "o1")
+    assert code == 0 and '"sourceDocId": "o1"' in out
+    code, _, err = run(
+        capsys, "tasks", "show", *failed_tasks, "--task", "sync", "--doc-id", '{"$gt": ""}'
+    )
+    assert code == 2 and "not a document id" in err
 
 
 def test_retry_dry_run_changes_nothing(
