@@ -12,7 +12,8 @@ import argparse
 import ipaddress
 from typing import Any
 
-from .cli_tasks import URI_VARIABLE, CommandError, connect, connection_uri
+from .cli_tasks import CommandError, connect, connection_uri
+from .config.settings import URI_VARIABLE
 from .dashboard import Redaction, auth_from
 from .errors import ConfigError
 from .reactive_tasks import ReactiveTasks

@@ -22,8 +22,8 @@ from typing import Any, Final
 from pymongo.errors import PyMongoError
 
 from . import api
-from .cli_tasks import EXIT_BAD_INPUT, URI_VARIABLE, CommandError, unreachable
-from .config.settings import override_from_command_line
+from .cli_tasks import EXIT_BAD_INPUT, CommandError, unreachable
+from .config.settings import URI_VARIABLE, override_from_command_line
 from .errors import ConfigError, MongoReactError
 from .monitoring.http import ProbeApp, ProbeServer
 from .reactive_tasks import ReactiveTasks

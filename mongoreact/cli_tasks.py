@@ -22,6 +22,7 @@ from pymongo.errors import (
 from pymongo.uri_parser import parse_uri
 
 from .config.durations import parse_duration
+from .config.settings import URI_VARIABLE
 from .config.uri import redact_uri, secrets_of, without_secrets
 from .errors import ConfigError
 from .reactive_tasks import ReactiveTasks
@@ -30,7 +31,7 @@ from .store.server import ping
 
 logger = logging.getLogger(__name__)
 
-URI_VARIABLE: Final = "MONGOREACT_URI"
+
 AUTHENTICATION_FAILED: Final = 18
 EXIT_BAD_INPUT: Final = 2
 EXIT_UNREACHABLE: Final = 3

@@ -25,6 +25,7 @@ from pymongo.errors import PyMongoError
 from ._retry import OUTLIVES_STOP, call_with_retry
 from ._threads import Loop, Renewal
 from .cluster.clock import ServerClock
+from .config._validate import as_handler
 from .config.schedule import Schedule
 from .config.settings import Settings
 from .errors import ConfigError
@@ -57,10 +58,9 @@ def build_cron_task(name: object, schedule: object, handler: object) -> CronTask
     """A ``CronTask`` from ``cron_task``'s arguments, or ``ConfigError``."""
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("name", name, "expected a non-empty string")
-    if not callable(handler):
-        raise ConfigError("handler", handler, "expected a callable")
+    checked: Callable[[], object] = as_handler(handler, "handler", ())
     parsed = Schedule.parse(schedule, "schedule", functions=True)
-    return CronTask(name=name, schedule=parsed, handler=handler)
+    return CronTask(name=name, schedule=parsed, handler=checked)
 
 
 class CronRunner(Loop):

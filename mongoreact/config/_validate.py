@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -37,12 +39,16 @@ def check_unknown(options: Mapping[str, object], allowed: Iterable[str], where: 
             )
 
 
-def as_int(value: object, option: str, *, minimum: int | None = None) -> int:
-    """``value`` as an int (not a bool) no smaller than ``minimum``."""
+def as_int(
+    value: object, option: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """``value`` as an int (not a bool) between ``minimum`` and ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(option, value, "expected an integer")
     if minimum is not None and value < minimum:
         raise ConfigError(option, value, f"must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(option, value, f"must be at most {maximum}")
     return value
 
 
@@ -76,6 +82,35 @@ def as_callable(value: object, option: str) -> Any:
     """``value`` if it can be called."""
     if not callable(value):
         raise ConfigError(option, value, "expected a callable")
+    return value
+
+
+def as_handler(value: object, option: str, arguments: tuple[str, ...]) -> Any:
+    """``value`` if it is a plain (not ``async``) callable taking ``arguments``
+    positionally. A coroutine function would "run" by creating a coroutine nobody
+    awaits: the task would complete with its body never run."""
+    as_callable(value, option)
+    target = value
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        getattr(target, "__call__", None)  # noqa: B004 - an async __call__ method
+    ):
+        raise ConfigError(
+            option, value, "an async function; mongoreact runs handlers on threads: use a "
+            "plain def (call asyncio.run(...) inside it if you must)"
+        )  # fmt: skip
+    try:
+        signature = inspect.signature(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return value  # a builtin without a signature: trusted
+    try:
+        signature.bind(*arguments)
+    except TypeError:
+        wanted = f"({', '.join(arguments)})" if arguments else "no arguments"
+        raise ConfigError(
+            option, value, f"is called with {wanted}, but its signature is {signature}"
+        ) from None
     return value
 
 

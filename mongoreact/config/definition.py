@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..options import TaskOptions, option_names
 from ..policies.retry import RetryPolicy, parse_retry_policy
 from ._validate import (
-    as_callable,
+    as_handler,
     as_int,
     as_mapping,
     as_name,
@@ -99,6 +99,9 @@ class TaskDefinition:
 
 
 _OPTIONS: Final = ("task", "collection", "handler", *option_names(TaskOptions))
+# Runs kept on a record: each is a small subdocument, and a record must stay far from
+# MongoDB's 16 MiB document limit and quick to read.
+MAX_EXECUTION_HISTORY: Final = 1000
 
 
 def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
@@ -124,7 +127,7 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
     return TaskDefinition(
         name=name,
         collection=collection,
-        handler=as_callable(options["handler"], "handler"),
+        handler=as_handler(options["handler"], "handler", ("ctx",)),
         filter=normalize_filter(options.get("filter")),
         watch_projection=dict(projection) if isinstance(projection, Mapping) else None,
         watch_expression=compile_watch_projection(projection),
@@ -133,7 +136,10 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
         retry_policy=parse_retry_policy(options.get("retry_policy")),
         cleanup_policy=_parse_cleanup(options.get("cleanup_policy")),
         execution_history_limit=as_int(
-            options.get("execution_history_limit", 5), "execution_history_limit", minimum=0
+            options.get("execution_history_limit", 5),
+            "execution_history_limit",
+            minimum=0,
+            maximum=MAX_EXECUTION_HISTORY,
         ),
         evolution=_parse_evolution(options.get("evolution")),
         recheck_interval=_parse_recheck(options),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from ..records import TaskInfo
 
+URI_VARIABLE: Final = "MONGOREACT_URI"
 SCRAPE_MODES: Final = ("cluster", "local")
 READ_PREFERENCES: Final = (
     "primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest",
@@ -117,8 +119,14 @@ def build_settings(options: Mapping[str, Any]) -> Settings:
     check_unknown(options, _OPTIONS, "init()")
     fields: dict[str, Any] = {}
     uri, client = options.get("uri"), options.get("client")
-    if (uri is None) == (client is None):
-        raise ConfigError("uri", uri, "give exactly one of uri= or client=")
+    if uri is None and client is None:
+        # The environment is the fallback everywhere: a worker module imported by a
+        # shell, a test or a web process connects as under ``mongoreact run``.
+        uri = os.environ.get(URI_VARIABLE) or None
+        if uri is None:
+            raise ConfigError("uri", None, f"give uri= or client=, or set ${URI_VARIABLE}")
+    if uri is not None and client is not None:
+        raise ConfigError("uri", "<redacted>", "give exactly one of uri= or client=")
     if uri is not None:
         if not isinstance(uri, str) or not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigError("uri", "<redacted>", "expected a mongodb:// or mongodb+srv:// URI")

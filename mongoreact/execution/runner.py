@@ -238,13 +238,18 @@ class TaskRunner:
         if outcome in (Outcome.RETRY, Outcome.FAILED) and error is not None:
             common["error"] = _describe(error)
             common["traceback"] = _traceback(error)
-            logger.warning(
+            # A run given up is for a human to look at (ERROR, with its traceback); a
+            # run that will be retried is transient (WARNING, one line).
+            gave_up = outcome is Outcome.FAILED
+            logger.log(
+                logging.ERROR if gave_up else logging.WARNING,
                 "task %s for %r failed (attempt %d, %s): %s",
                 definition.name,
                 context.doc_id,
                 claim.attempt,
-                "giving up" if outcome is Outcome.FAILED else "will retry",
+                "giving up" if gave_up else "will retry",
                 common["error"],
+                exc_info=(type(error), error, error.__traceback__) if gave_up else None,
                 extra=self._extra(definition, context),
             )
         update = pipelines.finalize_update(definition, outcome=outcome, **common)

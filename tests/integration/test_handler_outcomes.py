@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 
+import pytest
 from pymongo.database import Database
 
 from mongoreact import ConfigError, TaskConditionFailedError, TaskContext
@@ -14,7 +16,7 @@ from .helpers import Doc, Recorder, record, record_when, start, wait_until
 
 
 def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
-    make_engine: EngineFactory, db: Database[Doc]
+    make_engine: EngineFactory, db: Database[Doc], caplog: pytest.LogCaptureFixture
 ) -> None:
     def handler(ctx: TaskContext) -> None:
         raise ValueError(f"attempt {ctx.attempt} failed")
@@ -37,6 +39,12 @@ def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
     assert [h["attempt"] for h in history] == [2, 3]  # limited to execution_history_limit
     assert all(h["status"] == "failed" and "Traceback" in h["traceback"] for h in history)
     assert task_record["firstErrorAt"] is not None
+    # Retried runs at WARNING, one line; the run given up at ERROR with its traceback
+    # (docs/monitoring.md: ERROR is for what a human must look at).
+    runs = [r for r in caplog.records if "task sync for 'o1' failed" in r.getMessage()]
+    assert [(r.levelno, r.exc_info is not None) for r in runs] == [
+        (logging.WARNING, False), (logging.WARNING, False), (logging.ERROR, True)
+    ]  # fmt: skip
 
 
 def test_the_default_retry_policy_is_exponential_from_ten_seconds(

@@ -4,6 +4,7 @@ raised at call time with no I/O."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import pytest
@@ -114,6 +115,10 @@ def test_good_init_options_are_converted() -> None:
         ({"cleanup_policy": {"deleteWhen": "never"}}, "cleanup_policy.deleteWhen"),
         ({"execution_history_limit": -1}, "execution_history_limit"),
         ({"execution_history_limit": 2.5}, "execution_history_limit"),
+        ({"execution_history_limit": 10**9}, "execution_history_limit"),
+        ({"debounce": "10"}, "debounce"),
+        ({"handler": lambda: None}, "handler"),
+        ({"handler": lambda ctx, extra: None}, "handler"),
         ({"evolution": {"handler_version": 0}}, "evolution.handler_version"),
         ({"evolution": {"on_handler_version_change": "all"}},
          "evolution.on_handler_version_change"),
@@ -223,3 +228,59 @@ def test_option_objects_convert_durations_as_their_dicts_do() -> None:
     engine.register(
         task="t", collection="c", handler=handler, retry_policy=RetryPolicy(type="fixed")
     )
+
+
+async def async_handler(ctx: Any) -> None:
+    """What a user of an async framework writes first."""
+
+
+class AsyncCallable:
+    async def __call__(self, ctx: Any) -> None:
+        """An object whose call is a coroutine."""
+
+
+@pytest.mark.parametrize("bad", [async_handler, AsyncCallable(), functools.partial(async_handler)])
+def test_async_handlers_are_refused_at_register_and_cron_task(bad: Any) -> None:
+    """Regression: an async handler's record became completed with its body never run
+    (only a "coroutine was never awaited" warning said so)."""
+    engine = ReactiveTasks(uri=URI)
+    with pytest.raises(ConfigError, match="async") as caught:
+        engine.register(task="t", collection="c", handler=bad)
+    assert caught.value.option == "handler"
+    with pytest.raises(ConfigError, match="async"):
+        engine.cron_task("c", "1h", functools.partial(bad, None))
+
+
+def test_handler_signatures_are_checked() -> None:
+    engine = ReactiveTasks(uri=URI)
+    good: list[Any] = [
+        lambda ctx, retries=3: None, lambda *args: None,
+        functools.partial(lambda x, ctx: None, 1), print,
+    ]  # fmt: skip
+    for number, handler in enumerate(good):
+        engine.register(task=f"t{number}", collection="c", handler=handler)
+    no_arguments: Any = lambda: None  # noqa: E731
+    one_argument: Any = lambda ctx: None  # noqa: E731
+    with pytest.raises(ConfigError, match=r"called with \(ctx\)"):
+        engine.register(task="x", collection="c", handler=no_arguments)
+    engine.cron_task("ok", "1h", no_arguments)
+    with pytest.raises(ConfigError, match="called with no arguments"):
+        engine.cron_task("bad", "1h", one_argument)
+
+
+def test_the_uri_falls_back_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a worker module calling ``init()`` could only be imported under
+    ``mongoreact run`` (which reads ``$MONGOREACT_URI``)."""
+    monkeypatch.setenv("MONGOREACT_URI", "mongodb://envhost:27017/fromenv")
+    assert ReactiveTasks().settings.uri == "mongodb://envhost:27017/fromenv"
+    assert ReactiveTasks(uri=URI).settings.uri == URI  # an explicit one wins
+    monkeypatch.delenv("MONGOREACT_URI")
+    with pytest.raises(ConfigError, match="MONGOREACT_URI"):
+        ReactiveTasks()
+
+
+def test_no_secret_in_the_settings_repr() -> None:
+    uri = "mongodb://ops:s3@cr:3t@h1,h2/app?tlsCertificateKeyFilePassword=kp99&w=majority"
+    shown = repr(ReactiveTasks(uri=uri).settings)
+    assert "s3" not in shown and "cr:3t" not in shown and "kp99" not in shown
+    assert "ops:***@h1,h2/app" in shown and "w=majority" in shown
