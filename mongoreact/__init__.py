@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .api import (
+    audit_log,
     count_tasks,
     cron_task,
     dashboard_app,
@@ -16,6 +17,7 @@ from .api import (
     register,
     retry_tasks,
     run_cron_task,
+    run_until_signalled,
     start,
     stop,
     task,
@@ -29,6 +31,8 @@ from .errors import (
     ConfigError,
     MongoReactError,
     NotStartedError,
+    ServerUnreachableError,
+    StartCancelledError,
     TaskConditionFailedError,
     TaskLeaseLostError,
 )
@@ -66,12 +70,15 @@ __all__ = [
     "ReactiveTasks",
     "RetryPolicy",
     "RetryResult",
+    "ServerUnreachableError",
+    "StartCancelledError",
     "TaskConditionFailedError",
     "TaskContext",
     "TaskDefinition",
     "TaskInfo",
     "TaskLeaseLostError",
     "__version__",
+    "audit_log",
     "count_tasks",
     "cron_task",
     "dashboard_app",
@@ -86,6 +93,7 @@ __all__ = [
     "register_post_commit_hook",
     "retry_tasks",
     "run_cron_task",
+    "run_until_signalled",
     "start",
     "stop",
     "task",

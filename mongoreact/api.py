@@ -91,6 +91,8 @@ dashboard_app = _on_default(ReactiveTasks.dashboard_app)
 with_lock = _on_default(ReactiveTasks.with_lock)
 cron_task = _on_default(ReactiveTasks.cron_task)
 run_cron_task = _on_default(ReactiveTasks.run_cron_task)
+run_until_signalled = _on_default(ReactiveTasks.run_until_signalled)
+audit_log = _on_default(ReactiveTasks.audit_log)
 
 
 def with_transaction(fn: Callable[[ClientSession], T]) -> T:

@@ -14,26 +14,24 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
 from typing import Any, Final
 
 from pymongo.errors import PyMongoError
 
 from . import api
-from .cli_tasks import EXIT_BAD_INPUT, CommandError, unreachable
+from .cli_tasks import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CommandError, unreachable
 from .config.settings import URI_VARIABLE, override_from_command_line
-from .errors import ConfigError, MongoReactError
+from .errors import ConfigError, MongoReactError, ServerUnreachableError
 from .monitoring.http import ProbeApp, ProbeServer
 from .reactive_tasks import ReactiveTasks
+from .signals import run_until_signalled
 
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_UNCLEAN: Final = 1  # a handler was still running when the stop timeout ran out
-CHECK_INTERVAL: Final = 1.0  # seconds between checks that the instance still runs
 
 
 def add_run_command(commands: Any) -> None:
@@ -52,6 +50,10 @@ def add_run_command(commands: Any) -> None:
     parser.add_argument(
         "--stop-timeout", type=float, default=30.0,
         help="seconds to let running handlers finish on SIGTERM/SIGINT (default: 30)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connect-timeout", type=float, default=30.0,
+        help="seconds to wait for MongoDB at start, with progress logged (default: 30)",
     )  # fmt: skip
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", type=str.upper)
     parser.add_argument(
@@ -106,7 +108,11 @@ def _load(target: str) -> ReactiveTasks:
     default = api.initialized()
     if default is not None and (default.definitions or default.has_cron_tasks):
         return default
-    found = [value for value in vars(module).values() if isinstance(value, ReactiveTasks)]
+    found = []
+    for name, value in vars(module).items():
+        instance = _instance_of(value, f"{module_name}:{name}", call=False)
+        if instance is not None and instance not in found:
+            found.append(instance)
     if len(found) == 1:
         return found[0]
     raise CommandError(
@@ -122,13 +128,39 @@ def _named(module: object, module_name: str, attribute: str) -> ReactiveTasks:
         if not hasattr(value, part):
             raise CommandError(f"{module_name} has no attribute {attribute!r}")
         value = getattr(value, part)
-    if callable(value) and not isinstance(value, ReactiveTasks):
-        value = value()
-    if not isinstance(value, ReactiveTasks):
+    found = _instance_of(value, f"{module_name}:{attribute}", call=True)
+    if found is None:
         raise CommandError(
-            f"{module_name}:{attribute} is a {type(value).__name__}, not a ReactiveTasks"
+            f"{module_name}:{attribute} is a {type(value).__name__}, not a ReactiveTasks, "
+            "a Flask app with the Mongoreact extension, that extension, or a factory of one"
         )
-    return value
+    return found
+
+
+def _instance_of(value: object, where: str, *, call: bool) -> ReactiveTasks | None:
+    """The instance ``value`` stands for: a ``ReactiveTasks``; the Flask extension
+    (``Mongoreact``, after ``init_app``); a Flask app it was initialised on; or, with
+    ``call``, a function returning one of these (an app factory)."""
+    from .contrib.flask import EXTENSION_KEY, Mongoreact
+
+    if isinstance(value, ReactiveTasks):
+        return value
+    if isinstance(value, Mongoreact):
+        try:
+            return value.engine
+        except MongoReactError:
+            raise CommandError(f"{where}: the extension has no app yet (call init_app)") from None
+    extensions = getattr(value, "extensions", None)
+    registered = extensions.get(EXTENSION_KEY) if isinstance(extensions, dict) else None
+    if isinstance(registered, ReactiveTasks):
+        return registered
+    if call and callable(value) and not isinstance(value, type):
+        try:
+            made = value()
+        except TypeError as error:
+            raise CommandError(f"{where}: calling it failed: {error}") from None
+        return _instance_of(made, where, call=False)
+    return None
 
 
 def _serve_probes(instance: ReactiveTasks, args: argparse.Namespace) -> ProbeServer:
@@ -142,55 +174,30 @@ def _serve_probes(instance: ReactiveTasks, args: argparse.Namespace) -> ProbeSer
 
 
 def _run_until_signalled(instance: ReactiveTasks, args: argparse.Namespace) -> int:
-    stop_timeout: float = args.stop_timeout
-    requested = threading.Event()
-    probe: ProbeServer | None = None
+    probe: list[ProbeServer] = []
 
-    def handle(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        if requested.is_set():
-            # A second Ctrl+C is a person who will not wait; a repeated SIGTERM (from
-            # layers of supervisors) is not a reason to abandon running handlers.
-            if signum == signal.SIGINT:
-                logger.warning("SIGINT again: exiting now, without waiting for handlers")
-                os._exit(128 + signum)
-            logger.info("%s again: already stopping", name)
-            return
-        logger.info("%s: stopping (running handlers get up to %.0fs)", name, stop_timeout)
-        requested.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        _start(instance)
+    def started() -> None:
         if args.metrics_port is not None:
-            probe = _serve_probes(instance, args)
+            probe.append(_serve_probes(instance, args))
         logger.info(
             "worker %s running %d task(s); stop with SIGTERM or Ctrl+C",
             instance.instance_id, len(instance.definitions),
         )  # fmt: skip
-        while not requested.wait(CHECK_INTERVAL):
-            if not instance.is_running:
-                logger.error("the instance stopped by itself")
-                return EXIT_UNCLEAN
-        clean = instance.stop(stop_timeout)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if probe is not None:
-            probe.stop()
-    if not clean:
-        logger.warning(
-            "handlers were still running after %.0fs; their tasks run again", stop_timeout
-        )
-    return 0 if clean else EXIT_UNCLEAN
 
-
-def _start(instance: ReactiveTasks) -> None:
     try:
-        instance.start()
+        outcome = run_until_signalled(
+            instance,
+            stop_timeout=args.stop_timeout,
+            connect_timeout=args.connect_timeout,
+            started=started,
+        )
     except (ConfigError, MongoReactError) as error:
-        raise CommandError(str(error), EXIT_BAD_INPUT) from None
+        code = EXIT_UNREACHABLE if isinstance(error, ServerUnreachableError) else EXIT_BAD_INPUT
+        raise CommandError(str(error), code) from None
     except PyMongoError as error:
-        # pymongo appends the whole topology description: the first part says why.
         reason = " ".join(str(error).split(", Topology Description")[0].split())
         raise unreachable(instance.settings.uri, reason) from None
+    finally:
+        for server in probe:
+            server.stop()
+    return 0 if outcome.clean else EXIT_UNCLEAN

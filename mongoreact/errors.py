@@ -46,3 +46,13 @@ class TaskLeaseLostError(MongoReactError):
 
 class NotStartedError(MongoReactError):
     """An operation needs ``start()`` (or ``init()``) first."""
+
+
+class StartCancelledError(MongoReactError):
+    """``stop()`` (a signal, in ``run_until_signalled``) cancelled a ``start()`` that was
+    still waiting for MongoDB; the instance is stopped."""
+
+
+class ServerUnreachableError(MongoReactError):
+    """``start()`` could not reach MongoDB within its timeout, or the server refused the
+    credentials; the message says which, with the URI's secrets masked."""

@@ -34,7 +34,7 @@ Duration = int | float | str | dt.timedelta
 
 
 class InitOptions(TypedDict, total=False):
-    """Options of ``init`` / ``ReactiveTasks(...)`` (see the configuration docs)."""
+    """Options of ``init`` / ``ReactiveTasks(...)`` (docs/configuration.md)."""
 
     uri: str
     client: MongoClient[dict[str, Any]]
@@ -59,7 +59,7 @@ class InitOptions(TypedDict, total=False):
 
 class TaskOptions(TypedDict, total=False):
     """Options of ``register`` / ``@task`` besides ``task``, ``collection`` and
-    ``handler`` (see the task options docs)."""
+    ``handler`` (docs/tasks.md, docs/configuration.md)."""
 
     filter: Mapping[str, Any] | None
     watch_projection: Mapping[str, Any] | None

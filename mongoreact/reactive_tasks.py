@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from bson import Timestamp
 from pymongo.client_session import ClientSession
@@ -25,21 +25,29 @@ from .cluster.presence import gone_before
 from .cluster.registry import TaskRegistry
 from .config.definition import Handler, TaskDefinition, build_definition
 from .config.settings import Settings, build_settings
+from .config.uri import redact_uri, without_secrets
 from .cron import CronTask, build_cron_task
 from .dashboard.app import DashboardApp
 from .dashboard.redaction import Redaction
 from .dashboard.security import Auth
-from .errors import ConfigError, MongoReactError, NotStartedError
+from .errors import (
+    ConfigError,
+    MongoReactError,
+    NotStartedError,
+    ServerUnreachableError,
+    StartCancelledError,
+)
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
 from .monitoring.measurements import Measurements
 from .monitoring.prometheus import FigureReader, Figures, build_registry
 from .options import InitOptions, TaskOptions, Unpack
+from .signals import run_until_signalled
 from .store.audit import AuditStore
 from .store.connection import Connection
 from .store.cron import CronStore
 from .store.globals import GlobalsStore
-from .store.server import last_write_time
+from .store.server import last_write_time, wait_for_server
 from .store.tasks import TaskStore
 from .transactions import with_transaction
 
@@ -49,8 +57,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
-State = Literal["new", "running", "stopped"]
+State = Literal["new", "starting", "running", "stopped"]
 T = TypeVar("T")
+CONNECT_TIMEOUT: Final = 30.0  # seconds start() waits for MongoDB
 
 
 class ReactiveTasks:
@@ -69,6 +78,7 @@ class ReactiveTasks:
         self._lock = threading.RLock()
         self._connection = Connection(self._settings)
         self._runtime: Runtime | None = None  # from start() on
+        self._start_cancelled = threading.Event()  # set by stop() during a start()
         self._prometheus: CollectorRegistry | None = None
         self._reader: FigureReader | None = None  # figures before start()
         self.clock = ServerClock()
@@ -178,47 +188,94 @@ class ReactiveTasks:
 
     # Life cycle.
 
-    def start(self) -> None:
+    def start(self, timeout: float = CONNECT_TIMEOUT) -> None:
         """Connect, create indexes, check every task with the server, start the threads.
 
-        Non-blocking: planning and work happen on background threads. Idempotent.
+        Non-blocking once connected: planning and work happen on background threads.
+        Idempotent. Waits up to ``timeout`` seconds for MongoDB, logging its progress
+        (``ServerUnreachableError`` then, or at once when the credentials are
+        refused); ``stop()`` from another thread or a signal handler cancels the wait
+        (``StartCancelledError``).
         """
         with self._lock:
             if self._state == "running":
                 return
-            if self._state == "stopped":
-                raise MongoReactError("a stopped ReactiveTasks cannot be started again")
+            if self._state in ("stopped", "starting"):
+                raise MongoReactError(
+                    "a stopped ReactiveTasks cannot be started again"
+                    if self._state == "stopped"
+                    else "start() is already under way in another thread"
+                )
             if not len(self._registry) and not self._cron_tasks:
                 raise ConfigError("register", None, "register at least one task before start()")
+            cancelled = self._start_cancelled = threading.Event()
+            self._state = "starting"
+        try:
+            database = self._connection.database()
+            self._wait_for_server(database, timeout, cancelled)
             runtime = Runtime(
                 settings=self._settings,
                 registry=self._registry,
                 cron_tasks=self._cron_tasks,
-                database=self._connection.database(),
+                database=database,
                 clock=self.clock,
                 measurements=self.measurements,
                 tasks=self._known_tasks,
             )
-            try:
-                runtime.prepare()
-            except Exception:
-                self._connection.close()
-                raise
-            runtime.start()
-            self._runtime = runtime
-            self._state = "running"
+            runtime.prepare()
+            with self._lock:
+                if cancelled.is_set():  # stop() while the indexes were being created
+                    raise StartCancelledError("start() cancelled by stop()")
+                runtime.start()
+                self._runtime = runtime
+                self._state = "running"
+        except BaseException:
+            # Only this thread closes the client of a start that failed or was
+            # cancelled: a stop() meanwhile must not close it under the start's feet.
+            with self._lock:
+                self._state = "stopped" if cancelled.is_set() else "new"
+            self._connection.close()
+            raise
         logger.info(
             "mongoreact instance %s started with %d task(s)",
             self.instance_id,
             len(self._registry),
         )
 
+    def _wait_for_server(
+        self, database: Database[dict[str, Any]], timeout: float, cancelled: threading.Event
+    ) -> None:
+        uri = self._settings.uri
+        target = redact_uri(uri) if uri else "the servers of the given client"
+        logger.info("connecting to MongoDB at %s (waiting up to %.0fs)", target, timeout)
+        waited = wait_for_server(
+            database.client,
+            timeout=timeout,
+            cancelled=cancelled,
+            describe=lambda text: without_secrets(text, uri),
+        )
+        if waited.outcome == "cancelled":
+            raise StartCancelledError("start() cancelled by stop() while waiting for MongoDB")
+        if waited.outcome == "auth":
+            raise ServerUnreachableError(
+                f"MongoDB at {target} refused the credentials (authentication failed): "
+                f"{waited.reason}"
+            )
+        if waited.outcome == "timeout":
+            raise ServerUnreachableError(
+                f"cannot reach MongoDB at {target} within {timeout:.0f}s: {waited.reason}"
+            )
+
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop planning and claiming, wait up to ``timeout`` seconds for running
         handlers, give up the leader lease. Returns ``True`` if shutdown was clean (no
-        handler was still running). Safe to call more than once."""
+        handler was still running). Safe to call more than once, from a signal handler
+        too; a ``start()`` still waiting for MongoDB is cancelled at once."""
         with self._lock:
             runtime = self._runtime
+            if self._state == "starting":
+                self._start_cancelled.set()  # start() closes its client itself
+                return True
             if self._state != "running" or runtime is None:
                 self._state = "stopped"
                 self._connection.close()  # a client opened for the management API
@@ -229,6 +286,13 @@ class ReactiveTasks:
         runtime.after_handlers(self._connection.close)
         logger.info("mongoreact instance %s stopped (clean: %s)", self.instance_id, clean)
         return clean
+
+    def run_until_signalled(self, stop_timeout: float = 30.0) -> bool:
+        """Start, run until SIGTERM or SIGINT, stop (waiting up to ``stop_timeout``
+        seconds for running handlers); whether the stop was clean. A signal during the
+        start cancels it; a second Ctrl+C exits at once. For scripts: the loop behind
+        ``mongoreact run`` and Django's ``runreactive`` (docs/workers.md)."""
+        return run_until_signalled(self, stop_timeout=stop_timeout).clean
 
     @property
     def is_running(self) -> bool:

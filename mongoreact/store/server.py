@@ -3,14 +3,26 @@ change stream the planner reads."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
+import pymongo
 from bson import Timestamp
 from pymongo import MongoClient
 from pymongo.change_stream import DatabaseChangeStream
 from pymongo.database import Database
+from pymongo.errors import OperationFailure, PyMongoError
+
+logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+AUTHENTICATION_FAILED: Final = 18
+# While waiting for the server: each try's bound, and how often progress is logged.
+_TRY_SECONDS: Final = 1.0
+_REPORT_EVERY: Final = 5.0
 
 # The operations planning reacts to; everything else in the stream is filtered out on
 # the server.
@@ -104,3 +116,51 @@ def open_change_stream(
         # Up to a planning batch per round trip, so a burst is read in few getMores.
         batch_size=batch_size,
     )
+
+
+class ServerWait:
+    """What ``wait_for_server`` met: ``None`` (reached), ``"cancelled"``, ``"auth"``
+    (credentials refused) or ``"timeout"``, with the last error's first line."""
+
+    def __init__(self, outcome: str | None, reason: str = "") -> None:
+        self.outcome = outcome
+        self.reason = reason
+
+
+def wait_for_server(
+    client: MongoClient[Document],
+    *,
+    timeout: float,
+    cancelled: threading.Event,
+    describe: Callable[[str], str],
+) -> ServerWait:
+    """Ping the server until it answers, ``timeout`` seconds pass or ``cancelled`` is
+    set, each try bounded to a second (``pymongo.timeout`` bounds server selection
+    too), so a cancellation is seen at once; progress is logged every 5 s.
+    ``describe`` cleans an error message of the URI's secrets."""
+    began = time.monotonic()
+    reported = began
+    reason = ""
+    while not cancelled.is_set():
+        remaining = timeout - (time.monotonic() - began)
+        if remaining <= 0:
+            return ServerWait("timeout", reason)
+        try:
+            with pymongo.timeout(max(0.05, min(_TRY_SECONDS, remaining))):
+                client.admin.command("ping")
+            return ServerWait(None)
+        except OperationFailure as error:
+            if error.code == AUTHENTICATION_FAILED:
+                return ServerWait("auth", describe(str(error)))
+            raise
+        except PyMongoError as error:
+            # pymongo appends the whole topology description: the first part says why.
+            reason = describe(" ".join(str(error).split(", Topology Description")[0].split()))
+        now = time.monotonic()
+        if now - reported >= _REPORT_EVERY:
+            reported = now
+            logger.warning(
+                "still waiting for MongoDB (%.0fs of %.0fs): %s", now - began, timeout, reason
+            )
+        cancelled.wait(0.05)  # a refused connection fails at once: do not spin
+    return ServerWait("cancelled")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import subprocess
 import sys
@@ -279,3 +280,74 @@ def test_the_management_api_after_stop_says_so(
     ):  # fmt: skip
         with pytest.raises(NotStartedError, match="stopped"):
             call()
+
+
+UNREACHABLE = "mongodb://ops:s3cr3t@127.0.0.1:1/app"
+
+
+def test_start_against_an_unreachable_server_says_so_within_its_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = mongoreact.ReactiveTasks(uri=UNREACHABLE)
+    engine.register(task="t", collection="c", handler=lambda ctx: None)
+    began = time.monotonic()
+    with (
+        caplog.at_level(logging.INFO, logger="mongoreact"),
+        pytest.raises(mongoreact.ServerUnreachableError, match="within 1s") as caught,
+    ):
+        engine.start(timeout=1.0)
+    assert time.monotonic() - began < 5
+    assert "s3cr3t" not in str(caught.value) and "ops:***@127.0.0.1:1" in str(caught.value)
+    assert "connecting to MongoDB at mongodb://ops:***@" in caplog.text
+    assert "s3cr3t" not in caplog.text
+    assert not engine.is_running
+
+
+def test_stop_cancels_a_start_still_waiting_for_the_server() -> None:
+    """Regression: a SIGTERM during start() could leave an instance reporting itself
+    healthy while every thread failed on a closed client."""
+    engine = mongoreact.ReactiveTasks(uri=UNREACHABLE)
+    engine.register(task="t", collection="c", handler=lambda ctx: None)
+    failure: list[BaseException] = []
+
+    def starting() -> None:
+        try:
+            engine.start(timeout=30.0)
+        except BaseException as error:
+            failure.append(error)
+
+    thread = threading.Thread(target=starting)
+    thread.start()
+    time.sleep(0.5)  # inside the wait for the server
+    began = time.monotonic()
+    assert engine.stop() is True
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - began < 3
+    assert isinstance(failure[0], mongoreact.StartCancelledError)
+    assert not engine.is_running and not engine.health()["healthy"]
+    with pytest.raises(MongoReactError, match="cannot be started again"):
+        engine.start()
+
+
+def test_run_until_signalled_stops_on_sigterm_in_a_script(
+    mongo_uri: str, db: Database[Doc], tmp_path: Any
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import mongoreact, sys\n"
+        f"mongoreact.init(uri={mongo_uri!r}, database={db.name!r})\n"
+        "mongoreact.register(task='t', collection='c', handler=lambda ctx: None)\n"
+        "print('clean' if mongoreact.run_until_signalled(stop_timeout=5) else 'unclean',"
+        " flush=True)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: db["_mongoreact_globals"].find_one({"_id": "leader"}), timeout=30)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and out.strip() == "clean", err

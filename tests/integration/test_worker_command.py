@@ -131,7 +131,7 @@ def test_a_worker_runs_the_module_tasks_serves_health_and_stops_on_sigterm(
     log = worker.text()
     assert "Traceback" not in log
     assert re.search(
-        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO +mongoreact\.cli_run: SIGTERM", log, re.M
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO +mongoreact\.signals: SIGTERM", log, re.M
     )
     assert "stopped (clean: True)" in log
     assert db.synced.count_documents({}) == 1  # o2 is not paid
@@ -187,8 +187,8 @@ def test_sigterm_waits_for_running_handlers_only_up_to_the_stop_timeout(
         ("x = 1", ["plain:x"], 2, "plain:x is a int, not a ReactiveTasks"),
         ("import mongoreact", ["empty"], 2, "empty registers no task on the default instance"),
         (DEFAULT_INSTANCE_MODULE,
-         ["shop_tasks", "--uri", "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=200"], 3,
-         "cannot reach MongoDB at mongodb://127.0.0.1:1/x"),
+         ["shop_tasks", "--uri", "mongodb://127.0.0.1:1/x", "--connect-timeout", "1"], 3,
+         "cannot reach MongoDB at mongodb://127.0.0.1:1/x within 1s"),
     ],
 )  # fmt: skip
 def test_failures_are_one_line_and_a_non_zero_exit(
@@ -233,3 +233,56 @@ def _call(app: ProbeApp, path: str) -> tuple[str, bytes]:
 
     body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, start_response))
     return answer[0], body
+
+
+def test_an_unreachable_server_is_reported_and_a_sigterm_during_the_start_exits_at_once(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Regression: ``mongoreact run`` was silent for 30 s, ignored SIGTERM meanwhile,
+    then printed pymongo's error."""
+    (tmp_path / "shop_tasks.py").write_text(textwrap.dedent(DEFAULT_INSTANCE_MODULE))
+    worker = Worker(tmp_path, "shop_tasks", "--uri", "mongodb://ops:s3cr3t@127.0.0.1:1/x")
+    workers.append(worker)
+    wait_until(lambda: "connecting to MongoDB at" in worker.text(), timeout=20)
+    wait_until(lambda: "still waiting for MongoDB" in worker.text(), timeout=20)
+    started = time.monotonic()
+    assert worker.stop(timeout=10) == 0
+    assert time.monotonic() - started < 3
+    log = worker.text()
+    assert "SIGTERM: cancelling the start" in log and "Traceback" not in log
+    assert "s3cr3t" not in log and "mongodb://ops:***@127.0.0.1:1/x" in log
+
+
+FLASK_APP_MODULE = """
+    from flask import Flask
+    from mongoreact.contrib.flask import Mongoreact
+
+    ext = Mongoreact()
+
+    @ext.task(collection="orders")
+    def sync_order(ctx):
+        pass
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["MONGOREACT"] = {"uri": "mongodb://127.0.0.1:1/shop"}
+        ext.init_app(app)
+        return app
+
+    app = create_app()
+"""
+
+
+@pytest.mark.parametrize("target", ["flask_shop", "flask_shop:ext", "flask_shop:app",
+                                    "flask_shop:create_app"])  # fmt: skip
+def test_flask_targets_run_as_docs_flask_md_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    """Regression: the extension got "is a Mongoreact, not a ReactiveTasks", the app
+    factory "is a Flask"."""
+    from mongoreact.cli_run import _load
+
+    (tmp_path / "flask_shop.py").write_text(textwrap.dedent(FLASK_APP_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    instance = _load(target)
+    assert [d.name for d in instance.definitions] == ["sync_order"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
 from mongoreact import api
+from mongoreact.signals import run_until_signalled
 
 
 class Command(BaseCommand):  # type: ignore[misc]
@@ -20,16 +19,16 @@ class Command(BaseCommand):  # type: ignore[misc]
 
     def handle(self, *args: Any, **options: Any) -> None:
         engine = api.instance()
-        requested = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: requested.set())
-        engine.start()
-        # Flushed at once: under a supervisor stdout is a pipe, block-buffered.
-        self.stdout.write(f"mongoreact running as {engine.instance_id}")
-        self.stdout.flush()
-        while engine.is_running and not requested.wait(0.2):
-            pass
-        clean = engine.stop(timeout=options["stop_timeout"])
-        self.stdout.write("mongoreact stopped" + ("" if clean else " (handlers still running)"))
+
+        def started() -> None:
+            # Flushed at once: under a supervisor stdout is a pipe, block-buffered.
+            self.stdout.write(f"mongoreact running as {engine.instance_id}")
+            self.stdout.flush()
+
+        # The same loop as ``mongoreact run``: a signal during start() cancels it, a
+        # second Ctrl+C exits at once.
+        outcome = run_until_signalled(engine, stop_timeout=options["stop_timeout"], started=started)
+        self.stdout.write(
+            "mongoreact stopped" + ("" if outcome.clean else " (handlers still running)")
+        )
         self.stdout.flush()
