@@ -15,6 +15,7 @@ from .execution.context import TaskContext
 from .reactive_tasks import ReactiveTasks
 from .records import PENDING, PROCESSING, PROCESSING_DIRTY
 from .testing import EmbeddedServer
+from .testing._interpreter import FIRST_RUN_NOTICE, server_ready
 
 Document = dict[str, Any]
 DATABASE = "shop"
@@ -143,6 +144,9 @@ def run_demo() -> int:
 
 def _narrated_run() -> int:
     narrator = Narrator()
+    narrator.say("starting the embedded MongoDB-compatible server")
+    if not server_ready():
+        narrator.say(FIRST_RUN_NOTICE)
     with EmbeddedServer() as server:
         narrator.say(f"embedded MongoDB-compatible server at {server.uri}")
         client: MongoClient[Document] = MongoClient(server.uri)

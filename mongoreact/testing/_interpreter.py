@@ -38,6 +38,10 @@ _SERVER_REQUIREMENTS: Final = (
     "croniter>=2.0",
 )
 _MIN_VERSION: Final = (3, 13)
+FIRST_RUN_NOTICE: Final = (
+    "first run: preparing a Python 3.13 environment for the embedded server (mongoeco) "
+    "in the user cache; this takes a few seconds, once"
+)
 
 
 class ServerInterpreterError(MongoReactError):
@@ -54,6 +58,20 @@ def server_python() -> str:
     return str(_provisioned_python())
 
 
+def server_ready() -> bool:
+    """Whether the embedded server can start without preparing an environment first
+    (the first run on a machine whose Python cannot host it takes a few seconds)."""
+    if os.environ.get("MONGOREACT_SERVER_PYTHON"):
+        return True
+    if sys.version_info >= _MIN_VERSION and importlib.util.find_spec("mongoeco") is not None:
+        return True
+    return (_venv_dir() / ".complete").exists()
+
+
+def _venv_dir() -> Path:
+    return cache_dir() / ("server-" + MONGOECO_REQUIREMENT.replace("==", "-"))
+
+
 def cache_dir() -> Path:
     """``$MONGOREACT_CACHE_DIR``, else ``$XDG_CACHE_HOME/mongoreact`` (~/.cache/mongoreact)."""
     explicit = os.environ.get("MONGOREACT_CACHE_DIR")
@@ -64,7 +82,7 @@ def cache_dir() -> Path:
 
 
 def _provisioned_python() -> Path:
-    venv = cache_dir() / ("server-" + MONGOECO_REQUIREMENT.replace("==", "-"))
+    venv = _venv_dir()
     python = venv / "bin" / "python"
     marker = venv / ".complete"
     if marker.exists():

@@ -157,3 +157,31 @@ def test_control_verbs_in_real_processes(cluster: list[str], db: Database[Doc]) 
     done = mongoreact("tasks", "defer", "--task", "sync", "--doc-id", '{"$ne": 1}',
                       "--delay", "1h", *cluster)  # fmt: skip
     assert done.returncode == 2 and "not a document id" in done.stderr
+
+
+def test_mongoreact_server_serves_until_sigterm() -> None:
+    import signal
+
+    from pymongo import MongoClient
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mongoreact", "server", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        match = re.search(r"(mongodb://\S+)", line)
+        assert match, line
+        client: MongoClient[dict[str, Any]] = MongoClient(match.group(1))
+        assert client.admin.command("ping")["ok"] == 1
+        client.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
