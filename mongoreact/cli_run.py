@@ -23,6 +23,7 @@ from . import api
 from .cli_tasks import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CommandError, unreachable
 from .config.settings import URI_VARIABLE, override_from_command_line
 from .errors import ConfigError, MongoReactError, ServerUnreachableError
+from .logs import json_handler
 from .monitoring.http import ProbeApp, ProbeServer
 from .reactive_tasks import ReactiveTasks
 from .signals import run_until_signalled
@@ -57,6 +58,10 @@ def add_run_command(commands: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO", type=str.upper)
     parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="json: one object a line, with task, doc_id, attempt and instance_id fields",
+    )  # fmt: skip
+    parser.add_argument(
         "--metrics-port", type=int,
         help="serve /metrics (Prometheus) and /health on this port (0: any free port)",
     )  # fmt: skip
@@ -66,7 +71,10 @@ def add_run_command(commands: Any) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Import, start, wait for a signal, stop; the exit code."""
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    if args.log_format == "json":
+        logging.basicConfig(level=args.log_level, handlers=[json_handler(sys.stderr)], force=True)
+    else:
+        logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr, force=True)
     if args.stop_timeout < 0:
         raise CommandError(f"--stop-timeout={args.stop_timeout}: expected seconds >= 0")
     overrides = {

@@ -17,6 +17,7 @@ from ..cluster.throttles import Throttles
 from ..config.definition import TaskDefinition
 from ..config.settings import Settings
 from ..errors import MongoReactError
+from ..logs import run_fields
 from ..monitoring.measurements import Measurements
 from ..records import PENDING, ClaimedTask, Finalized
 from ..store import pipelines
@@ -104,7 +105,8 @@ class TaskRunner:
         self._leases.hold(claim)
         lost = True  # until the run has an outcome to write
         try:
-            error = self._call(definition, context)
+            with run_fields(self._extra(definition, context)):
+                error = self._call(definition, context)
             seconds = time.monotonic() - started
             duration_ms = int(seconds * 1000)
             outcome, update, next_run = self._outcome(
@@ -164,6 +166,7 @@ class TaskRunner:
         return {
             "task": definition.name,
             "doc_id": context.doc_id,
+            "attempt": context.attempt,
             "instance_id": self._settings.instance_id,
         }
 

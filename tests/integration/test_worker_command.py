@@ -286,3 +286,42 @@ def test_flask_targets_run_as_docs_flask_md_says(
     monkeypatch.syspath_prepend(str(tmp_path))
     instance = _load(target)
     assert [d.name for d in instance.definitions] == ["sync_order"]
+
+
+JSON_LOG_MODULE = f"""
+import logging
+import mongoreact
+
+mongoreact.init({FAST})
+log = logging.getLogger("shop")
+
+@mongoreact.task(collection="orders", debounce=0,
+                 retry_policy={{"type": "fixed", "interval": 1, "max_attempts": 1}})
+def sync_order(ctx):
+    log.info("syncing %s", ctx.doc_id)
+    if ctx.doc_id == "bad":
+        raise ValueError("ERP said no")
+"""
+
+
+def test_json_logs_carry_the_run_fields(
+    tmp_path: Path, mongo_uri: str, db: Database[Doc], workers: list[Worker]
+) -> None:
+    (tmp_path / "json_tasks.py").write_text(textwrap.dedent(JSON_LOG_MODULE))
+    worker = Worker(
+        tmp_path, "json_tasks", "--uri", mongo_uri, "--database", db.name,
+        "--log-format", "json", "--instance-id", "w-1",
+    )  # fmt: skip
+    workers.append(worker)
+    db.orders.insert_many([{"_id": "ok"}, {"_id": "bad"}])
+    wait_until(lambda: "giving up" in worker.text(), timeout=20, message="the failure logged")
+    assert worker.stop(timeout=20) == 0
+    lines = [json.loads(line) for line in worker.text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    handler_line = next(line for line in lines if line["message"] == "syncing ok")
+    assert handler_line["logger"] == "shop"  # the handler's own log line
+    assert (handler_line["task"], handler_line["doc_id"], handler_line["attempt"],
+            handler_line["instance_id"]) == ("sync_order", "ok", 1, "w-1")  # fmt: skip
+    gave_up = next(line for line in lines if "giving up" in line["message"])
+    assert gave_up["level"] == "ERROR" and gave_up["doc_id"] == "bad"
+    assert "ValueError: ERP said no" in gave_up["traceback"]
