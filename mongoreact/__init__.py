@@ -29,6 +29,7 @@ from .config.definition import CleanupPolicy, Evolution, TaskDefinition
 from .config.settings import MonitoringOptions
 from .errors import (
     ConfigError,
+    HandlerTimeoutError,
     MongoReactError,
     NotStartedError,
     ServerUnreachableError,
@@ -62,6 +63,7 @@ __all__ = [
     "CleanupPolicy",
     "ConfigError",
     "Evolution",
+    "HandlerTimeoutError",
     "Lock",
     "LockAlreadyAcquiredError",
     "MongoReactError",

@@ -18,7 +18,11 @@ T = TypeVar("T")
 
 
 class DaemonThreadPool:
-    """``size`` named daemon threads running submitted calls in order of submission."""
+    """``size`` named daemon threads running submitted calls in order of submission.
+
+    ``grow()`` adds a thread in place of one a call keeps busy for good (a handler past
+    its timeout); ``retire_one()`` then has the next thread to finish a call exit, so
+    the pool returns to its size once that call ends."""
 
     def __init__(self, size: int, name_prefix: str) -> None:
         self._work: queue.SimpleQueue[tuple[Future[object], Callable[[], object]] | None] = (
@@ -26,12 +30,29 @@ class DaemonThreadPool:
         )
         self._lock = threading.Lock()
         self._shut_down = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"{name_prefix}_{i}", daemon=True)
-            for i in range(size)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._name_prefix = name_prefix
+        self._surplus = 0  # threads to retire as they finish their calls
+        self._threads: list[threading.Thread] = []
+        for _ in range(size):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._serve, name=f"{self._name_prefix}_{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def grow(self) -> None:
+        """One more thread (until shut down)."""
+        with self._lock:
+            if not self._shut_down:
+                self._add_thread()
+
+    def retire_one(self) -> None:
+        """Have the calling pool thread exit after its current call."""
+        with self._lock:
+            self._surplus += 1
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn()`` on a pool thread; ``RuntimeError`` once shut down."""
@@ -50,10 +71,11 @@ class DaemonThreadPool:
                 self._shut_down = True
                 for _ in self._threads:
                     self._work.put(None)
+            threads = list(self._threads)
         if wait:
-            for thread in self._threads:
+            for thread in threads:
                 thread.join(timeout)
-        return not any(thread.is_alive() for thread in self._threads)
+        return not any(thread.is_alive() for thread in threads)
 
     def _serve(self) -> None:
         while True:
@@ -69,3 +91,8 @@ class DaemonThreadPool:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+            with self._lock:
+                if self._surplus > 0:
+                    self._surplus -= 1
+                    self._threads.remove(threading.current_thread())
+                    return

@@ -56,3 +56,8 @@ class StartCancelledError(MongoReactError):
 class ServerUnreachableError(MongoReactError):
     """``start()`` could not reach MongoDB within its timeout, or the server refused the
     credentials; the message says which, with the URI's secrets masked."""
+
+
+class HandlerTimeoutError(MongoReactError):
+    """A handler ran past its task's ``timeout``: the run counts as failed (the retry
+    policy applies) and whatever it does afterwards is discarded."""

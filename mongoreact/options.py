@@ -71,6 +71,7 @@ class TaskOptions(TypedDict, total=False):
     evolution: Evolution | Mapping[str, Any] | None
     recheck_interval: Duration | None
     max_concurrency: int | None
+    timeout: Duration | None
 
 
 def option_names(options: type) -> tuple[str, ...]:

@@ -81,6 +81,8 @@ class TaskDefinition:
     evolution: Evolution
     recheck_interval: dt.timedelta | None = None
     max_concurrency: int | None = None
+    # The handler's time limit (None: none); see execution/watchdog.py.
+    timeout: dt.timedelta | None = None
 
     @property
     def tasks_collection(self) -> str:
@@ -148,7 +150,17 @@ def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
             if options.get("max_concurrency") is None
             else as_int(options["max_concurrency"], "max_concurrency", minimum=1)
         ),
+        timeout=_parse_timeout(options.get("timeout")),
     )
+
+
+def _parse_timeout(value: object) -> dt.timedelta | None:
+    if value is None:
+        return None
+    timeout = parse_duration(value, "timeout")
+    if timeout <= dt.timedelta(0):
+        raise ConfigError("timeout", value, "must be greater than zero (None: no limit)")
+    return timeout
 
 
 def _parse_cleanup(value: object) -> CleanupPolicy:

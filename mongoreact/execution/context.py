@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,9 @@ class RunState:
     complete: Callable[[ClientSession | None], bool]
     deferred_until: dt.datetime | None = None
     completed: bool = False
+    # The run ran past its timeout and was finalized by the watchdog: nothing the
+    # handler does afterwards is recorded.
+    taken_over: bool = False
 
 
 class TaskContext:
@@ -51,6 +55,7 @@ class TaskContext:
         self._clock = clock
         self._throttles = throttles
         self._run = run
+        self._cancelled = threading.Event()
 
     @property
     def task(self) -> str:
@@ -76,6 +81,23 @@ class TaskContext:
     def attempt(self) -> int:
         """Which run this is for the current data: 1 first, 2 for the first retry, ..."""
         return self._claim.attempt
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this run was given up on: it ran past the task's ``timeout`` and
+        its record was finalized as failed. A long handler can check it between steps
+        and return; whatever it does after this is discarded."""
+        return self._cancelled.is_set()
+
+    @property
+    def cancellation(self) -> threading.Event:
+        """The ``Event`` behind ``cancelled``, to wait on instead of sleeping:
+        ``if ctx.cancellation.wait(5): return``."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Set ``cancelled`` (the runner does, at the timeout)."""
+        self._cancelled.set()
 
     @property
     def record(self) -> dict[str, Any]:

@@ -4,7 +4,9 @@ the outcome on the task record with a fenced update."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from ..cluster.clock import ServerClock, as_utc
 from ..cluster.throttles import Throttles
 from ..config.definition import TaskDefinition
 from ..config.settings import Settings
-from ..errors import MongoReactError
+from ..errors import HandlerTimeoutError, MongoReactError
 from ..logs import run_fields
 from ..monitoring.measurements import Measurements
 from ..records import PENDING, ClaimedTask, Finalized
@@ -27,11 +29,29 @@ from .context import RunState, TaskContext
 from .finalizer import Finalizer
 from .leases import LeaseKeeper
 from .outcome import Outcome, decide
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 8_000
+
+
+class _Once:
+    """``on_done`` of a run, called at most once whichever of the handler's thread and
+    the watchdog ends the run."""
+
+    def __init__(self, on_done: Callable[[Outcome], None]) -> None:
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._called = False
+
+    def __call__(self, outcome: Outcome) -> None:
+        with self._lock:
+            if self._called:
+                return
+            self._called = True
+        self._on_done(outcome)
 
 
 class TaskRunner:
@@ -50,8 +70,14 @@ class TaskRunner:
         slots: ConcurrencySlots,
         measurements: Measurements | None = None,
         on_read: Callable[[str], None] = lambda task: None,
+        watchdog: Watchdog | None = None,
+        on_abandoned: Callable[[], None] = lambda: None,
     ) -> None:
         self._on_read = on_read  # a handler read its document (see prefetch.py)
+        # Handler time limits: the deadlines, and the pool's account of a thread left
+        # to a handler that ran past its timeout.
+        self._watchdog = watchdog
+        self._on_abandoned = on_abandoned
         self._slots = slots
         self._measurements = measurements or Measurements()
         self._wake = wake
@@ -64,26 +90,27 @@ class TaskRunner:
 
     def run(
         self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[Outcome], None]
-    ) -> None:
-        """Run ``claim`` and hand its outcome to the finalizer.
+    ) -> bool:
+        """Run ``claim`` and hand its outcome to the finalizer; whether the run was
+        taken over by the watchdog (it ran past its timeout: see watchdog.py).
 
         ``on_done(outcome)`` is called exactly once: when the outcome is written (from
         the finalizer's thread), or at once when there is nothing to write.
         """
-        # _run returns True once on_done is taken care of.
-        handed_over = False
+        once = _Once(on_done)
+        taken_over = False
         try:
-            handed_over = self._run(definition, claim, on_done)
+            taken_over = self._run(definition, claim, once)
         finally:
-            if not handed_over:  # the run raised before it had an outcome to write
-                on_done(Outcome.ERROR)
+            once(Outcome.ERROR)  # no-op unless the run raised before it had an outcome
+        return taken_over
 
-    def _run(
-        self, definition: TaskDefinition, claim: ClaimedTask, on_done: Callable[[Outcome], None]
-    ) -> bool:
+    def _run(self, definition: TaskDefinition, claim: ClaimedTask, on_done: _Once) -> bool:
         started = time.monotonic()
 
         def complete(session: ClientSession | None) -> bool:
+            if state.taken_over:
+                return False  # finalized as timed out already
             seconds = time.monotonic() - started
             update = pipelines.finalize_update(
                 definition, outcome=Outcome.COMPLETED, duration_ms=int(seconds * 1000),
@@ -103,14 +130,74 @@ class TaskRunner:
             on_read=self._on_read,
         )
         self._leases.hold(claim)
-        lost = True  # until the run has an outcome to write
+        deadline = None
+        limit = definition.timeout.total_seconds() if definition.timeout is not None else None
+        if limit is not None and self._watchdog is not None:
+            expire = functools.partial(
+                self._time_out, definition, claim, context, state, started, on_done
+            )
+            deadline = self._watchdog.watch(limit, expire)
         try:
             with run_fields(self._extra(definition, context)):
                 error = self._call(definition, context)
+        except BaseException:
+            if deadline is None or deadline.cancel():
+                self._leases.release(claim)
+                self._slots.release(claim)
+            raise
+        if deadline is not None and limit is not None and not deadline.cancel():
+            logger.warning(
+                "task %s for %r returned %.1fs after its timeout; its result is discarded",
+                definition.name, context.doc_id, time.monotonic() - started - limit,
+                extra=self._extra(definition, context),
+            )  # fmt: skip
+            return True
+        self._finish(definition, claim, context, state, error, started, on_done)
+        return False
+
+    def _time_out(
+        self,
+        definition: TaskDefinition,
+        claim: ClaimedTask,
+        context: TaskContext,
+        state: RunState,
+        started: float,
+        on_done: _Once,
+    ) -> None:
+        """On the watchdog's thread: the handler is past its deadline. Its run ends
+        here, as a failure; its thread is left to finish (and replaced meanwhile)."""
+        state.taken_over = True
+        context.cancel()
+        self._on_abandoned()
+        error = HandlerTimeoutError(
+            f"task {definition.name!r} for {context.doc_id!r} ran past its timeout of "
+            f"{definition.timeout} (the handler thread is left to finish; its result "
+            "will be discarded)"
+        )
+        try:
+            self._finish(definition, claim, context, state, error, started, on_done)
+        except Exception:
+            logger.exception("task %s: could not end a timed-out run", definition.name)
+            self._leases.release(claim)
+            on_done(Outcome.ERROR)
+
+    def _finish(
+        self,
+        definition: TaskDefinition,
+        claim: ClaimedTask,
+        context: TaskContext,
+        state: RunState,
+        error: BaseException | None,
+        started: float,
+        on_done: _Once,
+    ) -> None:
+        """Decide the outcome of a run that ended (``error``: how) and have the
+        finalizer write it; ``on_done`` once written, or at once if nothing is."""
+        lost = True  # until the run has an outcome to write
+        try:
             seconds = time.monotonic() - started
-            duration_ms = int(seconds * 1000)
             outcome, update, next_run = self._outcome(
-                definition, claim, context, state, error, duration_ms
+                definition, claim, context, state, error, int(seconds * 1000)
             )
             self._measure(definition.name, outcome, seconds)
             # The lease is still renewed while the finalize waits and is written (a slow
@@ -129,7 +216,7 @@ class TaskRunner:
                 extra=self._extra(definition, context),
             )
             on_done(Outcome.LEASE_LOST)
-            return True
+            return
 
         def written(answer: Finalized, failure: BaseException | None) -> None:
             result = outcome
@@ -159,7 +246,6 @@ class TaskRunner:
                 on_done(result)
 
         self._finalizer.submit(claim, update, written)
-        return True
 
     def _extra(self, definition: TaskDefinition, context: TaskContext) -> dict[str, Any]:
         """Fields a structured log handler can index on (``record.task`` ...)."""

@@ -30,6 +30,7 @@ from .finalizer import Finalizer
 from .leases import LeaseKeeper
 from .prefetch import SourcePrefetch
 from .runner import TaskRunner
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class WorkerPool:
         )
         # The pool's one stop event: set when the dispatcher is asked to stop.
         self._stopping = self._dispatcher.stopping
+        self._watchdog = Watchdog(settings.instance_id)
         self._runner = TaskRunner(
             settings=settings,
             store=store,
@@ -79,6 +81,8 @@ class WorkerPool:
             slots=admission.slots,
             measurements=measurements,
             on_read=prefetch.note_read,
+            watchdog=self._watchdog,
+            on_abandoned=self._abandoned,
         )
         self._lock = threading.Lock()
         self._returned = threading.Condition(self._lock)
@@ -89,6 +93,8 @@ class WorkerPool:
         self._in_hand = 0  # claimed and not yet finalized or given back
         self._run_time: float | None = None  # moving average, seconds
         self.running = 0
+        # Threads still running a handler past its timeout (replaced meanwhile).
+        self.hung = 0
 
     def start(self) -> None:
         """Start the dispatcher, the worker threads and the finalizer."""
@@ -98,6 +104,7 @@ class WorkerPool:
             self._settings.concurrency, f"mongoreact-worker-{self._settings.instance_id}"
         )
         self._finalizer.start()
+        self._watchdog.start()
         self._dispatcher.start()
 
     def wake(self, delay: float = 0.0) -> None:
@@ -123,6 +130,7 @@ class WorkerPool:
                 lambda: self._in_hand == 0, max(0.0, deadline - time.monotonic())
             )
         self._executor.shutdown(wait=clean, timeout=max(0.0, deadline - time.monotonic()))
+        self._watchdog.stop()
         self._finalizer.stop()
         return self._finalizer.join(max(0.0, deadline - time.monotonic())) and clean
 
@@ -130,7 +138,8 @@ class WorkerPool:
         """This pool's background threads (once started): name -> whether it runs."""
         if self._executor is None:
             return {}
-        return {loop.name: loop.is_running for loop in (self._dispatcher, self._finalizer)}
+        loops = (self._dispatcher, self._finalizer, self._watchdog)
+        return {loop.name: loop.is_running for loop in loops}
 
     def after_handlers(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once no handler runs any more (at once if none does); for
@@ -200,21 +209,46 @@ class WorkerPool:
 
     # Worker threads.
 
+    def _abandoned(self) -> None:
+        """A handler ran past its timeout (the watchdog's thread): its thread no longer
+        counts as running, and a new one takes its place, up to ``concurrency`` hung
+        ones; beyond that capacity shrinks, said at ERROR."""
+        assert self._executor is not None
+        with self._lock:
+            self.running -= 1
+            self.hung += 1
+            replace = self.hung <= self._settings.concurrency
+        if replace:
+            self._executor.grow()
+        else:
+            logger.error(
+                "%d handlers are still running past their timeouts; no thread replaces "
+                "this one, so this instance runs fewer tasks at once until they return",
+                self.hung,
+            )
+        self._dispatcher.wake()
+
     def _run(self, claim: ClaimedTask) -> None:
         with self._lock:
             self._waiting.pop(claim.claim_id, None)
             self.running += 1
         started = time.monotonic()
-        ran = False
+        ran = taken_over = False
         try:
-            ran = self._start(claim)
+            ran, taken_over = self._start(claim)
         except Exception:
             logger.exception("unexpected error running task %s", claim.record.get("task"))
         finally:
             seconds = time.monotonic() - started
             with self._lock:
-                self.running -= 1
-                if ran:
+                if taken_over:  # counted out by _abandoned; its replacement stays
+                    replaced = self.hung <= self._settings.concurrency
+                    self.hung -= 1
+                    if replaced and self._executor is not None:
+                        self._executor.retire_one()
+                else:
+                    self.running -= 1
+                if ran and not taken_over:
                     self._run_time = average_run_time(self._run_time, seconds)
                 callbacks: list[Callable[[], None]] = []
                 if self._stopping.is_set() and self.running == 0:
@@ -224,21 +258,21 @@ class WorkerPool:
             # A finished run frees a thread: look for more work at once.
             self._dispatcher.wake()
 
-    def _start(self, claim: ClaimedTask) -> bool:
+    def _start(self, claim: ClaimedTask) -> tuple[bool, bool]:
         """Run ``claim`` unless it was lost or its task held back while it waited;
-        whether it ran."""
+        whether it ran, and whether the watchdog took the run over."""
         try:
             definition = self._registry[claim.record["task"]]
             if self._leases.is_lost(claim):  # another instance has the record now
                 self._leases.release(claim)
                 self._returned_hand(1)
-                return False
+                return False, False
             taken = None if self._stopping.is_set() else self._admission.admit(definition, claim)
         except Exception:
             logger.exception("could not start task %s; giving it back", claim.record.get("task"))
             taken = None
         if taken is None:
             self._give_back([claim])
-            return False
-        self._runner.run(definition, taken, lambda outcome: self._returned_hand(1))
-        return True
+            return False, False
+        taken_over = self._runner.run(definition, taken, lambda outcome: self._returned_hand(1))
+        return True, taken_over
