@@ -11,7 +11,7 @@ import threading
 
 from .cli_dashboard import add_dashboard_command
 from .cli_run import add_run_command
-from .cli_tasks import CommandError, add_commands
+from .cli_tasks import CommandError, add_commands, port_number
 from .errors import MongoReactError
 from .testing import EmbeddedServer
 from .testing._interpreter import FIRST_RUN_NOTICE, server_ready
@@ -30,8 +30,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     """The embedded server until Ctrl+C or SIGTERM, from any supported Python (it runs
     on a Python 3.13 of its own when this one cannot host it)."""
-    if not 0 <= args.port <= 65535:
-        raise CommandError(f"--port {args.port}: expected 0-65535")
     if not server_ready():
         print(FIRST_RUN_NOTICE, file=sys.stderr, flush=True)
     stop = threading.Event()
@@ -64,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the embedded MongoDB-compatible server (a replica-set primary) for tests "
         "and experiments",
     )
-    server.add_argument("--port", type=int, default=0, help="TCP port (0: any free one)")
+    server.add_argument("--port", type=port_number, default=0, help="TCP port (0: any free one)")
     server.set_defaults(run=_serve)
     add_run_command(commands)
     add_commands(commands)

@@ -12,7 +12,7 @@ import argparse
 import ipaddress
 from typing import Any
 
-from .cli_tasks import CommandError, connect, connection_uri
+from .cli_tasks import CommandError, connect, connection_uri, port_number
 from .config.settings import URI_VARIABLE
 from .dashboard import Redaction, auth_from
 from .errors import ConfigError
@@ -33,7 +33,7 @@ def add_dashboard_command(commands: Any) -> None:
     parser.add_argument("--database", help="database (default: the URI's)")
     parser.add_argument("--globals-collection", default="_mongoreact_globals")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8080)
+    parser.add_argument("--port", type=port_number, default=8080)
     parser.add_argument(
         "--allowed-host", action="append", dest="allowed_hosts", metavar="NAME",
         help="a host name the dashboard answers to (repeatable; '.example.com' for a domain; "
@@ -57,16 +57,6 @@ def add_dashboard_command(commands: Any) -> None:
         "--redact-errors", action="store_true", help="show error types, not messages"
     )
     parser.set_defaults(run=serve_dashboard)
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
-    return port
 
 
 def is_loopback(host: str) -> bool:

@@ -20,7 +20,13 @@ from typing import Any, Final
 from pymongo.errors import PyMongoError
 
 from . import api
-from .cli_tasks import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CommandError, unreachable
+from .cli_tasks import (
+    EXIT_BAD_INPUT,
+    EXIT_UNREACHABLE,
+    CommandError,
+    port_number,
+    unreachable,
+)
 from .config.settings import URI_VARIABLE, override_from_command_line
 from .errors import ConfigError, MongoReactError, ServerUnreachableError
 from .logs import json_handler
@@ -62,7 +68,7 @@ def add_run_command(commands: Any) -> None:
         help="json: one object a line, with task, doc_id, attempt and instance_id fields",
     )  # fmt: skip
     parser.add_argument(
-        "--metrics-port", type=int,
+        "--metrics-port", type=port_number,
         help="serve /metrics (Prometheus) and /health on this port (0: any free port)",
     )  # fmt: skip
     parser.add_argument("--metrics-host", default="0.0.0.0", help="default: every interface")

@@ -134,6 +134,17 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--globals-collection", default="_mongoreact_globals")
 
 
+def port_number(text: str) -> int:
+    """An ``argparse`` type: a TCP port, 0 for any free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
+
+
 def connection_uri(args: argparse.Namespace) -> str:
     """The URI of ``--uri`` or ``$MONGOREACT_URI``. A password on the command line is
     visible to every user of the machine (``ps``): said, once, at WARNING."""

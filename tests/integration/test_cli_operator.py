@@ -122,6 +122,8 @@ def test_the_dashboard_refuses_to_listen_beyond_loopback_without_auth(
         (["tasks", "count", "--uri", URI_WITH_SECRETS], "bad URI"),  # the "@" is not escaped
         (["tasks", "count", "--uri", URI_WITH_SECRETS.replace(SECRET, "pw0rd")], "cannot reach"),
         (["tasks", "retry", "--uri", "mongodb://127.0.0.1:1/d"], "needs a scope"),
+        (["run", "some.module", "--metrics-port", "99999"], "not a port number"),
+        (["server", "--port", "-3"], "not a port number"),
     ],
 )
 def test_mistakes_get_one_line_and_no_secret(argv: list[str], message: str) -> None:

@@ -302,3 +302,22 @@ def test_redaction_keeps_chosen_fields_and_error_texts_off_the_page(
     assert "partner API" not in json_util.dumps(listed)
     with pytest.raises(ConfigError, match="redact_fields"):
         Redaction(fields="email")
+
+
+def test_the_uri_reaches_no_page_answer_metric_or_log(
+    engine: ReactiveTasks, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever the URI holds (a password, secret options), none of it is shown: the
+    dashboard's answers and the metrics never include the URI, and the settings' repr
+    masks it (tests/unit/test_configuration.py covers the masking itself)."""
+    from prometheus_client import generate_latest
+
+    uri = engine.settings.uri or ""
+    host = uri.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    app = engine.dashboard_app()
+    answers = [call(app, "GET", path)[1] for path in ("/", "/api/overview", "/api/cron")]
+    answers.append(call(app, "GET", "/api/tasks", {"status": "failed"})[1])
+    registry = engine.prometheus_registry()
+    assert registry is not None
+    shown = json_util.dumps(answers) + generate_latest(registry).decode() + caplog.text
+    assert host and host not in shown and uri not in shown

@@ -280,10 +280,13 @@ def test_flask_targets_run_as_docs_flask_md_says(
 ) -> None:
     """Regression: the extension got "is a Mongoreact, not a ReactiveTasks", the app
     factory "is a Flask"."""
+    from mongoreact import api
     from mongoreact.cli_run import _load
 
     (tmp_path / "flask_shop.py").write_text(textwrap.dedent(FLASK_APP_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
+    # As in the command's own process: no default instance left by another test.
+    monkeypatch.setattr(api, "_default", None)
     instance = _load(target)
     assert [d.name for d in instance.definitions] == ["sync_order"]
 
