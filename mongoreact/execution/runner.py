@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Final
 
+import attrs
 from pymongo.client_session import ClientSession
 
 from ..cluster.clock import ServerClock, as_utc
@@ -52,6 +53,19 @@ class _Once:
                 return
             self._called = True
         self._on_done(outcome)
+
+
+@attrs.frozen
+class _Run:
+    """One run under way, as whichever thread ends it (the worker's, or the
+    watchdog's at the timeout) needs it."""
+
+    definition: TaskDefinition
+    claim: ClaimedTask
+    context: TaskContext
+    state: RunState
+    started: float  # time.monotonic()
+    on_done: _Once
 
 
 class TaskRunner:
@@ -129,16 +143,14 @@ class TaskRunner:
             run=state,
             on_read=self._on_read,
         )
+        run = _Run(definition, claim, context, state, started, on_done)
         self._leases.hold(claim)
         deadline = None
         limit = definition.timeout.total_seconds() if definition.timeout is not None else None
         if limit is not None and self._watchdog is not None:
-            expire = functools.partial(
-                self._time_out, definition, claim, context, state, started, on_done
-            )
-            deadline = self._watchdog.watch(limit, expire)
+            deadline = self._watchdog.watch(limit, functools.partial(self._time_out, run))
         try:
-            with run_fields(self._extra(definition, context)):
+            with run_fields(self._extra(run)):
                 error = self._call(definition, context)
         except BaseException:
             if deadline is None or deadline.cancel():
@@ -149,56 +161,38 @@ class TaskRunner:
             logger.warning(
                 "task %s for %r returned %.1fs after its timeout; its result is discarded",
                 definition.name, context.doc_id, time.monotonic() - started - limit,
-                extra=self._extra(definition, context),
+                extra=self._extra(run),
             )  # fmt: skip
             return True
-        self._finish(definition, claim, context, state, error, started, on_done)
+        self._finish(run, error)
         return False
 
-    def _time_out(
-        self,
-        definition: TaskDefinition,
-        claim: ClaimedTask,
-        context: TaskContext,
-        state: RunState,
-        started: float,
-        on_done: _Once,
-    ) -> None:
+    def _time_out(self, run: _Run) -> None:
         """On the watchdog's thread: the handler is past its deadline. Its run ends
         here, as a failure; its thread is left to finish (and replaced meanwhile)."""
-        state.taken_over = True
-        context.cancel()
+        run.state.taken_over = True
+        run.context.cancel()
         self._on_abandoned()
         error = HandlerTimeoutError(
-            f"task {definition.name!r} for {context.doc_id!r} ran past its timeout of "
-            f"{definition.timeout} (the handler thread is left to finish; its result "
+            f"task {run.definition.name!r} for {run.context.doc_id!r} ran past its timeout "
+            f"of {run.definition.timeout} (the handler thread is left to finish; its result "
             "will be discarded)"
         )
         try:
-            self._finish(definition, claim, context, state, error, started, on_done)
+            self._finish(run, error)
         except Exception:
-            logger.exception("task %s: could not end a timed-out run", definition.name)
-            self._leases.release(claim)
-            on_done(Outcome.ERROR)
+            logger.exception("task %s: could not end a timed-out run", run.definition.name)
+            self._leases.release(run.claim)
+            run.on_done(Outcome.ERROR)
 
-    def _finish(
-        self,
-        definition: TaskDefinition,
-        claim: ClaimedTask,
-        context: TaskContext,
-        state: RunState,
-        error: BaseException | None,
-        started: float,
-        on_done: _Once,
-    ) -> None:
+    def _finish(self, run: _Run, error: BaseException | None) -> None:
         """Decide the outcome of a run that ended (``error``: how) and have the
         finalizer write it; ``on_done`` once written, or at once if nothing is."""
+        definition, claim, context, on_done = run.definition, run.claim, run.context, run.on_done
         lost = True  # until the run has an outcome to write
         try:
-            seconds = time.monotonic() - started
-            outcome, update, next_run = self._outcome(
-                definition, claim, context, state, error, int(seconds * 1000)
-            )
+            seconds = time.monotonic() - run.started
+            outcome, update, next_run = self._outcome(run, error, int(seconds * 1000))
             self._measure(definition.name, outcome, seconds)
             # The lease is still renewed while the finalize waits and is written (a slow
             # finalize must not let another worker run the task again); from here the
@@ -213,7 +207,7 @@ class TaskRunner:
                 "task %s for %r: lease lost during the run; result not recorded",
                 definition.name,
                 context.doc_id,
-                extra=self._extra(definition, context),
+                extra=self._extra(run),
             )
             on_done(Outcome.LEASE_LOST)
             return
@@ -226,17 +220,17 @@ class TaskRunner:
                         "task %s for %r: could not record the result (%s); the task runs "
                         "again when its lease expires",
                         definition.name, context.doc_id, failure,
-                        extra=self._extra(definition, context),
+                        extra=self._extra(run),
                     )  # fmt: skip
                     result = Outcome.LEASE_LOST
-                elif not answer.written and state.completed:
+                elif not answer.written and run.state.completed:
                     result = Outcome.COMPLETED  # by the handler, inside its transaction
                 elif not answer.written:
                     logger.warning(
                         "task %s for %r: another worker owns the record now; result not "
                         "recorded",
                         definition.name, context.doc_id,
-                        extra=self._extra(definition, context),
+                        extra=self._extra(run),
                     )  # fmt: skip
                     result = Outcome.LEASE_LOST
                 else:
@@ -247,12 +241,12 @@ class TaskRunner:
 
         self._finalizer.submit(claim, update, written)
 
-    def _extra(self, definition: TaskDefinition, context: TaskContext) -> dict[str, Any]:
+    def _extra(self, run: _Run) -> dict[str, Any]:
         """Fields a structured log handler can index on (``record.task`` ...)."""
         return {
-            "task": definition.name,
-            "doc_id": context.doc_id,
-            "attempt": context.attempt,
+            "task": run.definition.name,
+            "doc_id": run.context.doc_id,
+            "attempt": run.context.attempt,
             "instance_id": self._settings.instance_id,
         }
 
@@ -298,15 +292,10 @@ class TaskRunner:
         return caught[0] if caught else None
 
     def _outcome(
-        self,
-        definition: TaskDefinition,
-        claim: ClaimedTask,
-        context: TaskContext,
-        state: RunState,
-        error: BaseException | None,
-        duration_ms: int,
+        self, run: _Run, error: BaseException | None, duration_ms: int
     ) -> tuple[Outcome, list[dict[str, Any]], dt.datetime | None]:
         """The outcome, its finalize update, and when the record is due again."""
+        definition, claim, context = run.definition, run.claim, run.context
         common: dict[str, Any] = {
             "duration_ms": duration_ms,
             "attempt": claim.attempt,
@@ -316,7 +305,7 @@ class TaskRunner:
         first_error = claim.record.get("firstErrorAt")
         decision = decide(
             error=error,
-            deferred_until=state.deferred_until,
+            deferred_until=run.state.deferred_until,
             policy=definition.retry_policy,
             attempt=claim.attempt,
             first_error_at=as_utc(first_error) if first_error is not None else None,
@@ -339,7 +328,7 @@ class TaskRunner:
                 "giving up" if gave_up else "will retry",
                 common["error"],
                 exc_info=(type(error), error, error.__traceback__) if gave_up else None,
-                extra=self._extra(definition, context),
+                extra=self._extra(run),
             )
         update = pipelines.finalize_update(definition, outcome=outcome, **common)
         return outcome, update, common.get("next_run_at")
