@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
@@ -73,8 +74,11 @@ class DaemonThreadPool:
                     self._work.put(None)
             threads = list(self._threads)
         if wait:
+            # One deadline for them all: a thread held by a hung call must not cost
+            # the whole timeout once per thread.
+            deadline = None if timeout is None else time.monotonic() + timeout
             for thread in threads:
-                thread.join(timeout)
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in threads)
 
     def _serve(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -112,12 +113,11 @@ class TaskRunner:
         the finalizer's thread), or at once when there is nothing to write.
         """
         once = _Once(on_done)
-        taken_over = False
         try:
-            taken_over = self._run(definition, claim, once)
-        finally:
-            once(Outcome.ERROR)  # no-op unless the run raised before it had an outcome
-        return taken_over
+            return self._run(definition, claim, once)
+        except BaseException:
+            once(Outcome.ERROR)  # the run raised before it had an outcome to write
+            raise
 
     def _run(self, definition: TaskDefinition, claim: ClaimedTask, on_done: _Once) -> bool:
         started = time.monotonic()
@@ -156,7 +156,14 @@ class TaskRunner:
             if deadline is None or deadline.cancel():
                 self._leases.release(claim)
                 self._slots.release(claim)
-            raise
+                raise
+            # Past its timeout, then SystemExit or the like: the watchdog ended the run.
+            logger.warning(
+                "task %s for %r: the handler raised %s after its timeout; discarded",
+                definition.name, context.doc_id, sys.exc_info()[0].__name__,  # type: ignore[union-attr]
+                extra=self._extra(run),
+            )  # fmt: skip
+            return True
         if deadline is not None and limit is not None and not deadline.cancel():
             logger.warning(
                 "task %s for %r returned %.1fs after its timeout; its result is discarded",
@@ -172,7 +179,6 @@ class TaskRunner:
         here, as a failure; its thread is left to finish (and replaced meanwhile)."""
         run.state.taken_over = True
         run.context.cancel()
-        self._on_abandoned()
         error = HandlerTimeoutError(
             f"task {run.definition.name!r} for {run.context.doc_id!r} ran past its timeout "
             f"of {run.definition.timeout} (the handler thread is left to finish; its result "
@@ -184,6 +190,8 @@ class TaskRunner:
             logger.exception("task %s: could not end a timed-out run", run.definition.name)
             self._leases.release(run.claim)
             run.on_done(Outcome.ERROR)
+        finally:
+            self._on_abandoned()  # last: its failure must not keep the run from ending
 
     def _finish(self, run: _Run, error: BaseException | None) -> None:
         """Decide the outcome of a run that ended (``error``: how) and have the

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,10 @@ from typing import Final
 
 from .._threads import Loop
 
+logger = logging.getLogger(__name__)
+
 IDLE_WAIT: Final = 60.0  # seconds between looks when no run has a deadline
+COMPACT_ABOVE: Final = 4096  # deadlines kept before dropping those of finished runs
 
 
 class Deadline:
@@ -30,15 +34,20 @@ class Deadline:
 
     def __init__(self, at: float, on_expiry: Callable[[], None]) -> None:
         self.at = at
-        self._on_expiry = on_expiry
+        self._on_expiry: Callable[[], None] | None = on_expiry
         self._lock = threading.Lock()
         self._state = "armed"
+
+    @property
+    def armed(self) -> bool:
+        return self._state == "armed"
 
     def cancel(self) -> bool:
         """The handler returned: ``True`` if it did so before the deadline fired."""
         with self._lock:
             if self._state == "armed":
                 self._state = "cancelled"
+                self._on_expiry = None  # the run it holds can go
             return self._state == "cancelled"
 
     def fire(self) -> None:
@@ -46,7 +55,13 @@ class Deadline:
             if self._state != "armed":
                 return
             self._state = "fired"
-        self._on_expiry()
+            on_expiry, self._on_expiry = self._on_expiry, None
+        if on_expiry is None:
+            return
+        try:
+            on_expiry()
+        except Exception:  # the other deadlines due in this round still fire
+            logger.exception("ending a run past its timeout failed")
 
 
 class Watchdog(Loop):
@@ -62,6 +77,11 @@ class Watchdog(Loop):
         """A deadline ``seconds`` from now calling ``on_expiry()`` (on this thread)."""
         deadline = Deadline(time.monotonic() + seconds, on_expiry)
         with self._lock:
+            if len(self._heap) >= COMPACT_ABOVE and len(self._heap) % COMPACT_ABOVE == 0:
+                # Runs that returned in time leave their (emptied) deadlines behind
+                # until due: with long timeouts and many runs, drop them now and then.
+                self._heap = [entry for entry in self._heap if entry[2].armed]
+                heapq.heapify(self._heap)
             heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
             first = self._heap[0][2] is deadline
         if first:

@@ -129,6 +129,9 @@ class WorkerPool:
             clean = self._returned.wait_for(
                 lambda: self._in_hand == 0, max(0.0, deadline - time.monotonic())
             )
+        with self._lock:
+            # A handler past its timeout holds no record but still runs: not clean.
+            clean = clean and self.hung == 0
         self._executor.shutdown(wait=clean, timeout=max(0.0, deadline - time.monotonic()))
         self._watchdog.stop()
         self._finalizer.stop()
@@ -145,7 +148,7 @@ class WorkerPool:
         """Call ``callback`` once no handler runs any more (at once if none does); for
         resources a handler abandoned by ``stop()`` may still use, such as the client."""
         with self._lock:
-            if self.running:
+            if self.running or self.hung:
                 self._on_idle.append(callback)
                 return
         callback()
@@ -251,7 +254,7 @@ class WorkerPool:
                 if ran and not taken_over:
                     self._run_time = average_run_time(self._run_time, seconds)
                 callbacks: list[Callable[[], None]] = []
-                if self._stopping.is_set() and self.running == 0:
+                if self._stopping.is_set() and self.running == 0 and self.hung == 0:
                     callbacks, self._on_idle = self._on_idle, []
             for callback in callbacks:
                 callback()
