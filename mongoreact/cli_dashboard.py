@@ -85,8 +85,11 @@ def serve_dashboard(args: argparse.Namespace) -> int:
             "MONGOREACT_DASHBOARD_TOKEN), or --insecure-no-auth behind a proxy that "
             "authenticates"
         )
+    listening = (
+        f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
+    )
     allowed = args.allowed_hosts or ["localhost", "127.0.0.1", "[::1]"] + (
-        [] if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else [args.host]
+        [] if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else [listening]
     )
     client, database = connect(connection_uri(args), args.database)
     try:

@@ -12,6 +12,7 @@ import re
 from typing import Any, Final
 
 from bson import json_util
+from bson.errors import BSONError
 from pymongo import MongoClient
 from pymongo.errors import (
     ConfigurationError,
@@ -25,6 +26,7 @@ from .config.durations import parse_duration
 from .config.settings import URI_VARIABLE
 from .config.uri import redact_uri, secrets_of, without_secrets
 from .errors import ConfigError
+from .management import parse_extended_json
 from .reactive_tasks import ReactiveTasks
 from .records import STATUSES
 from .store.server import ping
@@ -89,6 +91,11 @@ def add_commands(commands: Any) -> None:
             parser.add_argument(
                 "--dry-run", action="store_true", help="only say how many records would change"
             )
+        if action == "retry":
+            parser.add_argument(
+                "--include-completed", action="store_true",
+                help="also run completed records again (without --status, they are left alone)",
+            )  # fmt: skip
     defer = _action(actions, "defer", "make one waiting or failed record due only later")
     _add_doc_id(defer)
     defer.add_argument("--delay", required=True, help="e.g. 30m, 1h, 2d")
@@ -236,9 +243,9 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     source = None
     if args.source_filter:
         try:
-            source = json_util.loads(args.source_filter)
-        except ValueError as problem:
-            raise CommandError(f"--source-filter is not JSON: {problem}") from None
+            source = parse_extended_json(args.source_filter, "--source-filter")
+        except ConfigError as error:
+            raise CommandError(str(error)) from None
     return {"task": args.task, "status": args.status, "error": error, "source_doc_filter": source}
 
 
@@ -297,7 +304,12 @@ def _act(
 def _bulk(engine: ReactiveTasks, args: argparse.Namespace, filters: dict[str, Any]) -> int:
     """``retry`` or ``discard`` (``run`` checked they have a scope)."""
     if args.action == "discard":
+        if filters["status"] and "failed" not in filters["status"]:
+            raise CommandError("tasks discard deletes failed records: --status failed, or none")
         filters = {**filters, "status": ["failed"]}
+    elif not filters["status"] and not args.include_completed:
+        # As the dashboard: re-running completed records repeats their effects.
+        filters = {**filters, "status": [s for s in STATUSES if s != "completed"]}
     if args.dry_run:
         count = engine.count_tasks(**filters)
         print(f"would {args.action} {count} task(s) (dry run: nothing changed)")
@@ -387,8 +399,12 @@ def _doc_id(raw: str) -> Any:
     ``"o-1"`` with its quotes), else the text itself, so ``--doc-id o-1`` works."""
     try:
         return json_util.loads(raw)
-    except ValueError:
+    except ValueError as problem:
+        if raw.lstrip().startswith(("{", "[", '"')):  # meant as JSON, and broken
+            raise CommandError(f"--doc-id {raw}: not Extended JSON: {problem}") from None
         return raw
+    except (TypeError, ArithmeticError, RecursionError, BSONError) as problem:
+        raise CommandError(f"--doc-id {raw}: not Extended JSON: {problem}") from None
 
 
 def _json(record: dict[str, Any]) -> str:

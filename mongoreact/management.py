@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import attrs
-from bson import Regex, Timestamp
+from bson import Regex, Timestamp, json_util
+from bson.errors import BSONError
 
 from .batches import batched
 from .cluster.clock import as_utc
@@ -128,6 +129,15 @@ def _with_filters_of(
 #: Decorator: ``method(self, query)`` becomes ``method(self, task=None, status=None,
 #: source_doc_filter=None, error=None)``, the filters declared once, on ``TaskQuery.build``.
 filtered = _with_filters_of(TaskQuery.build)
+
+
+def parse_extended_json(text: str, option: str) -> Any:
+    """``text`` as MongoDB Extended JSON (``{"$oid": ...}``, ``{"$date": ...}``);
+    ``ConfigError`` for anything it cannot be, never another exception."""
+    try:
+        return json_util.loads(text)
+    except (ValueError, TypeError, ArithmeticError, RecursionError, BSONError) as problem:
+        raise ConfigError(option, text, f"not Extended JSON: {problem}") from None
 
 
 def check_doc_id(value: object, option: str = "doc_id") -> Any:

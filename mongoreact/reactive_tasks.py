@@ -229,6 +229,11 @@ class ReactiveTasks:
                 runtime.start()
                 self._runtime = runtime
                 self._state = "running"
+            if cancelled.is_set():
+                # A signal handler's stop() on this very thread (the lock is
+                # re-entrant) while the threads started: honour it now.
+                self.stop(0)
+                raise StartCancelledError("start() cancelled by stop()")
         except BaseException:
             # Only this thread closes the client of a start that failed or was
             # cancelled: a stop() meanwhile must not close it under the start's feet.

@@ -80,7 +80,11 @@ def run_until_signalled(
         except StartCancelledError:
             return outcome
         if started is not None:
-            started()
+            try:
+                started()
+            except BaseException:
+                instance.stop(stop_timeout)  # never leave it running behind an error
+                raise
         while not outcome.requested.wait(CHECK_INTERVAL):
             if not instance.is_running:
                 logger.error("the instance stopped without a signal (stop() was called)")

@@ -27,7 +27,7 @@ from pymongo.errors import OperationFailure
 
 from ..config.durations import parse_duration
 from ..errors import ConfigError
-from ..management import check_doc_id
+from ..management import check_doc_id, parse_extended_json
 from ..records import COMPLETED, STATUSES
 from .redaction import Redaction
 from .security import (
@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 MAX_BODY: Final = 1 << 20
+# Pages are read up to skip + limit records per tasks collection: bounded.
+MAX_SKIP: Final = 10_000
 JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
 # Server errors that mean the query itself was bad: BadValue, FailedToParse, TypeMismatch,
 # an unknown operator, a bad $regex (MongoDB's codes; the message is returned as is).
@@ -141,11 +143,12 @@ class DashboardApp:
         query = _query(environ)
         filters = _filters(query)
         limit = _int(query.get("limit", "25"), "limit", 1, 500)
-        skip = _int(query.get("skip", "0"), "skip", 0, 10**9)
+        skip = _int(query.get("skip", "0"), "skip", 0, MAX_SKIP)
         sort = None
         if query.get("sort"):
             field, _, order = query["sort"].partition(":")
             sort = [(field, -1 if order == "desc" else 1)]
+        self._redaction.check_filters(filters)
         items = self._engine.get_tasks(**filters, limit=limit, skip=skip, sort=sort)
         for item in items:
             item.pop("lastObservedValues", None)  # can be a whole document: on demand only
@@ -164,7 +167,7 @@ class DashboardApp:
 
     def _audit(self, environ: Environ) -> dict[str, Any]:
         limit = _int(_query(environ).get("limit", "50"), "limit", 1, 500)
-        return {"items": self._engine.audit_log(limit)}
+        return {"items": [self._redaction.audit(e) for e in self._engine.audit_log(limit)]}
 
     def _audited(self, user: DashboardUser, action: str, scope: dict[str, Any], count: int) -> None:
         self._engine.record_action(
@@ -176,6 +179,7 @@ class DashboardApp:
         (``{"all": true}`` for every task's). A filter without a status never re-queues
         ``completed`` records unless ``includeCompleted``; ``dryRun`` only counts."""
         selection = _selection(body, include_completed=_flag(body, "includeCompleted"))
+        self._redaction.check_filters(selection)
         if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
         modified = self._engine.retry_tasks(**selection).modified_count
@@ -184,7 +188,13 @@ class DashboardApp:
 
     def _discard(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
         """Delete the picked or matching records that are ``failed`` (``dryRun``: count)."""
-        selection = {**_selection(body, include_completed=True), "status": ["failed"]}
+        selection = _selection(body, include_completed=True)
+        self._redaction.check_filters(selection)
+        if selection.get("status") and "failed" not in selection["status"]:
+            # Discarding deletes failed records only: a filter on other statuses
+            # matches nothing to discard (it must not widen to every failed record).
+            raise ConfigError("status", selection["status"], "discard deletes failed records")
+        selection["status"] = ["failed"]
         if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
         deleted = self._engine.discard_failed_tasks(**selection)
@@ -283,10 +293,7 @@ def _filters(query: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError("error", error, f"not a regular expression: {problem}") from None
     source = query.get("sourceFilter") or None
     if isinstance(source, str):
-        try:
-            source = json_util.loads(source)
-        except ValueError as problem:
-            raise ConfigError("sourceFilter", source, f"not JSON: {problem}") from None
+        source = parse_extended_json(source, "sourceFilter")
     if source is not None and not isinstance(source, dict):
         raise ConfigError("sourceFilter", source, "expected a query object")
     return {"task": task, "status": statuses, "error": error, "source_doc_filter": source}
@@ -308,9 +315,10 @@ def _body(environ: Environ) -> dict[str, Any]:
         raise Refused("413 Payload Too Large", "request body over 1 MiB")
     raw = environ["wsgi.input"].read(length) if length else b"{}"
     try:
-        body = json_util.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as problem:
-        raise HttpError("400 Bad Request", f"body is not JSON: {problem}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        raise Refused("400 Bad Request", f"body is not UTF-8: {problem}") from None
+    body = parse_extended_json(text, "body")
     if not isinstance(body, dict):
         raise HttpError("400 Bad Request", "body must be a JSON object")
     return body
@@ -324,12 +332,8 @@ def _required(values: dict[str, Any], key: str) -> str:
 
 
 def _doc_id(query: dict[str, str]) -> Any:
-    raw = _required(query, "docId")
-    try:
-        value = json_util.loads(raw)  # Extended JSON: "abc", 42, {"$oid": "..."}
-    except ValueError:
-        raise ConfigError("docId", raw, "expected Extended JSON") from None
-    return check_doc_id(value, "docId")
+    # Extended JSON: "abc", 42, {"$oid": "..."}
+    return check_doc_id(parse_extended_json(_required(query, "docId"), "docId"), "docId")
 
 
 def _int(raw: str, name: str, low: int, high: int) -> int:

@@ -46,6 +46,30 @@ class Redaction:
                     _hide_errors(entry)
         return record
 
+    def check_filters(self, filters: Document) -> None:
+        """``ConfigError`` for a filter that would read around the redaction, one
+        count at a time: a source filter on a hidden field (``{"email": {"$regex":
+        "^a"}}``), or an error filter while error texts are hidden."""
+        if self.errors and filters.get("error") is not None:
+            raise ConfigError("error", "<redacted>", "error texts are redacted here")
+        source = filters.get("source_doc_filter")
+        if self.fields and source is not None:
+            for path in _field_paths(source):
+                if path == "$expr":
+                    raise ConfigError("sourceFilter", "$expr", "can read redacted fields")
+                if any(path == f or path.startswith(f + ".") or f.startswith(path + ".")
+                       for f in self.fields):  # fmt: skip
+                    raise ConfigError("sourceFilter", path, "filters on a redacted field")
+
+    def audit(self, entry: Document) -> Document:
+        """An audit log entry as the page may show it: its scope hidden when it names
+        a redacted field or an error text."""
+        scope = str(entry.get("scope", ""))
+        named = any(f'"{f.split(".")[0]}' in scope for f in self.fields)
+        if named or (self.errors and '"error": "' in scope):
+            entry = {**entry, "scope": REDACTED}
+        return entry
+
     def _hide(self, values: Document, prefix: str) -> Document:
         shown: Document = {}
         for key, value in values.items():
@@ -71,3 +95,26 @@ def _hide_errors(entry: Document) -> None:
             # "ValueError: card 4111..." keeps "ValueError": what failed, not the data.
             kind = text.split(":", 1)[0] if ":" in text.splitlines()[0] else ""
             entry[field] = f"{kind}: {REDACTED}" if kind and " " not in kind else REDACTED
+
+
+def _field_paths(query: object, prefix: str = "") -> list[str]:
+    """The field paths a query names, through ``$and``/``$or``/``$nor``/``$not`` and
+    ``$elemMatch`` (operators' own keys are not fields)."""
+    paths: list[str] = []
+    if isinstance(query, dict):
+        for key, value in query.items():
+            if not isinstance(key, str):
+                continue
+            if key.startswith("$"):
+                if key in ("$and", "$or", "$nor") and isinstance(value, list):
+                    for part in value:
+                        paths += _field_paths(part, prefix)
+                elif key in ("$not", "$elemMatch"):
+                    paths += _field_paths(value, prefix)
+                elif key == "$expr":
+                    paths.append("$expr")  # an expression can read any field
+                continue
+            path = f"{prefix}{key}"
+            paths.append(path)
+            paths += _field_paths(value, path + ".")
+    return paths

@@ -15,6 +15,7 @@ import base64
 import binascii
 import hmac
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -28,6 +29,9 @@ Environ = dict[str, Any]
 Role = Literal["viewer", "operator"]
 ROLES: Final = ("viewer", "operator")
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "[::1]")
+# A Host header as Django reads one: a DNS name or IPv4, or a bracketed IPv6, then an
+# optional port; anything else ("a@b", "[::1]evil", "h:1:2") is refused.
+_HOST: Final = re.compile(r"^(?P<name>[a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(?::\d{1,5})?$")
 
 #: Response headers of every answer: no framing by another site (clickjacking), no
 #: content sniffing, no caching of records, no referrer beyond this origin.
@@ -79,23 +83,17 @@ def normalize_hosts(hosts: Iterable[str] | None) -> tuple[str, ...]:
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     """Whether ``host`` (a ``Host`` header: a name, an IPv4 or ``[IPv6]``, and an
-    optional port) matches one of ``allowed``."""
-    name = _without_port(host.strip().lower())
-    if not name:
+    optional port) is well-formed and matches one of ``allowed``."""
+    match = _HOST.match(host.strip().lower())
+    if match is None:
         return False
+    name = match.group("name").removesuffix(".")  # "localhost." is "localhost"
     for pattern in allowed:
         if pattern == "*" or name == pattern:
             return True
         if pattern.startswith(".") and (name == pattern[1:] or name.endswith(pattern)):
             return True
     return False
-
-
-def _without_port(host: str) -> str:
-    if host.startswith("["):  # [::1]:8080
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else ""
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def check_host(environ: Environ, allowed: tuple[str, ...]) -> set[str]:
@@ -180,8 +178,10 @@ class _SecretAuth:
     def _match(self, name: str | None, secret: str) -> DashboardUser | None:
         found = None
         for credential in self._credentials:
+            # Bytes, not str: compare_digest refuses non-ASCII text ("josé").
             same_secret = hmac.compare_digest(credential.secret.encode(), secret.encode())
-            if same_secret and (name is None or hmac.compare_digest(credential.name, name)):
+            same_name = name is None or hmac.compare_digest(credential.name.encode(), name.encode())
+            if same_secret and same_name:
                 found = found or DashboardUser(credential.name, credential.role)
         return found
 

@@ -66,7 +66,7 @@ def test_the_uri_can_come_from_the_environment(
     ("argv", "message"),
     [
         (["--task", "unknown"], "no instance has registered"),
-        (["--source-filter", "{not json"], "--source-filter is not JSON"),
+        (["--source-filter", "{not json"], "--source-filter='{not json': not Extended JSON"),
         (["--error", "a", "--error-regex", "b"], "not both"),
         (["--error-regex", "("], "--error-regex"),
     ],

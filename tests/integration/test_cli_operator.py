@@ -148,6 +148,11 @@ def test_control_verbs_in_real_processes(cluster: list[str], db: Database[Doc]) 
     assert "paused sync" in ok("tasks", "pause", "--task", "sync", "--for", "10m")
     assert "resumed sync" in ok("tasks", "resume", "--task", "sync")
     assert "would discard 2 task(s)" in ok("tasks", "discard", "--task", "sync", "--dry-run")
+    refused = mongoreact("tasks", "discard", "--status", "pending", *cluster)
+    assert refused.returncode == 2 and "deletes failed records" in refused.stderr
+    bad_id = mongoreact("tasks", "show", "--task", "sync", "--doc-id", '{"$oid": "zz"}', *cluster)
+    assert bad_id.returncode == 2 and "not Extended JSON" in bad_id.stderr
+    assert "Traceback" not in bad_id.stderr
     assert "discarded 2 task(s)" in ok("tasks", "discard", "--all")
     assert db.orders_tasks.count_documents({"status": "failed"}) == 0
     assert "nightly" in ok("cron", "list")
@@ -187,3 +192,19 @@ def test_mongoreact_server_serves_until_sigterm() -> None:
         for stream in (server.stdout, server.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_retry_leaves_completed_records_alone_unless_asked(
+    make_engine: EngineFactory, db: Database[Doc], mongo_uri: str
+) -> None:
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=lambda ctx: None, debounce=0)
+    start(engine, db)
+    db.orders.insert_many([{"_id": "c1"}, {"_id": "c2"}])
+    wait_until(lambda: db.orders_tasks.count_documents({"status": "completed"}) == 2)
+    engine.stop()
+    connection = ["--uri", mongo_uri, "--database", db.name]
+    done = mongoreact("tasks", "retry", "--all", *connection)
+    assert done.returncode == 0 and "retried 0 task(s)" in done.stdout, done.stderr
+    done = mongoreact("tasks", "retry", "--all", "--include-completed", "--dry-run", *connection)
+    assert "would retry 2 task(s)" in done.stdout, done.stderr

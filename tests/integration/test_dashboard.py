@@ -96,7 +96,7 @@ def test_retry_one_selected_or_matching_and_defer(engine: ReactiveTasks, db: Dat
     [
         ({"sourceFilter": '{"$where": "sleep(1000)"}'}, "$where runs code on the server"),
         ({"sourceFilter": '{"x": {"$function": {}}}'}, "$function"),
-        ({"sourceFilter": "{nope"}, "not JSON"),
+        ({"sourceFilter": "{nope"}, "not Extended JSON"),
         ({"status": "exploded"}, "status="),
         ({"task": "unknown"}, "no instance has registered"),
         ({"limit": "9999"}, "limit="),

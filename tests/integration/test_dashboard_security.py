@@ -117,6 +117,9 @@ def test_an_action_without_a_scope_is_refused(
         {"HTTP_HOST": "localhost.evil.example"},
         {"HTTP_HOST": "localhost:8080", "HTTP_X_FORWARDED_HOST": "evil.example"},
         {"HTTP_HOST": ""},
+        {"HTTP_HOST": "[::1]evil.example"},
+        {"HTTP_HOST": "localhost:8000@evil.example"},
+        {"HTTP_HOST": "localhost", "HTTP_X_FORWARDED_HOST": "localhost:1:2"},
     ],
 )
 def test_foreign_hosts_are_refused_for_reads_and_actions(
@@ -138,7 +141,7 @@ def test_foreign_hosts_are_refused_for_reads_and_actions(
 
 def test_allowed_hosts_follow_djangos_rules(engine: ReactiveTasks) -> None:
     default = engine.dashboard_app()
-    for host in ("localhost", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST"):
+    for host in ("localhost", "127.0.0.1:8080", "[::1]:8080", "LOCALHOST", "localhost."):
         assert call(default, "GET", "/api/overview", headers={"HTTP_HOST": host})[0] == "200 OK"
     domain = engine.dashboard_app(allowed_hosts=[".example.com"])
     for host, status in (
@@ -199,6 +202,10 @@ def test_a_bad_content_length_is_refused_without_reading(
         ("/api/pause", {"task": "sync", "delay": 10**30}, "100 years"),
         ("/api/pause", {"task": ["sync"], "delay": "1h"}, "task"),
         ("/api/cron/run", {"name": {"$ne": 1}}, "name"),
+        ("/api/defer", {"task": "sync", "docId": {"$oid": "zz"}, "delay": "1h"}, "Extended JSON"),
+        ("/api/retry", {"filter": {"sourceFilter": '{"_id": {"$oid": "zz"}}'}}, "Extended JSON"),
+        ("/api/retry", {"filter": {"sourceFilter": '{"a": {"$numberDecimal": "x"}}'}}, "JSON"),
+        ("/api/discard", {"filter": {"status": "pending"}}, "failed records"),
     ],
 )
 def test_bad_bodies_get_400_and_a_message_not_a_traceback(
@@ -321,3 +328,60 @@ def test_the_uri_reaches_no_page_answer_metric_or_log(
     assert registry is not None
     shown = json_util.dumps(answers) + generate_latest(registry).decode() + caplog.text
     assert host and host not in shown and uri not in shown
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"docId": '{"$oid": "zz"}'}, {"docId": '{"$date": 1e400}'}, {"docId": "[" * 3000}],
+)
+def test_malformed_extended_json_ids_get_400(engine: ReactiveTasks, query: dict[str, str]) -> None:
+    status, payload = call(engine.dashboard_app(), "GET", "/api/task", {"task": "sync", **query})
+    assert status == "400 Bad Request", payload
+
+
+def test_a_discard_filtered_on_other_statuses_deletes_nothing(
+    engine: ReactiveTasks, db: Database[Doc]
+) -> None:
+    """Regression: the statuses given were replaced by "failed", so a discard of
+    pending records deleted every failed record of every task."""
+    app = engine.dashboard_app()
+    status, _ = call(app, "POST", "/api/discard", body={"filter": {"status": "pending"}})
+    assert status == "400 Bad Request"
+    assert db.orders_tasks.count_documents({"status": "failed"}) == 2
+
+
+def test_redacted_values_cannot_be_read_around_through_filters(engine: ReactiveTasks) -> None:
+    app = engine.dashboard_app(redaction=Redaction(fields=["email"], errors=True))
+    for query in (
+        {"sourceFilter": '{"email": {"$regex": "^a"}}'},
+        {"sourceFilter": '{"$or": [{"total": 3}, {"email": "ann@example.com"}]}'},
+        {"sourceFilter": '{"$expr": {"$eq": ["$email", "x"]}}'},
+        {"error": "partner"},
+    ):
+        status, payload = call(app, "GET", "/api/tasks", query)
+        assert status == "400 Bad Request", (query, payload)
+    assert call(app, "GET", "/api/tasks", {"sourceFilter": '{"total": 3}'})[0] == "200 OK"
+    assert call(app, "POST", "/api/retry", body={"filter": {"error": "partner"}})[0] == (
+        "400 Bad Request"
+    )
+    # The audit log does not repeat a scope that names them.
+    engine.record_action("retry", scope={"source_doc_filter": {"email": "ann@x"}}, count=1,
+                         actor="ops")  # fmt: skip
+    entries = call(app, "GET", "/api/audit")[1]["items"]
+    assert entries[0]["scope"] == "[redacted]"
+
+
+def test_credentials_with_non_ascii_names_and_secrets(engine: ReactiveTasks) -> None:
+    """Regression: hmac.compare_digest refused non-ASCII str (a 500 for "josé")."""
+    app = engine.dashboard_app(auth=BasicAuth([Credential("josé", "pässwörd")]))
+    token = base64.b64encode("josé:pässwörd".encode()).decode()
+    headers = {"HTTP_AUTHORIZATION": f"Basic {token}"}
+    assert call(app, "GET", "/api/overview", headers=headers)[1]["user"] == "josé"
+    wrong = base64.b64encode("josé:nope".encode()).decode()
+    refused = call(app, "GET", "/api/overview", headers={"HTTP_AUTHORIZATION": f"Basic {wrong}"})
+    assert refused[0] == "401 Unauthorized"
+
+
+def test_pages_are_bounded(engine: ReactiveTasks) -> None:
+    status, payload = call(engine.dashboard_app(), "GET", "/api/tasks", {"skip": "1000000000"})
+    assert status == "400 Bad Request" and "skip" in payload["error"]
