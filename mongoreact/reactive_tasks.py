@@ -7,7 +7,6 @@ on: to the runtime that ``start()`` builds (``_runtime``), to the management API
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import threading
@@ -24,6 +23,7 @@ from .cluster.clock import ServerClock
 from .cluster.presence import gone_before
 from .cluster.registry import TaskRegistry
 from .config.definition import Handler, TaskDefinition, build_definition
+from .config.durations import DurationLike, parse_duration
 from .config.settings import Settings, build_settings
 from .config.uri import redact_uri, without_secrets
 from .cron import CronTask, build_cron_task
@@ -442,18 +442,22 @@ class ReactiveTasks:
         later change of a document plans its task again."""
         return self._manager().discard_failed(query)
 
-    def pause_task(self, task: str, duration: dt.timedelta) -> None:
-        """Have no instance of the cluster claim ``task`` for ``duration`` (running
-        handlers finish); ``resume_task`` ends it sooner."""
-        self._manager().pause(task, duration)
+    def pause_task(self, task: str, duration: DurationLike) -> None:
+        """Have no instance of the cluster claim ``task`` for ``duration`` (a duration:
+        ms, ``timedelta`` or ``"1h"``; running handlers finish); ``resume_task`` ends it
+        sooner."""
+        self._manager().pause(task, parse_duration(duration, "duration"))
 
     def resume_task(self, task: str) -> None:
         """End a cluster-wide pause of ``task`` (instances notice within a second)."""
         self._manager().resume(task)
 
-    def defer_task(self, task: str, doc_id: Any, delay: dt.timedelta) -> int:
-        """Make one waiting or failed task due only after ``delay``."""
-        return self._manager().defer(task, doc_id, self.clock.now() + delay)
+    def defer_task(self, task: str, doc_id: Any, delay: DurationLike) -> int:
+        """Make one waiting or failed task due only after ``delay`` (a duration: ms,
+        ``timedelta`` or ``"1h"``)."""
+        return self._manager().defer(
+            task, doc_id, self.clock.now() + parse_duration(delay, "delay")
+        )
 
     # Helpers.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 
@@ -122,3 +123,22 @@ def test_bad_management_input_is_a_config_error(
         with pytest.raises(ConfigError) as caught:
             ops.get_tasks(**kwargs)
         assert caught.value.option == option
+
+
+def test_pause_and_defer_take_durations_as_everywhere(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression: pause_task("t", "1h") and defer_task(..., "1h") raised TypeError
+    (API.md: durations are accepted everywhere, bad ones raise ConfigError)."""
+    engine = app(make_engine, db)
+    for duration in ("1h", 3_600_000, dt.timedelta(hours=1)):
+        engine.pause_task("sync", duration)
+    engine.resume_task("sync")
+    assert engine.defer_task("sync", "u0", "2h") == 1  # u0 is a failed vip record
+    due = record(db, "users", "u0", "sync")["nextRunAt"].replace(tzinfo=dt.timezone.utc)
+    assert due > engine.clock.now() + dt.timedelta(minutes=90)
+    for bad in ("soon", -1, "10"):
+        with pytest.raises(ConfigError):
+            engine.pause_task("sync", bad)
+        with pytest.raises(ConfigError):
+            engine.defer_task("sync", "u3", bad)
