@@ -132,6 +132,20 @@ def duration_field(option: str, default: dt.timedelta, *, positive: bool = False
     return attrs.field(default=default, converter=convert)
 
 
+def required_duration_field(option: str, what: str) -> Any:
+    """A ``timedelta`` field that must be given (``ConfigError`` naming ``option``)."""
+    _missing = object()
+
+    def convert(value: object) -> Any:
+        return value if value is _missing else parse_duration(value, option)
+
+    def check(_: object, __: object, value: object) -> None:
+        if value is _missing:
+            raise ConfigError(option, None, f"required for {what}")
+
+    return attrs.field(default=_missing, converter=convert, validator=check)
+
+
 def choice_field(option: str, choices: Iterable[str], default: str) -> Any:
     """A field that is one of ``choices``."""
     allowed = tuple(choices)

@@ -20,6 +20,7 @@ from ..config._validate import (
     bool_field,
     duration_field,
     field_names,
+    required_duration_field,
 )
 from ..config.durations import parse_duration
 from ..config.schedule import Schedule
@@ -81,8 +82,16 @@ class RetryPolicy:
     ``ConfigError`` names the option and the value."""
 
     type: str = ""
-    max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_max_attempts)
     max_duration: dt.timedelta | None = attrs.field(default=None, converter=_optional_duration)
+    # A time limit alone means: retry until it is reached (the spec's rule), however the
+    # policy is built (a dict or this class).
+    max_attempts: int = attrs.field(
+        default=attrs.Factory(
+            lambda self: UNLIMITED if self.max_duration is not None else DEFAULT_MAX_ATTEMPTS,
+            takes_self=True,
+        ),
+        validator=_max_attempts,
+    )
     reset_retries_on_data_change: bool = bool_field(
         "retry_policy.reset_retries_on_data_change", True
     )
@@ -130,7 +139,7 @@ class FixedRetry(RetryPolicy):
     """The same ``interval`` after every failure."""
 
     type: str = _type_field("fixed")
-    interval: dt.timedelta = duration_field("retry_policy.interval", dt.timedelta(seconds=10))
+    interval: dt.timedelta = required_duration_field("retry_policy.interval", "fixed retries")
 
     def delay(self, attempt: int) -> dt.timedelta:
         return self.interval
@@ -141,7 +150,7 @@ class LinearRetry(RetryPolicy):
     """``interval`` times the number of failed runs."""
 
     type: str = _type_field("linear")
-    interval: dt.timedelta = duration_field("retry_policy.interval", dt.timedelta(seconds=10))
+    interval: dt.timedelta = required_duration_field("retry_policy.interval", "linear retries")
 
     def delay(self, attempt: int) -> dt.timedelta:
         return self.interval * max(attempt, 1)
@@ -226,7 +235,4 @@ def parse_retry_policy(value: object) -> RetryPolicy:
         if key in attrs.fields_dict(kind) and raw.get(key) is None:
             raise ConfigError(f"retry_policy.{key}", None, f"required for {raw['type']} retries")
     fields = {key: item for key, item in raw.items() if item is not None}
-    if "max_attempts" not in fields:
-        # A time limit alone means: retry until it is reached.
-        fields["max_attempts"] = UNLIMITED if "max_duration" in fields else DEFAULT_MAX_ATTEMPTS
     return RetryPolicy(**fields)  # checks the options against the type's

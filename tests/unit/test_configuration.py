@@ -225,9 +225,27 @@ def test_option_objects_convert_durations_as_their_dicts_do() -> None:
     assert policy.intervals == (dt.timedelta(seconds=1), dt.timedelta(seconds=2))
     assert SeriesRetry(intervals=[1000, "2s"]) == policy
     engine = ReactiveTasks(uri=URI)
-    engine.register(
-        task="t", collection="c", handler=handler, retry_policy=RetryPolicy(type="fixed")
-    )
+    fixed: dict[str, Any] = {"type": "fixed", "interval": "1s"}
+    engine.register(task="t", collection="c", handler=handler, retry_policy=RetryPolicy(**fixed))
+
+
+def test_retry_policy_objects_and_dicts_agree() -> None:
+    """Regression: RetryPolicy(type="fixed") took a 10 s interval the dict form refused,
+    and with max_duration the object kept 5 attempts where the dict retried until the
+    time limit (the spec's rule)."""
+    with pytest.raises(ConfigError, match=r"retry_policy\.interval"):
+        RetryPolicy(type="fixed")
+    with pytest.raises(ConfigError, match=r"retry_policy\.interval"):
+        FixedRetry()
+    dict_form = ReactiveTasks(uri=URI).register(
+        task="t", collection="c", handler=handler,
+        retry_policy={"type": "fixed", "interval": 200, "max_duration": "3s"},
+    )  # fmt: skip
+    limits: dict[str, Any] = {"interval": 200, "max_duration": "3s"}
+    objects = [RetryPolicy(type="fixed", **limits), FixedRetry(**limits)]
+    assert all(p.max_attempts == -1 for p in objects)
+    assert all(p == dict_form.retry_policy for p in objects)
+    assert FixedRetry(interval=dt.timedelta(seconds=1)).max_attempts == 5
 
 
 async def async_handler(ctx: Any) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mongoreact import RetryPolicy
 from mongoreact.errors import TaskConditionFailedError
 from mongoreact.execution.outcome import Outcome, decide
+from mongoreact.policies.retry import FixedRetry
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 POLICIES = st.one_of(
@@ -79,7 +80,7 @@ def test_every_run_has_exactly_the_outcome_its_inputs_call_for(
 
 
 def test_a_first_failure_with_max_attempts_1_gives_up_at_once() -> None:
-    policy = RetryPolicy(type="fixed", max_attempts=1)
+    policy = FixedRetry(interval=dt.timedelta(seconds=10), max_attempts=1)
     decision = decide(
         error=ValueError("x"), deferred_until=None, policy=policy, attempt=1,
         first_error_at=None, now=NOW,
