@@ -208,3 +208,11 @@ def test_retry_leaves_completed_records_alone_unless_asked(
     assert done.returncode == 0 and "retried 0 task(s)" in done.stdout, done.stderr
     done = mongoreact("tasks", "retry", "--all", "--include-completed", "--dry-run", *connection)
     assert "would retry 2 task(s)" in done.stdout, done.stderr
+
+
+def test_refused_credentials_are_named_as_such(mongo_uri: str) -> None:
+    """Regression: an authentication failure was reported as "cannot reach MongoDB"."""
+    wrong = mongo_uri.replace("mongodb://", "mongodb://nobody:wr0ng-pw@")
+    done = mongoreact("tasks", "count", "--database", "d", env={"MONGOREACT_URI": wrong})
+    assert done.returncode == 3 and "refused the credentials" in done.stderr, done.stderr
+    assert "wr0ng-pw" not in done.stderr and "Traceback" not in done.stderr

@@ -351,3 +351,16 @@ def test_run_until_signalled_stops_on_sigterm_in_a_script(
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0 and out.strip() == "clean", err
+
+
+def test_start_names_refused_credentials(mongo_uri: str) -> None:
+    wrong = mongo_uri.replace("mongodb://", "mongodb://nobody:wr0ng-pw@")
+    engine = mongoreact.ReactiveTasks(uri=wrong, database="d")
+    engine.register(task="t", collection="c", handler=lambda ctx: None)
+    began = time.monotonic()
+    with pytest.raises(
+        mongoreact.ServerUnreachableError, match="refused the credentials"
+    ) as caught:
+        engine.start(timeout=20)
+    assert time.monotonic() - began < 10  # at once, not after the timeout
+    assert "wr0ng-pw" not in str(caught.value)

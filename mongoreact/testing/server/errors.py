@@ -29,6 +29,7 @@ BSON_OBJECT_TOO_LARGE = 10334
 LOCATION_7182802_SPLIT_NOT_LAST = 7182802
 WRITE_CONFLICT = 112
 NO_SUCH_TRANSACTION = 251
+AUTHENTICATION_FAILED = 18
 # The label drivers retry a whole transaction on.
 TRANSIENT_TRANSACTION = ("TransientTransactionError",)
 
@@ -52,6 +53,7 @@ _CODE_NAMES = {
     BSON_OBJECT_TOO_LARGE: "BSONObjectTooLarge",
     WRITE_CONFLICT: "WriteConflict",
     NO_SUCH_TRANSACTION: "NoSuchTransaction",
+    AUTHENTICATION_FAILED: "AuthenticationFailed",
 }
 
 

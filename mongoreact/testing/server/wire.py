@@ -67,6 +67,7 @@ WRITE_CHUNK: Final = 100
 _BATCH_FIELDS: Final = {"insert": "documents", "update": "updates", "delete": "deletes"}
 _HELLO_NAMES: Final = frozenset({"hello", "ismaster", "isMaster"})
 _TRANSACTION_ENDS: Final = frozenset({"commitTransaction", "abortTransaction"})
+_AUTHENTICATION_COMMANDS: Final = frozenset({"saslStart", "saslContinue", "authenticate"})
 # Codes the engine raises with (isolation.py) but mongoeco renders without a codeName.
 _OUR_CODES: Final = frozenset({errors.WRITE_CONFLICT, errors.NO_SUCH_TRANSACTION})
 # DDL MongoDB refuses inside a transaction (createIndexes only on an existing collection).
@@ -313,6 +314,11 @@ class EmbeddedMongoServer:
             reply = error.to_reply()
         except Exception as error:
             reply = self._executor.error_document(error)
+            if "code" not in reply and name in _AUTHENTICATION_COMMANDS:
+                # mongoeco's refusal carries no code; MongoDB's is 18, which drivers
+                # and applications tell apart from an unreachable server.
+                reply["code"] = errors.AUTHENTICATION_FAILED
+                reply["codeName"] = errors.code_name(errors.AUTHENTICATION_FAILED)
             if "code" not in reply:
                 logger.debug("command %s failed", name, exc_info=True)
             elif "codeName" not in reply and reply["code"] in _OUR_CODES:
