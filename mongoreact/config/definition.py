@@ -10,7 +10,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..options import TaskOptions, option_names
-from ..policies.retry import RetryPolicy, parse_retry_policy
+from ..policies.retry import DEFAULT_RETRY_POLICY, RetryPolicy, parse_retry_policy
 from ._validate import (
     as_handler,
     as_int,
@@ -36,6 +36,9 @@ MAX_DEBOUNCE_FACTOR: Final = 10
 DELETE_WHEN: Final = ("sourceDocumentDeleted", "sourceDocumentDeletedOrNoLongerMatching", "never")
 ON_HANDLER_VERSION_CHANGE: Final = ("none", "reprocess_failed", "reprocess_all")
 TASKS_SUFFIX: Final = "_tasks"
+# Runs kept on a record: each is a small subdocument, and a record must stay far from
+# MongoDB's 16 MiB document limit and quick to read.
+MAX_EXECUTION_HISTORY: Final = 1000
 
 
 @attrs.frozen(kw_only=True)
@@ -63,26 +66,118 @@ class Evolution:
     reconcile_on_trigger_change: bool = bool_field("evolution.reconcile_on_trigger_change", True)
 
 
+def _task_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("task", value, "expected a non-empty string")
+    return value
+
+
+def _watched_collection(value: object) -> str:
+    collection = as_name(value, "collection")
+    if collection.endswith(TASKS_SUFFIX) or collection.startswith("system."):
+        raise ConfigError("collection", collection, "cannot watch a tasks or system collection")
+    return collection
+
+
+def _projection(value: object) -> dict[str, Any] | None:
+    compile_watch_projection(value)  # checks it
+    return dict(value) if isinstance(value, Mapping) and value else None
+
+
+def _parse_cleanup(value: object) -> CleanupPolicy:
+    if value is None or isinstance(value, CleanupPolicy):
+        return value or CleanupPolicy()
+    return CleanupPolicy(**as_mapping(value, "cleanup_policy", field_names(CleanupPolicy)))
+
+
+def _parse_evolution(value: object) -> Evolution:
+    if value is None or isinstance(value, Evolution):
+        return value or Evolution()
+    return Evolution(**as_mapping(value, "evolution", field_names(Evolution)))
+
+
+def _handler(value: object) -> Handler:
+    checked: Handler = as_handler(value, "handler", ("ctx",))
+    return checked
+
+
+def _max_debounce(value: object) -> dt.timedelta:
+    return parse_duration(value, "max_debounce")
+
+
+def _optional_positive(value: object, option: str) -> dt.timedelta | None:
+    if value is None:
+        return None
+    duration = parse_duration(value, option)
+    if duration <= dt.timedelta(0):
+        raise ConfigError(option, value, "must be greater than zero (None: none)")
+    return duration
+
+
+def _recheck_interval(value: object) -> dt.timedelta | None:
+    return _optional_positive(value, "recheck_interval")
+
+
+def _timeout(value: object) -> dt.timedelta | None:
+    return _optional_positive(value, "timeout")
+
+
+def _max_concurrency(value: object) -> int | None:
+    return None if value is None else as_int(value, "max_concurrency", minimum=1)
+
+
+def _history_limit(_: object, __: object, value: object) -> None:
+    as_int(value, "execution_history_limit", minimum=0, maximum=MAX_EXECUTION_HISTORY)
+
+
+def _compiled_projection(definition: TaskDefinition) -> Any:
+    return compile_watch_projection(definition.watch_projection)
+
+
+def _ten_debounces(definition: TaskDefinition) -> dt.timedelta:
+    return definition.debounce * MAX_DEBOUNCE_FACTOR
+
+
 @attrs.frozen(kw_only=True)
 class TaskDefinition:
-    """Everything mongoreact knows about one registered task."""
+    """Everything mongoreact knows about one registered task.
 
-    name: str
-    collection: str
-    handler: Handler
-    filter: dict[str, Any] | None
-    watch_projection: dict[str, Any] | None
-    watch_expression: Any
-    debounce: dt.timedelta
-    max_debounce: dt.timedelta
-    retry_policy: RetryPolicy
-    cleanup_policy: CleanupPolicy
-    execution_history_limit: int
-    evolution: Evolution
-    recheck_interval: dt.timedelta | None = None
-    max_concurrency: int | None = None
+    Every field converts and checks its value, however the definition is built
+    (``register``'s keyword arguments, or this class directly): ``ConfigError`` names
+    the option and the value."""
+
+    name: str = attrs.field(converter=_task_name)
+    collection: str = attrs.field(converter=_watched_collection)
+    handler: Handler = attrs.field(converter=_handler)
+    filter: dict[str, Any] | None = attrs.field(default=None, converter=normalize_filter)
+    watch_projection: dict[str, Any] | None = attrs.field(default=None, converter=_projection)
+    # The aggregation expression of the watched snapshot; compiled from watch_projection
+    # unless given (a definition rebuilt from another instance's published spec).
+    watch_expression: Any = attrs.field(
+        default=attrs.Factory(_compiled_projection, takes_self=True)
+    )
+    debounce: dt.timedelta = duration_field("debounce", DEFAULT_DEBOUNCE)
+    max_debounce: dt.timedelta = attrs.field(
+        default=attrs.Factory(_ten_debounces, takes_self=True), converter=_max_debounce
+    )
+    retry_policy: RetryPolicy = attrs.field(
+        default=DEFAULT_RETRY_POLICY, converter=parse_retry_policy
+    )
+    cleanup_policy: CleanupPolicy = attrs.field(factory=CleanupPolicy, converter=_parse_cleanup)
+    execution_history_limit: int = attrs.field(default=5, validator=_history_limit)
+    evolution: Evolution = attrs.field(factory=Evolution, converter=_parse_evolution)
+    recheck_interval: dt.timedelta | None = attrs.field(default=None, converter=_recheck_interval)
+    max_concurrency: int | None = attrs.field(default=None, converter=_max_concurrency)
     # The handler's time limit (None: none); see execution/watchdog.py.
-    timeout: dt.timedelta | None = None
+    timeout: dt.timedelta | None = attrs.field(default=None, converter=_timeout)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_debounce < self.debounce:
+            raise ConfigError("max_debounce", self.max_debounce, "shorter than debounce")
+        if self.recheck_interval is not None and self.filter is None:
+            raise ConfigError(
+                "recheck_interval", self.recheck_interval, "needs a filter to re-evaluate"
+            )
 
     @property
     def tasks_collection(self) -> str:
@@ -101,87 +196,15 @@ class TaskDefinition:
 
 
 _OPTIONS: Final = ("task", "collection", "handler", *option_names(TaskOptions))
-# Runs kept on a record: each is a small subdocument, and a record must stay far from
-# MongoDB's 16 MiB document limit and quick to read.
-MAX_EXECUTION_HISTORY: Final = 1000
 
 
 def build_definition(options: Mapping[str, Any]) -> TaskDefinition:
-    """A ``TaskDefinition`` from ``register``'s keyword arguments, or ``ConfigError``."""
+    """A ``TaskDefinition`` from ``register``'s keyword arguments, or ``ConfigError``
+    (the definition's fields check the values; an option given as ``None`` takes its
+    default)."""
     check_unknown(options, _OPTIONS, "register()")
     for required in ("task", "collection", "handler"):
         if options.get(required) is None:
             raise ConfigError(required, None, "required")
-    name = options["task"]
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError("task", name, "expected a non-empty string")
-    collection = as_name(options["collection"], "collection")
-    if collection.endswith(TASKS_SUFFIX) or collection.startswith("system."):
-        raise ConfigError("collection", collection, "cannot watch a tasks or system collection")
-    debounce = parse_duration(options.get("debounce", DEFAULT_DEBOUNCE), "debounce")
-    if options.get("max_debounce") is None:
-        max_debounce = debounce * MAX_DEBOUNCE_FACTOR
-    else:
-        max_debounce = parse_duration(options["max_debounce"], "max_debounce")
-        if max_debounce < debounce:
-            raise ConfigError("max_debounce", options["max_debounce"], "shorter than debounce")
-    projection = options.get("watch_projection")
-    return TaskDefinition(
-        name=name,
-        collection=collection,
-        handler=as_handler(options["handler"], "handler", ("ctx",)),
-        filter=normalize_filter(options.get("filter")),
-        watch_projection=dict(projection) if isinstance(projection, Mapping) else None,
-        watch_expression=compile_watch_projection(projection),
-        debounce=debounce,
-        max_debounce=max_debounce,
-        retry_policy=parse_retry_policy(options.get("retry_policy")),
-        cleanup_policy=_parse_cleanup(options.get("cleanup_policy")),
-        execution_history_limit=as_int(
-            options.get("execution_history_limit", 5),
-            "execution_history_limit",
-            minimum=0,
-            maximum=MAX_EXECUTION_HISTORY,
-        ),
-        evolution=_parse_evolution(options.get("evolution")),
-        recheck_interval=_parse_recheck(options),
-        max_concurrency=(
-            None
-            if options.get("max_concurrency") is None
-            else as_int(options["max_concurrency"], "max_concurrency", minimum=1)
-        ),
-        timeout=_parse_timeout(options.get("timeout")),
-    )
-
-
-def _parse_timeout(value: object) -> dt.timedelta | None:
-    if value is None:
-        return None
-    timeout = parse_duration(value, "timeout")
-    if timeout <= dt.timedelta(0):
-        raise ConfigError("timeout", value, "must be greater than zero (None: no limit)")
-    return timeout
-
-
-def _parse_cleanup(value: object) -> CleanupPolicy:
-    if value is None or isinstance(value, CleanupPolicy):
-        return value or CleanupPolicy()
-    return CleanupPolicy(**as_mapping(value, "cleanup_policy", field_names(CleanupPolicy)))
-
-
-def _parse_evolution(value: object) -> Evolution:
-    if value is None or isinstance(value, Evolution):
-        return value or Evolution()
-    return Evolution(**as_mapping(value, "evolution", field_names(Evolution)))
-
-
-def _parse_recheck(options: Mapping[str, Any]) -> dt.timedelta | None:
-    value = options.get("recheck_interval")
-    if value is None:
-        return None
-    interval = parse_duration(value, "recheck_interval")
-    if interval <= dt.timedelta(0):
-        raise ConfigError("recheck_interval", value, "must be greater than zero")
-    if options.get("filter") is None:
-        raise ConfigError("recheck_interval", value, "needs a filter to re-evaluate")
-    return interval
+    given = {key: value for key, value in options.items() if value is not None}
+    return TaskDefinition(name=given.pop("task"), **given)

@@ -16,6 +16,7 @@ from mongoreact import (
     MonitoringOptions,
     ReactiveTasks,
     RetryPolicy,
+    TaskDefinition,
 )
 from mongoreact.policies.retry import (
     CronRetry,
@@ -302,3 +303,39 @@ def test_no_secret_in_the_settings_repr() -> None:
     shown = repr(ReactiveTasks(uri=uri).settings)
     assert "s3" not in shown and "cr:3t" not in shown and "kp99" not in shown
     assert "ops:***@h1,h2/app" in shown and "w=majority" in shown
+
+
+@pytest.mark.parametrize(
+    ("fields", "option"),
+    [
+        ({"handler": 1}, "handler"),
+        ({"debounce": -1}, "debounce"),
+        ({"execution_history_limit": -3}, "execution_history_limit"),
+        ({"collection": "orders_tasks"}, "collection"),
+        ({"name": ""}, "task"),
+        ({"filter": "x"}, "filter"),
+        ({"debounce": "10s", "max_debounce": "1s"}, "max_debounce"),
+        ({"recheck_interval": "1m"}, "recheck_interval"),
+        ({"timeout": 0}, "timeout"),
+    ],
+)
+def test_task_definitions_check_themselves_however_built(
+    fields: dict[str, Any], option: str
+) -> None:
+    """Regression (issue 26): the exported TaskDefinition accepted anything; its fields
+    now validate and convert, so register() and the class agree."""
+    base: dict[str, Any] = {"name": "t", "collection": "orders", "handler": handler}
+    with pytest.raises(ConfigError) as caught:
+        TaskDefinition(**{**base, **fields})
+    assert caught.value.option == option
+
+
+def test_a_definition_built_directly_equals_the_registered_one() -> None:
+    options: dict[str, Any] = {
+        "collection": "orders", "handler": handler, "filter": {"status": "paid"},
+        "watch_projection": {"status": 1}, "debounce": "2s", "retry_policy": {"type": "fixed",
+        "interval": "1s"}, "timeout": "30s",
+    }  # fmt: skip
+    registered = ReactiveTasks(uri=URI).register(task="t", **options)
+    assert TaskDefinition(name="t", **options) == registered
+    assert registered.max_debounce == dt.timedelta(seconds=20)
