@@ -461,7 +461,7 @@ class ReactiveTasks:
 
     # Helpers.
 
-    def with_lock(self, key: object, ttl: object = "30s", wait: object = "3s") -> Lock:
+    def with_lock(self, key: object, ttl: DurationLike = "30s", wait: DurationLike = "3s") -> Lock:
         """A distributed lock on ``key`` (context manager or decorator), renewed while
         held; ``LockAlreadyAcquiredError`` if it stays taken for ``wait``."""
         return Lock(self._db(), key, ttl=ttl, wait=wait)

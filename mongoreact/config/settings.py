@@ -14,7 +14,6 @@ from ..errors import ConfigError
 from ..options import InitOptions, option_names
 from ._validate import (
     as_callable,
-    as_int,
     as_mapping,
     as_name,
     bool_field,
@@ -22,8 +21,8 @@ from ._validate import (
     choice_field,
     duration_field,
     field_names,
+    int_field,
 )
-from .durations import parse_duration
 from .schedule import Schedule
 from .uri import redact_uri
 
@@ -54,40 +53,129 @@ class MonitoringOptions:
     )
 
 
+def parse_monitoring(value: object) -> MonitoringOptions:
+    """The ``monitoring`` option from a dict, a bool or ``MonitoringOptions``."""
+    if isinstance(value, MonitoringOptions):
+        return value
+    if isinstance(value, bool):
+        return MonitoringOptions(enabled=value)
+    return MonitoringOptions(**as_mapping(value, "monitoring", field_names(MonitoringOptions)))
+
+
+def _client(_: Any, __: Any, value: Any) -> None:
+    if value is None:
+        return
+    from pymongo import MongoClient
+
+    if not isinstance(value, MongoClient):
+        raise ConfigError("client", value, "expected a pymongo.MongoClient")
+
+
+def _uri(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError("uri", "<redacted>", "expected a mongodb:// or mongodb+srv:// URI")
+    return value
+
+
+def _uri_from_environment(settings: Settings) -> str | None:
+    # The environment is the fallback everywhere: a worker module imported by a shell,
+    # a test or a web process connects as under ``mongoreact run``.
+    return None if settings.client is not None else os.environ.get(URI_VARIABLE) or None
+
+
+def _database(value: object) -> str | None:
+    return None if value is None else as_name(value, "database", dots=False)
+
+
+def _instance_id(_: object, __: object, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("instance_id", value, "expected a non-empty string")
+
+
+def _globals_collection(value: object) -> str:
+    return as_name(value, "globals_collection")
+
+
+def _task_filter(_: Any, __: Any, value: Any) -> None:
+    if value is not None:
+        as_callable(value, "task_filter")
+
+
+def _task_caller(_: Any, __: Any, value: Any) -> None:
+    if value is not None:
+        as_callable(value, "task_caller")
+
+
+def _cleanup_interval(value: object) -> Schedule:
+    return Schedule.parse(value, "cleanup_interval")
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
-    """One instance's configuration. Durations are ``timedelta``s."""
+    """One instance's configuration. Durations are ``timedelta``s.
 
+    Every field converts and checks its value, however the settings are built
+    (``init``'s keyword arguments, or this class directly): ``ConfigError`` names the
+    option and the value. The URI falls back to ``$MONGOREACT_URI``."""
+
+    client: MongoClient[dict[str, Any]] | None = attrs.field(default=None, validator=_client)
     uri: str | None = attrs.field(
-        default=None, repr=lambda uri: repr(redact_uri(uri)) if uri else repr(uri)
+        default=attrs.Factory(_uri_from_environment, takes_self=True),
+        converter=_uri,
+        repr=lambda uri: repr(redact_uri(uri)) if uri else repr(uri),
     )
-    client: MongoClient[dict[str, Any]] | None = None
-    database: str | None = None
-    instance_id: str = attrs.field(factory=lambda: str(ObjectId()))
-    concurrency: int = 5
+    database: str | None = attrs.field(default=None, converter=_database)
+    instance_id: str = attrs.field(factory=lambda: str(ObjectId()), validator=_instance_id)
+    concurrency: int = int_field("concurrency", 5, minimum=0)
     # Most records claimed ahead of free worker threads (0: none); used only while
     # handlers are short enough that a record claimed ahead soon gets a thread.
-    prefetch: int = 32
-    globals_collection: str = "_mongoreact_globals"
-    task_filter: Callable[[TaskInfo], bool] | None = None
-    task_caller: Callable[[Callable[[], None]], object] | None = None
-    monitoring: MonitoringOptions = MonitoringOptions()
-    cleanup_interval: Schedule = Schedule(interval=dt.timedelta(hours=24))
+    prefetch: int = int_field("prefetch", 32, minimum=0)
+    globals_collection: str = attrs.field(
+        default="_mongoreact_globals", converter=_globals_collection
+    )
+    task_filter: Callable[[TaskInfo], bool] | None = attrs.field(
+        default=None, validator=_task_filter
+    )
+    task_caller: Callable[[Callable[[], None]], object] | None = attrs.field(
+        default=None, validator=_task_caller
+    )
+    monitoring: MonitoringOptions = attrs.field(
+        factory=MonitoringOptions, converter=parse_monitoring
+    )
+    cleanup_interval: Schedule = attrs.field(
+        default=Schedule(interval=dt.timedelta(hours=24)), converter=_cleanup_interval
+    )
     # Tuning; the defaults suit production. Tests shorten them.
-    leader_ttl: dt.timedelta = dt.timedelta(seconds=30)
-    leader_heartbeat: dt.timedelta = dt.timedelta(seconds=10)
-    task_lease: dt.timedelta = dt.timedelta(seconds=60)
-    poll_min: dt.timedelta = dt.timedelta(milliseconds=200)
-    poll_max: dt.timedelta = dt.timedelta(seconds=10)
-    batch_window: dt.timedelta = dt.timedelta(milliseconds=50)
-    batch_max_wait: dt.timedelta = dt.timedelta(milliseconds=500)
-    batch_size: int = 1000
+    leader_ttl: dt.timedelta = duration_field("leader_ttl", dt.timedelta(seconds=30), positive=True)
+    leader_heartbeat: dt.timedelta = duration_field(
+        "leader_heartbeat", dt.timedelta(seconds=10), positive=True
+    )
+    task_lease: dt.timedelta = duration_field("task_lease", dt.timedelta(seconds=60), positive=True)
+    poll_min: dt.timedelta = duration_field(
+        "poll_min", dt.timedelta(milliseconds=200), positive=True
+    )
+    poll_max: dt.timedelta = duration_field("poll_max", dt.timedelta(seconds=10), positive=True)
+    batch_window: dt.timedelta = duration_field("batch_window", dt.timedelta(milliseconds=50))
+    batch_max_wait: dt.timedelta = duration_field("batch_max_wait", dt.timedelta(milliseconds=500))
+    batch_size: int = int_field("batch_size", 1000, minimum=1)
+
+    def __attrs_post_init__(self) -> None:
+        if self.uri is None and self.client is None:
+            raise ConfigError("uri", None, f"give uri= or client=, or set ${URI_VARIABLE}")
+        if self.uri is not None and self.client is not None:
+            raise ConfigError("uri", "<redacted>", "give exactly one of uri= or client=")
+        if self.leader_heartbeat >= self.leader_ttl:
+            raise ConfigError(
+                "leader_heartbeat", self.leader_heartbeat, "must be shorter than leader_ttl"
+            )
+        if self.poll_min > self.poll_max:
+            raise ConfigError("poll_min", self.poll_min, "greater than poll_max")
+        if self.batch_window > self.batch_max_wait:
+            raise ConfigError("batch_window", self.batch_window, "longer than batch_max_wait")
 
 
-_DURATIONS: Final = (
-    "leader_ttl", "leader_heartbeat", "task_lease", "poll_min", "poll_max", "batch_window",
-    "batch_max_wait",
-)  # fmt: skip
 _OPTIONS: Final = option_names(InitOptions)
 
 
@@ -108,7 +196,8 @@ def override_from_command_line(options: Mapping[str, Any], default_uri: str | No
 
 
 def build_settings(options: Mapping[str, Any]) -> Settings:
-    """``Settings`` from ``init``'s keyword arguments, or ``ConfigError``."""
+    """``Settings`` from ``init``'s keyword arguments, or ``ConfigError`` (the
+    settings' fields check the values; an option given as ``None`` takes its default)."""
     if _command_line or _default_uri:
         given = dict(options)
         if "uri" in _command_line:
@@ -117,77 +206,4 @@ def build_settings(options: Mapping[str, Any]) -> Settings:
             given["uri"] = _default_uri[0]
         options = {**given, **_command_line}
     check_unknown(options, _OPTIONS, "init()")
-    fields: dict[str, Any] = {}
-    uri, client = options.get("uri"), options.get("client")
-    if uri is None and client is None:
-        # The environment is the fallback everywhere: a worker module imported by a
-        # shell, a test or a web process connects as under ``mongoreact run``.
-        uri = os.environ.get(URI_VARIABLE) or None
-        if uri is None:
-            raise ConfigError("uri", None, f"give uri= or client=, or set ${URI_VARIABLE}")
-    if uri is not None and client is not None:
-        raise ConfigError("uri", "<redacted>", "give exactly one of uri= or client=")
-    if uri is not None:
-        if not isinstance(uri, str) or not uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ConfigError("uri", "<redacted>", "expected a mongodb:// or mongodb+srv:// URI")
-        fields["uri"] = uri
-    else:
-        from pymongo import MongoClient
-
-        if not isinstance(client, MongoClient):
-            raise ConfigError("client", client, "expected a pymongo.MongoClient")
-        fields["client"] = client
-    if options.get("database") is not None:
-        fields["database"] = as_name(options["database"], "database", dots=False)
-    if options.get("instance_id") is not None:
-        instance_id = options["instance_id"]
-        if not isinstance(instance_id, str) or not instance_id:
-            raise ConfigError("instance_id", instance_id, "expected a non-empty string")
-        fields["instance_id"] = instance_id
-    if "concurrency" in options:
-        fields["concurrency"] = as_int(options["concurrency"], "concurrency", minimum=0)
-    if "prefetch" in options:
-        fields["prefetch"] = as_int(options["prefetch"], "prefetch", minimum=0)
-    if "globals_collection" in options:
-        fields["globals_collection"] = as_name(options["globals_collection"], "globals_collection")
-    for hook in ("task_filter", "task_caller"):
-        if options.get(hook) is not None:
-            fields[hook] = as_callable(options[hook], hook)
-    if options.get("monitoring") is not None:
-        fields["monitoring"] = parse_monitoring(options["monitoring"])
-    if options.get("cleanup_interval") is not None:
-        fields["cleanup_interval"] = Schedule.parse(options["cleanup_interval"], "cleanup_interval")
-    for name in _DURATIONS:
-        if options.get(name) is not None:
-            fields[name] = parse_duration(options[name], name)
-    if "batch_size" in options:
-        fields["batch_size"] = as_int(options["batch_size"], "batch_size", minimum=1)
-    settings = Settings(**fields)
-    _check_consistency(settings, options)
-    return settings
-
-
-def _check_consistency(settings: Settings, options: Mapping[str, Any]) -> None:
-    def positive(name: str) -> None:
-        if getattr(settings, name) <= dt.timedelta(0):
-            raise ConfigError(name, options.get(name), "must be greater than zero")
-
-    for name in ("leader_ttl", "leader_heartbeat", "task_lease", "poll_min", "poll_max"):
-        positive(name)
-    if settings.leader_heartbeat >= settings.leader_ttl:
-        raise ConfigError(
-            "leader_heartbeat", options.get("leader_heartbeat"), "must be shorter than leader_ttl"
-        )
-    if settings.poll_min > settings.poll_max:
-        raise ConfigError("poll_min", options.get("poll_min"), "greater than poll_max")
-    if settings.batch_window > settings.batch_max_wait:
-        raise ConfigError("batch_window", options.get("batch_window"), "longer than batch_max_wait")
-
-
-def parse_monitoring(value: object) -> MonitoringOptions:
-    """The ``monitoring`` option from a dict, a bool or ``MonitoringOptions``."""
-    if isinstance(value, MonitoringOptions):
-        return value
-    if isinstance(value, bool):
-        return MonitoringOptions(enabled=value)
-    return MonitoringOptions(**as_mapping(value, "monitoring", field_names(MonitoringOptions)))
+    return Settings(**{key: value for key, value in options.items() if value is not None})

@@ -13,7 +13,7 @@ from pymongo.client_session import ClientSession
 from ..cluster.clock import ServerClock, as_utc, utc_now
 from ..cluster.throttles import SCOPES, Throttles
 from ..config.definition import TaskDefinition
-from ..config.durations import parse_duration
+from ..config.durations import DurationLike, parse_duration
 from ..errors import ConfigError, TaskConditionFailedError, TaskLeaseLostError
 from ..records import ClaimedTask
 from ..store.protocols import WorkStore
@@ -142,12 +142,12 @@ class TaskContext:
             raise TaskLeaseLostError(self.task, self.doc_id)
         self._run.completed = True
 
-    def defer_current(self, delay: object) -> None:
+    def defer_current(self, delay: DurationLike | dt.datetime) -> None:
         """Run this task again later (a duration or a datetime), without counting an
         attempt. Takes effect when the handler returns normally."""
         self._run.deferred_until = self._when(delay, "defer_current")
 
-    def throttle_all(self, delay: object, scope: str = "instance") -> None:
+    def throttle_all(self, delay: DurationLike | dt.datetime, scope: str = "instance") -> None:
         """Claim no task of this type for a while (a duration or a datetime): on this
         instance, or with ``scope="cluster"`` on every instance (they notice within
         about a second). Takes effect at once, whatever the handler does next; the

@@ -339,3 +339,35 @@ def test_a_definition_built_directly_equals_the_registered_one() -> None:
     registered = ReactiveTasks(uri=URI).register(task="t", **options)
     assert TaskDefinition(name="t", **options) == registered
     assert registered.max_debounce == dt.timedelta(seconds=20)
+
+
+@pytest.mark.parametrize(
+    ("fields", "option"),
+    [
+        ({"concurrency": -1}, "concurrency"),
+        ({"uri": "http://x"}, "uri"),
+        ({"leader_ttl": "1s", "leader_heartbeat": "2s"}, "leader_heartbeat"),
+        ({"task_lease": 0}, "task_lease"),
+        ({"task_filter": "all"}, "task_filter"),
+        ({"monitoring": {"enabled": "yes"}}, "monitoring.enabled"),
+        ({"cleanup_interval": "CRON nope"}, "cleanup_interval"),
+        ({"client": "not a client"}, "client"),
+        ({"instance_id": ""}, "instance_id"),
+    ],
+)
+def test_settings_check_themselves_however_built(fields: dict[str, Any], option: str) -> None:
+    """Regression (issue 26): the exported Settings accepted anything."""
+    from mongoreact.config.settings import Settings
+
+    given = {"uri": URI, **fields} if "client" not in fields else fields
+    with pytest.raises(ConfigError) as caught:
+        Settings(**given)
+    assert caught.value.option == option
+
+
+def test_settings_built_directly_equal_init_s() -> None:
+    from mongoreact.config.settings import Settings
+
+    options: dict[str, Any] = {"uri": URI, "concurrency": 2, "leader_ttl": "5s",
+                               "leader_heartbeat": 1000, "instance_id": "i-1"}  # fmt: skip
+    assert Settings(**options) == ReactiveTasks(**options).settings
