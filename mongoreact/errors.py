@@ -11,6 +11,10 @@ class ConfigError(MongoReactError, ValueError):
     """An option has a bad value; the message names the option and the value."""
 
     def __init__(self, option: str, value: object, problem: str) -> None:
+        if isinstance(value, str) and "://" in value and "@" in value:
+            # A URI with credentials given where it does not belong (a misspelled
+            # option, client=, database=): never echoed, it may hold a password.
+            value = "<a URI with credentials>"
         super().__init__(f"{option}={value!r}: {problem}")
         self.option = option
         self.value = value

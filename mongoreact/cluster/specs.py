@@ -83,11 +83,12 @@ def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
     policy = DEFAULT_RETRY_POLICY
     if not reset:
         policy = attrs.evolve(policy, reset_retries_on_data_change=False)
+    filter_ = json_util.loads(spec["filter"]) or None
     return TaskDefinition(
         name=spec["task"],
         collection=spec["collection"],
         handler=_not_here,
-        filter=json_util.loads(spec["filter"]),
+        filter=filter_,
         watch_projection=None,
         watch_expression=json_util.loads(spec["watchExpression"]),
         debounce=dt.timedelta(milliseconds=int(spec["debounceMs"])),
@@ -102,8 +103,12 @@ def definition_from_spec(spec: dict[str, Any]) -> TaskDefinition:
             handler_version=int(spec.get("handlerVersion", 1)),
             reconcile_on_trigger_change=bool(spec.get("reconcileOnTriggerChange", True)),
         ),
+        # Older instances published a recheck with an empty filter (nothing to
+        # re-evaluate): planning such a task needs none.
         recheck_interval=(
-            dt.timedelta(milliseconds=int(spec["recheckMs"])) if spec.get("recheckMs") else None
+            dt.timedelta(milliseconds=int(spec["recheckMs"]))
+            if spec.get("recheckMs") and filter_ is not None
+            else None
         ),
     )
 

@@ -144,7 +144,9 @@ class TaskDefinition:
 
     Every field converts and checks its value, however the definition is built
     (``register``'s keyword arguments, or this class directly): ``ConfigError`` names
-    the option and the value."""
+    the option and the value. ``watch_expression`` and ``max_debounce`` are derived from
+    ``watch_projection`` and ``debounce`` when not given: build a new definition rather
+    than ``attrs.evolve`` one, which would keep the derived values."""
 
     name: str = attrs.field(converter=_task_name)
     collection: str = attrs.field(converter=_watched_collection)

@@ -371,3 +371,28 @@ def test_settings_built_directly_equal_init_s() -> None:
     options: dict[str, Any] = {"uri": URI, "concurrency": 2, "leader_ttl": "5s",
                                "leader_heartbeat": 1000, "instance_id": "i-1"}  # fmt: skip
     assert Settings(**options) == ReactiveTasks(**options).settings
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"url": "mongodb://u:s3cr3t-pw@h/app"},  # a misspelled option
+        {"uri": URI, "client": "mongodb://u:s3cr3t-pw@h/app"},
+        {"database": "mongodb://u:s3cr3t-pw@h/app"},
+    ],
+)
+def test_config_errors_never_echo_a_uri_with_credentials(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ReactiveTasks(**options)
+    assert "s3cr3t-pw" not in str(caught.value) and "s3cr3t-pw" not in repr(caught.value.value)
+
+
+def test_a_spec_published_with_an_empty_filter_and_a_recheck_still_plans() -> None:
+    """Review finding: older instances published recheckMs with filter "null"; the
+    stricter definition refused it and the leader stopped planning that task."""
+    from mongoreact.cluster.specs import definition_from_spec
+
+    spec = {"task": "t", "collection": "orders", "filter": "null", "watchExpression": '"$$ROOT"',
+            "debounceMs": 1000, "maxDebounceMs": 10000, "recheckMs": 60000}  # fmt: skip
+    definition = definition_from_spec(spec)
+    assert definition.filter is None and definition.recheck_interval is None
