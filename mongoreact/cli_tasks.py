@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pymongo.errors import (
 )
 from pymongo.uri_parser import parse_uri
 
+from .audit import os_user
 from .config.durations import parse_duration
 from .config.settings import URI_VARIABLE
 from .config.uri import redact_uri, secrets_of, without_secrets
@@ -218,7 +218,9 @@ def run(args: argparse.Namespace) -> int:
         engine = ReactiveTasks(
             client=client, database=database, globals_collection=args.globals_collection
         )
-        return _act(engine, args, filters, sort)
+        # The engine audits each change it makes, as this OS user's, through the CLI.
+        with engine.acting_as(os_user(), via="cli"):
+            return _act(engine, args, filters, sort)
     except ConfigError as error:
         raise CommandError(str(error)) from None
     except ServerSelectionTimeoutError:
@@ -279,18 +281,13 @@ def _act(
     elif args.action == "defer":
         doc_id, delay = _doc_id(args.doc_id), parse_duration(args.delay, "--delay")
         changed = engine.defer_task(args.task, doc_id, delay)
-        _audited(
-            engine, "defer", {"task": args.task, "docId": doc_id, "delay": str(delay)}, changed
-        )
         print(f"deferred {changed} record(s) by {delay}")
     elif args.action == "pause":
         delay = parse_duration(args.delay, "--for")
         engine.pause_task(args.task, delay)
-        _audited(engine, "pause", {"task": args.task, "delay": str(delay)}, 1)
         print(f"paused {args.task} on every instance for {delay}")
     elif args.action == "resume":
         engine.resume_task(args.task)
-        _audited(engine, "resume", {"task": args.task}, 1)
         print(f"resumed {args.task}")
     else:
         records = engine.get_tasks(**filters, limit=args.limit, skip=args.skip, sort=sort)
@@ -318,20 +315,8 @@ def _bulk(engine: ReactiveTasks, args: argparse.Namespace, filters: dict[str, An
         changed = engine.retry_tasks(**filters).modified_count
     else:
         changed = engine.discard_failed_tasks(**filters)
-    _audited(engine, args.action, filters, changed)
     print(f"{'retried' if args.action == 'retry' else 'discarded'} {changed} task(s)")
     return 0
-
-
-def _audited(engine: ReactiveTasks, action: str, scope: dict[str, Any], count: int) -> None:
-    engine.record_action(action, scope=scope, count=count, actor=_os_user(), via="cli")
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container)
-        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
 def _audit(engine: ReactiveTasks, args: argparse.Namespace) -> int:
@@ -352,7 +337,6 @@ def _audit(engine: ReactiveTasks, args: argparse.Namespace) -> int:
 def _cron(engine: ReactiveTasks, args: argparse.Namespace) -> int:
     if args.action == "run":
         engine.run_cron_task(args.name, wait=False)
-        _audited(engine, "run cron task", {"name": args.name}, 1)
         print(f"asked {args.name} to run now; the first instance to claim it runs it")
         return 0
     for task in engine.cron_tasks():

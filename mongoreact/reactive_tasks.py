@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from bson import Timestamp
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from ._runtime import Runtime
+from .audit import Actor, acting_as, current_actor, scope_of
 from .cluster.clock import ServerClock
 from .cluster.presence import gone_before
 from .cluster.registry import TaskRegistry
@@ -145,6 +147,7 @@ class ReactiveTasks:
         ``wait``, return once that run has finished (``TimeoutError`` after ``timeout``)."""
         manager = self._manager()
         requested = manager.request_cron_run(name)
+        self._audit("run cron task", {"name": name}, 1)
         if self._runtime is not None:
             self._runtime.wake_cron()
         if not wait:
@@ -354,7 +357,9 @@ class ReactiveTasks:
     def retry_tasks(self, query: TaskQuery) -> RetryResult:
         """Run matching tasks again now, with a fresh attempt count. Safe while they
         run: a running task becomes ``processing_dirty`` and runs again after."""
-        return self._manager().retry(query)
+        result = self._manager().retry(query)
+        self._audit("retry", _query_scope(query), result.modified_count)
+        return result
 
     def last_write_time(self) -> Timestamp:
         """The cluster time of the last write the server has applied."""
@@ -440,24 +445,30 @@ class ReactiveTasks:
     def discard_failed_tasks(self, query: TaskQuery) -> int:
         """Delete the matching records that are ``failed`` (given up on); how many. A
         later change of a document plans its task again."""
-        return self._manager().discard_failed(query)
+        deleted = self._manager().discard_failed(query)
+        self._audit("discard", _query_scope(query), deleted)
+        return deleted
 
     def pause_task(self, task: str, duration: DurationLike) -> None:
         """Have no instance of the cluster claim ``task`` for ``duration`` (a duration:
         ms, ``timedelta`` or ``"1h"``; running handlers finish); ``resume_task`` ends it
         sooner."""
-        self._manager().pause(task, parse_duration(duration, "duration"))
+        delay = parse_duration(duration, "duration")
+        self._manager().pause(task, delay)
+        self._audit("pause", {"task": task, "delay": str(delay)}, 1)
 
     def resume_task(self, task: str) -> None:
         """End a cluster-wide pause of ``task`` (instances notice within a second)."""
         self._manager().resume(task)
+        self._audit("resume", {"task": task}, 1)
 
     def defer_task(self, task: str, doc_id: Any, delay: DurationLike) -> int:
         """Make one waiting or failed task due only after ``delay`` (a duration: ms,
         ``timedelta`` or ``"1h"``)."""
-        return self._manager().defer(
-            task, doc_id, self.clock.now() + parse_duration(delay, "delay")
-        )
+        duration = parse_duration(delay, "delay")
+        changed = self._manager().defer(task, doc_id, self.clock.now() + duration)
+        self._audit("defer", {"task": task, "docId": doc_id, "delay": str(duration)}, changed)
+        return changed
 
     # Helpers.
 
@@ -480,21 +491,37 @@ class ReactiveTasks:
 
     # Audit.
 
+    def acting_as(self, actor: str, *, role: str = "operator", via: str = "api") -> Any:
+        """A context manager: the record-changing calls made in the block (on this
+        thread) are audited as ``actor``'s (the dashboard and the CLI name their users
+        this way; elsewhere the OS user is)."""
+        return acting_as(Actor(actor, role, via))
+
     def record_action(
         self,
         action: str,
         *,
         scope: Mapping[str, Any],
         count: int,
-        actor: str,
+        actor: str | None = None,
         role: str = "operator",
         via: str = "api",
     ) -> None:
-        """Add an operator's action to the cluster's audit log (the dashboard and the
-        CLI log theirs; a script steering records may log its own)."""
+        """Add an action of your own to the cluster's audit log (the management calls
+        that change records log themselves)."""
+        who = Actor(actor, role, via) if actor is not None else current_actor()
         AuditStore(self._db(), self._settings.globals_collection).record(
-            actor=actor, role=role, action=action, scope=dict(scope), count=count, via=via
-        )
+            actor=who.name, role=who.role, action=action, scope=dict(scope), count=count,
+            via=who.via,
+        )  # fmt: skip
+
+    def _audit(self, action: str, scope: Mapping[str, Any], count: int) -> None:
+        """Log a change of records under the current actor. The change is made: a
+        failure to log it is said at ERROR, and does not undo or repeat it."""
+        try:
+            self.record_action(action, scope=scope, count=count, actor=None)
+        except PyMongoError as error:
+            logger.error("could not write the audit log entry of a %s: %s", action, error)
 
     def audit_log(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest operator actions, newest first: ``at`` (server time), ``actor``,
@@ -518,3 +545,7 @@ class ReactiveTasks:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _query_scope(query: TaskQuery) -> dict[str, Any]:
+    return scope_of(query.task, query.statuses, query.error, query.source_doc_filter)

@@ -88,7 +88,7 @@ class DashboardApp:
             ("GET", "/api/cron"): self._cron,
             ("GET", "/api/audit"): self._audit,
         }
-        self._actions: dict[str, Callable[[dict[str, Any], DashboardUser], Any]] = {
+        self._actions: dict[str, Callable[[dict[str, Any]], Any]] = {
             "/api/retry": self._retry,
             "/api/discard": self._discard,
             "/api/defer": self._defer,
@@ -113,7 +113,10 @@ class DashboardApp:
                 check_same_origin(environ, hosts)
                 if user.role != "operator":
                     raise Refused("403 Forbidden", f"{user.name} is a viewer: actions refused")
-                return _json(start_response, "200 OK", self._actions[path](_body(environ), user))
+                body = _body(environ)
+                # The engine audits each change it makes, as this user's.
+                with self._engine.acting_as(user.name, role=user.role, via="dashboard"):
+                    return _json(start_response, "200 OK", self._actions[path](body))
             route = self._routes.get((method, path))
             if route is None:
                 raise Refused("404 Not Found", f"no {method} {path}")
@@ -169,12 +172,7 @@ class DashboardApp:
         limit = _int(_query(environ).get("limit", "50"), "limit", 1, 500)
         return {"items": [self._redaction.audit(e) for e in self._engine.audit_log(limit)]}
 
-    def _audited(self, user: DashboardUser, action: str, scope: dict[str, Any], count: int) -> None:
-        self._engine.record_action(
-            action, scope=scope, count=count, actor=user.name, role=user.role, via="dashboard"
-        )
-
-    def _retry(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+    def _retry(self, body: dict[str, Any]) -> dict[str, Any]:
         """Retry the records picked (``task`` + ``docIds``) or matching ``filter``
         (``{"all": true}`` for every task's). A filter without a status never re-queues
         ``completed`` records unless ``includeCompleted``; ``dryRun`` only counts."""
@@ -183,10 +181,9 @@ class DashboardApp:
         if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
         modified = self._engine.retry_tasks(**selection).modified_count
-        self._audited(user, "retry", selection, modified)
         return {"modified": modified}
 
-    def _discard(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+    def _discard(self, body: dict[str, Any]) -> dict[str, Any]:
         """Delete the picked or matching records that are ``failed`` (``dryRun``: count)."""
         selection = _selection(body, include_completed=True)
         self._redaction.check_filters(selection)
@@ -198,34 +195,29 @@ class DashboardApp:
         if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
         deleted = self._engine.discard_failed_tasks(**selection)
-        self._audited(user, "discard", selection, deleted)
         return {"modified": deleted}
 
-    def _pause(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+    def _pause(self, body: dict[str, Any]) -> dict[str, Any]:
         task, delay = _required(body, "task"), parse_duration(body.get("delay"), "delay")
         self._engine.pause_task(task, delay)
-        self._audited(user, "pause", {"task": task, "delay": str(delay)}, 1)
         return {"modified": 1}
 
-    def _resume(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+    def _resume(self, body: dict[str, Any]) -> dict[str, Any]:
         task = _required(body, "task")
         self._engine.resume_task(task)
-        self._audited(user, "resume", {"task": task}, 1)
         return {"modified": 1}
 
-    def _run_cron(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+    def _run_cron(self, body: dict[str, Any]) -> dict[str, Any]:
         name = _required(body, "name")
         self._engine.run_cron_task(name, wait=False)
-        self._audited(user, "run cron task", {"name": name}, 1)
         return {"modified": 1}
 
-    def _defer(self, body: dict[str, Any], user: DashboardUser) -> dict[str, Any]:
+    def _defer(self, body: dict[str, Any]) -> dict[str, Any]:
         task, delay = _required(body, "task"), parse_duration(body.get("delay"), "delay")
         if "docId" not in body:
             raise ConfigError("docId", None, "required")
         doc_id = check_doc_id(body["docId"], "docId")
         modified = self._engine.defer_task(task, doc_id, delay)
-        self._audited(user, "defer", {"task": task, "docId": doc_id, "delay": str(delay)}, modified)
         return {"modified": modified}
 
 

@@ -385,3 +385,23 @@ def test_credentials_with_non_ascii_names_and_secrets(engine: ReactiveTasks) -> 
 def test_pages_are_bounded(engine: ReactiveTasks) -> None:
     status, payload = call(engine.dashboard_app(), "GET", "/api/tasks", {"skip": "1000000000"})
     assert status == "400 Bad Request" and "skip" in payload["error"]
+
+
+def test_management_calls_from_scripts_are_audited_too(engine: ReactiveTasks) -> None:
+    """Every change of records is logged, whichever way it comes: a script calling the
+    management API is logged as its OS user, through "api"."""
+    from mongoreact.audit import os_user
+
+    assert engine.retry_tasks(task="sync", status="failed").modified_count == 2
+    engine.pause_task("sync", "1m")
+    with engine.acting_as("nightly-job", via="cron"):
+        engine.resume_task("sync")
+    assert engine.count_tasks(task="sync") == 3  # reads are not logged
+    resume, pause, retry = engine.audit_log()[:3]
+    assert (retry["action"], retry["actor"], retry["via"], retry["count"]) == (
+        "retry", os_user(), "api", 2
+    )  # fmt: skip
+    assert '"task": "sync"' in retry["scope"] and '"failed"' in retry["scope"]
+    assert (pause["action"], resume["action"], resume["actor"], resume["via"]) == (
+        "pause", "resume", "nightly-job", "cron"
+    )  # fmt: skip
