@@ -1,8 +1,11 @@
-"""The task record's vocabulary: statuses, field names and the value objects handed out."""
+"""The task record's vocabulary: statuses, how a run ended (``Outcome``: the store's
+finalize updates and the runner both speak it, so it lives here, below both), field
+names and the value objects handed out."""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import time
 from typing import Any, Final
 
@@ -18,6 +21,28 @@ ACTIVE: Final = (PROCESSING, PROCESSING_DIRTY)
 RUNNABLE: Final = (PENDING, *ACTIVE)
 FRESH_FOR: Final = 1.0  # seconds a batch read may answer a handler's get_document()
 QUEUED: Final = (*RUNNABLE, FAILED)  # what the queue-depth gauge counts
+
+
+class Outcome(str, enum.Enum):
+    """How one run ended (a ``str``: the values are what records and metrics say)."""
+
+    COMPLETED = "completed"
+    """The handler returned; the record is ``completed``."""
+    DEFERRED = "deferred"
+    """The handler asked to run again later (``ctx.defer_current``)."""
+    SKIPPED = "skipped"
+    """The document no longer qualified (``TaskConditionFailedError``)."""
+    RETRY = "retry"
+    """The handler failed; the retry policy schedules another run."""
+    FAILED = "failed"
+    """The handler failed and the retry policy gives up: the dead-letter state."""
+    LEASE_LOST = "lease_lost"
+    """Another worker took the record meanwhile; nothing was recorded."""
+    ERROR = "error"
+    """The run broke before it had an outcome (a bug or an interrupted stop)."""
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @attrs.frozen(kw_only=True)

@@ -9,34 +9,14 @@ the metrics are derived from the outcome alone.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
 import attrs
 
 from ..errors import TaskConditionFailedError
 from ..policies.retry import RetryPolicy
+from ..records import Outcome
 
-
-class Outcome(str, enum.Enum):
-    """How one run ended (a ``str``: the values are what records and metrics say)."""
-
-    COMPLETED = "completed"
-    """The handler returned; the record is ``completed``."""
-    DEFERRED = "deferred"
-    """The handler asked to run again later (``ctx.defer_current``)."""
-    SKIPPED = "skipped"
-    """The document no longer qualified (``TaskConditionFailedError``)."""
-    RETRY = "retry"
-    """The handler failed; the retry policy schedules another run."""
-    FAILED = "failed"
-    """The handler failed and the retry policy gives up: the dead-letter state."""
-    LEASE_LOST = "lease_lost"
-    """Another worker took the record meanwhile; nothing was recorded."""
-    ERROR = "error"
-    """The run broke before it had an outcome (a bug or an interrupted stop)."""
-
-    def __str__(self) -> str:
-        return self.value
+__all__ = ["Decision", "Outcome", "decide"]
 
 
 @attrs.frozen

@@ -15,8 +15,16 @@ from pymongo import IndexModel
 
 from ..config.definition import TaskDefinition
 from ..config.triggers import trigger_fingerprint
-from ..execution.outcome import Outcome
-from ..records import ACTIVE, COMPLETED, FAILED, PENDING, PROCESSING, PROCESSING_DIRTY, QUEUED
+from ..records import (
+    ACTIVE,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PROCESSING,
+    PROCESSING_DIRTY,
+    QUEUED,
+    Outcome,
+)
 
 NOW: Final = "$$NOW"
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
