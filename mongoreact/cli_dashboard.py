@@ -15,10 +15,9 @@ from typing import Any
 from .cli_tasks import CommandError, connect, connection_uri, port_number
 from .config.settings import URI_VARIABLE
 from .dashboard import Redaction, auth_from
+from .dashboard.security import LOOPBACK_HOSTS
 from .errors import ConfigError
 from .reactive_tasks import ReactiveTasks
-
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def add_dashboard_command(commands: Any) -> None:
@@ -61,7 +60,7 @@ def add_dashboard_command(commands: Any) -> None:
 
 def is_loopback(host: str) -> bool:
     """Whether listening on ``host`` reaches this machine only."""
-    if host in LOOPBACK_NAMES:
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -88,7 +87,7 @@ def serve_dashboard(args: argparse.Namespace) -> int:
     listening = (
         f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     )
-    allowed = args.allowed_hosts or ["localhost", "127.0.0.1", "[::1]"] + (
+    allowed = args.allowed_hosts or [*LOOPBACK_HOSTS] + (
         [] if is_loopback(args.host) or args.host in ("0.0.0.0", "::") else [listening]
     )
     client, database = connect(connection_uri(args), args.database)

@@ -33,6 +33,7 @@ from .logs import json_handler
 from .monitoring.http import ProbeApp, ProbeServer
 from .reactive_tasks import ReactiveTasks
 from .signals import run_until_signalled
+from .store.server import error_summary
 
 logger = logging.getLogger(__name__)
 
@@ -209,8 +210,7 @@ def _run_until_signalled(instance: ReactiveTasks, args: argparse.Namespace) -> i
         code = EXIT_UNREACHABLE if isinstance(error, ServerUnreachableError) else EXIT_BAD_INPUT
         raise CommandError(str(error), code) from None
     except PyMongoError as error:
-        reason = " ".join(str(error).split(", Topology Description")[0].split())
-        raise unreachable(instance.settings.uri, reason) from None
+        raise unreachable(instance.settings.uri, error_summary(error)) from None
     finally:
         for server in probe:
             server.stop()

@@ -11,7 +11,6 @@ import re
 from typing import Any, Final
 
 from bson import json_util
-from bson.errors import BSONError
 from pymongo import MongoClient
 from pymongo.errors import (
     ConfigurationError,
@@ -29,12 +28,11 @@ from .errors import ConfigError
 from .management import parse_extended_json
 from .reactive_tasks import ReactiveTasks
 from .records import STATUSES
-from .store.server import ping
+from .store.server import AUTHENTICATION_FAILED, error_summary, ping
 
 logger = logging.getLogger(__name__)
 
 
-AUTHENTICATION_FAILED: Final = 18
 EXIT_BAD_INPUT: Final = 2
 EXIT_UNREACHABLE: Final = 3
 CONNECT_TIMEOUT_MS: Final = 5000
@@ -194,13 +192,8 @@ def connect(uri: str, database: str | None) -> tuple[MongoClient[dict[str, Any]]
         raise CommandError(f"MongoDB error: {without_secrets(str(error), uri)}") from None
     except PyMongoError as error:
         client.close()
-        raise unreachable(uri, _first_line(without_secrets(str(error), uri))) from None
+        raise unreachable(uri, error_summary(without_secrets(str(error), uri))) from None
     return client, database
-
-
-def _first_line(reason: str) -> str:
-    # pymongo appends the whole topology description: the first part says why.
-    return " ".join(reason.split(", Topology Description")[0].split())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -382,13 +375,11 @@ def _doc_id(raw: str) -> Any:
     """``--doc-id``: Extended JSON when it parses as such (``42``, ``{"$oid": ...}``,
     ``"o-1"`` with its quotes), else the text itself, so ``--doc-id o-1`` works."""
     try:
-        return json_util.loads(raw)
-    except ValueError as problem:
+        return parse_extended_json(raw, "--doc-id")
+    except ConfigError as error:
         if raw.lstrip().startswith(("{", "[", '"')):  # meant as JSON, and broken
-            raise CommandError(f"--doc-id {raw}: not Extended JSON: {problem}") from None
+            raise CommandError(str(error)) from None
         return raw
-    except (TypeError, ArithmeticError, RecursionError, BSONError) as problem:
-        raise CommandError(f"--doc-id {raw}: not Extended JSON: {problem}") from None
 
 
 def _json(record: dict[str, Any]) -> str:

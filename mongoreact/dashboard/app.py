@@ -57,9 +57,6 @@ JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
 _BAD_QUERY_CODES: Final = frozenset({2, 9, 14, 51091, 51108})
 
 
-HttpError = Refused  # an error answered with its status and ``{"error": message}``
-
-
 class DashboardApp:
     """WSGI app showing and steering one cluster's tasks."""
 
@@ -312,7 +309,7 @@ def _body(environ: Environ) -> dict[str, Any]:
         raise Refused("400 Bad Request", f"body is not UTF-8: {problem}") from None
     body = parse_extended_json(text, "body")
     if not isinstance(body, dict):
-        raise HttpError("400 Bad Request", "body must be a JSON object")
+        raise Refused("400 Bad Request", "body must be a JSON object")
     return body
 
 

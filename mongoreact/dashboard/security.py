@@ -175,6 +175,12 @@ class _SecretAuth:
             if not credential.secret:
                 raise ConfigError(option, credential.name, "an empty secret")
 
+    @staticmethod
+    def _credentials_of(environ: Environ, scheme: str) -> str | None:
+        """The credentials of an ``Authorization: <scheme> <credentials>`` header."""
+        given, _, value = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        return value.strip() if given.lower() == scheme and value.strip() else None
+
     def _match(self, name: str | None, secret: str) -> DashboardUser | None:
         found = None
         for credential in self._credentials:
@@ -195,11 +201,11 @@ class BasicAuth(_SecretAuth):
         super().__init__(users, "basic auth users")
 
     def __call__(self, environ: Environ) -> DashboardUser | None:
-        scheme, _, value = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
-        if scheme.lower() != "basic":
+        value = self._credentials_of(environ, "basic")
+        if value is None:
             return None
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             return None
         name, separator, password = decoded.partition(":")
@@ -215,10 +221,8 @@ class BearerAuth(_SecretAuth):
         super().__init__(tokens, "bearer tokens")
 
     def __call__(self, environ: Environ) -> DashboardUser | None:
-        scheme, _, value = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return None
-        return self._match(None, value.strip())
+        token = self._credentials_of(environ, "bearer")
+        return None if token is None else self._match(None, token)
 
 
 def read_credentials(path: str | os.PathLike[str]) -> list[Credential]:

@@ -118,6 +118,12 @@ def open_change_stream(
     )
 
 
+def error_summary(error: BaseException | str) -> str:
+    """A pymongo error's first part, on one line: pymongo appends the whole topology
+    description to server-selection errors, and the first part says why."""
+    return " ".join(str(error).split(", Topology Description")[0].split())
+
+
 class ServerWait:
     """What ``wait_for_server`` met: ``None`` (reached), ``"cancelled"``, ``"auth"``
     (credentials refused) or ``"timeout"``, with the last error's first line."""
@@ -154,8 +160,7 @@ def wait_for_server(
                 return ServerWait("auth", describe(str(error)))
             raise
         except PyMongoError as error:
-            # pymongo appends the whole topology description: the first part says why.
-            reason = describe(" ".join(str(error).split(", Topology Description")[0].split()))
+            reason = describe(error_summary(error))
         now = time.monotonic()
         if now - reported >= _REPORT_EVERY:
             reported = now

@@ -318,7 +318,7 @@ def test_stop_cancels_a_start_still_waiting_for_the_server() -> None:
 
     thread = threading.Thread(target=starting)
     thread.start()
-    time.sleep(0.5)  # inside the wait for the server
+    wait_until(lambda: engine._state == "starting")  # inside the wait for the server
     began = time.monotonic()
     assert engine.stop() is True
     thread.join(5)

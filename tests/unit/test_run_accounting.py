@@ -20,12 +20,15 @@ class SlowFinalizeStore(FakeStore):
     def __init__(self) -> None:
         super().__init__()
         self.release = threading.Event()
+        self.writing = threading.Event()  # a finalize is under way, held by release
 
     def finalize(self, claim: ClaimedTask, update: Any, session: Any = None) -> Finalized:
+        self.writing.set()
         self.release.wait(10)
         return super().finalize(claim, update, session)
 
     def finalize_many(self, requests: list[tuple[ClaimedTask, list[dict[str, Any]]]]) -> Any:
+        self.writing.set()
         self.release.wait(10)
         return super().finalize_many(requests)
 
@@ -40,8 +43,8 @@ def test_a_record_stays_in_hand_until_its_result_is_written() -> None:
     pool.start()
     try:
         assert ran.wait(5)
-        time.sleep(0.2)
-        assert pool._in_hand == 1  # written nowhere yet
+        assert store.writing.wait(5)  # the result is on its way, not written
+        assert pool._in_hand == 1
         store.release.set()
         wait_for(lambda: pool._in_hand == 0)
     finally:
