@@ -25,7 +25,7 @@ import attrs
 from pymongo import MongoClient, monitoring
 
 from mongoreact import ReactiveTasks, TaskContext
-from mongoreact.options import InitOptions
+from mongoreact.config.options import InitOptions
 
 Doc = dict[str, Any]
 HERE = Path(__file__).resolve().parent

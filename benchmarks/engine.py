@@ -41,7 +41,7 @@ from pymongo import MongoClient
 from pymongo.uri_parser import parse_uri
 
 from mongoreact import ReactiveTasks
-from mongoreact.options import InitOptions
+from mongoreact.config.options import InitOptions
 from mongoreact.testing import EmbeddedServer
 
 from .drivers import (

@@ -26,6 +26,8 @@ from .api import (
 )
 from .batches import process_in_batches
 from .config.definition import CleanupPolicy, Evolution, TaskDefinition
+from .config.options import InitOptions, TaskOptions
+from .config.retry import RetryPolicy
 from .config.settings import MonitoringOptions
 from .errors import (
     ConfigError,
@@ -40,7 +42,6 @@ from .errors import (
 from .execution.context import TaskContext
 from .locks import Lock, LockAlreadyAcquiredError
 from .management import RetryResult
-from .policies.retry import RetryPolicy
 from .reactive_tasks import ReactiveTasks
 from .records import (
     COMPLETED,
@@ -64,6 +65,7 @@ __all__ = [
     "ConfigError",
     "Evolution",
     "HandlerTimeoutError",
+    "InitOptions",
     "Lock",
     "LockAlreadyAcquiredError",
     "MongoReactError",
@@ -79,6 +81,7 @@ __all__ = [
     "TaskDefinition",
     "TaskInfo",
     "TaskLeaseLostError",
+    "TaskOptions",
     "__version__",
     "audit_log",
     "count_tasks",

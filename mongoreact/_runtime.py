@@ -16,13 +16,12 @@ from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from ._threads import Loop
+from .clock import ServerClock
 from .cluster.catalogue import Catalogue
-from .cluster.clock import ServerClock
-from .cluster.leadership import Leadership
 from .cluster.presence import Beacon
-from .cluster.registry import TaskRegistry
 from .cluster.throttles import Throttles
 from .config.definition import TaskDefinition
+from .config.registry import TaskRegistry
 from .config.settings import Settings
 from .cron import CronRunner, CronTask
 from .errors import ConfigError, MongoReactError
@@ -31,6 +30,7 @@ from .execution.leases import LeaseKeeper
 from .execution.worker import WorkerPool
 from .monitoring.measurements import Measurements
 from .monitoring.prometheus import FigureReader, Figures, MetricsPusher
+from .planning.leadership import Leadership
 from .store.cron import CronStore
 from .store.globals import GlobalsStore
 from .store.server import hello

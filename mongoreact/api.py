@@ -18,8 +18,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pymongo.client_session import ClientSession
 
+from .config.options import InitOptions, Unpack
 from .errors import MongoReactError, NotStartedError
-from .options import InitOptions, Unpack
 from .reactive_tasks import ReactiveTasks
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from pymongo.errors import PyMongoError
 
 from ._retry import OUTLIVES_STOP, call_with_retry
 from ._threads import Loop, Renewal
-from .cluster.clock import ServerClock
+from .clock import ServerClock
 from .config._validate import as_handler
 from .config.schedule import Schedule
 from .config.settings import Settings

@@ -14,7 +14,7 @@ import functools
 import heapq
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import attrs
@@ -22,8 +22,9 @@ from bson import Regex, Timestamp, json_util
 from bson.errors import BSONError
 
 from .batches import batched
-from .cluster.clock import as_utc
+from .clock import as_utc
 from .cluster.specs import definition_from_spec, is_reconciled
+from .config.definition import tasks_collection_of
 from .config.triggers import check_no_server_code
 from .errors import ConfigError
 from .records import STATUSES, TaskQueue
@@ -53,14 +54,49 @@ class RetryResult:
     modified_count: int
 
 
+def _task_name(_: object, __: object, task: Any) -> None:
+    if task is not None and (not isinstance(task, str) or not task):
+        raise ConfigError("task", task, "expected a task name")
+
+
+def _statuses(status: object) -> tuple[str, ...]:
+    if status is None:
+        return ()
+    if isinstance(status, str):
+        statuses: tuple[str, ...] = (status,)
+    elif isinstance(status, Iterable):
+        statuses = tuple(status)
+    else:
+        raise ConfigError("status", status, "expected a status or a list of statuses")
+    for one in statuses:
+        if one not in STATUSES:
+            raise ConfigError("status", one, f"expected one of {', '.join(STATUSES)}")
+    return statuses
+
+
+def _error(_: object, __: object, error: Any) -> None:
+    if error is not None and not isinstance(error, (str, re.Pattern)):
+        raise ConfigError("error", error, "expected a substring or a compiled regex")
+
+
+def _source_doc_filter(value: object) -> Document | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError("source_doc_filter", value, "expected a query")
+    check_no_server_code(value, "source_doc_filter")
+    return dict(value)
+
+
 @attrs.frozen(kw_only=True)
 class TaskQuery:
-    """Validated filters shared by ``get_tasks``, ``count_tasks`` and ``retry_tasks``."""
+    """Filters shared by ``get_tasks``, ``count_tasks``, ``retry_tasks`` and
+    ``discard_failed_tasks``; each field checks itself (``ConfigError`` names it)."""
 
-    task: str | None = None
-    statuses: tuple[str, ...] = ()
-    error: str | re.Pattern[str] | None = None
-    source_doc_filter: Document | None = None
+    task: str | None = attrs.field(default=None, validator=_task_name)
+    statuses: tuple[str, ...] = attrs.field(default=(), converter=_statuses)
+    error: str | re.Pattern[str] | None = attrs.field(default=None, validator=_error)
+    source_doc_filter: Document | None = attrs.field(default=None, converter=_source_doc_filter)
 
     @classmethod
     def build(
@@ -70,28 +106,10 @@ class TaskQuery:
         source_doc_filter: Mapping[str, Any] | None = None,
         error: str | re.Pattern[str] | None = None,
     ) -> TaskQuery:
-        """Validate the filters; ``ConfigError`` names the bad one.
-
-        The one declaration of the management API's filters: ``filtered`` gives a
-        method taking a ``TaskQuery`` these parameters."""
-        if task is not None and (not isinstance(task, str) or not task):
-            raise ConfigError("task", task, "expected a task name")
-        statuses: tuple[str, ...] = ()
-        if status is not None:
-            statuses = (status,) if isinstance(status, str) else tuple(status)
-            for one in statuses:
-                if one not in STATUSES:
-                    raise ConfigError("status", one, f"expected one of {', '.join(STATUSES)}")
-        if error is not None and not isinstance(error, (str, re.Pattern)):
-            raise ConfigError("error", error, "expected a substring or a compiled regex")
-        if source_doc_filter is not None:
-            if not isinstance(source_doc_filter, Mapping):
-                raise ConfigError("source_doc_filter", source_doc_filter, "expected a query")
-            check_no_server_code(source_doc_filter, "source_doc_filter")
-        return cls(
-            task=task, statuses=statuses, error=error,
-            source_doc_filter=dict(source_doc_filter) if source_doc_filter is not None else None,
-        )  # fmt: skip
+        """The query from the management API's keyword arguments (``status`` is one
+        status or several): the one declaration of those filters, which ``filtered``
+        gives every method taking a ``TaskQuery``."""
+        return cls(task=task, statuses=status, error=error, source_doc_filter=source_doc_filter)
 
     def record_filter(self, task: str) -> Document:
         """The part of the query on the task records themselves."""
@@ -200,8 +218,8 @@ class TaskManager:
     def count(self, query: TaskQuery) -> int:
         """How many records match."""
         return sum(
-            self._tasks.count_records(collection, filter_)
-            for collection, filter_ in self._filters(query)
+            self._tasks.count_records(tasks_collection, filter_)
+            for tasks_collection, filter_ in self._filters(query)
         )
 
     def find(
@@ -214,8 +232,8 @@ class TaskManager:
             raise ConfigError("skip", skip, "expected an integer >= 0")
         wanted = skip + limit
         pages = [
-            self._tasks.find_records(collection, filter_, sort, wanted)
-            for collection, filter_ in self._filters(query)
+            self._tasks.find_records(tasks_collection, filter_, sort, wanted)
+            for tasks_collection, filter_ in self._filters(query)
         ]
         merged = heapq.merge(*pages, key=_sort_key(sort))
         return list(merged)[skip:wanted]
@@ -223,8 +241,8 @@ class TaskManager:
     def retry(self, query: TaskQuery) -> RetryResult:
         """Run matching records again now; a running one re-runs after its run."""
         matched = modified = 0
-        for collection, filter_ in self._filters(query):
-            matched_here, modified_here = self._tasks.retry_records(collection, filter_)
+        for tasks_collection, filter_ in self._filters(query):
+            matched_here, modified_here = self._tasks.retry_records(tasks_collection, filter_)
             matched += matched_here
             modified += modified_here
         return RetryResult(matched_count=matched, modified_count=modified)
@@ -233,8 +251,8 @@ class TaskManager:
         """Delete the matching ``failed`` records; how many. A later change of their
         documents plans them again."""
         return sum(
-            self._tasks.discard_failed(collection, filter_)
-            for collection, filter_ in self._filters(query)
+            self._tasks.discard_failed(tasks_collection, filter_)
+            for tasks_collection, filter_ in self._filters(query)
         )
 
     def pause(self, task: str, duration: dt.timedelta) -> None:
@@ -250,12 +268,12 @@ class TaskManager:
     def get(self, task: str, doc_id: Any) -> Document | None:
         """One record, with its execution history."""
         (collection,) = self.collections(task).values()
-        return self._tasks.record(collection, task, check_doc_id(doc_id))
+        return self._tasks.record(tasks_collection_of(collection), task, check_doc_id(doc_id))
 
     def defer(self, task: str, doc_id: Any, until: dt.datetime) -> int:
         """Make one waiting or failed record due only at ``until``; how many changed."""
         (collection,) = self.collections(task).values()
-        return self._tasks.defer(collection, task, check_doc_id(doc_id), until)
+        return self._tasks.defer(tasks_collection_of(collection), task, check_doc_id(doc_id), until)
 
     def overview(self, now: dt.datetime, heard_since: dt.datetime) -> Document:
         """Counts per task and status, lag and cluster-wide pause, the leader, and the
@@ -325,13 +343,15 @@ class TaskManager:
         )
 
     def _filters(self, query: TaskQuery) -> Iterator[tuple[str, Document]]:
+        """(tasks collection, records filter) pairs covering ``query``."""
         for task, collection in self.collections(query.task).items():
+            tasks_collection = tasks_collection_of(collection)
             base = query.record_filter(task)
             if query.source_doc_filter is None:
-                yield collection, base
+                yield tasks_collection, base
                 continue
             for ids in self._source_ids(collection, query.source_doc_filter):
-                yield collection, {**base, "sourceDocId": {"$in": ids}}
+                yield tasks_collection, {**base, "sourceDocId": {"$in": ids}}
 
     def _source_ids(self, collection: str, source_filter: Document) -> Iterator[list[Any]]:
         return batched(self._tasks.source_ids(collection, source_filter, ID_BATCH), ID_BATCH)

@@ -21,11 +21,12 @@ from pymongo.errors import PyMongoError
 
 from ._runtime import Runtime
 from .audit import Actor, acting_as, current_actor, scope_of
-from .cluster.clock import ServerClock
+from .clock import ServerClock
 from .cluster.presence import gone_before
-from .cluster.registry import TaskRegistry
-from .config.definition import Handler, TaskDefinition, build_definition
+from .config.definition import TaskDefinition, build_definition
 from .config.durations import DurationLike, parse_duration
+from .config.options import InitOptions, TaskOptions, Unpack
+from .config.registry import TaskRegistry
 from .config.settings import Settings, build_settings
 from .config.uri import redact_uri, without_secrets
 from .cron import CronTask, build_cron_task
@@ -39,11 +40,11 @@ from .errors import (
     ServerUnreachableError,
     StartCancelledError,
 )
+from .execution.context import Handler
 from .locks import Lock
 from .management import RetryResult, TaskManager, TaskQuery, filtered, parse_sort
 from .monitoring.measurements import Measurements
 from .monitoring.prometheus import FigureReader, Figures, build_registry
-from .options import InitOptions, TaskOptions, Unpack
 from .signals import run_until_signalled
 from .store.audit import AuditStore
 from .store.connection import Connection

@@ -20,15 +20,21 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from .reactive_tasks import ReactiveTasks
+from typing import Any, Final, Protocol
 
 logger = logging.getLogger(__name__)
 
 CHECK_INTERVAL: Final = 1.0  # seconds between checks that the instance still runs
 _SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+class Runnable(Protocol):
+    """What the loop asks of the instance it runs (``ReactiveTasks``)."""
+
+    @property
+    def is_running(self) -> bool: ...
+    def start(self, timeout: float = ...) -> None: ...
+    def stop(self, timeout: float = ...) -> bool: ...
 
 
 class StoppedBySignal:
@@ -42,7 +48,7 @@ class StoppedBySignal:
 
 
 def run_until_signalled(
-    instance: ReactiveTasks,
+    instance: Runnable,
     *,
     stop_timeout: float = 30.0,
     connect_timeout: float = 30.0,

@@ -13,11 +13,11 @@ import logging
 import time
 from typing import Any, Final
 
+from ..clock import ServerClock, as_utc
 from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..store.globals import GlobalsStore, Publication
 from ..store.tasks import TaskStore
-from .clock import ServerClock, as_utc
-from .registry import TaskRegistry
 from .specs import definition_from_spec, spec_of, trigger_hash
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from .._retry import call_with_retry, log_failure
 from .._threads import Loop
+from ..clock import ServerClock
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
 from ..store.globals import GlobalsStore, Lease
-from .clock import ServerClock
 
 logger = logging.getLogger(__name__)
 

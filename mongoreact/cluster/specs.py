@@ -18,9 +18,9 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from ..config.definition import CleanupPolicy, Evolution, TaskDefinition
 from ..config.durations import to_milliseconds
+from ..config.retry import DEFAULT_RETRY_POLICY
 from ..config.triggers import trigger_fingerprint
 from ..errors import MongoReactError
-from ..policies.retry import DEFAULT_RETRY_POLICY
 
 SPEC_VERSION: Final = 1
 

@@ -15,8 +15,8 @@ import time
 from typing import Final
 
 from .._retry import log_failure
+from ..clock import ServerClock
 from ..store.globals import GlobalsStore
-from .clock import ServerClock
 
 logger = logging.getLogger(__name__)
 

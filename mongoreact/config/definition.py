@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import attrs
 
 from ..errors import ConfigError
-from ..options import TaskOptions, option_names
-from ..policies.retry import DEFAULT_RETRY_POLICY, RetryPolicy, parse_retry_policy
 from ._validate import (
     as_handler,
     as_int,
@@ -24,18 +22,27 @@ from ._validate import (
     int_field,
 )
 from .durations import parse_duration, to_milliseconds
+from .options import TaskOptions, option_names
+from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, parse_retry_policy
 from .triggers import compile_watch_projection, normalize_filter
 
-if TYPE_CHECKING:
-    from ..execution.context import TaskContext
-
-Handler = Callable[["TaskContext"], object]
+# A handler as this layer sees it: a callable of one argument. The argument is a
+# TaskContext (execution/context.py, a layer above), which register() types as Handler.
+AnyHandler = Callable[[Any], object]
 
 DEFAULT_DEBOUNCE: Final = dt.timedelta(seconds=1)
 MAX_DEBOUNCE_FACTOR: Final = 10
 DELETE_WHEN: Final = ("sourceDocumentDeleted", "sourceDocumentDeletedOrNoLongerMatching", "never")
 ON_HANDLER_VERSION_CHANGE: Final = ("none", "reprocess_failed", "reprocess_all")
 TASKS_SUFFIX: Final = "_tasks"
+
+
+def tasks_collection_of(source_collection: str) -> str:
+    """Where the records of ``source_collection``'s tasks live: the one place that
+    derives that name."""
+    return source_collection + TASKS_SUFFIX
+
+
 # Runs kept on a record: each is a small subdocument, and a record must stay far from
 # MongoDB's 16 MiB document limit and quick to read.
 MAX_EXECUTION_HISTORY: Final = 1000
@@ -96,8 +103,8 @@ def _parse_evolution(value: object) -> Evolution:
     return Evolution(**as_mapping(value, "evolution", field_names(Evolution)))
 
 
-def _handler(value: object) -> Handler:
-    checked: Handler = as_handler(value, "handler", ("ctx",))
+def _handler(value: object) -> AnyHandler:
+    checked: AnyHandler = as_handler(value, "handler", ("ctx",))
     return checked
 
 
@@ -150,7 +157,7 @@ class TaskDefinition:
 
     name: str = attrs.field(converter=_task_name)
     collection: str = attrs.field(converter=_watched_collection)
-    handler: Handler = attrs.field(converter=_handler)
+    handler: AnyHandler = attrs.field(converter=_handler)
     filter: dict[str, Any] | None = attrs.field(default=None, converter=normalize_filter)
     watch_projection: dict[str, Any] | None = attrs.field(default=None, converter=_projection)
     # The aggregation expression of the watched snapshot; compiled from watch_projection
@@ -184,7 +191,7 @@ class TaskDefinition:
     @property
     def tasks_collection(self) -> str:
         """Where this task's records live."""
-        return self.collection + TASKS_SUFFIX
+        return tasks_collection_of(self.collection)
 
     @property
     def debounce_ms(self) -> int:

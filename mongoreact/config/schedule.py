@@ -20,7 +20,7 @@ from typing import Any, Final
 import attrs
 from croniter import croniter
 
-from ..cluster.clock import as_utc
+from ..clock import as_utc
 from ..errors import ConfigError
 from .durations import parse_duration
 
@@ -31,13 +31,52 @@ CRON_FIELDS: Final = (
 )
 
 
+def _check_cron(expression: object, option: str, shown: object) -> None:
+    if not isinstance(expression, str):
+        raise ConfigError(option, shown, f"expected a cron expression: {CRON_FIELDS}")
+    fields = expression.split()
+    if len(fields) not in (5, 6) and not (len(fields) == 1 and fields[0].startswith("@")):
+        raise ConfigError(option, shown, f"expected {CRON_FIELDS}, not {len(fields)}")
+    if not croniter.is_valid(_for_croniter(expression)):
+        raise ConfigError(option, shown, f"not a valid cron expression ({CRON_FIELDS})")
+
+
+def _valid_cron(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _check_cron(value, attribute.name, value)
+
+
+def _interval(value: object) -> dt.timedelta | None:
+    if value is None:
+        return None
+    interval = parse_duration(value, "interval")
+    if interval <= dt.timedelta(0):
+        raise ConfigError("interval", value, "must be greater than zero")
+    return interval
+
+
+def _valid_function(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(value):
+        raise ConfigError(attribute.name, value, "expected a callable")
+
+
 @attrs.frozen(kw_only=True)
 class Schedule:
-    """Exactly one of a cron expression, an interval or a function."""
+    """Exactly one of a cron expression, an interval (a duration) or a function of the
+    last run time; each is checked when the schedule is built, whichever way."""
 
-    cron: str | None = None
-    interval: dt.timedelta | None = None
-    function: Callable[[dt.datetime], Any] | None = attrs.field(default=None, eq=False)
+    cron: str | None = attrs.field(default=None, validator=_valid_cron)
+    interval: dt.timedelta | None = attrs.field(default=None, converter=_interval)
+    function: Callable[[dt.datetime], Any] | None = attrs.field(
+        default=None, eq=False, validator=_valid_function
+    )
+
+    def __attrs_post_init__(self) -> None:
+        given = [name for name in ("cron", "interval", "function") if getattr(self, name)]
+        if len(given) != 1:
+            raise ConfigError(
+                "schedule", given, "expected exactly one of cron, interval or function"
+            )
 
     @classmethod
     def parse(cls, value: object, option: str, *, functions: bool = False) -> Schedule:
@@ -50,23 +89,16 @@ class Schedule:
             return cls.from_cron(value[len(CRON_PREFIX) :].strip(), option, shown=value)
         if functions and callable(value):
             return cls(function=value)
-        interval = parse_duration(value, option)
-        if interval <= dt.timedelta(0):
-            raise ConfigError(option, value, "must be greater than zero")
-        return cls(interval=interval)
+        try:
+            return cls(interval=value)
+        except ConfigError as error:  # named after the user's option, not the field
+            raise ConfigError(option, value, error.problem) from None
 
     @classmethod
     def from_cron(cls, expression: object, option: str, *, shown: object = None) -> Schedule:
         """A schedule from a bare cron expression (no ``CRON`` prefix)."""
-        shown = expression if shown is None else shown
-        if not isinstance(expression, str):
-            raise ConfigError(option, shown, f"expected a cron expression: {CRON_FIELDS}")
-        fields = expression.split()
-        if len(fields) not in (5, 6) and not (len(fields) == 1 and fields[0].startswith("@")):
-            raise ConfigError(option, shown, f"expected {CRON_FIELDS}, not {len(fields)}")
-        if not croniter.is_valid(_for_croniter(expression)):
-            raise ConfigError(option, shown, f"not a valid cron expression ({CRON_FIELDS})")
-        return cls(cron=expression)
+        _check_cron(expression, option, expression if shown is None else shown)
+        return cls(cron=expression)  # type: ignore[arg-type]  # checked: a str
 
     @property
     def description(self) -> str:
@@ -84,8 +116,7 @@ class Schedule:
             return as_utc(croniter(_for_croniter(self.cron), moment).get_next(dt.datetime))
         if self.interval is not None:
             return moment + self.interval
-        if self.function is None:
-            raise ValueError("an empty Schedule: build it with Schedule.parse")
+        assert self.function is not None  # exactly one is set (__attrs_post_init__)
         value = self.function(moment)
         if isinstance(value, dt.datetime):
             return max(as_utc(value), moment)

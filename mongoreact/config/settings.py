@@ -11,7 +11,6 @@ import attrs
 from bson import ObjectId
 
 from ..errors import ConfigError
-from ..options import InitOptions, option_names
 from ._validate import (
     as_callable,
     as_mapping,
@@ -23,6 +22,7 @@ from ._validate import (
     field_names,
     int_field,
 )
+from .options import InitOptions, option_names
 from .schedule import Schedule
 from .uri import redact_uri
 

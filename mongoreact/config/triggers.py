@@ -62,6 +62,22 @@ def check_no_server_code(value: object, option: str) -> None:
             check_no_server_code(item, option)
 
 
+# Variables whose value is the time of evaluation: a filter using one can start or stop
+# matching with no write to the document.
+CLOCK_VARIABLES: Final = ("$$NOW", "$$CLUSTER_TIME")
+
+
+def reads_the_clock(value: object) -> bool:
+    """Whether a filter uses ``$$NOW`` or ``$$CLUSTER_TIME`` anywhere."""
+    if isinstance(value, str):
+        return any(value == v or value.startswith(v + ".") for v in CLOCK_VARIABLES)
+    if isinstance(value, Mapping):
+        return any(reads_the_clock(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(reads_the_clock(item) for item in value)
+    return False
+
+
 def _is_expression(value: Mapping[str, Any]) -> bool:
     keys = list(value)
     if not all(isinstance(k, str) and k.startswith("$") for k in keys):

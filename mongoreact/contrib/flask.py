@@ -15,8 +15,8 @@ import atexit
 from collections.abc import Callable
 from typing import Any
 
-from ..config.definition import Handler
 from ..errors import ConfigError, NotStartedError
+from ..execution.context import Handler
 from ..reactive_tasks import ReactiveTasks
 
 EXTENSION_KEY = "mongoreact"

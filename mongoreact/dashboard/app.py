@@ -19,13 +19,13 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, quote
 
 from bson import json_util
 from pymongo.errors import OperationFailure
 
-from ..config.durations import parse_duration
+from ..config.durations import DurationLike, parse_duration
 from ..errors import ConfigError
 from ..management import check_doc_id, parse_extended_json
 from ..records import COMPLETED, STATUSES
@@ -41,9 +41,6 @@ from .security import (
     normalize_hosts,
 )
 
-if TYPE_CHECKING:
-    from ..reactive_tasks import ReactiveTasks
-
 logger = logging.getLogger(__name__)
 
 Environ = dict[str, Any]
@@ -57,12 +54,38 @@ JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
 _BAD_QUERY_CODES: Final = frozenset({2, 9, 14, 51091, 51108})
 
 
+class Engine(Protocol):
+    """What the dashboard asks of the instance it shows (``ReactiveTasks``): declared
+    here, so the dashboard never imports the layer that builds it. The methods that take
+    the query filters as keyword arguments (``task=``, ``status=``, ...) are typed loosely.
+    """
+
+    @property
+    def get_tasks(self) -> Callable[..., list[dict[str, Any]]]: ...
+    @property
+    def count_tasks(self) -> Callable[..., int]: ...
+    @property
+    def retry_tasks(self) -> Callable[..., Any]: ...
+    @property
+    def discard_failed_tasks(self) -> Callable[..., int]: ...
+
+    def acting_as(self, actor: str, *, role: str = ..., via: str = ...) -> Any: ...
+    def overview(self) -> dict[str, Any]: ...
+    def get_task(self, task: str, doc_id: Any) -> dict[str, Any] | None: ...
+    def cron_tasks(self) -> list[dict[str, Any]]: ...
+    def audit_log(self, limit: int = ...) -> list[dict[str, Any]]: ...
+    def pause_task(self, task: str, duration: DurationLike) -> None: ...
+    def resume_task(self, task: str) -> None: ...
+    def run_cron_task(self, name: str, *, wait: bool = ..., timeout: float = ...) -> None: ...
+    def defer_task(self, task: str, doc_id: Any, delay: DurationLike) -> int: ...
+
+
 class DashboardApp:
     """WSGI app showing and steering one cluster's tasks."""
 
     def __init__(
         self,
-        engine: ReactiveTasks,
+        engine: Engine,
         *,
         read_only: bool = False,
         auth: Auth | None = None,

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 from pymongo.client_session import ClientSession
 
-from ..cluster.clock import ServerClock, as_utc, utc_now
+from ..clock import ServerClock, as_utc, utc_now
 from ..cluster.throttles import SCOPES, Throttles
 from ..config.definition import TaskDefinition
 from ..config.durations import DurationLike, parse_duration
@@ -165,3 +165,7 @@ class TaskContext:
         if delay is None:
             raise ConfigError(option, delay, "expected a duration or a datetime")
         return self._clock.now() + parse_duration(delay, option)
+
+
+Handler = Callable[[TaskContext], object]
+"""What ``register`` runs: a function of the task's context."""

@@ -22,9 +22,9 @@ from typing import Final
 
 from .._retry import log_failure
 from .._threads import Loop
-from ..cluster.clock import ServerClock
-from ..cluster.registry import TaskRegistry
+from ..clock import ServerClock
 from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..config.settings import Settings
 from ..config.triggers import trigger_fingerprint
 from ..records import ClaimedTask

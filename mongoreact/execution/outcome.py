@@ -12,8 +12,8 @@ import datetime as dt
 
 import attrs
 
+from ..config.retry import RetryPolicy
 from ..errors import TaskConditionFailedError
-from ..policies.retry import RetryPolicy
 from ..records import Outcome
 
 __all__ = ["Decision", "Outcome", "decide"]

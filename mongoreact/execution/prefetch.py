@@ -18,7 +18,7 @@ from typing import Final
 
 import attrs
 
-from ..cluster.registry import TaskRegistry
+from ..config.registry import TaskRegistry
 from ..records import ClaimedTask, Prefetched, source_key
 from ..store.protocols import WorkStore
 

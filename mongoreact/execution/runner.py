@@ -16,7 +16,7 @@ from typing import Any, Final
 import attrs
 from pymongo.client_session import ClientSession
 
-from ..cluster.clock import ServerClock, as_utc
+from ..clock import ServerClock, as_utc
 from ..cluster.throttles import Throttles
 from ..config.definition import TaskDefinition
 from ..config.settings import Settings

@@ -17,8 +17,8 @@ from typing import Any
 
 from .._pool import DaemonThreadPool
 from .._retry import call_with_retry, log_failure
-from ..cluster.clock import ServerClock
-from ..cluster.registry import TaskRegistry
+from ..clock import ServerClock
+from ..config.registry import TaskRegistry
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
 from ..records import ClaimedTask

@@ -12,21 +12,28 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
-
-    from ..reactive_tasks import ReactiveTasks
+    from prometheus_client.registry import CollectorRegistry
 
 logger = logging.getLogger(__name__)
+
+
+class Probed(Protocol):
+    """What the probes ask of the instance (``ReactiveTasks``), declared here so that
+    monitoring never imports the layer that serves it."""
+
+    def health(self) -> dict[str, Any]: ...
+    def prometheus_registry(self) -> CollectorRegistry | None: ...
 
 
 class ProbeApp:
     """The WSGI application behind ``mongoreact run --metrics-port``."""
 
-    def __init__(self, instance: ReactiveTasks) -> None:
+    def __init__(self, instance: Probed) -> None:
         self._instance = instance
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

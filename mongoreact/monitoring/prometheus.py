@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._retry import call_with_retry
 from .._threads import Loop
-from ..cluster.clock import ServerClock, as_utc
+from ..clock import ServerClock, as_utc
 from ..config.settings import Settings
 from ..records import QUEUED
 from ..store.globals import GlobalsStore

@@ -6,6 +6,13 @@ in the globals collection), so a change of leader does not reset the schedule. P
 already marks records whose document was deleted (``sourceDeletedAt``) or stopped
 matching (``matched: false``), and a partial index holds only those: a cleanup reads
 candidates from that index in batches, never the whole tasks collection.
+
+One kind of record planning cannot mark: with ``sourceDocumentDeletedOrNoLongerMatching``
+and a filter that reads the clock (``$$NOW``), a document stops matching as time passes,
+with no write to report it. For such tasks each cleanup first re-checks the filter for
+the records idle past ``keep_for`` and still marked as matching (one source query per
+batch), at most ``RECHECK_BATCHES`` batches per cleanup, resuming where the previous one
+stopped: the cost of a cleanup stays bounded however many records a task keeps.
 """
 
 from __future__ import annotations
@@ -16,18 +23,23 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
+from bson import ObjectId
+
 from .._retry import call_with_retry
 from .._threads import Loop
-from ..cluster.clock import ServerClock
-from ..cluster.registry import TaskRegistry
+from ..clock import ServerClock
+from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..config.schedule import Schedule
 from ..config.settings import Settings
+from ..config.triggers import reads_the_clock
 from ..store.globals import GlobalsStore
 from ..store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
 
 CLEANUP_BATCH: Final = 1000
+RECHECK_BATCHES: Final = 100  # per task and cleanup: 100 000 records re-checked at most
 
 
 def next_cleanup(last: dt.datetime | None, schedule: Schedule) -> dt.datetime | None:
@@ -62,6 +74,8 @@ class Cleaner(Loop):
         # once it has come, not every heartbeat: only a leader cleans, and another
         # leader's cleanup meanwhile is found by that read.
         self._due: dt.datetime | None = None
+        # Per task: the last record a bounded re-check of a clock-reading filter read.
+        self._recheck_after: dict[str, ObjectId | None] = {}
 
     def step(self) -> float:
         heartbeat = self._settings.leader_heartbeat.total_seconds()
@@ -84,6 +98,8 @@ class Cleaner(Loop):
             if definition.cleanup_policy.delete_when == "never":
                 continue
             cutoff = now - definition.cleanup_policy.keep_for
+            if not self._recheck_filter(definition, cutoff):
+                return False
             while True:
                 if self.stopping.is_set() or not self._is_leader():
                     return False
@@ -97,4 +113,28 @@ class Cleaner(Loop):
                     logger.info("%s: deleted %d orphaned record(s)", definition.name, deleted)
                 if deleted < self._batch_size:
                     break
+        return True
+
+    def _recheck_filter(self, definition: TaskDefinition, cutoff: dt.datetime) -> bool:
+        """Mark the records whose document stopped matching a clock-reading filter
+        (see the module docstring); ``False`` if interrupted."""
+        policy = definition.cleanup_policy.delete_when
+        if policy != "sourceDocumentDeletedOrNoLongerMatching" or not reads_the_clock(
+            definition.filter
+        ):
+            return True
+        after = self._recheck_after.get(definition.name)
+        for _ in range(RECHECK_BATCHES):
+            if self.stopping.is_set() or not self._is_leader():
+                return False
+            marked, after = call_with_retry(
+                partial(self._tasks.unmatch_by_time, definition, cutoff, after, self._batch_size),
+                self.stopping,
+                what=f"re-checking the filter of {definition.name}",
+            )
+            if marked:
+                logger.info("%s: %d record(s) no longer match the filter", definition.name, marked)
+            if after is None:
+                break
+        self._recheck_after[definition.name] = after
         return True

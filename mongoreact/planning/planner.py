@@ -29,8 +29,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from .._retry import call_with_retry, is_transient
 from .._threads import Loop
-from ..cluster.registry import TaskRegistry
 from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
 from ..store.globals import GlobalsStore

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..cluster.registry import TaskRegistry
 from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..store.tasks import TaskStore
 
 

@@ -25,9 +25,9 @@ from typing import Any
 from bson import ObjectId
 
 from .._retry import call_with_retry
-from ..cluster.registry import TaskRegistry
 from ..cluster.specs import is_reconciled, reconciliation_key
 from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..store.globals import Checkpoint, GlobalsStore
 from ..store.tasks import TaskStore
 

@@ -15,7 +15,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.database import Database
 
-from ..cluster.clock import as_utc
+from ..clock import as_utc
 from ..config.durations import to_milliseconds
 from .pipelines import EPOCH, NOW
 

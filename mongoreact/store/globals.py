@@ -11,7 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from ..cluster.clock import as_utc
+from ..clock import as_utc
 from ..config.durations import to_milliseconds
 from .pipelines import EPOCH, NOW
 from .server import token_time

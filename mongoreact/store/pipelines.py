@@ -267,20 +267,46 @@ def reprocess_update() -> list[dict[str, Any]]:
     ]
 
 
-def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, Any]:
-    """Records the cleanup policy deletes: source gone (or, with
-    ``sourceDocumentDeletedOrNoLongerMatching``, not matching), idle, and untouched by
-    data changes and runs since ``cutoff`` (``keep_for`` ago)."""
-    query: dict[str, Any] = {
-        "task": definition.name,
-        "matched": False,
+def _idle_since(cutoff: dt.datetime) -> dict[str, Any]:
+    """Records not running, untouched by data changes and runs since ``cutoff``."""
+    return {
         "updatedAt": {"$lt": cutoff},
         "status": {"$nin": list(ACTIVE)},
         "$or": [{"lastFinalizedAt": {"$lt": cutoff}}, {"lastFinalizedAt": None}],
     }
+
+
+def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, Any]:
+    """Records the cleanup policy deletes: source gone (or, with
+    ``sourceDocumentDeletedOrNoLongerMatching``, not matching), idle, and untouched by
+    data changes and runs since ``cutoff`` (``keep_for`` ago)."""
+    query: dict[str, Any] = {"task": definition.name, "matched": False, **_idle_since(cutoff)}
     if definition.cleanup_policy.delete_when == "sourceDocumentDeleted":
         query["sourceDeletedAt"] = {"$type": "date"}
     return query
+
+
+def idle_matched_filter(task: str, cutoff: dt.datetime, after: ObjectId | None) -> dict[str, Any]:
+    """Records still marked as matching, idle since ``cutoff``, after record ``after``
+    in ``_id`` order: those a cleanup re-checks against a filter that reads the clock."""
+    query: dict[str, Any] = {"task": task, "matched": {"$ne": False}, **_idle_since(cutoff)}
+    if after is not None:
+        query["_id"] = {"$gt": after}
+    return query
+
+
+def unplanned_since_read(
+    task: str, records: list[dict[str, Any]], cutoff: dt.datetime
+) -> dict[str, Any]:
+    """``records`` (read with their ``planStamp``) if no planning pass stamped them
+    since, and still idle: a document that matched again in between was planned, so its
+    record is left alone."""
+    return {
+        "$and": [
+            idle_matched_filter(task, cutoff, None),
+            {"$or": [{"_id": r["_id"], "planStamp": r.get("planStamp")} for r in records]},
+        ]
+    }
 
 
 def vanished_filter(task: str, scan: ObjectId, epoch: int) -> dict[str, Any]:
@@ -502,7 +528,8 @@ def finalize_update(
 
     A record that turned ``processing_dirty`` while the handler ran goes back to
     ``pending`` whatever the outcome, due once its debounce from the last change has
-    passed, so the newest data is handled next.
+    passed, so the newest data is handled next; if the run deferred itself, at the later
+    of its deferral and that debounce.
     """
     dirty = {"$eq": ["$status", PROCESSING_DIRTY]}
     dirty_due = {
@@ -530,9 +557,12 @@ def finalize_update(
         Outcome.RETRY: (PENDING, next_run_at),
         Outcome.DEFERRED: (PENDING, next_run_at),
     }[outcome]
+    # A deferral is the handler saying when it may run again (a rate limit, a business
+    # wait): new data does not cut it short, but it still waits for its debounce.
+    dirty_next_run = {"$max": [next_run, dirty_due]} if deferred else dirty_due
     fields: dict[str, Any] = {
         "status": PENDING if deferred else _if(dirty, PENDING, status),
-        "nextRunAt": next_run if deferred else _if(dirty, dirty_due, next_run),
+        "nextRunAt": _if(dirty, dirty_next_run, next_run),
         "lastFinalizedAt": NOW,
     }
     if succeeded:

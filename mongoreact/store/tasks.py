@@ -16,8 +16,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.read_preferences import ReadPreference
 
-from ..cluster.clock import as_utc
-from ..config.definition import TASKS_SUFFIX, TaskDefinition
+from ..clock import as_utc
+from ..config.definition import TaskDefinition, tasks_collection_of
 from ..config.durations import to_milliseconds
 from ..records import (
     FAILED,
@@ -219,6 +219,35 @@ class TaskStore:
         # The filter again: a record may have been re-planned since it was read.
         return tasks.delete_many({"_id": {"$in": ids}, **query}).deleted_count
 
+    def unmatch_by_time(
+        self, definition: TaskDefinition, cutoff: dt.datetime, after: ObjectId | None, limit: int
+    ) -> tuple[int, ObjectId | None]:
+        """Re-check ``definition``'s filter for up to ``limit`` records idle since
+        ``cutoff`` and still marked as matching, from record ``after`` on, and mark those
+        whose document no longer matches it (a filter reading ``$$NOW`` stops matching
+        with no write to report it). (How many were marked, the last record read or
+        ``None`` once every record was read.)"""
+        tasks = self._db[definition.tasks_collection]
+        query = pipelines.idle_matched_filter(definition.name, cutoff, after)
+        fields = {"sourceDocId": 1, "planStamp": 1}
+        records = list(tasks.find(query, fields).sort("_id", 1).limit(limit))
+        if not records:
+            return 0, None
+        source: dict[str, Any] = {"_id": {"$in": [r["sourceDocId"] for r in records]}}
+        if definition.filter is not None:
+            source = {"$and": [source, definition.filter]}
+        found = self._db[definition.collection].find(source, {"_id": 1})
+        matching = {source_key(d["_id"]) for d in found}
+        stale = [r for r in records if source_key(r["sourceDocId"]) not in matching]
+        marked = 0
+        if stale:
+            result = tasks.update_many(
+                pipelines.unplanned_since_read(definition.name, stale, cutoff),
+                {"$set": {"matched": False}},
+            )
+            marked = result.modified_count
+        return marked, records[-1]["_id"] if len(records) == limit else None
+
     def mark_vanished(self, definition: TaskDefinition, scan: ObjectId, *, epoch: int) -> int:
         """After a complete reconciliation ``scan``: the records it did not reach, and no
         event planned while it ran, have lost their source."""
@@ -256,7 +285,7 @@ class TaskStore:
         summary: dict[str, TaskQueue] = {}
         for collection in sorted(set(collections)):
             stats = self.queue_stats(
-                collection + TASKS_SUFFIX, read_preference, all_statuses=all_statuses
+                tasks_collection_of(collection), read_preference, all_statuses=all_statuses
             )
             for row in stats:
                 task, status = row["_id"]["task"], row["_id"]["status"]
@@ -268,36 +297,33 @@ class TaskStore:
         return summary
 
     # -- the management API's reads and writes (mongoreact.management) ----------------
-    def count_records(self, source_collection: str, query: Document) -> int:
-        """How many records of ``source_collection``'s tasks match ``query``."""
-        return self._db[source_collection + TASKS_SUFFIX].count_documents(query)
+    def count_records(self, tasks_collection: str, query: Document) -> int:
+        """How many records in ``tasks_collection`` match ``query``."""
+        return self._db[tasks_collection].count_documents(query)
 
     def find_records(
-        self, source_collection: str, query: Document, sort: list[tuple[str, int]], limit: int
+        self, tasks_collection: str, query: Document, sort: list[tuple[str, int]], limit: int
     ) -> list[Document]:
         """The first ``limit`` matching records in ``sort`` order."""
-        found = self._db[source_collection + TASKS_SUFFIX].find(query).sort(sort).limit(limit)
-        return list(found)
+        return list(self._db[tasks_collection].find(query).sort(sort).limit(limit))
 
-    def record(self, source_collection: str, task: str, doc_id: Any) -> Document | None:
+    def record(self, tasks_collection: str, task: str, doc_id: Any) -> Document | None:
         """The record of ``task`` for source document ``doc_id``, with its history."""
-        return self._db[source_collection + TASKS_SUFFIX].find_one(
+        return self._db[tasks_collection].find_one(
             {"task": task, "sourceDocId": {"$eq": doc_id}}  # an id, never an operator
         )
 
-    def retry_records(self, source_collection: str, query: Document) -> tuple[int, int]:
+    def retry_records(self, tasks_collection: str, query: Document) -> tuple[int, int]:
         """Make matching records run again now (a running one re-runs after its run);
         (matched, modified)."""
-        result = self._db[source_collection + TASKS_SUFFIX].update_many(
-            query, pipelines.reprocess_update()
-        )
+        result = self._db[tasks_collection].update_many(query, pipelines.reprocess_update())
         return result.matched_count, result.modified_count
 
-    def discard_failed(self, source_collection: str, query: Document) -> int:
+    def discard_failed(self, tasks_collection: str, query: Document) -> int:
         """Delete the matching records that are ``failed`` (an operator gives up on
         them); how many."""
         failed = {"$and": [query, {"status": FAILED}]}
-        return self._db[source_collection + TASKS_SUFFIX].delete_many(failed).deleted_count
+        return self._db[tasks_collection].delete_many(failed).deleted_count
 
     def source_ids(self, source_collection: str, query: Document, batch: int) -> Iterator[Any]:
         """The ``_id``s of the source documents matching ``query``, read ``batch`` at a
@@ -305,9 +331,9 @@ class TaskStore:
         cursor = self._db[source_collection].find(query, {"_id": 1}, batch_size=batch)
         return (document["_id"] for document in cursor)
 
-    def defer(self, source_collection: str, task: str, doc_id: Any, until: Any) -> int:
+    def defer(self, tasks_collection: str, task: str, doc_id: Any, until: Any) -> int:
         """Make a waiting or failed record due at ``until`` (an operator's deferral)."""
-        result = self._db[source_collection + TASKS_SUFFIX].update_one(
+        result = self._db[tasks_collection].update_one(
             {"task": task, "sourceDocId": {"$eq": doc_id}, "status": {"$in": [PENDING, FAILED]}},
             {"$set": {"status": PENDING, "nextRunAt": until}},
         )

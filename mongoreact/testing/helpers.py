@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from bson import Timestamp
 
-from ..cluster.clock import as_utc
+from ..clock import as_utc
 from ..records import ACTIVE, FAILED, PENDING
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from pymongo.database import Database
 from pymongo.errors import AutoReconnect
 
 from mongoreact import ConfigError
-from mongoreact.cluster.clock import ServerClock, utc_now
+from mongoreact.clock import ServerClock, utc_now
 from mongoreact.cron import CronRunner, CronTask, build_cron_task
 from mongoreact.store.cron import CronStore
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import Any
 
 import pytest
 from pymongo.database import Database
@@ -159,6 +160,39 @@ def test_defer_current_requeues_without_counting_an_attempt(
     assert deferred["executionHistory"][-1]["status"] == "deferred"
     wait_until(lambda: record(db, "events", "e1").get("status") == "completed")
     assert attempts == [1, 1]
+
+
+@pytest.mark.parametrize(("defer", "debounce"), [("2h", 0), ("100ms", "2s")])
+def test_a_dirty_record_that_deferred_waits_for_its_deferral_and_its_debounce(
+    make_engine: EngineFactory, db: Database[Doc], defer: str, debounce: Any
+) -> None:
+    """Decided (issue 26, spec fidelity): new data during a run that deferred itself
+    does not cut the deferral short, nor skip the debounce of that change."""
+
+    runs: list[int] = []
+
+    def handler(ctx: TaskContext) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            db.events.update_one({"_id": ctx.doc_id}, {"$set": {"v": 2}})
+            wait_until(lambda: record(db, "events", "e1").get("status") == "processing_dirty")
+            ctx.defer_current(defer)
+
+    engine = make_engine()
+    engine.register(
+        task="hook", collection="events", handler=handler, debounce=debounce,
+        watch_projection={"v": 1},
+    )  # fmt: skip
+    start(engine, db)
+    db.events.insert_one({"_id": "e1", "v": 1})
+    deferred = record_when(db, "events", "e1", lambda r: r.get("executionHistory"))
+    assert deferred["status"] == "pending"
+    assert deferred["lastObservedValues"] == {"v": 2}
+    if debounce == 0:  # the deferral, counted from the run
+        expected = deferred["lastFinalizedAt"] + dt.timedelta(hours=2)
+        assert abs(deferred["nextRunAt"] - expected) < dt.timedelta(seconds=1)
+    else:  # the debounce, counted from the change
+        assert deferred["nextRunAt"] == deferred["updatedAt"] + dt.timedelta(seconds=2)
 
 
 def test_defer_current_accepts_a_datetime(make_engine: EngineFactory, db: Database[Doc]) -> None:

@@ -18,9 +18,9 @@ from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from mongoreact.cluster.registry import TaskRegistry
 from mongoreact.cluster.specs import reconciliation_key
 from mongoreact.config.definition import build_definition
+from mongoreact.config.registry import TaskRegistry
 from mongoreact.config.settings import build_settings
 from mongoreact.execution.outcome import Outcome
 from mongoreact.monitoring.measurements import Measurements

@@ -154,6 +154,32 @@ def test_no_longer_matching_records_go_with_that_policy(
     wait_until(lambda: record(db, "orders", "o1") == {}, message="the unmatched record to go")
 
 
+def test_records_of_documents_a_clock_filter_stopped_matching_go_with_that_policy(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (issue 26, spec fidelity): a document leaving a $$NOW filter as time
+    passes, with no write, kept its record for ever."""
+    engine = make_engine(cleanup_interval="200ms")
+    engine.register(
+        task="t", collection="offers", handler=Recorder(fetch=False), debounce=0,
+        filter={"$expr": {"$gt": ["$expiresAt", "$$NOW"]}},
+        cleanup_policy={"delete_when": "sourceDocumentDeletedOrNoLongerMatching", "keep_for": 0},
+    )  # fmt: skip
+    start(engine, db)
+    now = dt.datetime.now(dt.timezone.utc)
+    db.offers.insert_many([
+        {"_id": "expiring", "expiresAt": now + dt.timedelta(seconds=2)},
+        {"_id": "open", "expiresAt": now + dt.timedelta(hours=1)},
+    ])  # fmt: skip
+    for doc_id in ("expiring", "open"):
+        record_when(db, "offers", doc_id, lambda r: r["status"] == "completed")
+    wait_until(lambda: record(db, "offers", "expiring") == {}, timeout=20,
+               message="the expired offer's record to go")  # fmt: skip
+    kept = record(db, "offers", "open")
+    assert kept["status"] == "completed" and kept["matched"] is True
+    assert db.offers.count_documents({}) == 2  # the documents themselves stay
+
+
 def test_never_and_keep_for_keep_records(make_engine: EngineFactory, db: Database[Doc]) -> None:
     engine = make_engine(cleanup_interval="100ms")
     for task, policy in (("never", {"delete_when": "never"}), ("grace", {"keep_for": "1h"})):

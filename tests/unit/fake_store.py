@@ -11,7 +11,7 @@ from typing import Any
 from pymongo.client_session import ClientSession
 
 from mongoreact import ReactiveTasks, TaskContext, TaskDefinition
-from mongoreact.cluster.clock import ServerClock
+from mongoreact.clock import ServerClock
 from mongoreact.cluster.throttles import Throttles
 from mongoreact.execution.admission import Admission, ConcurrencySlots
 from mongoreact.execution.leases import LeaseKeeper

@@ -8,8 +8,8 @@ from typing import cast
 import pytest
 
 from mongoreact import ConfigError
-from mongoreact.cluster.clock import ServerClock
-from mongoreact.cluster.registry import TaskRegistry
+from mongoreact.clock import ServerClock
+from mongoreact.config.registry import TaskRegistry
 from mongoreact.config.schedule import Schedule
 from mongoreact.config.settings import build_settings
 from mongoreact.planning.cleanup import Cleaner, next_cleanup

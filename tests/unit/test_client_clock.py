@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mongoreact.cluster.clock import ServerClock
+from mongoreact.clock import ServerClock
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 

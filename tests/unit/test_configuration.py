@@ -18,12 +18,14 @@ from mongoreact import (
     RetryPolicy,
     TaskDefinition,
 )
-from mongoreact.policies.retry import (
+from mongoreact.config.retry import (
     CronRetry,
     ExponentialRetry,
     FixedRetry,
     SeriesRetry,
 )
+from mongoreact.config.schedule import Schedule
+from mongoreact.management import TaskQuery
 
 URI = "mongodb://127.0.0.1:1/app"  # never contacted: validation does no I/O
 
@@ -205,6 +207,18 @@ def test_the_decorator_registers_and_returns_the_function() -> None:
         (MonitoringOptions, {"push_interval": "often"}, "monitoring.push_interval"),
         (MonitoringOptions, {"scrape_mode": "global"}, "monitoring.scrape_mode"),
         (MonitoringOptions, {"enabled": "yes"}, "monitoring.enabled"),
+        # Regression (issue 26): Schedule and TaskQuery were checked only by their parsers.
+        (Schedule, {}, "schedule"),
+        (Schedule, {"cron": "1 2", "interval": "1h"}, "cron"),
+        (Schedule, {"cron": "* * * * *", "interval": "1h"}, "schedule"),
+        (Schedule, {"interval": 0}, "interval"),
+        (Schedule, {"interval": "soon"}, "interval"),
+        (Schedule, {"function": "daily"}, "function"),
+        (TaskQuery, {"statuses": ["done"]}, "status"),
+        (TaskQuery, {"statuses": 3}, "status"),
+        (TaskQuery, {"task": ""}, "task"),
+        (TaskQuery, {"error": 3}, "error"),
+        (TaskQuery, {"source_doc_filter": {"$where": "true"}}, "source_doc_filter"),
     ],
 )
 def test_option_objects_built_directly_are_checked(

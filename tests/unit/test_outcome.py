@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mongoreact import RetryPolicy
+from mongoreact.config.retry import FixedRetry
 from mongoreact.errors import TaskConditionFailedError
 from mongoreact.execution.outcome import Outcome, decide
-from mongoreact.policies.retry import FixedRetry
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 POLICIES = st.one_of(

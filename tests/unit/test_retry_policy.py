@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mongoreact import ConfigError
-from mongoreact.policies.retry import (
+from mongoreact.config.retry import (
     DEFAULT_RETRY_POLICY,
     UNLIMITED,
     ExponentialRetry,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mongoreact import ConfigError
-from mongoreact.config.triggers import WHOLE_DOCUMENT, compile_watch_projection, normalize_filter
+from mongoreact.config.triggers import (
+    WHOLE_DOCUMENT,
+    compile_watch_projection,
+    normalize_filter,
+    reads_the_clock,
+)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +76,17 @@ def test_bad_watch_projections(bad: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         compile_watch_projection(bad)
     assert caught.value.option == "watch_projection"
+
+
+@pytest.mark.parametrize(
+    ("filter_", "reads"),
+    [
+        ({"$expr": {"$gt": ["$expiresAt", "$$NOW"]}}, True),
+        ({"$and": [{"a": 1}, {"$expr": {"$lt": ["$$CLUSTER_TIME", "$t"]}}]}, True),
+        ({"a": "$$NOWHERE"}, False),  # only the variables themselves
+        ({"status": "paid"}, False),
+        (None, False),
+    ],
+)
+def test_filters_that_read_the_clock_are_told(filter_: Any, reads: bool) -> None:
+    assert reads_the_clock(filter_) is reads

@@ -12,8 +12,9 @@ from typing import Any, Final
 
 import attrs
 
-from ..cluster.clock import as_utc
-from ..config._validate import (
+from ..clock import as_utc
+from ..errors import ConfigError
+from ._validate import (
     as_choice,
     as_int,
     as_mapping,
@@ -22,9 +23,8 @@ from ..config._validate import (
     field_names,
     required_duration_field,
 )
-from ..config.durations import parse_duration
-from ..config.schedule import Schedule
-from ..errors import ConfigError
+from .durations import parse_duration
+from .schedule import Schedule
 
 UNLIMITED: Final = -1
 DEFAULT_MAX_ATTEMPTS: Final = 5

@@ -9,7 +9,6 @@ a bad one raises ``ConfigError`` naming the option and the value.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -19,18 +18,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     from typing_extensions import Unpack
 
+from .durations import DurationLike
+
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from .config.definition import CleanupPolicy, Evolution
-    from .config.settings import MonitoringOptions
-    from .policies.retry import RetryPolicy
-    from .records import TaskInfo
+    from ..records import TaskInfo
+    from .definition import CleanupPolicy, Evolution
+    from .retry import RetryPolicy
+    from .settings import MonitoringOptions
 
-__all__ = ["Duration", "InitOptions", "TaskOptions", "Unpack", "option_names"]
-
-# Milliseconds, a timedelta, or text such as "1h30m" (see durations.py).
-Duration = int | float | str | dt.timedelta
+__all__ = ["InitOptions", "TaskOptions", "Unpack", "option_names"]
 
 
 class InitOptions(TypedDict, total=False):
@@ -46,14 +44,14 @@ class InitOptions(TypedDict, total=False):
     task_filter: Callable[[TaskInfo], bool]
     task_caller: Callable[[Callable[[], None]], object]
     monitoring: MonitoringOptions | Mapping[str, Any] | bool
-    cleanup_interval: Duration
-    leader_ttl: Duration
-    leader_heartbeat: Duration
-    task_lease: Duration
-    poll_min: Duration
-    poll_max: Duration
-    batch_window: Duration
-    batch_max_wait: Duration
+    cleanup_interval: DurationLike
+    leader_ttl: DurationLike
+    leader_heartbeat: DurationLike
+    task_lease: DurationLike
+    poll_min: DurationLike
+    poll_max: DurationLike
+    batch_window: DurationLike
+    batch_max_wait: DurationLike
     batch_size: int
 
 
@@ -63,15 +61,15 @@ class TaskOptions(TypedDict, total=False):
 
     filter: Mapping[str, Any] | None
     watch_projection: Mapping[str, Any] | None
-    debounce: Duration
-    max_debounce: Duration | None
+    debounce: DurationLike
+    max_debounce: DurationLike | None
     retry_policy: RetryPolicy | Mapping[str, Any] | None
     cleanup_policy: CleanupPolicy | Mapping[str, Any] | None
     execution_history_limit: int
     evolution: Evolution | Mapping[str, Any] | None
-    recheck_interval: Duration | None
+    recheck_interval: DurationLike | None
     max_concurrency: int | None
-    timeout: Duration | None
+    timeout: DurationLike | None
 
 
 def option_names(options: type) -> tuple[str, ...]:

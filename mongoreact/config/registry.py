@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..config.definition import TaskDefinition
 from ..errors import ConfigError
+from .definition import TaskDefinition
 
 
 class TaskRegistry:

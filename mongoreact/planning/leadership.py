@@ -18,18 +18,18 @@ from typing import Any, NamedTuple
 from pymongo.database import Database
 
 from .._threads import Loop
+from ..clock import ServerClock
+from ..cluster.catalogue import Catalogue
+from ..cluster.leader import LeaderElector
+from ..cluster.specs import planning_signature
 from ..config.definition import TaskDefinition
+from ..config.registry import TaskRegistry
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
-from ..planning.cleanup import Cleaner
-from ..planning.planner import Planner, StreamReader
 from ..store.globals import GlobalsStore
 from ..store.tasks import TaskStore
-from .catalogue import Catalogue
-from .clock import ServerClock
-from .leader import LeaderElector
-from .registry import TaskRegistry
-from .specs import planning_signature
+from .cleanup import Cleaner
+from .planner import Planner, StreamReader
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""Policies that decide what happens to a task between runs."""
