@@ -160,8 +160,13 @@ def test_a_batch_finalize_is_fenced_per_claim(db: Database[Doc]) -> None:
 class HeldStore(TaskStore):
     """A store whose single finalize waits until ``release`` is set."""
 
-    entered = threading.Event()
-    release = threading.Event()
+    def __init__(self, database: Database[Doc]) -> None:
+        super().__init__(database)
+        # Per store, not per class: a class-level event stays set for a second run of
+        # the test in the same process (mutmut runs the suite twice), which then
+        # never holds its first write.
+        self.entered = threading.Event()
+        self.release = threading.Event()
 
     def finalize(self, claim: ClaimedTask, update: Any, session: Any = None) -> Any:
         self.entered.set()
