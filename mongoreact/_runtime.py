@@ -64,7 +64,7 @@ class Runtime:
         globals_store = GlobalsStore(database, settings.globals_collection)
         slots = ConcurrencySlots(settings, SlotStore(database, settings.globals_collection))
         self._catalogue = Catalogue(
-            registry=registry, globals_store=globals_store, task_store=self._tasks, clock=clock
+            registry=registry, specs=globals_store.specs, task_store=self._tasks, clock=clock
         )
         self._leases = LeaseKeeper(
             settings=settings, store=self._tasks, slots=slots, measurements=measurements
@@ -75,7 +75,7 @@ class Runtime:
             store=self._tasks,
             clock=clock,
             leases=self._leases,
-            admission=Admission(settings, Throttles(globals_store, clock), slots),
+            admission=Admission(settings, Throttles(globals_store.throttles, clock), slots),
             measurements=measurements,
         )
         self._leadership = Leadership(
@@ -104,7 +104,7 @@ class Runtime:
         # Background loops besides the workers and the election, in start order.
         beacon = Beacon(
             settings=settings,
-            store=globals_store,
+            store=globals_store.presence,
             measurements=measurements,
             is_leader=self.is_leader,
             in_hand=self._leases.held,
@@ -114,7 +114,9 @@ class Runtime:
         if monitoring.enabled and monitoring.scrape_mode == "cluster":
             self._loops.insert(
                 0,
-                MetricsPusher(settings=settings, store=globals_store, measurements=measurements),
+                MetricsPusher(
+                    settings=settings, store=globals_store.metrics, measurements=measurements
+                ),
             )
         if cron_tasks:
             self._loops.insert(0, self._cron)

@@ -208,7 +208,7 @@ class TaskManager:
 
     def collections(self, task: str | None) -> dict[str, str]:
         """Task name -> source collection for ``task`` (or every known task)."""
-        known = {**self._globals.published_task_collections(), **self._local}
+        known = {**self._globals.specs.task_collections(), **self._local}
         if task is None:
             return known
         if task not in known:
@@ -258,12 +258,12 @@ class TaskManager:
     def pause(self, task: str, duration: dt.timedelta) -> None:
         """Have no instance claim ``task`` for ``duration`` (a cluster-wide throttle)."""
         self.collections(task)
-        self._globals.throttle(task, duration)
+        self._globals.throttles.pause(task, duration)
 
     def resume(self, task: str) -> int:
         """End a cluster-wide pause of ``task``."""
         self.collections(task)
-        return self._globals.resume(task)
+        return self._globals.throttles.resume(task)
 
     def get(self, task: str, doc_id: Any) -> Document | None:
         """One record, with its execution history."""
@@ -282,17 +282,17 @@ class TaskManager:
         known = self.collections(None)
         queues = {name: TaskQueue(collection=collection) for name, collection in known.items()}
         queues.update(self._tasks.queue_summary(list(known.values()), now, all_statuses=True))
-        paused = self._globals.throttles()
+        paused = self._globals.throttles.pauses()
         rows = [
             {"task": task, "collection": queue.collection, "counts": queue.counts,
              "lagSeconds": queue.lag or 0.0,
              "pausedUntil": paused[task] if task in paused and paused[task] > now else None}
             for task, queue in queues.items()
         ]  # fmt: skip
-        instances = self._globals.instances(heard_since)
-        lease = self._globals.leader_lease()
+        instances = self._globals.presence.instances(heard_since)
+        lease = self._globals.lease.document()
         live = lease.get("expiresAt") is not None and as_utc(lease["expiresAt"]) > now
-        state = self._globals.planner_state()
+        state = self._globals.position.document()
         return {
             "tasks": sorted(rows, key=lambda row: row["task"]),
             "leader": {"instanceId": lease.get("instanceId") if live else None,
@@ -309,13 +309,13 @@ class TaskManager:
         """The cluster time before which every change has been planned, once the tasks
         registered here (or, with none, every known task) have been reconciled too
         (their existing documents planned); else ``None``."""
-        state = self._globals.planner_state()
+        state = self._globals.position.document()
         position = state.get("streamTime")
         done = set(state.get("reconciled") or [])
         tasks = set(self._local) or set(self.collections(None))
         # Reconciled as the cluster defines each task now (its published definition).
         published = {
-            spec.get("task"): spec for spec in self._globals.load_specs(dt.datetime(1970, 1, 1))
+            spec.get("task"): spec for spec in self._globals.specs.load(dt.datetime(1970, 1, 1))
         }
         if not isinstance(position, Timestamp) or not all(
             task in published and is_reconciled(definition_from_spec(published[task]), done)

@@ -16,7 +16,7 @@ from typing import Any, Final
 from ..clock import ServerClock, as_utc
 from ..config.definition import TaskDefinition
 from ..config.registry import TaskRegistry
-from ..store.globals import GlobalsStore, Publication
+from ..store.globals import Publication, SpecStore
 from ..store.tasks import TaskStore
 from .specs import definition_from_spec, spec_of, trigger_hash
 
@@ -36,12 +36,12 @@ class Catalogue:
         self,
         *,
         registry: TaskRegistry,
-        globals_store: GlobalsStore,
+        specs: SpecStore,
         task_store: TaskStore,
         clock: ServerClock,
     ) -> None:
         self._registry = registry
-        self._globals = globals_store
+        self._specs = specs
         self._tasks = task_store
         self._clock = clock
         self._touched = 0.0
@@ -58,7 +58,7 @@ class Catalogue:
         self._touched = time.monotonic()
 
     def _publish(self, definition: TaskDefinition, *, evolve: bool) -> None:
-        published = self._globals.publish_spec(spec_of(definition))
+        published = self._specs.publish(spec_of(definition))
         if published.published_at is not None and published.stored is not None:
             self._published[definition.name] = published.published_at
             # Known here from now on: should this instance lead after the globals went
@@ -93,7 +93,7 @@ class Catalogue:
         if time.monotonic() - self._touched <= SPEC_TOUCH_INTERVAL:
             return
         names = [d.name for d in self._registry]
-        stored = self._globals.stored_specs(names)
+        stored = self._specs.stored(names)
         for definition in self._registry:
             if self._rolled_back(definition, stored.get(definition.name)):
                 logger.warning(
@@ -103,7 +103,7 @@ class Catalogue:
                     definition.name,
                 )
                 self._publish(definition, evolve=False)
-        self._globals.touch_specs(names)
+        self._specs.touch(names)
         self._touched = time.monotonic()
 
     def _rolled_back(self, definition: TaskDefinition, stored: Document | None) -> bool:
@@ -132,7 +132,7 @@ class Catalogue:
         rolling deploy an old leader plans with the new definition, not its own."""
         registry = TaskRegistry()
         local = {d.name: d for d in self._registry}
-        for stored in self._globals.load_specs(self._clock.now() - SPEC_TTL):
+        for stored in self._specs.load(self._clock.now() - SPEC_TTL):
             spec = self._newest_seen(stored)
             name = str(spec.get("task"))
             mine = local.pop(name, None)
@@ -164,7 +164,7 @@ class Catalogue:
                     "newer one",
                     name,
                 )
-                self._globals.restore_spec(newer, stored)
+                self._specs.restore(newer, stored)
                 return newer
         if isinstance(at, dt.datetime):
             self._seen[name] = (as_utc(at), stored)

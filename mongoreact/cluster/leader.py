@@ -64,7 +64,7 @@ class LeaderElector(Loop):
         try:
             self._clock.sync(self._hello)
             lease = call_with_retry(
-                lambda: self._store.acquire_leadership(
+                lambda: self._store.lease.acquire(
                     self._settings.instance_id, self._settings.leader_ttl
                 ),
                 self.stopping,
@@ -126,11 +126,11 @@ class LeaderElector(Loop):
         to the globals collection (its document was deleted or restored, the server's
         clock went back) is moved above them; a lease lost meanwhile is returned as the
         server has it."""
-        highest = self._store.highest_epoch()
+        highest = self._store.lease.highest_epoch()
         if lease.epoch <= highest:
-            raised = self._store.raise_epoch(self._settings.instance_id, lease.epoch, highest)
+            raised = self._store.lease.raise_epoch(self._settings.instance_id, lease.epoch, highest)
             if raised is None:
-                return self._store.acquire_leadership(
+                return self._store.lease.acquire(
                     self._settings.instance_id, self._settings.leader_ttl
                 )
             logger.warning(
@@ -141,7 +141,7 @@ class LeaderElector(Loop):
             lease = raised
         # From now on every fenced write of an older leader to the planner's state is
         # refused, even before this leader has saved anything itself.
-        self._store.enter_epoch(lease.epoch)
+        self._store.position.enter_epoch(lease.epoch)
         return lease
 
     def _depose(self, reason: str) -> None:
@@ -158,6 +158,6 @@ class LeaderElector(Loop):
             self._leading = False
         self._on_deposed()
         try:
-            self._store.release_leadership(self._settings.instance_id)
+            self._store.lease.release(self._settings.instance_id)
         except Exception as error:
             log_failure(logger, error, "could not release the leader lease; it expires by itself")

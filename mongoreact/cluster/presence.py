@@ -21,7 +21,7 @@ from .._threads import Loop
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
 from ..records import ClaimedTask
-from ..store.globals import GlobalsStore
+from ..store.globals import PresenceStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Beacon(Loop):
         self,
         *,
         settings: Settings,
-        store: GlobalsStore,
+        store: PresenceStore,
         measurements: Measurements,
         is_leader: Callable[[], bool],
         in_hand: Callable[[], list[ClaimedTask]],
@@ -78,7 +78,7 @@ class Beacon(Loop):
 
     def on_stop(self) -> None:
         try:
-            self._store.forget_instance(self._settings.instance_id)
+            self._store.forget(self._settings.instance_id)
         except Exception:
             logger.debug("could not remove this instance's presence", exc_info=True)
 

@@ -16,7 +16,7 @@ from typing import Final
 
 from .._retry import log_failure
 from ..clock import ServerClock
-from ..store.globals import GlobalsStore
+from ..store.globals import ThrottleStore
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ SCOPES: Final = ("instance", "cluster")
 class Throttles:
     """Local pauses plus a cached view of the cluster-wide ones."""
 
-    def __init__(self, store: GlobalsStore | None, clock: ServerClock) -> None:
+    def __init__(self, store: ThrottleStore | None, clock: ServerClock) -> None:
         self._store = store
         self._clock = clock
         self._local: dict[str, float] = {}  # task -> monotonic deadline
@@ -41,7 +41,7 @@ class Throttles:
         with self._lock:
             self._local[task] = max(until, self._local.get(task, 0.0))
         if cluster and self._store is not None:
-            self._store.throttle(task, dt.timedelta(seconds=max(0.0, seconds)))
+            self._store.pause(task, dt.timedelta(seconds=max(0.0, seconds)))
             logger.warning("task %s throttled cluster-wide for %.1fs", task, seconds)
 
     def is_paused(self, task: str) -> bool:
@@ -66,7 +66,7 @@ class Throttles:
                 return self._cluster
             self._read_at = now
         try:
-            view = self._store.throttles()
+            view = self._store.pauses()
         except Exception as error:
             log_failure(logger, error, "could not read cluster throttles; keeping the last view")
             return self._cluster

@@ -20,7 +20,7 @@ from .._threads import Loop
 from ..clock import ServerClock, as_utc
 from ..config.settings import Settings
 from ..records import QUEUED
-from ..store.globals import GlobalsStore
+from ..store.globals import GlobalsStore, MetricsStore
 from ..store.tasks import TaskStore
 from .measurements import BUCKETS, Measurements, merge
 
@@ -55,7 +55,7 @@ class MetricsPusher(Loop):
     """Pushes this instance's measurements for the cluster scrape mode."""
 
     def __init__(
-        self, *, settings: Settings, store: GlobalsStore, measurements: Measurements
+        self, *, settings: Settings, store: MetricsStore, measurements: Measurements
     ) -> None:
         super().__init__(f"mongoreact-metrics-{settings.instance_id}")
         self._settings = settings
@@ -65,7 +65,7 @@ class MetricsPusher(Loop):
     def step(self) -> float:
         snapshot = self._measurements.snapshot()
         call_with_retry(
-            lambda: self._store.push_metrics(self._settings.instance_id, snapshot),
+            lambda: self._store.push(self._settings.instance_id, snapshot),
             self.stopping,
             what="pushing metrics",
         )
@@ -73,7 +73,7 @@ class MetricsPusher(Loop):
 
     def on_stop(self) -> None:
         try:
-            self._store.drop_metrics(self._settings.instance_id)
+            self._store.drop(self._settings.instance_id)
         except Exception:
             logger.debug("could not remove this instance's metrics", exc_info=True)
 
@@ -108,7 +108,7 @@ class FigureReader:
         figures: Figures = {"measurements": own}
         now = self._clock.now()
         if cluster:
-            pushed = self._globals.pushed_metrics(stale_before(now, self._settings))
+            pushed = self._globals.metrics.pushed(stale_before(now, self._settings))
             figures["measurements"] = cluster_measurements(own, pushed, self._settings.instance_id)
         if cluster or self._is_leader():
             figures["queue"] = self._queue_figures(now)
@@ -118,7 +118,7 @@ class FigureReader:
         preference = self._settings.monitoring.read_preference
         known = self._tasks_known()
         queues = self._tasks.queue_summary(list(known.values()), now, preference)
-        state = self._globals.planner_state()
+        state = self._globals.position.document()
         position, reconciled = state.get("streamPositionAt"), state.get("reconciledAt")
         # Every known task and queued status, 0 when empty: a graph then shows 0, not
         # "no data", and an alert on a series cannot miss it for being absent.

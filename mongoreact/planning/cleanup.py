@@ -33,7 +33,7 @@ from ..config.registry import TaskRegistry
 from ..config.schedule import Schedule
 from ..config.settings import Settings
 from ..config.triggers import reads_the_clock
-from ..store.globals import GlobalsStore
+from ..store.globals import CleanupStateStore
 from ..store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Cleaner(Loop):
         settings: Settings,
         registry: TaskRegistry,
         task_store: TaskStore,
-        globals_store: GlobalsStore,
+        cleanup_state: CleanupStateStore,
         clock: ServerClock,
         is_leader: Callable[[], bool],
         batch_size: int = CLEANUP_BATCH,
@@ -65,7 +65,7 @@ class Cleaner(Loop):
         self._settings = settings
         self._registry = registry
         self._tasks = task_store
-        self._globals = globals_store
+        self._state = cleanup_state
         self._clock = clock
         self._is_leader = is_leader
         self._batch_size = batch_size
@@ -83,12 +83,12 @@ class Cleaner(Loop):
             return heartbeat
         now = self._clock.now()
         if self._due is None or self._due <= now:
-            last = call_with_retry(self._globals.last_cleanup, self.stopping, what="cleanup state")
+            last = call_with_retry(self._state.last, self.stopping, what="cleanup state")
             self._due = next_cleanup(last, self._settings.cleanup_interval)
         if self._due is not None and self._due > now:
             return min(heartbeat, (self._due - now).total_seconds())
         if self.run(now):
-            call_with_retry(self._globals.mark_cleanup_done, self.stopping, what="cleanup state")
+            call_with_retry(self._state.mark_done, self.stopping, what="cleanup state")
             self._due = None  # read back: the next is due after the server's time of this one
         return heartbeat
 

@@ -165,7 +165,7 @@ class Leadership:
 
         Runs in the stream reader of ``epoch``, before its position passes what it found
         (it has logged why)."""
-        if not self._globals.reset_reconciliation(epoch=epoch):
+        if not self._globals.reconciliation.reset(epoch=epoch):
             return False
         logger.info("reconciling every task from the beginning")
         current = self._current
@@ -203,7 +203,7 @@ class Leadership:
             settings=settings,
             registry=registry,
             task_store=self._tasks,
-            globals_store=self._globals,
+            cleanup_state=self._globals.cleanup,
             clock=self._clock,
             is_leader=elector.is_leader,
         )

@@ -196,7 +196,7 @@ class StreamReader(Loop):
         # The planner must not save a position of the old stream after this: a
         # successor would resume from lost history again (and reconcile again).
         self._put(("restarted", None))
-        if not self._globals.forget_resume_token(epoch=self._epoch):
+        if not self._globals.position.forget(epoch=self._epoch):
             self._superseded()
             return
         self._position = None
@@ -204,7 +204,7 @@ class StreamReader(Loop):
 
     def _open(self) -> None:
         if self._position is None:
-            self._position = self._globals.load_resume_token()
+            self._position = self._globals.position.load()
         collections = self._registry.collections
         logger.info(
             "opening the change stream on %s for %s (%s)",
@@ -232,7 +232,7 @@ class StreamReader(Loop):
         token = self._stream.resume_token
         if token is None:  # servers before 4.0.7 send no postBatchResumeToken
             return
-        if not self._globals.save_resume_token(token, self._instance_id, epoch=self._epoch):
+        if not self._globals.position.save(token, self._instance_id, epoch=self._epoch):
             logger.warning("a later leader saves the stream position; this reader stops")
             self._close()
             self.stop()
@@ -293,7 +293,7 @@ class Planner(Loop):
         self._reconciler = Reconciler(
             registry=registry,
             task_store=task_store,
-            globals_store=globals_store,
+            reconciliation=globals_store.reconciliation,
             batch_size=settings.batch_size,
             should_stop=lambda: self.stopping.is_set() or not is_leader(),
             stopping=self.stopping,
@@ -552,7 +552,7 @@ class Planner(Loop):
                 continue  # only a failing $merge can tell
             known = self._tasks_uuids.get(name)
             if known is None:
-                recorded = partial(self._globals.tasks_collection_uuid, name)
+                recorded = partial(self._globals.tasks_collections.recorded_uuid, name)
                 known = self._retry(recorded, "checking " + name)
             if current is None or (known is not None and current != known):
                 self._recreate_tasks_collection(name)
@@ -562,7 +562,12 @@ class Planner(Loop):
                 self._tasks_uuids[name] = current
 
     def _record_tasks_uuid(self, name: str, uuid: Any) -> None:
-        record = partial(self._globals.record_tasks_collection_uuid, name, uuid, epoch=self._epoch)
+        record = partial(
+            self._globals.tasks_collections.record_uuid,
+            name,
+            uuid,
+            epoch=self._epoch,
+        )
         if not self._retry(record, f"recording the identity of {name}"):
             raise NotLeadingError  # a later leader checks it
         self._tasks_uuids[name] = uuid
@@ -581,7 +586,7 @@ class Planner(Loop):
             tasks_collection,
         )
         if not self._retry(
-            lambda: self._globals.reset_reconciliation(epoch=self._epoch),
+            lambda: self._globals.reconciliation.reset(epoch=self._epoch),
             "resetting reconciliation",
         ):
             raise NotLeadingError  # a later leader owns the planner's state
@@ -640,7 +645,7 @@ class Planner(Loop):
 
     def _save_token(self, token: Document, position_at: dt.datetime | None = None) -> None:
         saved = call_with_retry(
-            lambda: self._globals.save_resume_token(
+            lambda: self._globals.position.save(
                 token, self._settings.instance_id, position_at, epoch=self._epoch
             ),
             self.stopping,

@@ -28,7 +28,7 @@ from .._retry import call_with_retry
 from ..cluster.specs import is_reconciled, reconciliation_key
 from ..config.definition import TaskDefinition
 from ..config.registry import TaskRegistry
-from ..store.globals import Checkpoint, GlobalsStore
+from ..store.globals import Checkpoint, ReconciliationStore
 from ..store.tasks import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Reconciler:
         *,
         registry: TaskRegistry,
         task_store: TaskStore,
-        globals_store: GlobalsStore,
+        reconciliation: ReconciliationStore,
         batch_size: int,
         should_stop: Callable[[], bool],
         stopping: threading.Event,
@@ -51,7 +51,7 @@ class Reconciler:
         self._epoch = epoch
         self._registry = registry
         self._tasks = task_store
-        self._globals = globals_store
+        self._state = reconciliation
         self._batch_size = batch_size
         self._should_stop = should_stop
         self._stopping = stopping
@@ -65,8 +65,8 @@ class Reconciler:
         between) and finally ``True`` once everything is reconciled; stops early,
         without the final ``True``, when asked to.
         """
-        generation = self._retry(self._globals.reconciliation_generation, "reading the generation")
-        done = set(self._retry(self._globals.reconciled_tasks, "reading reconciliation state"))
+        generation = self._retry(self._state.generation, "reading the generation")
+        done = set(self._retry(self._state.reconciled, "reading reconciliation state"))
         scans: list[tuple[str, list[TaskDefinition], Checkpoint | None]] = []
         for collection in self._registry.collections:
             definitions = self._registry.for_collection(collection)
@@ -74,7 +74,7 @@ class Reconciler:
             if pending:
                 names = sorted(reconciliation_key(d) for d in pending)
                 checkpoint = self._retry(
-                    partial(self._globals.load_checkpoint, collection, names, generation),
+                    partial(self._state.load_checkpoint, collection, names, generation),
                     "reading the checkpoint",
                 )
                 scans.append((collection, pending, checkpoint))
@@ -130,7 +130,7 @@ class Reconciler:
             scanned += len(ids)
             saved = self._retry(
                 partial(
-                    self._globals.save_checkpoint, collection, names, after, scan_id,
+                    self._state.save_checkpoint, collection, names, after, scan_id,
                     generation=generation, epoch=self._epoch,
                 ),
                 "checkpointing",
@@ -154,7 +154,7 @@ class Reconciler:
                 logger.info("%s: %d record(s) whose document is gone", definition.name, vanished)
         finished = self._retry(
             partial(
-                self._globals.finish_reconciliation, collection, names, generation,
+                self._state.finish, collection, names, generation,
                 epoch=self._epoch,
             ),
             "finishing",
@@ -168,7 +168,7 @@ class Reconciler:
     def _same_generation(self, generation: int) -> bool:
         """Whether no history loss has started a new generation since the scan began;
         a scan of an older one is abandoned (the new one runs from the beginning)."""
-        current = self._retry(self._globals.reconciliation_generation, "reading the generation")
+        current = self._retry(self._state.generation, "reading the generation")
         if current != generation:
             _log_abandoned()
         return bool(current == generation)

@@ -24,7 +24,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from mongoreact import ReactiveTasks, TaskContext
-from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.globals import ReconciliationStore
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,15 +109,15 @@ def main(argv: list[str] | None = None) -> None:
 def slow_down_checkpoints(seconds: float) -> None:
     """Test seam: pause after each reconciliation checkpoint, so that a test can kill
     the process in the middle of a scan."""
-    save = GlobalsStore.save_checkpoint
+    save = ReconciliationStore.save_checkpoint
     pause = threading.Event()
 
-    def save_then_pause(self: GlobalsStore, *args: Any, **kwargs: Any) -> bool:
+    def save_then_pause(self: ReconciliationStore, *args: Any, **kwargs: Any) -> bool:
         saved = save(self, *args, **kwargs)
         pause.wait(seconds)
         return saved
 
-    GlobalsStore.save_checkpoint = save_then_pause  # type: ignore[method-assign]
+    ReconciliationStore.save_checkpoint = save_then_pause  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

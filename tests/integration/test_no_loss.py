@@ -28,7 +28,7 @@ from mongoreact.planning.planner import Planner
 from mongoreact.planning.reconciler import Reconciler
 from mongoreact.records import NOT_OWNED, Finalized
 from mongoreact.store import pipelines
-from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.globals import GlobalsStore, LeaseStore
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
@@ -159,11 +159,11 @@ def test_a_renewal_landing_after_the_local_expiry_restarts_planning(
     engine = make_engine(concurrency=0, leader_heartbeat=100, leader_ttl=1000)
     engine.register(task="sync", collection="orders", handler=_noop, debounce=0)
     start(engine, db)
-    acquire = GlobalsStore.acquire_leadership
+    acquire = LeaseStore.acquire
     calls = 0
     stalled = threading.Event()
 
-    def slow_once(self: GlobalsStore, *args: Any) -> Any:
+    def slow_once(self: LeaseStore, *args: Any) -> Any:
         # A slow renewal (0.3 s), then one in flight past the local expiry (which comes
         # 0.6 s into it) but back before its own start plus the TTL: the lease never
         # looks expired at the start of a heartbeat.
@@ -178,7 +178,7 @@ def test_a_renewal_landing_after_the_local_expiry_restarts_planning(
             stalled.set()
         return acquire(self, *args)
 
-    monkeypatch.setattr(GlobalsStore, "acquire_leadership", slow_once)
+    monkeypatch.setattr(LeaseStore, "acquire", slow_once)
     wait_until(stalled.is_set)
     wait_until(lambda: engine.is_leader, message="the renewal to land")
     db.orders.insert_one({"_id": "after"})
@@ -205,40 +205,49 @@ def test_history_lost_during_a_reconciliation_restarts_it_from_the_beginning(
     def reconciler() -> tuple[Iterator[bool], list[Any]]:
         planned: list[Any] = []
         scan = Reconciler(
-            registry=registry, task_store=TaskStore(db), globals_store=globals_store,
-            batch_size=10, should_stop=lambda: False, stopping=threading.Event(), epoch=1,
+            registry=registry, task_store=TaskStore(db),
+            reconciliation=globals_store.reconciliation, batch_size=10,
+            should_stop=lambda: False, stopping=threading.Event(), epoch=1,
         ).run(lambda definition, ids: planned.extend(ids))  # fmt: skip
         return scan, planned
 
     old, _ = reconciler()
     for _ in range(5):
         assert next(old) is False  # half-way through
-    globals_store.reset_reconciliation(epoch=1)  # the stream reader: history lost
+    globals_store.reconciliation.reset(epoch=1)  # the stream reader: history lost
     assert True not in list(old)  # the old scan goes on to its end, and is not finished
-    assert reconciliation_key(definition) not in globals_store.reconciled_tasks()
+    assert reconciliation_key(definition) not in globals_store.reconciliation.reconciled()
     new, planned = reconciler()
     assert list(new)[-1] is True
     assert planned == list(range(100))  # from the beginning
-    assert reconciliation_key(definition) in globals_store.reconciled_tasks()
+    assert reconciliation_key(definition) in globals_store.reconciliation.reconciled()
 
 
 def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None:
     # A deposed leader (an older epoch) must not move the stream position or a
     # reconciliation checkpoint back over its successor's.
     store = GlobalsStore(db, "_mongoreact_globals")
-    assert store.save_resume_token({"_data": "new"}, "b", epoch=2)
-    assert not store.save_resume_token({"_data": "old"}, "a", epoch=1)
-    assert store.load_resume_token() == {"_data": "new"}
+    assert store.position.save({"_data": "new"}, "b", epoch=2)
+    assert not store.position.save({"_data": "old"}, "a", epoch=1)
+    assert store.position.load() == {"_data": "new"}
     now = ObjectId()  # the scan's id
-    generation = store.reconciliation_generation()
-    assert store.save_checkpoint("orders", ["t"], 50, now, generation=generation, epoch=2)
-    assert not store.save_checkpoint("orders", ["t"], 10, now, generation=generation, epoch=1)
-    checkpoint = store.load_checkpoint("orders", ["t"], generation)
+    generation = store.reconciliation.generation()
+    assert store.reconciliation.save_checkpoint(
+        "orders", ["t"], 50, now, generation=generation, epoch=2
+    )
+    assert not store.reconciliation.save_checkpoint(
+        "orders", ["t"], 10, now, generation=generation, epoch=1
+    )
+    checkpoint = store.reconciliation.load_checkpoint("orders", ["t"], generation)
     assert checkpoint is not None and checkpoint.last_id == 50
-    assert store.load_checkpoint("orders", ["t"], generation + 1) is None
+    assert store.reconciliation.load_checkpoint("orders", ["t"], generation + 1) is None
     # A scan of an older generation cannot overwrite a newer one's checkpoint either.
-    assert store.save_checkpoint("orders", ["t"], 5, now, generation=generation + 1, epoch=2)
-    assert not store.save_checkpoint("orders", ["t"], 60, now, generation=generation, epoch=2)
+    assert store.reconciliation.save_checkpoint(
+        "orders", ["t"], 5, now, generation=generation + 1, epoch=2
+    )
+    assert not store.reconciliation.save_checkpoint(
+        "orders", ["t"], 60, now, generation=generation, epoch=2
+    )
 
 
 def test_an_unresumable_stream_restarts_from_now_and_reconciles(
@@ -358,14 +367,14 @@ def test_a_restarted_stream_never_saves_a_position_of_the_old_one(
     planner.step()  # takes both, plans the batch
     assert db.orders_tasks.count_documents({"sourceDocId": "old"}) == 1  # still planned
     planner.on_stop()
-    assert globals_store.load_resume_token() is None  # but its position is not saved
+    assert globals_store.position.load() is None  # but its position is not saved
     events.put(event("new", "new-stream"))
     for _ in range(100):  # each step waits for the batch to be due (a batch_window)
         planner.step()
         if db.orders_tasks.count_documents({"sourceDocId": "new"}):
             break
     planner.on_stop()
-    assert globals_store.load_resume_token() == {"_data": "new-stream"}
+    assert globals_store.position.load() == {"_data": "new-stream"}
 
 
 @pytest.mark.parametrize("how", ["deleted", "restored", "clock_back"])
@@ -416,18 +425,18 @@ def test_a_lapsed_lease_renewed_in_the_same_term_keeps_planning_and_its_batch(
     engine.register(task="sync", collection="orders", handler=_noop, debounce=0)
     start(engine, db)
     planner = next(t for t in threading.enumerate() if t.name.startswith("mongoreact-planner"))
-    acquire = GlobalsStore.acquire_leadership
+    acquire = LeaseStore.acquire
     slow = threading.Event()
     slow.set()
 
-    def slow_once(self: GlobalsStore, *args: Any) -> Any:
+    def slow_once(self: LeaseStore, *args: Any) -> Any:
         if slow.is_set():
             slow.clear()
             db.orders.insert_one({"_id": "during"})
             threading.Event().wait(0.8)  # longer than leader_ttl: the lease lapses here
         return acquire(self, *args)
 
-    monkeypatch.setattr(GlobalsStore, "acquire_leadership", slow_once)
+    monkeypatch.setattr(LeaseStore, "acquire", slow_once)
     wait_until(lambda: _counter(engine, "leader_lapses") == 1, message="a lapse")
     db.orders.insert_one({"_id": "after"})
     wait_until(
@@ -459,7 +468,8 @@ def test_a_changed_definition_never_resumes_or_finishes_an_older_ones_reconcilia
         registry = TaskRegistry()
         registry.add(definition)
         reconciler = Reconciler(
-            registry=registry, task_store=tasks, globals_store=globals_store, batch_size=40,
+            registry=registry, task_store=tasks, reconciliation=globals_store.reconciliation,
+            batch_size=40,
             should_stop=lambda: False, stopping=threading.Event(), epoch=epoch,
         )  # fmt: skip
 
@@ -477,11 +487,11 @@ def test_a_changed_definition_never_resumes_or_finishes_an_older_ones_reconcilia
     # The old leader goes on with v1's scan: refused (the new leader's epoch), and in any
     # case it could only mark v1's key.
     assert True not in list(old)
-    assert reconciliation_key(v2) not in globals_store.reconciled_tasks()
+    assert reconciliation_key(v2) not in globals_store.reconciliation.reconciled()
     assert list(new)[-1] is True
     planned = {r["sourceDocId"] for r in db.orders_tasks.find({"matched": True})}
     assert planned == set(range(300))
-    assert reconciliation_key(v2) in globals_store.reconciled_tasks()
+    assert reconciliation_key(v2) in globals_store.reconciliation.reconciled()
 
 
 def _fenced_store(db: Database[Doc]) -> tuple[TaskStore, Any]:
@@ -558,17 +568,17 @@ def test_a_deposed_stream_reader_cannot_reset_reconciliation_or_drop_the_positio
     """Regression: a deposed reader reset reconciliation and forgot the saved position
     without a leadership check; its successor's scan was abandoned for good."""
     store = GlobalsStore(db, "_mongoreact_globals")
-    assert store.save_resume_token({"_data": "b"}, "b", epoch=2)
-    generation = store.reconciliation_generation()
-    assert not store.reset_reconciliation(epoch=1)
-    assert not store.forget_resume_token(epoch=1)
-    assert store.reconciliation_generation() == generation
-    assert store.load_resume_token() == {"_data": "b"}
+    assert store.position.save({"_data": "b"}, "b", epoch=2)
+    generation = store.reconciliation.generation()
+    assert not store.reconciliation.reset(epoch=1)
+    assert not store.position.forget(epoch=1)
+    assert store.reconciliation.generation() == generation
+    assert store.position.load() == {"_data": "b"}
     # A new term stamps the planner's state before its first save: older writes refused.
-    assert store.enter_epoch(3)
-    assert not store.save_resume_token({"_data": "old"}, "b", epoch=2)
-    assert store.reset_reconciliation(epoch=3)
-    assert store.reconciliation_generation() == generation + 1
+    assert store.position.enter_epoch(3)
+    assert not store.position.save({"_data": "old"}, "b", epoch=2)
+    assert store.reconciliation.reset(epoch=3)
+    assert store.reconciliation.generation() == generation + 1
 
 
 def test_a_record_planned_during_a_scan_is_not_marked_gone_whatever_the_clocks(
@@ -587,7 +597,8 @@ def test_a_record_planned_during_a_scan_is_not_marked_gone_whatever_the_clocks(
     db.orders_tasks.insert_one({"task": "t", "sourceDocId": 200, "matched": True,
                                 "status": "completed"})  # its document is gone  # fmt: skip
     reconciler = Reconciler(
-        registry=registry, task_store=tasks, globals_store=GlobalsStore(db, "_mongoreact_globals"),
+        registry=registry, task_store=tasks,
+        reconciliation=GlobalsStore(db, "_mongoreact_globals").reconciliation,
         batch_size=5, should_stop=lambda: False, stopping=threading.Event(), epoch=1,
     )  # fmt: skip
 

@@ -10,7 +10,7 @@ from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect
 
-from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.globals import ReconciliationStore
 from mongoreact.store.server import stream_pipeline
 
 from .conftest import EngineFactory
@@ -243,10 +243,10 @@ def test_documents_a_rename_or_out_puts_in_a_watched_collection_are_planned(
 def test_a_rename_is_not_lost_when_resetting_reconciliation_fails_once(
     make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = GlobalsStore.reset_reconciliation
+    original = ReconciliationStore.reset
     failures = [AutoReconnect("connection lost while resetting reconciliation")]
 
-    def flaky(self: GlobalsStore, *, epoch: int) -> bool:
+    def flaky(self: ReconciliationStore, *, epoch: int) -> bool:
         if failures:
             raise failures.pop()
         return original(self, epoch=epoch)
@@ -255,7 +255,7 @@ def test_a_rename_is_not_lost_when_resetting_reconciliation_fails_once(
     engine = make_engine()
     engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
     start(engine, db)
-    monkeypatch.setattr(GlobalsStore, "reset_reconciliation", flaky)
+    monkeypatch.setattr(ReconciliationStore, "reset", flaky)
     db.staging.insert_many([{"_id": f"out{i}"} for i in range(3)])
     db.staging.aggregate([{"$out": "orders"}])
     wait_until(lambda: all(recorder.count(f"out{i}") == 1 for i in range(3)))

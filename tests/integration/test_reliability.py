@@ -13,7 +13,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from mongoreact import ReactiveTasks
-from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.globals import ReconciliationStore
 from mongoreact.testing import EmbeddedServer
 
 from .conftest import EngineFactory
@@ -187,14 +187,14 @@ def test_a_long_reconciliation_keeps_the_leader_lease(
     make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db.orders.insert_many([{"n": i} for i in range(100)])
-    save = GlobalsStore.save_checkpoint
+    save = ReconciliationStore.save_checkpoint
 
-    def slow_save(self: GlobalsStore, *args: Any, **kwargs: Any) -> bool:
+    def slow_save(self: ReconciliationStore, *args: Any, **kwargs: Any) -> bool:
         saved = save(self, *args, **kwargs)
         threading.Event().wait(0.25)  # 10 batches: the scan outlasts the 1 s lease twice
         return saved
 
-    monkeypatch.setattr(GlobalsStore, "save_checkpoint", slow_save)
+    monkeypatch.setattr(ReconciliationStore, "save_checkpoint", slow_save)
     recorder = Recorder(fetch=False)
     engine = make_engine(batch_size=10)
     engine.register(task="sync", collection="orders", handler=recorder, debounce=0)

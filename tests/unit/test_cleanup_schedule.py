@@ -13,7 +13,7 @@ from mongoreact.config.registry import TaskRegistry
 from mongoreact.config.schedule import Schedule
 from mongoreact.config.settings import build_settings
 from mongoreact.planning.cleanup import Cleaner, next_cleanup
-from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.globals import CleanupStateStore
 from mongoreact.store.tasks import TaskStore
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
@@ -82,15 +82,15 @@ class _Globals:
     """The cleanup state of the globals store, counting its reads."""
 
     def __init__(self, last: dt.datetime) -> None:
-        self.last: dt.datetime | None = last
+        self.last_at: dt.datetime | None = last
         self.reads = 0
 
-    def last_cleanup(self) -> dt.datetime | None:
+    def last(self) -> dt.datetime | None:
         self.reads += 1
-        return self.last
+        return self.last_at
 
-    def mark_cleanup_done(self) -> None:
-        self.last = NOW
+    def mark_done(self) -> None:
+        self.last_at = NOW
 
 
 class _Clock:
@@ -107,7 +107,7 @@ def test_the_leader_reads_the_cleanup_state_again_only_once_the_cleanup_is_due()
     settings = build_settings({"uri": "mongodb://h", "cleanup_interval": "2h"})
     cleaner = Cleaner(
         settings=settings, registry=TaskRegistry(), task_store=cast(TaskStore, None),
-        globals_store=cast(GlobalsStore, globals_), clock=cast(ServerClock, clock),
+        cleanup_state=cast(CleanupStateStore, globals_), clock=cast(ServerClock, clock),
         is_leader=lambda: True,
     )  # fmt: skip
     for _ in range(5):
@@ -116,7 +116,7 @@ def test_the_leader_reads_the_cleanup_state_again_only_once_the_cleanup_is_due()
     clock.time = NOW + dt.timedelta(hours=1, seconds=1)  # due: read, clean, read back
     cleaner.step()
     cleaner.step()
-    assert globals_.reads == 3 and globals_.last == NOW
+    assert globals_.reads == 3 and globals_.last_at == NOW
     clock.time += dt.timedelta(minutes=1)
     cleaner.step()
     assert globals_.reads == 3

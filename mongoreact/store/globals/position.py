@@ -1,0 +1,80 @@
+"""The planner document's stream position: where the last leader's change stream
+stopped, and the leader epoch that fences every write of the planner's state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Final
+
+from pymongo.collection import Collection
+
+from ..pipelines import NOW
+from ..server import token_time
+from .fencing import Document, fenced_upsert
+
+PLANNER_ID: Final = "planner"
+
+
+class StreamPositionStore:
+    """The saved resume token, and the epoch the planner's state is fenced by."""
+
+    def __init__(self, documents: Collection[Document]) -> None:
+        self._collection = documents
+
+    def load(self) -> Document | None:
+        """Where the last leader's change stream stopped, if anywhere."""
+        document = self._collection.find_one({"_id": PLANNER_ID}, {"resumeToken": 1})
+        token = document.get("resumeToken") if document else None
+        return token if isinstance(token, dict) else None
+
+    def save(
+        self,
+        token: Document,
+        instance_id: str,
+        position_at: dt.datetime | None = None,
+        *,
+        epoch: int,
+    ) -> bool:
+        """Remember the stream position after work up to it has been planned;
+        ``position_at`` is when its last event happened (``None``: caught up, now).
+
+        Fenced by the leader ``epoch``: ``False`` (nothing written) once a later leader
+        has saved a position, so a deposed leader cannot move the position back.
+        """
+        update = [
+            {
+                "$set": {
+                    "resumeToken": {"$literal": token},
+                    "savedAt": NOW,
+                    "streamPositionAt": position_at or NOW,
+                    # The cluster time before which every change has been planned.
+                    "streamTime": {"$literal": token_time(token)},
+                    "savedBy": {"$literal": instance_id},
+                    "leaderEpoch": epoch,
+                }
+            }
+        ]
+        return fenced_upsert(self._collection, PLANNER_ID, {"leaderEpoch": epoch}, update)
+
+    def forget(self, *, epoch: int) -> bool:
+        """Drop the stored position (after the server lost the history behind it);
+        fenced by the leader ``epoch`` (``False``: a later leader's state, kept)."""
+        result = self._collection.update_one(
+            {"_id": PLANNER_ID, "leaderEpoch": {"$not": {"$gt": epoch}}},
+            {"$unset": {"resumeToken": ""}, "$max": {"leaderEpoch": epoch}},
+        )
+        return (
+            result.matched_count > 0
+            or self._collection.count_documents({"_id": PLANNER_ID}, limit=1) == 0
+        )
+
+    def enter_epoch(self, epoch: int) -> bool:
+        """Stamp the planner's state with a new leader ``epoch`` when its term begins,
+        so that from then on every fenced write of an older leader is refused, even
+        before this one has saved anything; ``False`` if a later epoch is there."""
+        update = [{"$set": {"leaderEpoch": {"$max": [{"$ifNull": ["$leaderEpoch", 0]}, epoch]}}}]
+        return fenced_upsert(self._collection, PLANNER_ID, {"leaderEpoch": epoch}, update)
+
+    def document(self) -> Document:
+        """The planner document (stream position, reconciliation, cleanup)."""
+        return self._collection.find_one({"_id": PLANNER_ID}) or {}
