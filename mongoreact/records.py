@@ -46,6 +46,19 @@ class Outcome(str, enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
+class RunEnd:
+    """How a run ended, as its finalize records it: what the worker tells the store,
+    which builds the update itself (``store/pipelines.py``)."""
+
+    outcome: Outcome
+    duration_ms: int
+    instance_id: str
+    error: str | None = None
+    traceback: str | None = None
+    next_run_at: dt.datetime | None = None  # the retry or deferral time
+
+
+@attrs.frozen(kw_only=True)
 class TaskInfo:
     """What ``task_filter`` is asked about: a task name and its source collection."""
 

@@ -21,7 +21,8 @@ import attrs
 
 from .._retry import OUTLIVES_STOP, call_with_retry
 from .._threads import Loop
-from ..records import NOT_OWNED, ClaimedTask, Finalized
+from ..config.definition import TaskDefinition
+from ..records import NOT_OWNED, ClaimedTask, Finalized, RunEnd
 from ..store.protocols import WorkStore
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,13 @@ IDLE_WAIT: Final = 1.0
 @attrs.define(eq=False)
 class _Request:
     claim: ClaimedTask
-    update: list[Document]
+    definition: TaskDefinition
+    end: RunEnd
     done: Done
 
 
 class Finalizer(Loop):
-    """Writes finalize updates handed over by ``submit``, batching those that wait."""
+    """Writes the ends of runs handed over by ``submit``, batching those that wait."""
 
     def __init__(self, store: WorkStore, instance_id: str) -> None:
         super().__init__(f"mongoreact-finalizer-{instance_id}")
@@ -50,12 +52,14 @@ class Finalizer(Loop):
         self._queue: list[_Request] = []
         self._arrived = threading.Event()
 
-    def submit(self, claim: ClaimedTask, update: list[Document], done: Done) -> None:
-        """Apply ``update`` if ``claim`` still owns its record, then call ``done`` (from
-        the finalizer thread). The update is fenced by the claim, so it applies at most
-        once even when a write is retried after a transient error."""
+    def submit(
+        self, claim: ClaimedTask, definition: TaskDefinition, end: RunEnd, done: Done
+    ) -> None:
+        """Record ``end`` if ``claim`` still owns its record, then call ``done`` (from
+        the finalizer thread). The write is fenced by the claim, so it applies at most
+        once even when it is retried after a transient error."""
         with self._lock:
-            self._queue.append(_Request(claim, update, done))
+            self._queue.append(_Request(claim, definition, end, done))
         self._arrived.set()
 
     @property
@@ -94,8 +98,9 @@ class Finalizer(Loop):
 
         def send() -> list[Finalized]:
             if len(batch) == 1:
-                return [self._store.finalize(batch[0].claim, batch[0].update)]
-            return self._store.finalize_many([(r.claim, r.update) for r in batch])
+                one = batch[0]
+                return [self._store.finalize(one.claim, one.definition, one.end)]
+            return self._store.finalize_many([(r.claim, r.definition, r.end) for r in batch])
 
         error: BaseException | None = None
         try:

@@ -23,8 +23,7 @@ from ..config.settings import Settings
 from ..errors import HandlerTimeoutError, MongoReactError
 from ..logs import run_fields
 from ..monitoring.measurements import Measurements
-from ..records import PENDING, ClaimedTask, Finalized
-from ..store import pipelines
+from ..records import PENDING, ClaimedTask, Finalized, RunEnd
 from ..store.protocols import WorkStore
 from .admission import ConcurrencySlots
 from .context import RunState, TaskContext
@@ -126,12 +125,11 @@ class TaskRunner:
             if state.taken_over:
                 return False  # finalized as timed out already
             seconds = time.monotonic() - started
-            update = pipelines.finalize_update(
-                definition, outcome=Outcome.COMPLETED, duration_ms=int(seconds * 1000),
-                attempt=claim.attempt, instance_id=self._settings.instance_id,
-                claim_id=claim.claim_id,
+            end = RunEnd(
+                outcome=Outcome.COMPLETED, duration_ms=int(seconds * 1000),
+                instance_id=self._settings.instance_id,
             )  # fmt: skip
-            return self._store.finalize(claim, update, session).written
+            return self._store.finalize(claim, definition, end, session).written
 
         state = RunState(complete=complete)
         context = TaskContext(
@@ -200,7 +198,8 @@ class TaskRunner:
         lost = True  # until the run has an outcome to write
         try:
             seconds = time.monotonic() - run.started
-            outcome, update, next_run = self._outcome(run, error, int(seconds * 1000))
+            end = self._outcome(run, error, int(seconds * 1000))
+            outcome, next_run = end.outcome, end.next_run_at
             self._measure(definition.name, outcome, seconds)
             # The lease is still renewed while the finalize waits and is written (a slow
             # finalize must not let another worker run the task again); from here the
@@ -247,7 +246,7 @@ class TaskRunner:
                 self._leases.release(claim)
                 on_done(result)
 
-        self._finalizer.submit(claim, update, written)
+        self._finalizer.submit(claim, definition, end, written)
 
     def _extra(self, run: _Run) -> dict[str, Any]:
         """Fields a structured log handler can index on (``record.task`` ...)."""
@@ -299,17 +298,9 @@ class TaskRunner:
             caught.append(MongoReactError("task_caller returned without calling run()"))
         return caught[0] if caught else None
 
-    def _outcome(
-        self, run: _Run, error: BaseException | None, duration_ms: int
-    ) -> tuple[Outcome, list[dict[str, Any]], dt.datetime | None]:
-        """The outcome, its finalize update, and when the record is due again."""
+    def _outcome(self, run: _Run, error: BaseException | None, duration_ms: int) -> RunEnd:
+        """How the run ended: its outcome, and when the record is due again."""
         definition, claim, context = run.definition, run.claim, run.context
-        common: dict[str, Any] = {
-            "duration_ms": duration_ms,
-            "attempt": claim.attempt,
-            "instance_id": self._settings.instance_id,
-            "claim_id": claim.claim_id,
-        }
         first_error = claim.record.get("firstErrorAt")
         decision = decide(
             error=error,
@@ -319,14 +310,17 @@ class TaskRunner:
             first_error_at=as_utc(first_error) if first_error is not None else None,
             now=self._clock.now(),
         )
-        outcome = decision.outcome
-        common["next_run_at"] = decision.next_run_at
-        if outcome in (Outcome.RETRY, Outcome.FAILED) and error is not None:
-            common["error"] = _describe(error)
-            common["traceback"] = _traceback(error)
+        end = RunEnd(
+            outcome=decision.outcome,
+            duration_ms=duration_ms,
+            instance_id=self._settings.instance_id,
+            next_run_at=decision.next_run_at,
+        )
+        if end.outcome in (Outcome.RETRY, Outcome.FAILED) and error is not None:
+            end = attrs.evolve(end, error=_describe(error), traceback=_traceback(error))
             # A run given up is for a human to look at (ERROR, with its traceback); a
             # run that will be retried is transient (WARNING, one line).
-            gave_up = outcome is Outcome.FAILED
+            gave_up = end.outcome is Outcome.FAILED
             logger.log(
                 logging.ERROR if gave_up else logging.WARNING,
                 "task %s for %r failed (attempt %d, %s): %s",
@@ -334,12 +328,11 @@ class TaskRunner:
                 context.doc_id,
                 claim.attempt,
                 "giving up" if gave_up else "will retry",
-                common["error"],
+                end.error,
                 exc_info=(type(error), error, error.__traceback__) if gave_up else None,
                 extra=self._extra(run),
             )
-        update = pipelines.finalize_update(definition, outcome=outcome, **common)
-        return outcome, update, common.get("next_run_at")
+        return end
 
 
 def _describe(error: BaseException) -> str:

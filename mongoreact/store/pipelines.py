@@ -24,6 +24,7 @@ from ..records import (
     PROCESSING_DIRTY,
     QUEUED,
     Outcome,
+    RunEnd,
 )
 
 NOW: Final = "$$NOW"
@@ -512,25 +513,17 @@ def fence_many(record_ids: list[Any], claim_ids: list[ObjectId]) -> dict[str, An
 
 
 def finalize_update(
-    definition: TaskDefinition,
-    *,
-    outcome: Outcome,
-    duration_ms: int,
-    attempt: int,
-    instance_id: str,
-    claim_id: ObjectId,
-    error: str | None = None,
-    traceback: str | None = None,
-    next_run_at: dt.datetime | None = None,
+    definition: TaskDefinition, end: RunEnd, *, attempt: int, claim_id: ObjectId
 ) -> list[dict[str, Any]]:
-    """Close a run that ended as ``outcome`` (any but ``LEASE_LOST`` and ``ERROR``,
-    which write nothing); ``next_run_at`` is the retry or defer time.
+    """Close run ``attempt`` of claim ``claim_id``, which ended as ``end`` (any outcome
+    but ``LEASE_LOST`` and ``ERROR``, which write nothing).
 
     A record that turned ``processing_dirty`` while the handler ran goes back to
     ``pending`` whatever the outcome, due once its debounce from the last change has
     passed, so the newest data is handled next; if the run deferred itself, at the later
     of its deferral and that debounce.
     """
+    outcome, next_run_at = end.outcome, end.next_run_at
     dirty = {"$eq": ["$status", PROCESSING_DIRTY]}
     dirty_due = {
         "$max": [
@@ -568,7 +561,7 @@ def finalize_update(
     if succeeded:
         fields.update(
             completedAt=NOW,
-            lastSuccess={"at": NOW, "durationMs": duration_ms},
+            lastSuccess={"at": NOW, "durationMs": end.duration_ms},
             firstErrorAt=None,
             lastError=None,
             lastErrorTraceback=None,
@@ -578,22 +571,22 @@ def finalize_update(
         fields["attempts"] = {"$max": [0, {"$subtract": ["$attempts", 1]}]}
     else:
         fields.update(
-            lastError={"$literal": error},
-            lastErrorTraceback={"$literal": traceback},
+            lastError={"$literal": end.error},
+            lastErrorTraceback={"$literal": end.traceback},
             # After a change the retry window starts again with the next failure.
             firstErrorAt=_if(dirty, "$firstErrorAt", {"$ifNull": ["$firstErrorAt", NOW]}),
         )
     entry: dict[str, Any] = {
         "at": NOW,
         "status": FAILED if outcome in (Outcome.RETRY, Outcome.FAILED) else outcome.value,
-        "durationMs": duration_ms,
+        "durationMs": end.duration_ms,
         "attempt": attempt,
-        "instanceId": {"$literal": instance_id},
+        "instanceId": {"$literal": end.instance_id},
         "claimId": claim_id,
     }
-    if error is not None:
+    if end.error is not None:
         # Literals: an error message that starts with "$" must not read as a field path.
-        entry.update(error={"$literal": error}, traceback={"$literal": traceback})
+        entry.update(error={"$literal": end.error}, traceback={"$literal": end.traceback})
     limit = definition.execution_history_limit
     history: Any = (
         {

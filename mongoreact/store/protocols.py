@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo.client_session import ClientSession
 
-from ..records import BatchClaim, ClaimedTask, Finalized
+from ..records import BatchClaim, ClaimedTask, Finalized, RunEnd
 
 if TYPE_CHECKING:
     from ..config.definition import TaskDefinition
@@ -56,12 +56,18 @@ class WorkStore(LeaseStore, Protocol):
         ...
 
     def finalize(
-        self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
+        self,
+        claim: ClaimedTask,
+        definition: TaskDefinition,
+        end: RunEnd,
+        session: ClientSession | None = None,
     ) -> Finalized:
-        """Close a run if the claim still owns its record."""
+        """Record how a run ended if the claim still owns its record."""
         ...
 
-    def finalize_many(self, requests: list[tuple[ClaimedTask, list[Document]]]) -> list[Finalized]:
+    def finalize_many(
+        self, requests: list[tuple[ClaimedTask, TaskDefinition, RunEnd]]
+    ) -> list[Finalized]:
         """``finalize`` for several claims at once."""
         ...
 

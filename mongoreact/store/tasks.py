@@ -27,6 +27,7 @@ from ..records import (
     BatchClaim,
     ClaimedTask,
     Finalized,
+    RunEnd,
     TaskQueue,
     by_collection,
     source_key,
@@ -472,9 +473,13 @@ class TaskStore:
         return set(claim_ids) - held
 
     def finalize(
-        self, claim: ClaimedTask, update: list[Document], session: ClientSession | None = None
+        self,
+        claim: ClaimedTask,
+        definition: TaskDefinition,
+        end: RunEnd,
+        session: ClientSession | None = None,
     ) -> Finalized:
-        """Apply a finalize ``update`` if the claim still owns the record (inside
+        """Record how ``claim``'s run ended if the claim still owns the record (inside
         ``session``'s transaction if given).
 
         The answer carries the record's new ``status`` and ``nextRunAt`` (so a follow-up
@@ -484,7 +489,7 @@ class TaskStore:
         projection = {"_id": 0, "status": 1, "nextRunAt": 1}
         written = collection.find_one_and_update(
             pipelines.fence(claim.id, claim.claim_id),
-            pipelines.signed_finalize(update, claim.claim_id),
+            _finalize_update(claim, definition, end),
             projection=projection,
             return_document=ReturnDocument.AFTER,
             session=session,
@@ -502,7 +507,9 @@ class TaskStore:
             next_run_at=written.get("nextRunAt"),
         )  # fmt: skip
 
-    def finalize_many(self, requests: list[tuple[ClaimedTask, list[Document]]]) -> list[Finalized]:
+    def finalize_many(
+        self, requests: list[tuple[ClaimedTask, TaskDefinition, RunEnd]]
+    ) -> list[Finalized]:
         """``finalize`` for several claims in one command per tasks collection.
 
         The answers are what is known without reading the records back: written (the
@@ -511,7 +518,7 @@ class TaskStore:
         """
         answers = [WRITTEN_IN_BATCH for _ in requests]
         by_collection: dict[str, list[int]] = {}
-        for index, (claim, _) in enumerate(requests):
+        for index, (claim, _, _) in enumerate(requests):
             by_collection.setdefault(claim.tasks_collection, []).append(index)
         for name, indexes in by_collection.items():
             collection = self._db[name]
@@ -520,7 +527,7 @@ class TaskStore:
                 [
                     UpdateOne(
                         pipelines.fence(claim.id, claim.claim_id),
-                        pipelines.signed_finalize(requests[i][1], claim.claim_id),
+                        _finalize_update(claim, *requests[i][1:]),
                     )
                     for i, claim in zip(indexes, claims, strict=True)
                 ],
@@ -622,3 +629,11 @@ class TaskStore:
         projection), reading no document."""
         pipeline = pipelines.planning_pipeline(definition, [], ObjectId(), 0)[:-1]
         self._db[definition.collection].aggregate([*pipeline, {"$limit": 1}]).close()
+
+
+def _finalize_update(claim: ClaimedTask, definition: TaskDefinition, end: RunEnd) -> list[Document]:
+    """The finalize of ``claim``'s run, signed with the claim (see ``finalized_by``)."""
+    update = pipelines.finalize_update(
+        definition, end, attempt=claim.attempt, claim_id=claim.claim_id
+    )
+    return pipelines.signed_finalize(update, claim.claim_id)

@@ -15,15 +15,20 @@ from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from mongoreact import TaskConditionFailedError, TaskContext
+from mongoreact.config.definition import build_definition
 from mongoreact.execution.finalizer import Finalizer
-from mongoreact.records import NOT_OWNED, WRITTEN_IN_BATCH, ClaimedTask, Finalized
+from mongoreact.records import NOT_OWNED, WRITTEN_IN_BATCH, ClaimedTask, Finalized, Outcome, RunEnd
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
 from .helpers import Doc, record, start, wait_until
 
 LEASE = dt.timedelta(seconds=60)
-DONE: list[dict[str, Any]] = [{"$set": {"status": "completed", "nextRunAt": None}}]
+# A completed run of the jobs' task: the definition and the end a finalize records.
+DONE = (
+    build_definition({"task": "t", "collection": "jobs", "handler": print}),
+    RunEnd(outcome=Outcome.COMPLETED, duration_ms=1, instance_id="test"),
+)
 # What a finalize written alone answers: the record's new status and nextRunAt.
 COMPLETED_ALONE = Finalized(written=True, known=True, status="completed", next_run_at=None)
 
@@ -148,13 +153,13 @@ def test_a_batch_finalize_is_fenced_per_claim(db: Database[Doc]) -> None:
     claims = _claim(store, 3)
     stale = ClaimedTask(record=claims[1].record, claim_id=ObjectId(), tasks_collection="jobs_tasks")
 
-    answers = store.finalize_many([(claims[0], DONE), (stale, DONE), (claims[2], DONE)])
+    answers = store.finalize_many([(claims[0], *DONE), (stale, *DONE), (claims[2], *DONE)])
 
     assert answers == [WRITTEN_IN_BATCH, NOT_OWNED, WRITTEN_IN_BATCH]
     statuses = {d["_id"]: d["status"] for d in db.jobs_tasks.find()}
     assert statuses == {"r000": "completed", "r001": "processing", "r002": "completed"}
     # Sent again (as after a transient error), the applied ones still count as written.
-    assert store.finalize_many([(claims[0], DONE), (claims[1], DONE)]) == [WRITTEN_IN_BATCH] * 2
+    assert store.finalize_many([(claims[0], *DONE), (claims[1], *DONE)]) == [WRITTEN_IN_BATCH] * 2
 
 
 class HeldStore(TaskStore):
@@ -168,10 +173,10 @@ class HeldStore(TaskStore):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def finalize(self, claim: ClaimedTask, update: Any, session: Any = None) -> Any:
+    def finalize(self, claim: ClaimedTask, definition: Any, end: Any, session: Any = None) -> Any:
         self.entered.set()
         self.release.wait(30)
-        return super().finalize(claim, update, session)
+        return super().finalize(claim, definition, end, session)
 
 
 def test_finalizes_that_arrive_during_a_write_share_the_next_one(
@@ -190,10 +195,10 @@ def test_finalizes_that_arrive_during_a_write_share_the_next_one(
     commands.targets.clear()
     finalizer.start()
     try:
-        finalizer.submit(claims[0], DONE, finished(claims[0]))
+        finalizer.submit(claims[0], *DONE, finished(claims[0]))
         wait_until(store.entered.is_set, message="the first write")  # held in flight
         for claim in claims[1:]:
-            finalizer.submit(claim, DONE, finished(claim))  # returns at once
+            finalizer.submit(claim, *DONE, finished(claim))  # returns at once
         assert finalizer.waiting == 39
         store.release.set()
         wait_until(lambda: len(answers) == 40, message="every finalize")
@@ -213,7 +218,7 @@ def test_finalizes_handed_over_before_stop_are_still_written(db: Database[Doc]) 
     finalizer = Finalizer(store, "test")
     done: list[Any] = []
     for claim in _claim(store, 3):
-        finalizer.submit(claim, DONE, lambda answer, error: done.append((answer, error)))
+        finalizer.submit(claim, *DONE, lambda answer, error: done.append((answer, error)))
     finalizer.start()
     finalizer.stop()
     assert finalizer.join(10)
@@ -227,7 +232,7 @@ def test_a_lone_finalize_returns_the_new_status(db: Database[Doc]) -> None:
     (claim,) = _claim(store, 1)
     done: list[Any] = []
     finalizer = Finalizer(store, "test")
-    finalizer.submit(claim, DONE, lambda answer, error: done.append((answer, error)))
+    finalizer.submit(claim, *DONE, lambda answer, error: done.append((answer, error)))
     finalizer.write_all()
     assert done == [(COMPLETED_ALONE, None)]
 

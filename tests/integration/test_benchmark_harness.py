@@ -14,7 +14,7 @@ from benchmarks.drivers import TIMINGS, MongoreactRun, _kind, reference_command
 from benchmarks.engine import latency, throughput
 from benchmarks.proxy import LatencyProxy, ProxyProcess
 from mongoreact.config.definition import build_definition
-from mongoreact.execution.outcome import Outcome
+from mongoreact.records import Outcome, RunEnd
 from mongoreact.store import pipelines
 
 
@@ -67,7 +67,8 @@ def test_updates_of_the_tasks_collection_are_told_apart() -> None:
     claim_id = ObjectId()
     finalize = pipelines.finalize_update(
         build_definition({"task": "t", "collection": "items", "handler": print}),
-        outcome=Outcome.COMPLETED, duration_ms=1, attempt=1, instance_id="i", claim_id=claim_id,
+        RunEnd(outcome=Outcome.COMPLETED, duration_ms=1, instance_id="i"),
+        attempt=1, claim_id=claim_id,
     )  # fmt: skip
     updates = {
         "claim": pipelines.claim_update(claim_id, "i", 1000),

@@ -22,11 +22,10 @@ from mongoreact.cluster.specs import reconciliation_key
 from mongoreact.config.definition import build_definition
 from mongoreact.config.registry import TaskRegistry
 from mongoreact.config.settings import build_settings
-from mongoreact.execution.outcome import Outcome
 from mongoreact.monitoring.measurements import Measurements
 from mongoreact.planning.planner import Planner
 from mongoreact.planning.reconciler import Reconciler
-from mongoreact.records import NOT_OWNED, Finalized
+from mongoreact.records import NOT_OWNED, Finalized, Outcome, RunEnd
 from mongoreact.store import pipelines
 from mongoreact.store.globals import GlobalsStore, LeaseStore
 from mongoreact.store.tasks import TaskStore
@@ -123,18 +122,16 @@ def test_a_finalize_retried_after_a_lost_reply_is_recognised(
     ]
     assert len(claims) == 2
     retry_in = now + dt.timedelta(hours=1)
-    requests = [
-        (claim, pipelines.finalize_update(
-            definition, outcome=Outcome.RETRY, duration_ms=1, attempt=1, instance_id="i",
-            claim_id=claim.claim_id, error="E: boom", traceback="", next_run_at=retry_in,
-        ))
-        for claim in claims
-    ]  # fmt: skip
+    end = RunEnd(
+        outcome=Outcome.RETRY, duration_ms=1, instance_id="i", error="E: boom", traceback="",
+        next_run_at=retry_in,
+    )  # fmt: skip
+    requests = [(claim, definition, end) for claim in claims]
 
     def send() -> list[Finalized]:
         if batched:
             return store.finalize_many(requests)
-        return [store.finalize(claim, update) for claim, update in requests]
+        return [store.finalize(*request) for request in requests]
 
     assert all(answer.written for answer in send())  # the first attempt lands
     db.orders_tasks.update_many({}, {"$set": {"nextRunAt": dt.datetime(2000, 1, 1)}})
@@ -146,7 +143,7 @@ def test_a_finalize_retried_after_a_lost_reply_is_recognised(
         assert all(a.known for a in answers)
         assert {a.status for a in answers} <= {"pending", "processing"}
     # Another claim fences the real owner's finalize out.
-    other = [(attrs.evolve(claim, claim_id=ObjectId()), update) for claim, update in requests]
+    other = [(attrs.evolve(claim, claim_id=ObjectId()), definition, end) for claim in claims]
     assert store.finalize_many(other) == [NOT_OWNED, NOT_OWNED]
 
 

@@ -11,7 +11,8 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from mongoreact import TaskContext, TaskInfo
-from mongoreact.records import NOT_OWNED, ClaimedTask, Finalized
+from mongoreact.config.definition import build_definition
+from mongoreact.records import NOT_OWNED, ClaimedTask, Finalized, Outcome, RunEnd
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
@@ -111,13 +112,16 @@ def test_finalize_is_fenced_by_the_claim(db: Database[Doc]) -> None:
     )
     assert claim is not None
     stale = ClaimedTask(record=claim.record, claim_id=ObjectId(), tasks_collection="jobs_tasks")
-    update = [{"$set": {"status": "completed", "nextRunAt": None}}]
-    assert store.finalize(stale, update) == NOT_OWNED
+    done = (
+        build_definition({"task": "t", "collection": "jobs", "handler": print}),
+        RunEnd(outcome=Outcome.COMPLETED, duration_ms=1, instance_id="i"),
+    )
+    assert store.finalize(stale, *done) == NOT_OWNED
     assert db.jobs_tasks.find_one({"_id": "r1"})["status"] == "processing"  # type: ignore[index]
     written = Finalized(written=True, known=True, status="completed", next_run_at=None)
-    assert store.finalize(claim, update) == written
+    assert store.finalize(claim, *done) == written
     # Sent again (a retry after a lost reply): recognised as this claim's own write.
-    assert store.finalize(claim, update) == written
+    assert store.finalize(claim, *done) == written
 
 
 def test_the_local_planner_wakes_idle_workers(

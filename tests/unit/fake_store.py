@@ -16,7 +16,14 @@ from mongoreact.cluster.throttles import Throttles
 from mongoreact.execution.admission import Admission, ConcurrencySlots
 from mongoreact.execution.leases import LeaseKeeper
 from mongoreact.execution.worker import WorkerPool
-from mongoreact.records import COMPLETED, WRITTEN_IN_BATCH, BatchClaim, ClaimedTask, Finalized
+from mongoreact.records import (
+    COMPLETED,
+    WRITTEN_IN_BATCH,
+    BatchClaim,
+    ClaimedTask,
+    Finalized,
+    RunEnd,
+)
 
 
 class FakeStore:
@@ -80,17 +87,21 @@ class FakeStore:
         return {r["sourceDocId"]: {"_id": r["sourceDocId"]} for r in records}
 
     def finalize(
-        self, claim: ClaimedTask, update: Any, session: ClientSession | None = None
+        self,
+        claim: ClaimedTask,
+        definition: TaskDefinition,
+        end: RunEnd,
+        session: ClientSession | None = None,
     ) -> Finalized:
         with self.lock:
             self.finalized.append(claim.id)
         return Finalized(written=True, known=True, status=COMPLETED)
 
     def finalize_many(
-        self, requests: list[tuple[ClaimedTask, list[dict[str, Any]]]]
+        self, requests: list[tuple[ClaimedTask, TaskDefinition, RunEnd]]
     ) -> list[Finalized]:
         with self.lock:
-            self.finalized.extend(claim.id for claim, _ in requests)
+            self.finalized.extend(claim.id for claim, _, _ in requests)
         return [WRITTEN_IN_BATCH for _ in requests]
 
     def unclaim_many(self, claims: list[ClaimedTask]) -> None:

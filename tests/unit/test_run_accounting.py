@@ -22,12 +22,14 @@ class SlowFinalizeStore(FakeStore):
         self.release = threading.Event()
         self.writing = threading.Event()  # a finalize is under way, held by release
 
-    def finalize(self, claim: ClaimedTask, update: Any, session: Any = None) -> Finalized:
+    def finalize(
+        self, claim: ClaimedTask, definition: Any, end: Any, session: Any = None
+    ) -> Finalized:
         self.writing.set()
         self.release.wait(10)
-        return super().finalize(claim, update, session)
+        return super().finalize(claim, definition, end, session)
 
-    def finalize_many(self, requests: list[tuple[ClaimedTask, list[dict[str, Any]]]]) -> Any:
+    def finalize_many(self, requests: list[Any]) -> Any:
         self.writing.set()
         self.release.wait(10)
         return super().finalize_many(requests)
