@@ -3,15 +3,22 @@
 A ``Loop`` is a named daemon thread that calls ``step()`` until its stop ``Event`` is
 set. ``step`` returns how long to wait before the next call; ``stop()`` and ``wake()``
 cut the wait short (a wake-up that comes while ``step`` runs is kept, so the next wait
-ends at once: none is lost). An exception is logged with its traceback and the
-loop carries on after a growing pause: a thread never dies silently.
+ends at once: none is lost), and ``wake_at()`` schedules wake-ups ahead (each fires,
+a later one survives an earlier one firing). An exception is logged with its traceback
+and the loop carries on after a growing pause: a thread never dies silently.
+
+Every thread of the library waits this way; the one other wait is ``WorkerPool.stop``
+waiting on a ``Condition`` for the records in hand to be given back, which is a
+caller's wait, not a thread's.
 """
 
 from __future__ import annotations
 
 import abc
+import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -32,6 +39,8 @@ class Loop(abc.ABC):
         self._wakeup = threading.Event()  # set by stop() and wake()
         self.woken = False  # whether wake() (or stop()) ended the last wait early
         self._thread: threading.Thread | None = None
+        self._wake_lock = threading.Lock()
+        self._wake_times: list[float] = []  # scheduled wake-ups (monotonic), a heap
 
     @abc.abstractmethod
     def step(self) -> float:
@@ -54,6 +63,30 @@ class Loop(abc.ABC):
     def wake(self) -> None:
         """End the current wait: ``step`` runs again now."""
         self._wakeup.set()
+
+    def wake_at(self, when: float) -> None:
+        """Have ``step`` run again by ``when`` (``time.monotonic()`` time) at the
+        latest, and now."""
+        with self._wake_lock:
+            heapq.heappush(self._wake_times, when)
+        self._wakeup.set()
+
+    def wake_due(self) -> bool:
+        """Whether a scheduled wake-up has come since the last call (each fires once;
+        later ones are kept)."""
+        now = time.monotonic()
+        due = False
+        with self._wake_lock:
+            while self._wake_times and self._wake_times[0] <= now:
+                heapq.heappop(self._wake_times)
+                due = True
+        return due
+
+    def _until_scheduled(self, wait: float) -> float:
+        with self._wake_lock:
+            if not self._wake_times:
+                return wait
+            return min(wait, max(0.0, self._wake_times[0] - time.monotonic()))
 
     @property
     def is_running(self) -> bool:
@@ -80,6 +113,7 @@ class Loop(abc.ABC):
                 except Exception as error:
                     log_failure(logger, error, "%s: error; retrying in %.1fs", self.name, pause)
                     wait, pause = pause, min(pause * 2, ERROR_PAUSE_MAX)
+                wait = self._until_scheduled(wait)
                 self.woken = wait > 0 and self._wakeup.wait(wait)
         finally:
             try:

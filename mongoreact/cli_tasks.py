@@ -27,7 +27,7 @@ from .config.uri import redact_uri, secrets_of, without_secrets
 from .errors import ConfigError
 from .management import parse_extended_json
 from .reactive_tasks import ReactiveTasks
-from .records import STATUSES
+from .records import COMPLETED, FAILED, STATUSES
 from .store.server import AUTHENTICATION_FAILED, error_summary, ping
 
 logger = logging.getLogger(__name__)
@@ -294,12 +294,12 @@ def _act(
 def _bulk(engine: ReactiveTasks, args: argparse.Namespace, filters: dict[str, Any]) -> int:
     """``retry`` or ``discard`` (``run`` checked they have a scope)."""
     if args.action == "discard":
-        if filters["status"] and "failed" not in filters["status"]:
+        if filters["status"] and FAILED not in filters["status"]:
             raise CommandError("tasks discard deletes failed records: --status failed, or none")
-        filters = {**filters, "status": ["failed"]}
+        filters = {**filters, "status": [FAILED]}
     elif not filters["status"] and not args.include_completed:
         # As the dashboard: re-running completed records repeats their effects.
-        filters = {**filters, "status": [s for s in STATUSES if s != "completed"]}
+        filters = {**filters, "status": [s for s in STATUSES if s != COMPLETED]}
     if args.dry_run:
         count = engine.count_tasks(**filters)
         print(f"would {args.action} {count} task(s) (dry run: nothing changed)")

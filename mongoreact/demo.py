@@ -103,7 +103,7 @@ def write_data(db: Database[Document], narrator: Narrator) -> None:
             {"_id": "o-1003", "status": "paid", "amount": 45},
         ]
     )
-    threading.Event().wait(1.0)  # pacing, so the first runs show before the next writes
+    time.sleep(1.0)  # pacing, so the first runs show before the next writes
     narrator.say("app: order o-1002 is paid; o-1001 gets a note (not a watched field)")
     db.orders.update_one({"_id": "o-1002"}, {"$set": {"status": "paid"}})
     db.orders.update_one({"_id": "o-1001"}, {"$set": {"note": "gift wrap"}})

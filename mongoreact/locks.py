@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -70,7 +69,9 @@ class Lock:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockAlreadyAcquiredError(self.key)
-            threading.Event().wait(min(remaining, delay * random.uniform(1.0, 1.2)))
+            # A back-off between tries, in the caller's thread: nothing here can end it
+            # early (the holder is another thread or process, seen only by trying).
+            time.sleep(min(remaining, delay * random.uniform(1.0, 1.2)))
             delay = min(delay * 2, max(self._wait.total_seconds() / 3, 0.05))
         self._lock_id, self.fencing_token, self.lost = lock_id, token, False
         self._renewal = Renewal(

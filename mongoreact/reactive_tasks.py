@@ -7,12 +7,13 @@ on: to the runtime that ``start()`` builds (``_runtime``), to the management API
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bson import Timestamp
 from pymongo.client_session import ClientSession
@@ -60,7 +61,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
-State = Literal["new", "starting", "running", "stopped"]
+
+
+class State(str, enum.Enum):
+    """Where an instance is in its life: ``start()`` takes it from ``NEW`` through
+    ``STARTING`` to ``RUNNING``, ``stop()`` to ``STOPPED`` (a failed start back to
+    ``NEW``)."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
 T = TypeVar("T")
 CONNECT_TIMEOUT: Final = 30.0  # seconds start() waits for MongoDB
 
@@ -77,7 +90,7 @@ class ReactiveTasks:
         self._settings: Settings = build_settings(options)
         self._registry = TaskRegistry()
         self._cron_tasks: dict[str, CronTask] = {}
-        self._state: State = "new"
+        self._state = State.NEW
         self._lock = threading.RLock()
         self._connection = Connection(self._settings)
         self._runtime: Runtime | None = None  # from start() on
@@ -101,7 +114,7 @@ class ReactiveTasks:
             {"task": task, "collection": collection, "handler": handler, **options}
         )
         with self._lock:
-            if self._state != "new":
+            if self._state != State.NEW:
                 raise ConfigError(
                     "task",
                     definition.name,
@@ -136,7 +149,7 @@ class ReactiveTasks:
         cluster (``"CRON <expr>"``, an interval, or ``schedule(now) -> datetime``)."""
         cron = build_cron_task(name, schedule, handler)
         with self._lock:
-            if self._state != "new":
+            if self._state != State.NEW:
                 raise ConfigError("name", name, "register cron tasks before start()")
             if cron.name in self._cron_tasks:
                 raise ConfigError("name", name, "a cron task with this name already exists")
@@ -202,18 +215,18 @@ class ReactiveTasks:
         (``StartCancelledError``).
         """
         with self._lock:
-            if self._state == "running":
+            if self._state == State.RUNNING:
                 return
-            if self._state in ("stopped", "starting"):
+            if self._state in (State.STOPPED, State.STARTING):
                 raise MongoReactError(
                     "a stopped ReactiveTasks cannot be started again"
-                    if self._state == "stopped"
+                    if self._state == State.STOPPED
                     else "start() is already under way in another thread"
                 )
             if not len(self._registry) and not self._cron_tasks:
                 raise ConfigError("register", None, "register at least one task before start()")
             cancelled = self._start_cancelled = threading.Event()
-            self._state = "starting"
+            self._state = State.STARTING
         try:
             database = self._connection.database()
             self._wait_for_server(database, timeout, cancelled)
@@ -232,7 +245,7 @@ class ReactiveTasks:
                     raise StartCancelledError("start() cancelled by stop()")
                 runtime.start()
                 self._runtime = runtime
-                self._state = "running"
+                self._state = State.RUNNING
             if cancelled.is_set():
                 # A signal handler's stop() on this very thread (the lock is
                 # re-entrant) while the threads started: honour it now.
@@ -242,7 +255,7 @@ class ReactiveTasks:
             # Only this thread closes the client of a start that failed or was
             # cancelled: a stop() meanwhile must not close it under the start's feet.
             with self._lock:
-                self._state = "stopped" if cancelled.is_set() else "new"
+                self._state = State.STOPPED if cancelled.is_set() else State.NEW
             self._connection.close()
             raise
         logger.info(
@@ -282,14 +295,14 @@ class ReactiveTasks:
         too; a ``start()`` still waiting for MongoDB is cancelled at once."""
         with self._lock:
             runtime = self._runtime
-            if self._state == "starting":
+            if self._state == State.STARTING:
                 self._start_cancelled.set()  # start() closes its client itself
                 return True
-            if self._state != "running" or runtime is None:
-                self._state = "stopped"
+            if self._state != State.RUNNING or runtime is None:
+                self._state = State.STOPPED
                 self._connection.close()  # a client opened for the management API
                 return True
-            self._state = "stopped"
+            self._state = State.STOPPED
         clean = runtime.stop(timeout)
         # A handler still running may still use the client: close it after that.
         runtime.after_handlers(self._connection.close)
@@ -306,7 +319,7 @@ class ReactiveTasks:
     @property
     def is_running(self) -> bool:
         """Between ``start()`` and ``stop()``."""
-        return self._state == "running"
+        return self._state == State.RUNNING
 
     @property
     def is_leader(self) -> bool:
@@ -393,7 +406,7 @@ class ReactiveTasks:
         runtime = self._runtime
         if runtime is not None and self.is_running:
             return runtime.read_figures()
-        if self._state == "stopped":
+        if self._state == State.STOPPED:
             return {"measurements": self.measurements.snapshot()}
         # Never started (a web process serving /metrics): the cluster's figures, read
         # from what the running instances push and from the task records.
@@ -486,7 +499,7 @@ class ReactiveTasks:
     def _db(self) -> Database[Document]:
         """The database, connecting without starting when needed (management, helpers)."""
         with self._lock:
-            if self._state == "stopped":
+            if self._state == State.STOPPED:
                 raise NotStartedError("this instance is stopped")
             return self._connection.database()
 

@@ -11,12 +11,32 @@ from typing import Any, Final
 
 import attrs
 
-PENDING: Final = "pending"
-PROCESSING: Final = "processing"
-PROCESSING_DIRTY: Final = "processing_dirty"
-COMPLETED: Final = "completed"
-FAILED: Final = "failed"
-STATUSES: Final = (PENDING, PROCESSING, PROCESSING_DIRTY, COMPLETED, FAILED)
+
+class Status(str, enum.Enum):
+    """A task record's status (a ``str``: the values are what records store). The
+    module's ``PENDING``, ``PROCESSING``, ... are its members."""
+
+    PENDING = "pending"
+    """Waiting to run once due."""
+    PROCESSING = "processing"
+    """Claimed by a worker, under a lease."""
+    PROCESSING_DIRTY = "processing_dirty"
+    """Running, and the watched values changed meanwhile: it runs again after."""
+    COMPLETED = "completed"
+    """The current version was handled."""
+    FAILED = "failed"
+    """The retry policy gave up: the dead-letter state."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PENDING: Final = Status.PENDING
+PROCESSING: Final = Status.PROCESSING
+PROCESSING_DIRTY: Final = Status.PROCESSING_DIRTY
+COMPLETED: Final = Status.COMPLETED
+FAILED: Final = Status.FAILED
+STATUSES: Final = tuple(Status)
 ACTIVE: Final = (PROCESSING, PROCESSING_DIRTY)
 RUNNABLE: Final = (PENDING, *ACTIVE)
 FRESH_FOR: Final = 1.0  # seconds a batch read may answer a handler's get_document()

@@ -28,7 +28,7 @@ from pymongo.errors import OperationFailure
 from ..config.durations import DurationLike, parse_duration
 from ..errors import ConfigError
 from ..management import check_doc_id, parse_extended_json
-from ..records import COMPLETED, STATUSES
+from ..records import COMPLETED, FAILED, STATUSES
 from .redaction import Redaction
 from .security import (
     SECURITY_HEADERS,
@@ -207,11 +207,11 @@ class DashboardApp:
         """Delete the picked or matching records that are ``failed`` (``dryRun``: count)."""
         selection = _selection(body, include_completed=True)
         self._redaction.check_filters(selection)
-        if selection.get("status") and "failed" not in selection["status"]:
+        if selection.get("status") and FAILED not in selection["status"]:
             # Discarding deletes failed records only: a filter on other statuses
             # matches nothing to discard (it must not widen to every failed record).
             raise ConfigError("status", selection["status"], "discard deletes failed records")
-        selection["status"] = ["failed"]
+        selection["status"] = [FAILED]
         if _flag(body, "dryRun"):
             return {"matched": self._engine.count_tasks(**selection)}
         deleted = self._engine.discard_failed_tasks(**selection)

@@ -12,10 +12,8 @@ planned is due.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import Final
@@ -69,20 +67,15 @@ class Dispatcher(Loop):
         self._poll_max = settings.poll_max.total_seconds()
         self._backoff = self._poll_min
         self._idle = False  # the last step ended in an idle wait
-        self._lock = threading.Lock()
-        # Every scheduled wake-up (monotonic times, a heap): a later one must survive an
-        # earlier one firing, or a retry or deferral waits for the idle back-off.
-        self._wake_times: list[float] = []
         self._rotation = 0
         self._contended: dict[str, int] = {}  # claims left to spread, per collection
         self._trigger_cache: dict[str, list[str] | None] = {}  # see _triggers
 
     def wake_in(self, delay: float) -> None:
-        """Poll at once, or at the latest ``delay`` seconds from now."""
-        at = time.monotonic() + max(0.0, delay)
-        with self._lock:
-            heapq.heappush(self._wake_times, at)
-        self.wake()
+        """Poll at once, or at the latest ``delay`` seconds from now (every scheduled
+        wake-up fires: a later one survives an earlier one, or a retry or deferral
+        would wait for the idle back-off)."""
+        self.wake_at(time.monotonic() + max(0.0, delay))
 
     def step(self) -> float:
         # Woken from an idle wait (new work planned, a retry due): most often one record
@@ -91,7 +84,7 @@ class Dispatcher(Loop):
         single = False
         if self._idle:
             self._idle = False
-            if self._wake_due():
+            if self.wake_due():
                 self._backoff = self._poll_min
                 single = True
             elif not self.woken:
@@ -170,18 +163,4 @@ class Dispatcher(Loop):
             return claims
 
     def _next_wait(self) -> float:
-        wait = self._backoff + random.uniform(0, POLL_JITTER)
-        with self._lock:
-            if self._wake_times:
-                wait = min(wait, max(0.0, self._wake_times[0] - time.monotonic()))
-        return wait
-
-    def _wake_due(self) -> bool:
-        """Whether a scheduled wake-up has come (each fires once; later ones are kept)."""
-        now = time.monotonic()
-        due = False
-        with self._lock:
-            while self._wake_times and self._wake_times[0] <= now:
-                heapq.heappop(self._wake_times)
-                due = True
-        return due
+        return self._backoff + random.uniform(0, POLL_JITTER)  # Loop: or a wake_at

@@ -50,7 +50,6 @@ class Finalizer(Loop):
         self._store = store
         self._lock = threading.Lock()
         self._queue: list[_Request] = []
-        self._arrived = threading.Event()
 
     def submit(
         self, claim: ClaimedTask, definition: TaskDefinition, end: RunEnd, done: Done
@@ -60,7 +59,7 @@ class Finalizer(Loop):
         once even when it is retried after a transient error."""
         with self._lock:
             self._queue.append(_Request(claim, definition, end, done))
-        self._arrived.set()
+        self.wake()
 
     @property
     def waiting(self) -> int:
@@ -68,15 +67,10 @@ class Finalizer(Loop):
         with self._lock:
             return len(self._queue)
 
-    def stop(self) -> None:
-        super().stop()
-        self._arrived.set()
-
     def step(self) -> float:
-        self._arrived.wait(IDLE_WAIT)
-        self._arrived.clear()
+        # A submit() while this writes is kept by Loop: the next wait ends at once.
         self.write_all()
-        return 0.0
+        return IDLE_WAIT
 
     def on_stop(self) -> None:
         # Whatever was handed over before stop() is still written.

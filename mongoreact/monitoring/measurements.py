@@ -14,6 +14,8 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Final
 
+from ..records import FAILED
+
 # Run durations in seconds: handlers range from milliseconds to minutes.
 BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 RECENT_MINUTES: Final = 60
@@ -57,7 +59,7 @@ class Measurements:
             minute = int(time.time() // 60)
             if not self._minutes or self._minutes[-1][0] != minute:
                 self._minutes.append([minute, 0, 0])
-            self._minutes[-1][2 if status == "failed" else 1] += 1
+            self._minutes[-1][2 if status == FAILED else 1] += 1
 
     def recent(self) -> list[dict[str, int]]:
         """Runs per minute over the last hour (``minute`` since the Unix epoch;
@@ -73,7 +75,7 @@ class Measurements:
     def totals(self) -> dict[str, int]:
         """Runs so far: ``finished`` (completed, skipped or deferred) and ``failed``."""
         with self._lock:
-            failed = sum(sum(b) for (_, s), (b, _) in self._histograms.items() if s == "failed")
+            failed = sum(sum(b) for (_, s), (b, _) in self._histograms.items() if s == FAILED)
             every = sum(sum(buckets) for buckets, _ in self._histograms.values())
         return {"finished": every - failed, "failed": failed}
 

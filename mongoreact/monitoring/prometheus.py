@@ -122,7 +122,7 @@ class FigureReader:
         position, reconciled = state.get("streamPositionAt"), state.get("reconciledAt")
         # Every known task and queued status, 0 when empty: a graph then shows 0, not
         # "no data", and an alert on a series cannot miss it for being absent.
-        depth = {task: dict.fromkeys(QUEUED, 0) for task in sorted({*known, *queues})}
+        depth = {task: {s.value: 0 for s in QUEUED} for task in sorted({*known, *queues})}
         for task, queue in queues.items():
             depth[task].update(queue.counts)
         return {
