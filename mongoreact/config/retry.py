@@ -29,8 +29,6 @@ from .schedule import Schedule
 UNLIMITED: Final = -1
 DEFAULT_MAX_ATTEMPTS: Final = 5
 TYPES: Final = ("fixed", "linear", "exponential", "series", "cron")
-# Options a policy written as a dict must give (the classes have defaults for them).
-_REQUIRED: Final = ("interval", "intervals", "expression")
 
 
 def _max_attempts(_: object, __: object, value: object) -> None:
@@ -230,9 +228,5 @@ def parse_retry_policy(value: object) -> RetryPolicy:
         return value
     every = {name for cls in _CLASSES.values() for name in field_names(cls)}
     raw = as_mapping(value, "retry_policy", sorted(every))
-    kind = _CLASSES[as_choice(raw.get("type"), "retry_policy.type", TYPES)]
-    for key in _REQUIRED:
-        if key in attrs.fields_dict(kind) and raw.get(key) is None:
-            raise ConfigError(f"retry_policy.{key}", None, f"required for {raw['type']} retries")
     fields = {key: item for key, item in raw.items() if item is not None}
-    return RetryPolicy(**fields)  # checks the options against the type's
+    return RetryPolicy(**fields)  # the policy checks its own fields, as when built directly
