@@ -195,6 +195,23 @@ def test_a_dirty_record_that_deferred_waits_for_its_deferral_and_its_debounce(
         assert deferred["nextRunAt"] == deferred["updatedAt"] + dt.timedelta(seconds=2)
 
 
+def test_a_bad_deferral_fails_the_run_naming_the_call(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    def handler(ctx: TaskContext) -> None:
+        ctx.defer_current("soon")
+
+    engine = make_engine()
+    engine.register(
+        task="hook", collection="events", handler=handler, debounce=0,
+        retry_policy={"type": "fixed", "interval": "1h"},
+    )  # fmt: skip
+    start(engine, db)
+    db.events.insert_one({"_id": "e1"})
+    failed = record_when(db, "events", "e1", lambda r: r.get("lastError"))
+    assert failed["lastError"].startswith("ConfigError: defer_current='soon'")
+
+
 def test_defer_current_accepts_a_datetime(make_engine: EngineFactory, db: Database[Doc]) -> None:
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
 

@@ -84,8 +84,14 @@ def test_retry_runs_failed_tasks_again_with_a_fresh_count(
     sync = FailingOnVip()
     engine = app(make_engine, db, sync)
     sync.fixed.set()
+    before = {r["_id"]: r["updatedAt"] for r in db.users_tasks.find({"status": "failed"})}
     result = engine.retry_tasks(task="sync", status="failed")
     assert result.modified_count == 3
+    # A retry is a change of the record's own (mutation testing: updatedAt was not
+    # asserted): cleanup's keep_for counts from it.
+    for record_id, updated_at in before.items():
+        found = db.users_tasks.find_one({"_id": record_id})
+        assert found is not None and found["updatedAt"] > updated_at
     wait_until(lambda: engine.count_tasks(task="sync", status="completed") == 9)
     assert {r["attempts"] for r in engine.get_tasks(task="sync", limit=100)} == {1}
 
@@ -104,6 +110,14 @@ def test_retrying_a_running_task_makes_it_run_again_after(
     assert record(db, "jobs", "j1")["status"] == "processing_dirty"
     release.set()
     wait_until(lambda: recorder.count("j1") == 2)
+
+
+def test_the_overview_counts_every_status(make_engine: EngineFactory, db: Database[Doc]) -> None:
+    """Mutation testing: the overview could count only the queued statuses."""
+    engine = app(make_engine, db)
+    rows = {row["task"]: row["counts"] for row in engine.overview()["tasks"]}
+    assert rows["welcome"] == {"completed": 9}
+    assert rows["sync"] == {"completed": 6, "failed": 3}
 
 
 def test_bad_management_input_is_a_config_error(
@@ -135,6 +149,7 @@ def test_pause_and_defer_take_durations_as_everywhere(
         engine.pause_task("sync", duration)
     engine.resume_task("sync")
     assert engine.defer_task("sync", "u0", "2h") == 1  # u0 is a failed vip record
+    assert record(db, "users", "u0", "sync")["status"] == "pending"  # waiting, not failed
     due = record(db, "users", "u0", "sync")["nextRunAt"].replace(tzinfo=dt.timezone.utc)
     assert due > engine.clock.now() + dt.timedelta(minutes=90)
     for bad in ("soon", -1, "10"):

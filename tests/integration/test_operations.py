@@ -146,6 +146,22 @@ def test_dropping_the_cron_collection_recreates_the_schedules(
     assert db["_mongoreact_cron"].count_documents({"_id": "tick"}) == 1
 
 
+def test_a_deleted_spec_is_published_again(
+    make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation testing: an instance that no longer found its published spec (an
+    operator deleted it, or a restore predates it) did not have to publish it again."""
+    monkeypatch.setattr("mongoreact.cluster.catalogue.SPEC_TOUCH_INTERVAL", 0.2)
+    engine = make_engine()
+    engine.register(task="t", collection="orders", handler=Recorder(fetch=False), debounce=0)
+    start(engine, db)
+    assert db["_mongoreact_globals"].delete_one({"_id": "task:t"}).deleted_count == 1
+    wait_until(
+        lambda: db["_mongoreact_globals"].find_one({"_id": "task:t"}), timeout=10,
+        message="the spec published again",
+    )  # fmt: skip
+
+
 def test_a_globals_restore_does_not_bring_an_old_definition_back(
     make_engine: EngineFactory, db: Database[Doc], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ from pymongo.database import Database
 
 from mongoreact.config.definition import TaskDefinition, build_definition
 from mongoreact.records import ClaimedTask
+from mongoreact.store.slots import SlotStore
 from mongoreact.store.tasks import TaskStore
 
 from .helpers import Doc
@@ -137,3 +138,19 @@ def test_a_record_of_another_definition_is_claimable_after_a_grace(db: Database[
         limit=5, triggers=["mine"],
     )  # fmt: skip
     assert [c.record["sourceDocId"] for c in claimed.claims] == [2]
+
+
+def test_a_concurrency_slot_of_a_holder_that_died_is_taken_over(db: Database[Doc]) -> None:
+    """Mutation testing: expired holders were not asserted to give their slot up (a
+    crashed instance would have held its max_concurrency slots for good)."""
+    slots = SlotStore(db, "_mongoreact_globals")
+    lease = dt.timedelta(minutes=1)
+    gone = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    db["_mongoreact_globals"].insert_one(
+        {"_id": "slots:t", "holders": [{"id": ObjectId(), "expiresAt": gone}]}
+    )
+    live = ObjectId()
+    assert slots.acquire("t", live, 1, lease)  # the dead holder's slot
+    assert not slots.acquire("t", ObjectId(), 1, lease)  # the live one's is kept
+    (document,) = db["_mongoreact_globals"].find({"_id": "slots:t"})
+    assert [holder["id"] for holder in document["holders"]] == [live]
