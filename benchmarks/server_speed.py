@@ -8,6 +8,9 @@ collection of N documents shaped like task records (half of them pending and due
 - single writes: ``insert_one`` with ObjectId and with integer ``_id``s, ``update_one``
   by ``_id`` (operations/s);
 - ``insert_many`` of N integer-keyed documents into an empty collection (µs/document);
+- reads by ``_id``: ``find_one`` and a ``$in`` of two ids, for int, long, double,
+  string, ObjectId and mixed ``_id``s, a number asked as another numeric type (ms/read:
+  flat in N when they are lookups);
 - the claim: ``find_one_and_update`` of the most overdue pending record, sorted by due
   time on a ``{task, due}`` index (claims/s);
 - keyset paging: the next 500 ``_id``s after a random one, sorted by ``_id`` (ms/page);
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bson import ObjectId
+from bson import Int64, ObjectId
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -118,6 +121,42 @@ def _insert_many_int_ids(db: Database[Doc], size: int) -> Doc:
     seconds = time.perf_counter() - started
     coll.drop()
     return {f"insert_many_int_id_us_per_doc@{size}": seconds / size * 1e6}
+
+
+# _id types, each a function of the document's number (MongoDB's numeric equality:
+# 1 == 1.0 == Int64(1), so a read by one finds a document stored under another).
+ID_TYPES: dict[str, Callable[[int], Any]] = {
+    "int": lambda n: n,
+    "long": Int64,
+    "double": float,
+    "string": lambda n: f"id-{n}",
+    "objectid": lambda n: ObjectId(f"{n:024x}"),
+    "mixed": lambda n: (n, Int64(n), float(n), f"id-{n}", ObjectId(f"{n:024x}"))[n % 5],
+}
+
+
+def _reads_by_id(db: Database[Doc], size: int) -> Doc:
+    """``find_one`` by ``_id`` and a ``$in`` of two ``_id``s, per ``_id`` type: flat
+    in the collection's size when they are lookups (ms per read). Each read asks with a
+    number of another type than the stored one where it can (a long for an int...)."""
+    results: Doc = {}
+    asked = {"int": float, "long": int, "double": Int64}
+    for name, make in ID_TYPES.items():
+        coll = db[f"ids_{name}_{size}"]
+        for offset in range(0, size, 5000):
+            coll.insert_many([{"_id": make(n)} for n in range(offset, min(size, offset + 5000))])
+        ask = asked.get(name, make)
+        picks = [random.randrange(size) for _ in range(200)]
+        started = time.perf_counter()
+        for n in picks:
+            assert coll.find_one({"_id": ask(n)}) is not None
+        results[f"find_one_by_id_ms[{name}]@{size}"] = (time.perf_counter() - started) * 5
+        started = time.perf_counter()
+        for n in picks:
+            assert len(list(coll.find({"_id": {"$in": [ask(n), ask((n + 1) % size)]}}))) == 2
+        results[f"in_two_ids_ms[{name}]@{size}"] = (time.perf_counter() - started) * 5
+        coll.drop()
+    return results
 
 
 def _claims(uri: str, coll: Collection[Doc], size: int) -> Doc:
@@ -239,6 +278,7 @@ def measure(uri: str, sizes: list[int]) -> Doc:
                 _fill(coll, size)
                 results.update(_single_writes(uri, coll, size))
                 results.update(_insert_many_int_ids(db, size))
+                results.update(_reads_by_id(db, size))
                 results.update(_claims(uri, coll, size))
                 results.update(_keyset_pages(uri, coll, size))
                 results.update(_stalls(uri, db, coll, size))

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from bson import ObjectId
+from bson import Int64, ObjectId
 from pymongo import ASCENDING, DeleteOne, InsertOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -298,3 +298,22 @@ def test_english_locale_collations(db: Database[Doc]) -> None:
     assert db.t.find_one({"_id": 2}) == {"_id": 2, "x": "Pong", "y": 1}
     db.t.delete_one({"x": "PING"}, collation={"locale": "en_GB", "strength": 1})
     assert [d["_id"] for d in db.t.find()] == [2]
+
+
+def test_reads_by_numeric_id_follow_bson_equality(db: Database[Doc]) -> None:
+    """1, 1.0 and Int64(1) are one _id value (reads of integer ids were served by a
+    scan on the embedded server; they are lookups now, and must stay exact)."""
+    db.items.insert_many([{"_id": 1, "v": "int"}, {"_id": 2.5, "v": "double"},
+                          {"_id": Int64(3), "v": "long"}, {"_id": "1", "v": "string"}])  # fmt: skip
+    assert db.items.find_one({"_id": 1.0})["v"] == "int"  # type: ignore[index]
+    assert db.items.find_one({"_id": Int64(1)})["v"] == "int"  # type: ignore[index]
+    assert db.items.find_one({"_id": 3})["v"] == "long"  # type: ignore[index]
+    assert db.items.find_one({"_id": 2}) is None
+    found = db.items.find({"_id": {"$in": [1.0, 3.0, "1", 7]}}).sort("v", 1)
+    assert [d["v"] for d in found] == ["int", "long", "string"]
+    db.items.delete_one({"_id": 1.0})
+    assert db.items.find_one({"_id": 1}) is None
+    db.items.insert_one({"_id": 1.0, "v": "double again"})
+    assert db.items.find_one({"_id": Int64(1)})["v"] == "double again"  # type: ignore[index]
+    with pytest.raises(DuplicateKeyError):
+        db.items.insert_one({"_id": 1, "v": "duplicate"})

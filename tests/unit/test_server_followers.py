@@ -29,7 +29,7 @@ def _contents(follower: Any) -> Any:
             group: [(keys, storage_key) for keys, _, storage_key in entries]
             for group, entries in follower._buckets.items()
         }
-    return dict(follower._counts)
+    return {number: set(keys) for number, keys in follower._keys.items()}
 
 
 async def _scenario(seed: int) -> int:

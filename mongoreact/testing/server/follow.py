@@ -31,6 +31,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mongoeco.core.bson_scalars import unwrap_bson_numeric
 from mongoeco.core.identity import id_contains_numeric_value
 
 Doc = dict[str, Any]
@@ -174,37 +175,61 @@ class Follower(abc.ABC):
         """Called once a rebuild has added every document."""
 
 
-def plain_number(value: Any) -> bool:
-    """An int or float ``_id`` (not NaN): Python equality is BSON equality for these,
-    so 1, 1.0 and Int64(1) are one key, as in MongoDB."""
+def number_of(value: Any) -> int | float | None:
+    """The int or float an ``_id`` is (mongoeco keeps a long or a double the client
+    typed as such in a wrapper, ``BsonInt64`` or ``BsonDouble``); ``None`` for anything
+    else, NaN and Decimal128 included. Python equality is BSON equality for these, so
+    1, 1.0 and Int64(1) are one key, as in MongoDB."""
+    value = unwrap_bson_numeric(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def plain_number(value: Any) -> bool:
+    """An int or float ``_id``, wrapped or not (see ``number_of``)."""
+    return number_of(value) is not None
 
 
 class NumericIds(Follower):
     """The numeric ``_id`` values of a collection, by BSON equality.
 
-    mongoeco stores 1, 1.0 and Int64(1) under different keys and so finds a duplicate
-    numeric ``_id`` by reading every document; this set answers in O(1). A numeric id of
-    another type (Decimal128) makes it unservable.
+    mongoeco stores 1, 1.0 and Int64(1) under different keys, and so finds a duplicate
+    numeric ``_id`` by reading every document, and reads every document for a ``find``
+    by a numeric ``_id``; this map answers both in O(1): the storage keys of the
+    documents whose ``_id`` equals a number. A numeric id of another type (Decimal128)
+    makes it unservable.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._counts: dict[Any, int] = {}  # numeric _id -> documents holding it
+        self._keys: dict[Any, set[Any]] = {}  # numeric _id -> storage keys holding it
         self._by_key: dict[Any, Any] = {}  # storage key -> its numeric _id
 
     def __contains__(self, value: Any) -> bool:
-        return value in self._counts
+        return number_of(value) in self._keys
+
+    def keys_for(self, value: Any) -> set[Any]:
+        """Storage keys of the documents whose ``_id`` equals the number ``value``."""
+        return self._keys.get(number_of(value), set())
+
+    def stored_id(self, value: Any) -> Any:
+        """The ``_id`` as stored (1.0 for a query by 1, say) of the document whose
+        ``_id`` equals the number ``value``; ``None`` if there is none."""
+        for key in self._keys.get(number_of(value), ()):
+            return self._by_key[key]
+        return None
 
     def _clear(self) -> None:
-        self._counts, self._by_key = {}, {}
+        self._keys, self._by_key = {}, {}
 
     def _add(self, storage_key: Any, document: Doc, *, incremental: bool = False) -> None:
         doc_id = document.get("_id")
-        if plain_number(doc_id):
-            self._counts[doc_id] = self._counts.get(doc_id, 0) + 1
+        number = number_of(doc_id)
+        if number is not None:
+            self._keys.setdefault(number, set()).add(storage_key)
             self._by_key[storage_key] = doc_id
         elif id_contains_numeric_value(doc_id):
             raise Unservable  # a Decimal128 or a document holding numbers
@@ -213,8 +238,8 @@ class NumericIds(Follower):
         doc_id = self._by_key.pop(storage_key, None)
         if doc_id is None:
             return
-        left = self._counts[doc_id] - 1
-        if left:
-            self._counts[doc_id] = left
-        else:
-            del self._counts[doc_id]
+        number = number_of(doc_id)
+        keys = self._keys[number]
+        keys.discard(storage_key)
+        if not keys:
+            del self._keys[number]

@@ -73,7 +73,7 @@ def _exact_id(value: Any) -> bool:
 
 def _id_lookup_values(plan: Any) -> tuple[Any, ...] | None:
     """The ``_id`` values ``plan`` is restricted to, or ``None`` if it is not (or if
-    one of them is not an exact key)."""
+    one of them is neither an exact key nor a plain number)."""
     if isinstance(plan, AndCondition):
         for clause in plan.clauses:
             values = _id_lookup_values(clause)
@@ -86,7 +86,7 @@ def _id_lookup_values(plan: Any) -> tuple[Any, ...] | None:
         found = plan.values
     else:
         return None
-    return found if all(_exact_id(value) for value in found) else None
+    return found if all(_exact_id(v) or plain_number(v) for v in found) else None
 
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -521,8 +521,8 @@ class FastMemoryEngine(DocumentConflicts):
             return super()._candidate_items_for_plan_locked(coll, query_plan, **options)  # type: ignore[no-any-return]
         limit = options.get("natural_order_limit")
         values = _id_lookup_values(query_plan)
-        if values is not None:
-            keys = {self._storage_key(value) for value in values}
+        keys = None if values is None else self._id_keys(coll, values)
+        if keys is not None:
             if isinstance(coll, MemoryCollection):
                 found = coll.ordered_keys(keys, limit=limit)
             else:
@@ -591,6 +591,46 @@ class FastMemoryEngine(DocumentConflicts):
             return False
         known = self._numeric_ids(db_name, coll_name, coll)
         return known is not None and not any(value in known for value in numeric)
+
+    async def get_document(self, db_name: str, coll_name: str, doc_id: Any, **options: Any) -> Any:
+        # mongoeco 4.11.0 reads a document by its storage key and, when a number is
+        # not stored under the key of its own type (asked 1, stored 1.0 or Int64(1)),
+        # compares every stored document: a read by a numeric _id grew with the
+        # collection. The numeric ids' map gives the stored _id, whose key is exact.
+        context = options.get("context")
+        operation = options.get("operation_context")
+        if operation is not None:
+            context = operation.session
+        coll = self._storage_view(context).get(db_name, {}).get(coll_name)
+        if (
+            plain_number(doc_id)
+            and isinstance(coll, MemoryCollection)
+            and coll is self._storage.get(db_name, {}).get(coll_name)
+            and self._storage_key(doc_id) not in coll
+        ):
+            known = self._numeric_ids(db_name, coll_name, coll)
+            if known is not None:
+                stored = known.stored_id(doc_id)
+                if stored is None:
+                    return None
+                doc_id = stored
+        return await super().get_document(db_name, coll_name, doc_id, **options)
+
+    def _id_keys(self, coll: Any, values: tuple[Any, ...]) -> set[Any] | None:
+        """Storage keys of the documents whose ``_id`` is one of ``values``; ``None`` if
+        a numeric value cannot be looked up (the collection's numeric ids are being
+        described, or are not all plain numbers): then mongoeco scans."""
+        keys = {self._storage_key(value) for value in values if _exact_id(value)}
+        numbers = [value for value in values if not _exact_id(value)]
+        if not numbers:
+            return keys
+        namespace = self._live_namespace(coll) if isinstance(coll, MemoryCollection) else None
+        known = None if namespace is None else self._numeric_ids(*namespace, coll)
+        if known is None:
+            return None
+        for number in numbers:
+            keys |= known.keys_for(number)
+        return keys
 
     def _numeric_ids(self, db_name: str, coll_name: str, coll: Any) -> NumericIds | None:
         follower = self._usable((db_name, coll_name, "numeric _id"), NumericIds, coll)
