@@ -39,7 +39,7 @@ from mongoeco.wire.protocol import (
 )
 from mongoeco.wire.surface import WireSurface
 
-from . import brackets, errors, expressions, membership, views, write_concern
+from . import brackets, english, errors, expressions, membership, views, write_concern
 from .errors import CommandError
 from .history import SET_PATHS, History
 from .hub import RecordingHub
@@ -326,6 +326,8 @@ class EmbeddedMongoServer:
         finally:
             SET_PATHS.reset(set_paths)
         failed = reply.get("ok") != 1 or bool(reply.get("writeErrors"))
+        if failed:
+            reply = english.translated(reply)
         if failed and body.get("autocommit") is False and name not in _TRANSACTION_ENDS:
             self._sessions.abort_after_error(body)
             reply = _transient_on_top(reply)
