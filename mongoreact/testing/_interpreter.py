@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -27,7 +28,8 @@ from ..errors import MongoReactError
 
 logger = logging.getLogger(__name__)
 
-MONGOECO_REQUIREMENT: Final = "mongoeco==4.11.0"
+MONGOECO_VERSION: Final = "4.11.0"  # the one the server is written against (server/seam.py)
+MONGOECO_REQUIREMENT: Final = f"mongoeco=={MONGOECO_VERSION}"
 # What `import mongoreact.testing.server` needs besides mongoeco (mongoreact's own
 # runtime dependencies are imported by the package's __init__).
 _SERVER_REQUIREMENTS: Final = (
@@ -53,7 +55,7 @@ def server_python() -> str:
     configured = os.environ.get("MONGOREACT_SERVER_PYTHON")
     if configured:
         return configured
-    if sys.version_info >= _MIN_VERSION and importlib.util.find_spec("mongoeco") is not None:
+    if _hosts_server():
         return sys.executable
     return str(_provisioned_python())
 
@@ -63,9 +65,28 @@ def server_ready() -> bool:
     (the first run on a machine whose Python cannot host it takes a few seconds)."""
     if os.environ.get("MONGOREACT_SERVER_PYTHON"):
         return True
-    if sys.version_info >= _MIN_VERSION and importlib.util.find_spec("mongoeco") is not None:
+    if _hosts_server():
         return True
     return (_venv_dir() / ".complete").exists()
+
+
+def _hosts_server() -> bool:
+    """Whether this interpreter can run the server: Python 3.13+ with the mongoeco the
+    server is written against (another version: the prepared environment is used)."""
+    if sys.version_info < _MIN_VERSION or importlib.util.find_spec("mongoeco") is None:
+        return False
+    try:
+        installed = importlib.metadata.version("mongoeco")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if installed != MONGOECO_VERSION:
+        logger.warning(
+            "mongoeco %s is installed here; the embedded server needs %s and runs in its "
+            "own environment",
+            installed, MONGOECO_VERSION,
+        )  # fmt: skip
+        return False
+    return True
 
 
 def _venv_dir() -> Path:

@@ -11,8 +11,7 @@ import logging
 import signal
 import sys
 
-from .pacing import freeze_survivors
-from .wire import EmbeddedMongoServer
+from . import seam
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +46,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    # Imported after the seam's check: another mongoeco would fail these imports with
+    # a bare ImportError instead of the check's message.
+    from .pacing import freeze_survivors
+    from .wire import EmbeddedMongoServer
+
     server = EmbeddedMongoServer(
         host=args.host,
         port=args.port,
@@ -75,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        seam.check()
+    except seam.SeamError as error:
+        sys.stderr.write(f"{error}\n")
+        raise SystemExit(2) from None
     asyncio.run(_serve(args))
 
 
