@@ -41,6 +41,7 @@ class Loop(abc.ABC):
         self._thread: threading.Thread | None = None
         self._wake_lock = threading.Lock()
         self._wake_times: list[float] = []  # scheduled wake-ups (monotonic), a heap
+        self._wake_fired = False  # a scheduled wake-up came that wake_due() has not told
 
     @abc.abstractmethod
     def step(self) -> float:
@@ -74,16 +75,23 @@ class Loop(abc.ABC):
     def wake_due(self) -> bool:
         """Whether a scheduled wake-up has come since the last call (each fires once;
         later ones are kept)."""
-        now = time.monotonic()
-        due = False
         with self._wake_lock:
-            while self._wake_times and self._wake_times[0] <= now:
-                heapq.heappop(self._wake_times)
-                due = True
-        return due
+            self._fire_due_locked()
+            fired, self._wake_fired = self._wake_fired, False
+        return fired
+
+    def _fire_due_locked(self) -> None:
+        now = time.monotonic()
+        while self._wake_times and self._wake_times[0] <= now:
+            heapq.heappop(self._wake_times)
+            self._wake_fired = True
 
     def _until_scheduled(self, wait: float) -> float:
+        """``wait``, cut short by the next scheduled wake-up still to come. Those that
+        have come are noted for ``wake_due()`` and no longer cut anything: a step that
+        does not ask (a full worker pool) must not make the loop spin."""
         with self._wake_lock:
+            self._fire_due_locked()
             if not self._wake_times:
                 return wait
             return min(wait, max(0.0, self._wake_times[0] - time.monotonic()))

@@ -73,7 +73,9 @@ def add_commands(commands: Any) -> None:
         ("discard", "delete matching records that failed (given up on)"),
     ):
         parser = _action(actions, action, description, task_required=False)
-        parser.add_argument("--status", action="append", choices=STATUSES, help="repeatable")
+        parser.add_argument(
+            "--status", action="append", choices=[s.value for s in STATUSES], help="repeatable"
+        )
         parser.add_argument("--error", help="substring of the last error")
         parser.add_argument("--error-regex", help="regular expression on the last error")
         parser.add_argument("--source-filter", help="JSON query on the source documents")

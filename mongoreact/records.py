@@ -77,6 +77,11 @@ class RunEnd:
     traceback: str | None = None
     next_run_at: dt.datetime | None = None  # the retry or deferral time
 
+    def __attrs_post_init__(self) -> None:
+        # Without it a retried or deferred record would be pending and never due.
+        if self.outcome in (Outcome.RETRY, Outcome.DEFERRED) and self.next_run_at is None:
+            raise ValueError(f"a {self.outcome} run needs next_run_at")
+
 
 @attrs.frozen(kw_only=True)
 class TaskInfo:

@@ -288,9 +288,16 @@ def orphan_filter(definition: TaskDefinition, cutoff: dt.datetime) -> dict[str, 
 
 
 def idle_matched_filter(task: str, cutoff: dt.datetime, after: ObjectId | None) -> dict[str, Any]:
-    """Records still marked as matching, idle since ``cutoff``, after record ``after``
-    in ``_id`` order: those a cleanup re-checks against a filter that reads the clock."""
-    query: dict[str, Any] = {"task": task, "matched": {"$ne": False}, **_idle_since(cutoff)}
+    """Records still marked as matching, idle since ``cutoff`` and not planned since
+    either (a re-plan of unchanged values leaves ``updatedAt`` as it was), after record
+    ``after`` in ``_id`` order: those a cleanup re-checks against a filter that reads
+    the clock."""
+    query: dict[str, Any] = {
+        "task": task,
+        "matched": {"$ne": False},
+        "plannedAt": {"$not": {"$gte": cutoff}},
+        **_idle_since(cutoff),
+    }
     if after is not None:
         query["_id"] = {"$gt": after}
     return query

@@ -33,6 +33,7 @@ from ..records import (
     source_key,
 )
 from . import pipelines
+from .server import error_summary
 
 logger = logging.getLogger(__name__)
 
@@ -234,11 +235,16 @@ class TaskStore:
         records = list(tasks.find(query, fields).sort("_id", 1).limit(limit))
         if not records:
             return 0, None
-        source: dict[str, Any] = {"_id": {"$in": [r["sourceDocId"] for r in records]}}
-        if definition.filter is not None:
-            source = {"$and": [source, definition.filter]}
-        found = self._db[definition.collection].find(source, {"_id": 1})
-        matching = {source_key(d["_id"]) for d in found}
+        ids = [r["sourceDocId"] for r in records]
+        try:
+            matching = self._matching(definition, ids)
+        except OperationFailure:
+            # The filter fails on some document (planning parks such a document as a
+            # failed record, which turns idle like any other): asked one by one, a
+            # document whose answer is an error counts as matching, its record kept.
+            matching = set()
+            for doc_id in ids:
+                matching |= self._matching_or_kept(definition, doc_id)
         stale = [r for r in records if source_key(r["sourceDocId"]) not in matching]
         marked = 0
         if stale:
@@ -248,6 +254,24 @@ class TaskStore:
             )
             marked = result.modified_count
         return marked, records[-1]["_id"] if len(records) == limit else None
+
+    def _matching(self, definition: TaskDefinition, ids: list[Any]) -> set[Any]:
+        """Source keys of those of ``ids`` whose document matches the filter now."""
+        source: dict[str, Any] = {"_id": {"$in": ids}}
+        if definition.filter is not None:
+            source = {"$and": [source, definition.filter]}
+        found = self._db[definition.collection].find(source, {"_id": 1})
+        return {source_key(d["_id"]) for d in found}
+
+    def _matching_or_kept(self, definition: TaskDefinition, doc_id: Any) -> set[Any]:
+        try:
+            return self._matching(definition, [doc_id])
+        except OperationFailure as error:
+            logger.warning(
+                "%s: the filter fails on document %r (%s); its record is kept",
+                definition.name, doc_id, error_summary(error),
+            )  # fmt: skip
+            return {source_key(doc_id)}
 
     def mark_vanished(self, definition: TaskDefinition, scan: ObjectId, *, epoch: int) -> int:
         """After a complete reconciliation ``scan``: the records it did not reach, and no

@@ -154,3 +154,26 @@ def test_a_concurrency_slot_of_a_holder_that_died_is_taken_over(db: Database[Doc
     assert not slots.acquire("t", ObjectId(), 1, lease)  # the live one's is kept
     (document,) = db["_mongoreact_globals"].find({"_id": "slots:t"})
     assert [holder["id"] for holder in document["holders"]] == [live]
+
+
+def test_the_cleanup_recheck_marks_only_documents_that_stopped_matching(db: Database[Doc]) -> None:
+    """The re-check of a clock-reading filter (review finding: a document the filter
+    fails on stopped every cleanup); records planned lately are left to the planner."""
+    store, definition = _store(db, filter={"$expr": {"$gt": [{"$toDate": "$expiresAt"}, "$$NOW"]}})
+    now = dt.datetime.now(dt.timezone.utc)
+    long_ago = now - dt.timedelta(days=1)
+    db.orders.insert_many([
+        {"_id": "expired", "expiresAt": now - dt.timedelta(hours=1)},
+        {"_id": "open", "expiresAt": now + dt.timedelta(hours=1)},
+        {"_id": "broken", "expiresAt": "not a date"},  # $toDate fails on it
+        {"_id": "replanned", "expiresAt": now - dt.timedelta(hours=1)},
+    ])  # fmt: skip
+    idle = {"status": "completed", "updatedAt": long_ago, "plannedAt": long_ago,
+            "lastFinalizedAt": long_ago, "planStamp": ObjectId()}  # fmt: skip
+    for doc_id in ("expired", "open", "broken"):
+        _record(db, sourceDocId=doc_id, **idle)
+    _record(db, sourceDocId="replanned", **{**idle, "plannedAt": now})
+    marked, after = store.unmatch_by_time(definition, now - dt.timedelta(minutes=1), None, 10)
+    assert (marked, after) == (1, None)
+    unmatched = {r["sourceDocId"] for r in db.orders_tasks.find({"matched": False})}
+    assert unmatched == {"expired"}

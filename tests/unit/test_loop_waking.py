@@ -67,3 +67,31 @@ def test_a_wake_during_a_step_is_not_lost() -> None:
     finally:
         loop.stop()
         assert loop.join(5)
+
+
+class _Busy(Loop):
+    """A step that never asks wake_due() (a dispatcher whose worker pool is full)."""
+
+    def __init__(self) -> None:
+        super().__init__("busy")
+        self.steps = 0
+
+    def step(self) -> float:
+        self.steps += 1
+        return 0.25
+
+
+def test_a_wake_up_that_came_does_not_make_a_loop_spin() -> None:
+    """Review finding: a scheduled time in the past cut every wait to zero until a step
+    asked wake_due(): 930 000 steps a second while the worker pool was full."""
+    loop = _Busy()
+    loop.start()
+    try:
+        loop.wake_at(time.monotonic() + 0.05)
+        threading.Event().wait(1.0)
+        assert loop.steps <= 10
+        assert loop.wake_due()  # remembered for the step that asks
+        assert not loop.wake_due()
+    finally:
+        loop.stop()
+        assert loop.join(5)

@@ -6,7 +6,7 @@ English with code 2 (BadValue), and where drivers or applications match on the t
 with MongoDB's own words (``$in needs an array``). Every reply's ``errmsg`` (and its
 write errors') goes through :func:`translated`; the table below holds each message
 mongoeco has in Spanish (found by reading its source: the messages of ``raise`` and
-``message =`` statements), checked by ``tests/unit/test_server_messages.py``.
+``message =`` statements), checked by ``tests/unit/test_server_english.py``.
 """
 
 from __future__ import annotations

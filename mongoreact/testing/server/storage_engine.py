@@ -371,6 +371,8 @@ class FastMemoryEngine(DocumentConflicts):
             follower = self._followers[name] = create()
         if follower.usable(coll):
             return follower
+        if follower.collection is coll and follower.root is coll._values:
+            return None  # this very state was found unservable: no rebuild per read
         if not follower.building:
             build = follower.build(coll, self._borrow_storage_document, self.pacer.breathe)
             follower.building = True  # from now: no second build until this one ends
