@@ -10,6 +10,7 @@ backed by a unique index; ``whenMatched`` may be ``merge``, ``replace``,
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mongoeco.core.aggregation import evaluate_expression
@@ -30,8 +31,16 @@ def split_merge(pipeline: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], A
     return None
 
 
-async def apply_merge(client: Any, db: str, documents: list[dict[str, Any]], spec: Any) -> None:
-    """Merge ``documents`` (the output of the preceding stages) into the target."""
+async def apply_merge(
+    client: Any,
+    db: str,
+    documents: list[dict[str, Any]],
+    spec: Any,
+    breathe: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Merge ``documents`` (the output of the preceding stages) into the target,
+    calling ``breathe`` between documents (pacing.py: a batch of a thousand writes
+    held every other connection, a leader's lease renewal included)."""
     if isinstance(spec, str):
         spec = {"into": spec}
     if not isinstance(spec, dict):
@@ -59,6 +68,8 @@ async def apply_merge(client: Any, db: str, documents: list[dict[str, Any]], spe
     keys = [_key(document, fields) for document in documents]
     found = await _existing(target, keys, fields)
     for document, key in zip(documents, keys, strict=True):
+        if breathe is not None:
+            await breathe()
         if found is None:
             existing = await target.find_one(key)
         else:

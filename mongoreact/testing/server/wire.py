@@ -556,7 +556,7 @@ class EmbeddedMongoServer:
                 stages, spec = merge or out  # type: ignore[misc]
                 documents = await self._aggregate_all({**body, "pipeline": stages}, db, connection)
                 if merge is not None:
-                    await apply_merge(self._client, db, documents, spec)
+                    await apply_merge(self._client, db, documents, spec, self._engine.pacer.breathe)
                 else:
                     await apply_out(
                         self._client,
