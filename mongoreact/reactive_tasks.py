@@ -167,11 +167,11 @@ class ReactiveTasks:
         if not wait:
             return
         deadline = time.monotonic() + timeout
-        pause = threading.Event()
         while not manager.cron_run_finished(name, requested):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"cron task {name!r} did not finish within {timeout}s")
-            pause.wait(0.05)
+            # Polls the database: whichever instance claims the run says so only there.
+            time.sleep(0.05)
 
     def cron_tasks(self) -> list[dict[str, Any]]:
         """Every cron task's schedule, lease and recent runs (any instance's)."""
