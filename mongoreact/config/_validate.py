@@ -120,10 +120,13 @@ def as_handler(value: object, option: str, arguments: tuple[str, ...]) -> Any:
 # option: "retry_policy.jitter", "cleanup_policy.keep_for".
 
 
-def duration_field(option: str, default: dt.timedelta, *, positive: bool = False) -> Any:
-    """A ``timedelta`` field that also takes milliseconds or ``"10s"``-style strings."""
+def duration_field(option: str, default: dt.timedelta | None, *, positive: bool = False) -> Any:
+    """A ``timedelta`` field that also takes milliseconds or ``"10s"``-style strings
+    (with a ``None`` default: optional, ``None`` when not given)."""
 
-    def convert(value: object) -> dt.timedelta:
+    def convert(value: object) -> dt.timedelta | None:
+        if value is None and default is None:
+            return None
         duration = parse_duration(value, option)
         if positive and duration <= dt.timedelta(0):
             raise ConfigError(option, value, "must be greater than zero")

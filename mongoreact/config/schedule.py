@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 from croniter import croniter
 
 from ..clock import as_utc
 from ..errors import ConfigError
+from ._validate import as_callable, duration_field
 from .durations import parse_duration
 
 CRON_PREFIX: Final = "CRON "
@@ -46,18 +47,9 @@ def _valid_cron(_: object, attribute: attrs.Attribute[Any], value: object) -> No
         _check_cron(value, attribute.name, value)
 
 
-def _interval(value: object) -> dt.timedelta | None:
-    if value is None:
-        return None
-    interval = parse_duration(value, "interval")
-    if interval <= dt.timedelta(0):
-        raise ConfigError("interval", value, "must be greater than zero")
-    return interval
-
-
 def _valid_function(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not callable(value):
-        raise ConfigError(attribute.name, value, "expected a callable")
+    if value is not None:
+        as_callable(value, attribute.name)
 
 
 @attrs.frozen(kw_only=True)
@@ -66,7 +58,7 @@ class Schedule:
     last run time; each is checked when the schedule is built, whichever way."""
 
     cron: str | None = attrs.field(default=None, validator=_valid_cron)
-    interval: dt.timedelta | None = attrs.field(default=None, converter=_interval)
+    interval: dt.timedelta | None = duration_field("interval", None, positive=True)
     function: Callable[[dt.datetime], Any] | None = attrs.field(
         default=None, eq=False, validator=_valid_function
     )
@@ -90,7 +82,7 @@ class Schedule:
         if functions and callable(value):
             return cls(function=value)
         try:
-            return cls(interval=value)
+            return cls(interval=cast(Any, value))  # the field converts and checks it
         except ConfigError as error:  # named after the user's option, not the field
             raise ConfigError(option, value, error.problem) from None
 

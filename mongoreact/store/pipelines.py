@@ -60,6 +60,14 @@ def epoch_fence(epoch: int) -> dict[str, Any]:
     return {"planEpoch": {"$not": {"$gt": epoch}}}
 
 
+def matching_ids(definition: TaskDefinition, ids: list[Any]) -> dict[str, Any]:
+    """The source documents of ``ids`` that match ``definition``'s filter."""
+    match: dict[str, Any] = {"_id": {"$in": ids}}
+    if definition.filter is not None:
+        match = {"$and": [match, definition.filter]}
+    return match
+
+
 def planning_pipeline(
     definition: TaskDefinition,
     ids: list[Any],
@@ -77,12 +85,9 @@ def planning_pipeline(
     While a reconciliation of the collection runs, records are also stamped with its
     ``scan`` id: the records it did not reach when it completes have lost their source.
     """
-    match: dict[str, Any] = {"_id": {"$in": ids}}
-    if definition.filter is not None:
-        match = {"$and": [match, definition.filter]}
     due = {"$add": [NOW, definition.debounce_ms]}
     return [
-        {"$match": match},
+        {"$match": matching_ids(definition, ids)},
         {
             "$project": {
                 "_id": 0,

@@ -168,12 +168,8 @@ class TaskStore:
         unstamped = [r["sourceDocId"] for r in tasks.find(query, {"sourceDocId": 1})]
         if not unstamped:
             return 0
-        source: dict[str, Any] = {"_id": {"$in": unstamped}}
-        if definition.filter is not None:
-            source = {"$and": [source, definition.filter]}
         with self.reading_after(after) as session:
-            found = self._db[definition.collection].find(source, {"_id": 1}, session=session)
-            matching = {source_key(d["_id"]) for d in found}
+            matching = self._matching(definition, unstamped, session)
         gone = [i for i in unstamped if source_key(i) not in matching]
         if not gone:
             return 0
@@ -255,12 +251,12 @@ class TaskStore:
             marked = result.modified_count
         return marked, records[-1]["_id"] if len(records) == limit else None
 
-    def _matching(self, definition: TaskDefinition, ids: list[Any]) -> set[Any]:
+    def _matching(
+        self, definition: TaskDefinition, ids: list[Any], session: ClientSession | None = None
+    ) -> set[Any]:
         """Source keys of those of ``ids`` whose document matches the filter now."""
-        source: dict[str, Any] = {"_id": {"$in": ids}}
-        if definition.filter is not None:
-            source = {"$and": [source, definition.filter]}
-        found = self._db[definition.collection].find(source, {"_id": 1})
+        query = pipelines.matching_ids(definition, ids)
+        found = self._db[definition.collection].find(query, {"_id": 1}, session=session)
         return {source_key(d["_id"]) for d in found}
 
     def _matching_or_kept(self, definition: TaskDefinition, doc_id: Any) -> set[Any]:
