@@ -140,6 +140,8 @@ class Leadership:
         if current is None or not current.is_running:
             # The lease is ours, so a planner must run: never hold the lease and plan
             # nothing. (A planner stops itself when it sees the lease lapse locally.)
+            if self._elector.refence():
+                return  # a new term, with its own planner (or no longer leading)
             logger.warning(
                 "this instance holds the lease but its planner had stopped; restarting it"
             )

@@ -33,7 +33,7 @@ from ..config.definition import TaskDefinition
 from ..config.registry import TaskRegistry
 from ..config.settings import Settings
 from ..monitoring.measurements import Measurements
-from ..store.globals import GlobalsStore
+from ..store.globals import GlobalsStore, Saved
 from ..store.server import PLANNED_OPERATIONS, open_change_stream
 from ..store.tasks import UNKNOWN_UUID, TaskStore
 from .event_batches import EventBatcher, id_key
@@ -67,6 +67,13 @@ NO_UNIQUE_INDEX: Final = 51183
 def _namespace(change: Document) -> str:
     namespace = change.get("ns") or {}
     return ".".join(str(part) for part in (namespace.get("db"), namespace.get("coll")) if part)
+
+
+WENT_BACK_MESSAGE: Final = (
+    "the planner's state went back in time under this leader (the globals collection "
+    "restored from a backup, or deleted); reconciling every task, since what it "
+    "recorded meanwhile (a reconciliation owed) may be lost"
+)
 
 
 class PlanAgainError(Exception):
@@ -232,11 +239,17 @@ class StreamReader(Loop):
         token = self._stream.resume_token
         if token is None:  # servers before 4.0.7 send no postBatchResumeToken
             return
-        if not self._globals.position.save(token, self._instance_id, epoch=self._epoch):
+        saved = self._globals.position.save(token, self._instance_id, epoch=self._epoch)
+        if not saved:
             logger.warning("a later leader saves the stream position; this reader stops")
             self._close()
             self.stop()
             return
+        if saved is Saved.WENT_BACK:
+            logger.warning(WENT_BACK_MESSAGE)
+            if not self._reconcile_everything(self._epoch):
+                self._superseded()
+                return
         self._position = token
 
     def _put(self, item: tuple[str, Any]) -> None:
@@ -298,6 +311,7 @@ class Planner(Loop):
             should_stop=lambda: self.stopping.is_set() or not is_leader(),
             stopping=self.stopping,
             epoch=epoch,
+            superseded=self.stop,
         )
         self._reconciliation: Iterator[bool] | None = None
         self._rechecker = Rechecker(registry, task_store, settings.batch_size)
@@ -585,17 +599,22 @@ class Planner(Loop):
             "documents run again",
             tasks_collection,
         )
-        if not self._retry(
-            lambda: self._globals.reconciliation.reset(epoch=self._epoch),
-            "resetting reconciliation",
-        ):
-            raise NotLeadingError  # a later leader owns the planner's state
+        self._reset_reconciliation()
         self._retry(
             lambda: self._tasks.ensure_indexes(tasks_collection),
             f"recreating the indexes of {tasks_collection}",
         )
         uuid = self._retry(partial(self._tasks.collection_uuid, tasks_collection), "checking")
         self._record_tasks_uuid(tasks_collection, uuid)
+
+    def _reset_reconciliation(self) -> None:
+        """Have every task reconciled from the beginning (a new generation), once the
+        current pass is over."""
+        if not self._retry(
+            lambda: self._globals.reconciliation.reset(epoch=self._epoch),
+            "resetting reconciliation",
+        ):
+            raise NotLeadingError  # a later leader owns the planner's state
         self.request_reconciliation()
 
     def _mark_unmatched(self, merged: list[_Merged]) -> None:
@@ -656,3 +675,6 @@ class Planner(Loop):
             # A later leader has saved its own position: this one is deposed.
             logger.warning("a later leader saves the stream position; this planner stops")
             self.stop()
+        elif saved is Saved.WENT_BACK and not self.stopping.is_set():
+            logger.warning(WENT_BACK_MESSAGE)
+            self._reset_reconciliation()

@@ -47,8 +47,13 @@ class Reconciler:
         should_stop: Callable[[], bool],
         stopping: threading.Event,
         epoch: int,
+        superseded: Callable[[], None],
     ) -> None:
         self._epoch = epoch
+        self._superseded = superseded
+        # The highest generation this planner has seen: one lower read later means the
+        # globals went back in time.
+        self._floor = 0
         self._registry = registry
         self._tasks = task_store
         self._state = reconciliation
@@ -66,6 +71,20 @@ class Reconciler:
         without the final ``True``, when asked to.
         """
         generation = self._retry(self._state.generation, "reading the generation")
+        if generation < self._floor:
+            # The state went back in time (the globals restored from a backup): what the
+            # newer generation was started for (a history loss, a dropped collection)
+            # is no longer on record, so every task is reconciled again.
+            logger.warning(
+                "the reconciliation state went back to generation %d from %d (the globals "
+                "restored?); reconciling every task again",
+                generation, self._floor,
+            )  # fmt: skip
+            if not self._retry(partial(self._state.reset, epoch=self._epoch), "resetting"):
+                self._superseded()
+                return
+            generation = self._retry(self._state.generation, "reading the generation")
+        self._floor = max(self._floor, generation)
         done = set(self._retry(self._state.reconciled, "reading reconciliation state"))
         scans: list[tuple[str, list[TaskDefinition], Checkpoint | None]] = []
         for collection in self._registry.collections:
@@ -136,11 +155,7 @@ class Reconciler:
                 "checkpointing",
             )  # fmt: skip
             if not saved:
-                logger.warning(
-                    "reconciliation of %s: a later leader or a newer reconciliation took "
-                    "over; this scan stops",
-                    collection,
-                )
+                self._refused(collection, generation)
                 return False
             yield False
         if not self._same_generation(generation):
@@ -159,11 +174,25 @@ class Reconciler:
             ),
             "finishing",
         )  # fmt: skip
-        if not finished:  # the generation moved on, or a later leader took over
-            _log_abandoned()
+        if not finished:
+            self._refused(collection, generation)
             return False
         logger.info("reconciled %s: %d documents", collection, scanned)
         return True
+
+    def _refused(self, collection: str, generation: int) -> None:
+        """A checkpoint or the finish was refused: a newer generation started (the scan
+        is abandoned; the next one starts from the beginning), or a later leader epoch
+        wrote the planner's state. Retrying would be refused again for good, so the
+        planner stops; the election then starts a new term if this instance still holds
+        the lease (its document went back in time: ``LeaderElector.refence``)."""
+        if not self._same_generation(generation):
+            return
+        logger.warning(
+            "reconciliation of %s: a later leader epoch wrote its state; this planner stops",
+            collection,
+        )
+        self._superseded()
 
     def _same_generation(self, generation: int) -> bool:
         """Whether no history loss has started a new generation since the scan began;

@@ -20,6 +20,7 @@ def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
     make_engine: EngineFactory, db: Database[Doc], caplog: pytest.LogCaptureFixture
 ) -> None:
     def handler(ctx: TaskContext) -> None:
+        threading.Event().wait(0.03)  # a run that takes a measurable time
         raise ValueError(f"attempt {ctx.attempt} failed")
 
     engine = make_engine()
@@ -39,6 +40,10 @@ def test_a_failing_handler_is_retried_then_fails_with_its_errors_kept(
     history = task_record["executionHistory"]
     assert [h["attempt"] for h in history] == [2, 3]  # limited to execution_history_limit
     assert all(h["status"] == "failed" and "Traceback" in h["traceback"] for h in history)
+    # The traceback ends with the error itself; each run says how long it took (ms).
+    assert task_record["lastErrorTraceback"].rstrip().endswith("ValueError: attempt 3 failed")
+    assert history[-1]["traceback"].rstrip().endswith("ValueError: attempt 3 failed")
+    assert all(isinstance(h["durationMs"], int) and 30 <= h["durationMs"] < 5000 for h in history)
     assert task_record["firstErrorAt"] is not None
     # Retried runs at WARNING, one line; the run given up at ERROR with its traceback
     # (docs/monitoring.md: ERROR is for what a human must look at).
@@ -76,8 +81,8 @@ def test_a_failed_condition_completes_the_task_without_a_failure(
         gate.wait(10)
         try:
             ctx.get_document()
-        except TaskConditionFailedError:
-            outcomes.append("skipped")
+        except TaskConditionFailedError as error:
+            outcomes.append(f"skipped {error.task} {error.doc_id}")
             raise
         outcomes.append("ran")
 
@@ -95,7 +100,7 @@ def test_a_failed_condition_completes_the_task_without_a_failure(
     gate.set()
     # Then the run is skipped: completed, no error, no attempt counted as failed
     task_record = record_when(db, "orders", "o1", lambda r: r["status"] == "completed")
-    assert outcomes == ["skipped"]
+    assert outcomes == ["skipped notify o1"]  # the error names what was skipped
     assert task_record["lastError"] is None
     assert task_record["executionHistory"][-1]["status"] == "skipped"
 

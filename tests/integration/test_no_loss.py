@@ -205,6 +205,7 @@ def test_history_lost_during_a_reconciliation_restarts_it_from_the_beginning(
             registry=registry, task_store=TaskStore(db),
             reconciliation=globals_store.reconciliation, batch_size=10,
             should_stop=lambda: False, stopping=threading.Event(), epoch=1,
+            superseded=lambda: None,
         ).run(lambda definition, ids: planned.extend(ids))  # fmt: skip
         return scan, planned
 
@@ -468,6 +469,7 @@ def test_a_changed_definition_never_resumes_or_finishes_an_older_ones_reconcilia
             registry=registry, task_store=tasks, reconciliation=globals_store.reconciliation,
             batch_size=40,
             should_stop=lambda: False, stopping=threading.Event(), epoch=epoch,
+            superseded=lambda: None,
         )  # fmt: skip
 
         def plan(definition: Any, ids: list[Any]) -> None:
@@ -597,6 +599,7 @@ def test_a_record_planned_during_a_scan_is_not_marked_gone_whatever_the_clocks(
         registry=registry, task_store=tasks,
         reconciliation=GlobalsStore(db, "_mongoreact_globals").reconciliation,
         batch_size=5, should_stop=lambda: False, stopping=threading.Event(), epoch=1,
+        superseded=lambda: None,
     )  # fmt: skip
 
     def plan(definition: Any, ids: list[Any]) -> None:
@@ -612,3 +615,32 @@ def test_a_record_planned_during_a_scan_is_not_marked_gone_whatever_the_clocks(
     records = {r["sourceDocId"]: r["matched"] for r in db.orders_tasks.find()}
     assert records[-1] is True and all(records[i] for i in range(10))
     assert records[200] is False
+
+
+def test_a_reconciliation_state_gone_back_in_time_is_reconciled_again(db: Database[Doc]) -> None:
+    """Regression (the model-based test): the globals restored from a backup took the
+    reconciliation generation back to before a reset (history lost, the tasks
+    collection dropped), with the old generation's tasks marked reconciled. The planner
+    took the restored marks at their word and what the reset was for was never found."""
+    definition = build_definition({"task": "t", "collection": "orders", "handler": _noop})
+    registry = TaskRegistry()
+    registry.add(definition)
+    tasks = TaskStore(db)
+    tasks.ensure_indexes("orders_tasks")
+    state = GlobalsStore(db, "_mongoreact_globals").reconciliation
+    reconciler = Reconciler(
+        registry=registry, task_store=tasks, reconciliation=state, batch_size=5,
+        should_stop=lambda: False, stopping=threading.Event(), epoch=1,
+        superseded=lambda: None,
+    )  # fmt: skip
+    planned: list[Any] = []
+    assert list(reconciler.run(lambda d, ids: planned.extend(ids))) == [True]
+    backup = list(db["_mongoreact_globals"].find())  # generation 0, "t" reconciled
+    assert state.reset(epoch=1)  # history lost: generation 1, nothing reconciled
+    assert list(reconciler.run(lambda d, ids: planned.extend(ids))) == [True]
+    db.orders.insert_many([{"_id": i} for i in range(3)])  # only a scan finds them
+    db["_mongoreact_globals"].delete_many({})
+    db["_mongoreact_globals"].insert_many(backup)
+    assert list(reconciler.run(lambda d, ids: planned.extend(ids)))[-1] is True
+    assert planned == [0, 1, 2]
+    assert state.generation() == 1

@@ -189,3 +189,87 @@ def test_a_globals_restore_does_not_bring_an_old_definition_back(
     )
     db.orders.insert_one({"_id": "b1", "kind": "b"})
     wait_until(lambda: recorder.count("b1") == 1, timeout=15, message="planned with it")
+
+
+def test_a_lease_whose_document_went_back_under_its_holder_moves_above_the_later_epochs(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test, 2026-12-07 CI): the lease document restored
+    from a backup still named the running leader, with the epoch of its term, while a
+    leader in between had written a later epoch into the planner's state and records.
+    Every fenced write of the leader was refused (the checkpoint retried many times a
+    second, the planner restarted in the same term every heartbeat) and nothing new was
+    planned. Now the leader moves its lease above the later epoch and plans again."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
+                    watch_projection={"v": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": 1, "v": 1})
+    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    term = int((db["_mongoreact_globals"].find_one({"_id": "leader"}) or {})["epoch"])
+    later = term + 1_000_000
+    # What a leader in between wrote: the planner's state and the record.
+    db["_mongoreact_globals"].update_one({"_id": "planner"}, {"$set": {"leaderEpoch": later}})
+    db.orders_tasks.update_one({"sourceDocId": 1}, {"$set": {"planEpoch": later}})
+    db.orders.update_one({"_id": 1}, {"$set": {"v": 2}})
+    wait_until(lambda: recorder.count(1) == 2, timeout=15, message="the second version handled")
+    lease = db["_mongoreact_globals"].find_one({"_id": "leader"}) or {}
+    assert lease["instanceId"] == engine.instance_id and lease["epoch"] > later
+
+
+def test_a_newer_deploys_definition_is_not_taken_for_a_restored_older_one(
+    make_engine: EngineFactory,
+    db: Database[Doc],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Mutation testing: an instance that republishes its definition whenever the stored
+    one differs (reading the stored ``handler_version`` wrong) would overwrite a newer
+    deployment's definition with its own, older one. A lower stored version is a
+    restore and is published again; a higher one is a newer deploy and is left alone."""
+    monkeypatch.setattr("mongoreact.cluster.catalogue.SPEC_TOUCH_INTERVAL", 0.2)
+    engine = make_engine()
+    engine.register(task="t", collection="orders", handler=Recorder(fetch=False), debounce=0,
+                    evolution={"handler_version": 2})  # fmt: skip
+    start(engine, db)
+    specs, spec = db["_mongoreact_globals"], {"_id": "task:t"}
+
+    def version_after_a_touch() -> int:
+        specs.update_one(spec, {"$unset": {"seenAt": 1}})
+        wait_until(lambda: "seenAt" in (specs.find_one(spec) or {}), message="touched again")
+        return int((specs.find_one(spec) or {})["handlerVersion"])
+
+    specs.update_one(spec, {"$set": {"handlerVersion": 1}})  # restored from an older backup
+    wait_until(lambda: (specs.find_one(spec) or {}).get("handlerVersion") == 2,
+               message="published again")  # fmt: skip
+    specs.update_one(spec, {"$set": {"handlerVersion": 3}})  # a newer deploy published
+    caplog.clear()
+    assert version_after_a_touch() == 3
+    assert version_after_a_touch() == 3
+    assert not [r for r in caplog.records if "publishing it again" in r.getMessage()]
+
+
+def test_a_planner_state_gone_back_under_the_leader_is_reconciled_again(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test, 2026-12-07): the globals restored from a
+    backup of an earlier term while a leader ran took away the reconciliation that a
+    lost history had made owed; the leader saved its position over the restored
+    document and nothing reconciled again. Now a save that finds the planner's state
+    older than the term reconciles every task."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(engine, db)
+    db.orders.insert_one({"_id": "a"})
+    wait_until(lambda: recorder.count("a") == 1, message="handled once")
+    planner = db["_mongoreact_globals"].find_one({"_id": "planner"}) or {}
+    generation = planner.get("reconcileGeneration", 0)
+    db.orders_tasks.delete_many({})  # work the restored state no longer says is owed
+    older = {**planner, "leaderEpoch": planner["leaderEpoch"] - 1}  # an earlier term's
+    db["_mongoreact_globals"].replace_one({"_id": "planner"}, older)
+    db.orders.insert_one({"_id": "b"})  # a new position to save
+    wait_until(lambda: recorder.count("a") == 2, timeout=15, message="reconciled again")
+    planner = db["_mongoreact_globals"].find_one({"_id": "planner"}) or {}
+    assert planner["reconcileGeneration"] > generation

@@ -12,8 +12,10 @@ import pytest
 from bson import ObjectId
 from pymongo.database import Database
 
+from mongoreact.clock import as_utc
 from mongoreact.config.definition import TaskDefinition, build_definition
 from mongoreact.records import ClaimedTask
+from mongoreact.store.globals import GlobalsStore
 from mongoreact.store.slots import SlotStore
 from mongoreact.store.tasks import TaskStore
 
@@ -177,3 +179,36 @@ def test_the_cleanup_recheck_marks_only_documents_that_stopped_matching(db: Data
     assert (marked, after) == (1, None)
     unmatched = {r["sourceDocId"] for r in db.orders_tasks.find({"matched": False})}
     assert unmatched == {"expired"}
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_claim_records_when_its_run_started(db: Database[Doc], many: bool) -> None:
+    """Mutation testing: a claim that no longer set ``startedAt`` went unnoticed (the
+    dashboard's running time, stuck-run detection read it)."""
+    store, definition = _store(db)
+    _record(db, nextRunAt=OLD)
+    before = as_utc(db.client.admin.command("hello")["localTime"])
+    options: dict[str, Any] = {"now": dt.datetime.now(dt.timezone.utc), "instance_id": "i",
+                               "lease": dt.timedelta(minutes=1)}  # fmt: skip
+    if many:  # the claimed record is worked out locally, not read back
+        claims = store.claim_many(definition.tasks_collection, ["t"], limit=5, **options).claims
+        claimed = claims[0] if len(claims) == 1 else None
+    else:
+        claimed = store.claim(definition.tasks_collection, ["t"], **options)
+    assert claimed is not None
+    stored = (db.orders_tasks.find_one({"sourceDocId": 1}) or {}).get("startedAt")
+    for started in (stored, claimed.record.get("startedAt")):
+        assert isinstance(started, dt.datetime)
+        assert as_utc(started) >= before - dt.timedelta(seconds=1)
+
+
+def test_a_reconciliation_reset_stamps_its_epoch_on_a_fresh_planner_document(
+    db: Database[Doc],
+) -> None:
+    """Mutation testing: the epoch a reset stamps must be the number itself, on a planner
+    document that had none, or every later fenced write compares against garbage."""
+    state = GlobalsStore(db, "_mongoreact_globals")
+    assert state.reconciliation.reset(epoch=3)
+    assert (state.position.document() or {}).get("leaderEpoch") == 3
+    assert state.position.save({"_data": "x"}, "i", epoch=3)
+    assert not state.position.save({"_data": "y"}, "i", epoch=2)

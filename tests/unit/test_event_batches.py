@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from bson import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -81,3 +82,14 @@ def test_any_bson_id_has_a_stable_key(ids: list[object]) -> None:
     for doc_id in ids + ids:
         batcher.add("c", doc_id, deleted=False, token=TOKEN, now=0)
     assert len(batcher) == len({id_key(i) for i in ids})
+
+
+def test_forgetting_the_position_keeps_the_documents_but_no_token() -> None:
+    """Mutation testing: an empty token instead of none would be saved as a position."""
+    batcher = EventBatcher(0.05, 0.5, 10)
+    batcher.add("c", 1, deleted=False, token=TOKEN, now=1.0, cluster_time=Timestamp(5, 1))
+    assert batcher.peek().position_at is not None
+    batcher.forget_position()
+    batch = batcher.peek()
+    assert batch.token is None and batch.position_at is None
+    assert len(batcher) == 1

@@ -11,7 +11,7 @@ from .collections import TasksCollectionIdStore
 from .fencing import Document
 from .lease import LEADER_ID, Lease, LeaseStore
 from .metrics import MetricsStore
-from .position import PLANNER_ID, StreamPositionStore
+from .position import PLANNER_ID, Saved, StreamPositionStore
 from .presence import PresenceStore
 from .reconciliation import Checkpoint, ReconciliationStore
 from .specs import Publication, SpecStore
@@ -29,6 +29,7 @@ __all__ = [
     "PresenceStore",
     "Publication",
     "ReconciliationStore",
+    "Saved",
     "SpecStore",
     "StreamPositionStore",
     "TasksCollectionIdStore",

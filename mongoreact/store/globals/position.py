@@ -4,6 +4,7 @@ stopped, and the leader epoch that fences every write of the planner's state."""
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Final
 
 from pymongo.collection import Collection
@@ -13,6 +14,20 @@ from ..server import token_time
 from .fencing import Document, fenced_upsert
 
 PLANNER_ID: Final = "planner"
+
+
+class Saved(enum.Enum):
+    """What saving the stream position found; true when the position was written."""
+
+    SAVED = "saved"
+    # Written, over a planner document older than this leader's term (its epoch lower,
+    # or the document gone): the globals were restored from a backup or deleted, and
+    # whatever the planner's state recorded since (a reconciliation owed) may be lost.
+    WENT_BACK = "went back"
+    REFUSED = "refused"  # a later leader's state: nothing written
+
+    def __bool__(self) -> bool:
+        return self is not Saved.REFUSED
 
 
 class StreamPositionStore:
@@ -34,12 +49,14 @@ class StreamPositionStore:
         position_at: dt.datetime | None = None,
         *,
         epoch: int,
-    ) -> bool:
+    ) -> Saved:
         """Remember the stream position after work up to it has been planned;
         ``position_at`` is when its last event happened (``None``: caught up, now).
 
-        Fenced by the leader ``epoch``: ``False`` (nothing written) once a later leader
-        has saved a position, so a deposed leader cannot move the position back.
+        Fenced by the leader ``epoch``: ``REFUSED`` (nothing written) once a later
+        leader has saved a position, so a deposed leader cannot move the position back.
+        The term stamped its epoch on the planner document when it began
+        (``enter_epoch``), so an older or missing stamp means the document went back.
         """
         update = [
             {
@@ -54,7 +71,12 @@ class StreamPositionStore:
                 }
             }
         ]
-        return fenced_upsert(self._collection, PLANNER_ID, {"leaderEpoch": epoch}, update)
+        this_term = {"_id": PLANNER_ID, "leaderEpoch": epoch}
+        if self._collection.update_one(this_term, update).matched_count:
+            return Saved.SAVED  # the usual case
+        if fenced_upsert(self._collection, PLANNER_ID, {"leaderEpoch": epoch}, update):
+            return Saved.WENT_BACK
+        return Saved.REFUSED
 
     def forget(self, *, epoch: int) -> bool:
         """Drop the stored position (after the server lost the history behind it);
