@@ -126,10 +126,14 @@ class LeaderElector(Loop):
         to the globals collection (its document was deleted or restored, the server's
         clock went back) is moved above them; a lease lost meanwhile is returned as the
         server has it."""
-        below, raised = self._raise_above_fences(lease.epoch)
-        if below and raised is None:
-            return self._store.lease.acquire(self._settings.instance_id, self._settings.leader_ttl)
-        lease = raised or lease
+        highest = self._store.lease.highest_epoch()
+        if lease.epoch <= highest:
+            raised = self._raise(lease.epoch, highest)
+            if raised is None:
+                return self._store.lease.acquire(
+                    self._settings.instance_id, self._settings.leader_ttl
+                )
+            lease = raised
         # From now on every fenced write of an older leader to the planner's state is
         # refused, even before this leader has saved anything itself.
         self._store.position.enter_epoch(lease.epoch)
@@ -137,32 +141,31 @@ class LeaderElector(Loop):
 
     def refence(self) -> bool:
         """While leading, after a planner of this term stopped because a fenced write
-        was refused: if an epoch at least this term's was written meanwhile (the lease
-        document went back in time under this instance: the globals restored from a
-        backup while another leader had written), move the lease above it and start a
-        new term (``on_elected`` runs). ``False`` when no such epoch was written (the
-        planner may restart in the same term); ``True`` when a new term started, or the
-        lease turned out to be lost (deposed). Called from the election's thread
-        (``on_heartbeat``)."""
-        below, raised = self._raise_above_fences(self.epoch)
-        if raised is None:
-            if below:  # the lease changed hands meanwhile: the next round sees it
-                self._depose("the lease changed while its epoch was being raised")
-            return below
+        was refused: if a later epoch was written meanwhile (the lease document went
+        back to this instance's term under it, the globals restored from a backup
+        while another leader had written), move the lease above it and start a new
+        term that reconciles every task (the restored state may have lost a
+        reconciliation owed). ``False`` when no later epoch is there; ``True`` when a
+        new term started, or the lease turned out to be lost (deposed). Called from
+        the election's thread (``on_heartbeat``)."""
+        highest = self._store.lease.highest_epoch()
+        if highest <= self.epoch:
+            return False
+        raised = self._raise(self.epoch, highest)
+        if raised is None:  # the lease changed hands meanwhile: the next round sees it
+            self._depose("the lease changed while its epoch was being raised")
+            return True
         self._store.position.enter_epoch(raised.epoch)
+        self._store.reconciliation.reset(epoch=raised.epoch)
         with self._lock:
             self.epoch = raised.epoch
         self._measurements.count("leader_elections")
         self._on_elected()
         return True
 
-    def _raise_above_fences(self, epoch: int) -> tuple[bool, Lease | None]:
-        """Whether ``epoch`` is not above every epoch written to the globals, and if so
-        the lease moved above them (``None``: it is not this instance's in ``epoch``
-        any more)."""
-        highest = self._store.lease.highest_epoch()
-        if epoch > highest:
-            return False, None
+    def _raise(self, epoch: int, highest: int) -> Lease | None:
+        """The lease this instance holds in ``epoch`` moved above ``highest``, the
+        highest epoch written; ``None`` if it is not this instance's in ``epoch``."""
         raised = self._store.lease.raise_epoch(self._settings.instance_id, epoch, highest)
         if raised is not None:
             logger.warning(
@@ -170,7 +173,7 @@ class LeaderElector(Loop):
                 "document was deleted or restored?); moved to %d",
                 epoch, highest, raised.epoch,
             )  # fmt: skip
-        return True, raised
+        return raised
 
     def _depose(self, reason: str) -> None:
         self._measurements.count("leader_lock_losses")

@@ -142,9 +142,16 @@ class Leadership:
             # nothing. (A planner stops itself when it sees the lease lapse locally.)
             if self._elector.refence():
                 return  # a new term, with its own planner (or no longer leading)
+            # Planning threads stop while their lease holds only when a fenced write
+            # was refused with no later epoch written: the planner's state went back
+            # under this term (a checkpoint of a generation the restored state never
+            # reached). Every task is reconciled from a new generation, which also
+            # drops this term's checkpoints, so the new planner is not refused again.
             logger.warning(
-                "this instance holds the lease but its planner had stopped; restarting it"
+                "this instance holds the lease but its planner had stopped; reconciling "
+                "every task and restarting it"
             )
+            self._globals.reconciliation.reset(epoch=self._elector.epoch)
             self._start(self._catalogue.planning_registry())
             return
         registry = self._catalogue.planning_registry()

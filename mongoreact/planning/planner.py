@@ -240,16 +240,17 @@ class StreamReader(Loop):
         if token is None:  # servers before 4.0.7 send no postBatchResumeToken
             return
         saved = self._globals.position.save(token, self._instance_id, epoch=self._epoch)
-        if not saved:
-            logger.warning("a later leader saves the stream position; this reader stops")
-            self._close()
-            self.stop()
-            return
         if saved is Saved.WENT_BACK:
             logger.warning(WENT_BACK_MESSAGE)
             if not self._reconcile_everything(self._epoch):
                 self._superseded()
                 return
+            saved = self._globals.position.save(token, self._instance_id, epoch=self._epoch)
+        if saved is not Saved.SAVED:
+            logger.warning("a later leader saves the stream position; this reader stops")
+            self._close()
+            self.stop()
+            return
         self._position = token
 
     def _put(self, item: tuple[str, Any]) -> None:
@@ -663,18 +664,24 @@ class Planner(Loop):
             self._idle_token = None
 
     def _save_token(self, token: Document, position_at: dt.datetime | None = None) -> None:
-        saved = call_with_retry(
-            lambda: self._globals.position.save(
-                token, self._settings.instance_id, position_at, epoch=self._epoch
-            ),
-            self.stopping,
-            what="saving the resume token",
-        )
+        def save() -> Saved:
+            return call_with_retry(
+                lambda: self._globals.position.save(
+                    token, self._settings.instance_id, position_at, epoch=self._epoch
+                ),
+                self.stopping,
+                what="saving the resume token",
+            )
+
+        saved = save()
+        if saved is Saved.WENT_BACK and not self.stopping.is_set():
+            # Reconciliation reset first (it stamps this term again), then the position:
+            # a failure in between leaves the next save to find the same.
+            logger.warning(WENT_BACK_MESSAGE)
+            self._reset_reconciliation()
+            saved = save()
         self._last_save = time.monotonic()
-        if not saved:
+        if saved is Saved.REFUSED:
             # A later leader has saved its own position: this one is deposed.
             logger.warning("a later leader saves the stream position; this planner stops")
             self.stop()
-        elif saved is Saved.WENT_BACK and not self.stopping.is_set():
-            logger.warning(WENT_BACK_MESSAGE)
-            self._reset_reconciliation()

@@ -84,6 +84,7 @@ class Reconciler:
                 self._superseded()
                 return
             generation = self._retry(self._state.generation, "reading the generation")
+            self._floor = generation  # the new truth: lower than the floor perhaps
         self._floor = max(self._floor, generation)
         done = set(self._retry(self._state.reconciled, "reading reconciliation state"))
         scans: list[tuple[str, list[TaskDefinition], Checkpoint | None]] = []

@@ -27,7 +27,7 @@ from mongoreact.planning.planner import Planner
 from mongoreact.planning.reconciler import Reconciler
 from mongoreact.records import NOT_OWNED, Finalized, Outcome, RunEnd
 from mongoreact.store import pipelines
-from mongoreact.store.globals import GlobalsStore, LeaseStore
+from mongoreact.store.globals import GlobalsStore, LeaseStore, Saved
 from mongoreact.store.tasks import TaskStore
 
 from .conftest import EngineFactory
@@ -225,8 +225,9 @@ def test_leader_writes_are_fenced_by_the_leader_epoch(db: Database[Doc]) -> None
     # A deposed leader (an older epoch) must not move the stream position or a
     # reconciliation checkpoint back over its successor's.
     store = GlobalsStore(db, "_mongoreact_globals")
-    assert store.position.save({"_data": "new"}, "b", epoch=2)
-    assert not store.position.save({"_data": "old"}, "a", epoch=1)
+    assert store.position.enter_epoch(2)  # as each term begins
+    assert store.position.save({"_data": "new"}, "b", epoch=2) is Saved.SAVED
+    assert store.position.save({"_data": "old"}, "a", epoch=1) is Saved.REFUSED
     assert store.position.load() == {"_data": "new"}
     now = ObjectId()  # the scan's id
     generation = store.reconciliation.generation()
@@ -567,7 +568,8 @@ def test_a_deposed_stream_reader_cannot_reset_reconciliation_or_drop_the_positio
     """Regression: a deposed reader reset reconciliation and forgot the saved position
     without a leadership check; its successor's scan was abandoned for good."""
     store = GlobalsStore(db, "_mongoreact_globals")
-    assert store.position.save({"_data": "b"}, "b", epoch=2)
+    assert store.position.enter_epoch(2)
+    assert store.position.save({"_data": "b"}, "b", epoch=2) is Saved.SAVED
     generation = store.reconciliation.generation()
     assert not store.reconciliation.reset(epoch=1)
     assert not store.position.forget(epoch=1)
@@ -575,7 +577,7 @@ def test_a_deposed_stream_reader_cannot_reset_reconciliation_or_drop_the_positio
     assert store.position.load() == {"_data": "b"}
     # A new term stamps the planner's state before its first save: older writes refused.
     assert store.position.enter_epoch(3)
-    assert not store.position.save({"_data": "old"}, "b", epoch=2)
+    assert store.position.save({"_data": "old"}, "b", epoch=2) is Saved.REFUSED
     assert store.reconciliation.reset(epoch=3)
     assert store.reconciliation.generation() == generation + 1
 
@@ -644,3 +646,20 @@ def test_a_reconciliation_state_gone_back_in_time_is_reconciled_again(db: Databa
     assert list(reconciler.run(lambda d, ids: planned.extend(ids)))[-1] is True
     assert planned == [0, 1, 2]
     assert state.generation() == 1
+
+
+def test_a_save_over_a_planner_document_gone_back_writes_nothing_until_reconciled(
+    db: Database[Doc],
+) -> None:
+    """A planner document older than the term (restored from a backup) or gone: the
+    save writes nothing and says so, so the reconciliation it may have lost is reset
+    before any position lands on it (written first, a failure in between lost it)."""
+    store = GlobalsStore(db, "_mongoreact_globals")
+    assert store.position.enter_epoch(5)
+    db["_mongoreact_globals"].update_one({"_id": "planner"}, {"$set": {"leaderEpoch": 4}})
+    assert store.position.save({"_data": "x"}, "a", epoch=5) is Saved.WENT_BACK
+    assert store.position.load() is None
+    assert store.reconciliation.reset(epoch=5)  # stamps the term again
+    assert store.position.save({"_data": "x"}, "a", epoch=5) is Saved.SAVED
+    db["_mongoreact_globals"].delete_many({})  # deleted
+    assert store.position.save({"_data": "y"}, "a", epoch=5) is Saved.WENT_BACK

@@ -102,9 +102,12 @@ class LeaseStore:
         """Move the lease ``instance_id`` holds in ``epoch`` to an epoch above ``above``
         (the lease document was restored or deleted, or the server's clock went back);
         ``None`` if the lease is not in that state any more."""
+        # At least the server's clock in ms too, as a new holder's epoch is: ``above``
+        # is read from the globals only, and records planned by the leaders in
+        # between carry their epochs (``planEpoch``) out of its sight.
         document = self._collection.find_one_and_update(
             {"_id": LEADER_ID, "instanceId": instance_id, "epoch": epoch},
-            {"$set": {"epoch": above + 1}},
+            [{"$set": {"epoch": {"$max": [above + 1, {"$toLong": NOW}]}}}],
             return_document=ReturnDocument.AFTER,
         )
         return None if document is None else _lease(document)

@@ -17,17 +17,17 @@ PLANNER_ID: Final = "planner"
 
 
 class Saved(enum.Enum):
-    """What saving the stream position found; true when the position was written."""
+    """What saving the stream position did."""
 
     SAVED = "saved"
-    # Written, over a planner document older than this leader's term (its epoch lower,
-    # or the document gone): the globals were restored from a backup or deleted, and
-    # whatever the planner's state recorded since (a reconciliation owed) may be lost.
+    # Nothing written: the planner document is older than this leader's term (its
+    # epoch lower, or the document gone). The globals were restored from a backup or
+    # deleted, and what the planner's state recorded since (a reconciliation owed) may
+    # be lost: the caller reconciles every task (``ReconciliationStore.reset`` stamps
+    # the term again), then saves again. Written first, a failure in between would
+    # have lost the reconciliation for good.
     WENT_BACK = "went back"
     REFUSED = "refused"  # a later leader's state: nothing written
-
-    def __bool__(self) -> bool:
-        return self is not Saved.REFUSED
 
 
 class StreamPositionStore:
@@ -53,10 +53,10 @@ class StreamPositionStore:
         """Remember the stream position after work up to it has been planned;
         ``position_at`` is when its last event happened (``None``: caught up, now).
 
-        Fenced by the leader ``epoch``: ``REFUSED`` (nothing written) once a later
-        leader has saved a position, so a deposed leader cannot move the position back.
-        The term stamped its epoch on the planner document when it began
-        (``enter_epoch``), so an older or missing stamp means the document went back.
+        Written only over this term's planner document: the term stamped its epoch on
+        it when it began (``enter_epoch``). ``REFUSED`` once a later leader has
+        written, so a deposed leader cannot move the position back; ``WENT_BACK``
+        when the stamp is older or gone (see ``Saved``).
         """
         update = [
             {
@@ -73,10 +73,11 @@ class StreamPositionStore:
         ]
         this_term = {"_id": PLANNER_ID, "leaderEpoch": epoch}
         if self._collection.update_one(this_term, update).matched_count:
-            return Saved.SAVED  # the usual case
-        if fenced_upsert(self._collection, PLANNER_ID, {"leaderEpoch": epoch}, update):
-            return Saved.WENT_BACK
-        return Saved.REFUSED
+            return Saved.SAVED
+        stamped = (self.document()).get("leaderEpoch")
+        if isinstance(stamped, (int, float)) and stamped > epoch:
+            return Saved.REFUSED
+        return Saved.WENT_BACK
 
     def forget(self, *, epoch: int) -> bool:
         """Drop the stored position (after the server lost the history behind it);
