@@ -22,8 +22,11 @@ collection of N documents shaped like task records (half of them pending and due
   ``find`` of everything, a count and a ``$group`` over N);
 
 and once, the latency from ``insert_one`` returning to the change event reaching a
-watching client. Without --uri it starts an embedded server; with --uri it measures that
-server instead (e.g. a real replica set), so the two can be compared.
+watching client, and the latency of a ``find_one`` by ``_id`` on another connection
+while 8 connections keep the server saturated with the library's own mix (claims,
+finalizes and ``$merge`` plans of 5 documents): p50, p99 and the longest. Without
+--uri it starts an embedded server; with --uri it measures that server instead (e.g. a
+real replica set), so the two can be compared.
 """
 
 from __future__ import annotations
@@ -250,6 +253,97 @@ def _stalls(uri: str, db: Database[Doc], coll: Collection[Doc], size: int) -> Do
     return results
 
 
+SATURATING_CONNECTIONS = 8
+SATURATED_SECONDS = 10.0
+
+
+def _library_mix(uri: str, db_name: str, ready: Any, done: Any) -> None:
+    """In a process of its own: ``SATURATING_CONNECTIONS`` threads, each on its own
+    connection, cycling through what mongoreact sends most: a claim (the most overdue
+    pending record), its finalize, and a ``$merge`` planning a batch of 5 documents."""
+    import threading
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        client: MongoClient[Doc] = MongoClient(uri, maxPoolSize=1)
+        with client:
+            db = client[db_name]
+            ready.set()
+            while not done.is_set():
+                claimed = db.sat_records.find_one_and_update(
+                    {"status": "pending", "due": {"$lte": NOW}},
+                    {"$set": {"status": "processing"}},
+                    sort=[("due", ASCENDING)],
+                )
+                if claimed is not None:
+                    db.sat_records.update_one(
+                        {"_id": claimed["_id"]}, {"$set": {"status": "pending", "due": NOW}}
+                    )
+                ids = [rng.randrange(2000) for _ in range(5)]
+                db.sat_source.aggregate([
+                    {"$match": {"_id": {"$in": ids}}},
+                    {"$project": {"_id": 0, "sourceDocId": "$_id", "v": 1}},
+                    {"$merge": {"into": "sat_tasks", "on": "sourceDocId",
+                                "whenMatched": "merge", "whenNotMatched": "insert"}},
+                ])  # fmt: skip
+
+    threads = [
+        threading.Thread(target=work, args=(seed,), name=f"bench-load-{seed}")
+        for seed in range(SATURATING_CONNECTIONS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _latency_probe(uri: str, db_name: str, done: Any, result: Any) -> None:
+    """In a process of its own: ``find_one`` by ``_id`` in a loop until ``done``; every
+    latency (seconds) goes to ``result``."""
+    rng = random.Random(7)
+    latencies: list[float] = []
+    client: MongoClient[Doc] = MongoClient(uri)
+    with client:
+        source = client[db_name].sat_source
+        while not done.is_set():
+            started = time.perf_counter()
+            source.find_one({"_id": rng.randrange(2000)})
+            latencies.append(time.perf_counter() - started)
+    result.put(latencies)
+
+
+def _saturated_read_latency(uri: str, db: Database[Doc]) -> Doc:
+    """Latency of another connection's ``find_one`` by ``_id`` while the library's own
+    mix keeps the server saturated (issue target: p99 at most 50 ms)."""
+    db.sat_source.insert_many([{"_id": i, "v": 0} for i in range(2000)])
+    db.sat_records.insert_many(
+        [{"task": "t", "status": "pending", "due": NOW, "n": i} for i in range(2000)]
+    )
+    db.sat_records.create_index([("status", ASCENDING), ("due", ASCENDING)])
+    db.sat_tasks.create_index([("sourceDocId", ASCENDING)], unique=True)
+    context = multiprocessing.get_context("spawn")
+    ready, done, result = context.Event(), context.Event(), context.Queue()
+    load = context.Process(target=_library_mix, args=(uri, db.name, ready, done))
+    load.start()
+    ready.wait(60)
+    time.sleep(1.0)  # every load connection at work
+    probe = context.Process(target=_latency_probe, args=(uri, db.name, done, result))
+    probe.start()
+    time.sleep(SATURATED_SECONDS)
+    done.set()
+    latencies = sorted(result.get(timeout=120))
+    probe.join(timeout=60)
+    load.join(timeout=60)
+    for name in ("sat_source", "sat_records", "sat_tasks"):
+        db.drop_collection(name)
+    return {
+        "saturated_find_one_by_id_ms_p50": statistics.median(latencies) * 1000,
+        "saturated_find_one_by_id_ms_p99": latencies[int(len(latencies) * 0.99)] * 1000,
+        "saturated_find_one_by_id_ms_max": latencies[-1] * 1000,
+        "saturated_find_one_by_id_reads": len(latencies),
+    }
+
+
 def _change_event_latency(db: Database[Doc]) -> Doc:
     latencies: list[float] = []
     with db.events.watch(max_await_time_ms=1000) as stream:
@@ -273,6 +367,7 @@ def measure(uri: str, sizes: list[int]) -> Doc:
         db = client[f"bench_{ObjectId()}"]
         try:
             results.update(_change_event_latency(db))
+            results.update(_saturated_read_latency(uri, db))
             for size in sizes:
                 coll = db[f"records_{size}"]
                 _fill(coll, size)
