@@ -78,7 +78,12 @@ class LeaderElector(Loop):
             raise
         if self.stopping.is_set():
             return 0.0
-        if lease.holder == self._settings.instance_id and lease.epoch != self.epoch:
+        if lease.holder == self._settings.instance_id and not (
+            self._leading and lease.epoch == self.epoch
+        ):
+            # Won, not renewed: a new term. Retaking its own old epoch (a restored
+            # lease document naming this instance) counts too; others may have led
+            # in between, and their records' epochs are above it.
             lease = self._above_every_fence(lease)
         if lease.holder == self._settings.instance_id:
             if time.monotonic() >= asked + ttl:
@@ -123,10 +128,12 @@ class LeaderElector(Loop):
 
     def _above_every_fence(self, lease: Lease) -> Lease:
         """A newly won ``lease`` whose epoch is not above every epoch already written
-        to the globals collection (its document was deleted or restored, the server's
-        clock went back) is moved above them; a lease lost meanwhile is returned as the
-        server has it."""
-        highest = self._store.lease.highest_epoch()
+        to the globals collection and every epoch this instance led in (its document
+        was deleted or restored, the server's clock went back) is moved above them, and
+        above the server's clock in ms (records planned by leaders in between carry
+        epochs the globals may no longer show); a lease lost meanwhile is returned as
+        the server has it."""
+        highest = max(self._store.lease.highest_epoch(), self.epoch)
         if lease.epoch <= highest:
             raised = self._raise(lease.epoch, highest)
             if raised is None:

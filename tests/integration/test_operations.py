@@ -4,6 +4,7 @@ lost (docs/reliability.md, "Operations")."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import pytest
@@ -278,3 +279,34 @@ def test_a_planner_state_gone_back_under_the_leader_is_reconciled_again(
     wait_until(lambda: recorder.count("a") == 2, timeout=15, message="reconciled again")
     planner = db["_mongoreact_globals"].find_one({"_id": "planner"}) or {}
     assert planner["reconcileGeneration"] > generation
+
+
+def test_a_leader_retaking_its_own_restored_lease_moves_above_the_leaders_in_between(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test): a restored lease document named an instance
+    that had been deposed meanwhile, in its old epoch. It took the lease back in that
+    epoch; the leaders in between had planned records with later epochs, so its merges
+    of newer versions were silently fenced off and those versions never ran."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
+                    watch_projection={"v": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": 1, "v": 1})
+    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    globals_ = db["_mongoreact_globals"]
+    backup = globals_.find_one({"_id": "leader"}) or {}
+    term = int(backup["epoch"])
+    far = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    # Another leader takes over and plans the record in its own, later epoch.
+    globals_.update_one({"_id": "leader"}, {"$set": {"instanceId": "ghost", "epoch": term + 10,
+                                                     "expiresAt": far}})  # fmt: skip
+    wait_until(lambda: not engine.is_leader, message="deposed")
+    db.orders_tasks.update_one({"sourceDocId": 1}, {"$set": {"planEpoch": term + 10}})
+    # The lease document is restored from the backup: this instance, its old epoch.
+    globals_.replace_one({"_id": "leader"}, {**backup, "expiresAt": dt.datetime(2000, 1, 1)})
+    wait_until(lambda: engine.is_leader, message="leading again")
+    db.orders.update_one({"_id": 1}, {"$set": {"v": 2}})
+    wait_until(lambda: recorder.count(1) == 2, timeout=15, message="the second version handled")
+    assert int((globals_.find_one({"_id": "leader"}) or {})["epoch"]) > term + 10

@@ -15,7 +15,7 @@ from pymongo.database import Database
 from mongoreact.clock import as_utc
 from mongoreact.config.definition import TaskDefinition, build_definition
 from mongoreact.records import ClaimedTask
-from mongoreact.store.globals import GlobalsStore
+from mongoreact.store.globals import GlobalsStore, Saved
 from mongoreact.store.slots import SlotStore
 from mongoreact.store.tasks import TaskStore
 
@@ -210,5 +210,5 @@ def test_a_reconciliation_reset_stamps_its_epoch_on_a_fresh_planner_document(
     state = GlobalsStore(db, "_mongoreact_globals")
     assert state.reconciliation.reset(epoch=3)
     assert (state.position.document() or {}).get("leaderEpoch") == 3
-    assert state.position.save({"_data": "x"}, "i", epoch=3)
-    assert not state.position.save({"_data": "y"}, "i", epoch=2)
+    assert state.position.save({"_data": "x"}, "i", epoch=3) is Saved.SAVED
+    assert state.position.save({"_data": "y"}, "i", epoch=2) is Saved.REFUSED
