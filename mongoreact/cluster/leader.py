@@ -51,6 +51,7 @@ class LeaderElector(Loop):
         self._valid_until = 0.0
         self._lock = threading.Lock()
         self.epoch = 0
+        self._renewals = 0  # the lease document's renewal count this instance last saw
 
     def is_leader(self) -> bool:
         """Whether this instance may plan right now."""
@@ -78,13 +79,8 @@ class LeaderElector(Loop):
             raise
         if self.stopping.is_set():
             return 0.0
-        if lease.holder == self._settings.instance_id and not (
-            self._leading and lease.epoch == self.epoch
-        ):
-            # Won, not renewed: a new term. Retaking its own old epoch (a restored
-            # lease document naming this instance) counts too; others may have led
-            # in between, and their records' epochs are above it.
-            lease = self._above_every_fence(lease)
+        if lease.holder == self._settings.instance_id:
+            lease = self._checked_term(lease)
         if lease.holder == self._settings.instance_id:
             if time.monotonic() >= asked + ttl:
                 # The renewal took longer than the lease lasts: what it granted may have
@@ -125,6 +121,31 @@ class LeaderElector(Loop):
             self._depose(f"{lease.holder} holds the lease")
         self._on_heartbeat(self.is_leader())
         return heartbeat
+
+    def _checked_term(self, lease: Lease) -> Lease:
+        """``lease``, just taken or renewed by this instance, moved to a new epoch when
+        this is not a plain renewal of the current term: won (not renewed), retaking an
+        epoch it already led in (a restored lease document naming it: others may have
+        led in between, and the records they planned carry later epochs), or renewed
+        with a renewal count already seen (the document went back under this leader:
+        restored from a backup). In the last case every task is reconciled too: the
+        restored planner state may have forgotten a reconciliation owed."""
+        renewed = self._leading and lease.epoch == self.epoch
+        seen, self._renewals = self._renewals, lease.renewals
+        went_back = renewed and lease.renewals <= seen
+        if renewed and not went_back:
+            return lease
+        if went_back:
+            logger.warning(
+                "the leader lease document went back under this leader (renewal %d after "
+                "%d: restored from a backup?); starting a new term",
+                lease.renewals, seen,
+            )  # fmt: skip
+        moved = self._above_every_fence(lease)
+        self._renewals = moved.renewals
+        if went_back and moved.holder == self._settings.instance_id:
+            self._store.reconciliation.reset(epoch=moved.epoch)
+        return moved
 
     def _above_every_fence(self, lease: Lease) -> Lease:
         """A newly won ``lease`` whose epoch is not above every epoch already written

@@ -310,3 +310,35 @@ def test_a_leader_retaking_its_own_restored_lease_moves_above_the_leaders_in_bet
     db.orders.update_one({"_id": 1}, {"$set": {"v": 2}})
     wait_until(lambda: recorder.count(1) == 2, timeout=15, message="the second version handled")
     assert int((globals_.find_one({"_id": "leader"}) or {})["epoch"]) > term + 10
+
+
+def test_a_lease_document_restored_under_its_running_leader_starts_a_new_term(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test): the lease document was deleted, another
+    instance led and planned, and the globals were restored, all between two renewals
+    of the running leader. It renewed the restored document as if nothing had
+    happened, in its old epoch, and its merges of newer versions were silently fenced
+    off by the records planned in between. The renewal count tells: it went back."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
+                    watch_projection={"v": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": 1, "v": 1})
+    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    globals_ = db["_mongoreact_globals"]
+    backup = globals_.find_one({"_id": "leader"}) or {}
+    term, renewals = int(backup["epoch"]), int(backup["renewals"])
+    wait_until(
+        lambda: int((globals_.find_one({"_id": "leader"}) or {})["renewals"]) > renewals + 1,
+        message="renewed twice since the backup",
+    )
+    # What the instance that led in between planned, then the restore.
+    db.orders_tasks.update_one({"sourceDocId": 1}, {"$set": {"planEpoch": term + 10}})
+    far = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    globals_.replace_one({"_id": "leader"}, {**backup, "expiresAt": far})
+    db.orders.update_one({"_id": 1}, {"$set": {"v": 2}})
+    wait_until(lambda: recorder.count(1) == 2, timeout=15, message="the second version handled")
+    lease = globals_.find_one({"_id": "leader"}) or {}
+    assert lease["instanceId"] == engine.instance_id and int(lease["epoch"]) > term + 10

@@ -24,6 +24,10 @@ class Lease:
     holder: str | None
     expires_at: dt.datetime
     epoch: int
+    # How many times the lease was taken or renewed by a holder: it only grows, so a
+    # holder that reads a count it has seen before knows the document went back (it
+    # was restored from a backup) even when it still names it, in its own epoch.
+    renewals: int = 0
 
 
 def _lease(document: Document) -> Lease:
@@ -31,6 +35,7 @@ def _lease(document: Document) -> Lease:
         holder=document.get("instanceId"),
         expires_at=as_utc(document["expiresAt"]),
         epoch=int(document.get("epoch", 0)),
+        renewals=int(document.get("renewals", 0)),
     )
 
 
@@ -67,6 +72,7 @@ def _acquire_pipeline(instance_id: str, ttl_ms: int) -> list[Document]:
                 "acquiredAt": {"$cond": [{"$and": ["$_ours", "$_new"]}, NOW, "$acquiredAt"]},
                 "instanceId": {"$cond": ["$_ours", me, "$instanceId"]},
                 "expiresAt": {"$cond": ["$_ours", {"$add": [NOW, ttl_ms]}, "$expiresAt"]},
+                "renewals": {"$add": [{"$ifNull": ["$renewals", 0]}, {"$cond": ["$_ours", 1, 0]}]},
             }
         },
         {"$unset": ["_ours", "_new"]},
