@@ -212,6 +212,18 @@ class StreamReader(Loop):
     def _open(self) -> None:
         if self._position is None:
             self._position = self._globals.position.load()
+            if self._position is None and self._globals.reconciliation.reconciled():
+                # Tasks marked reconciled but no position saved: the globals were
+                # restored from a backup taken before the first save (or the position
+                # deleted). Opened from now, the stream would skip whatever was written
+                # since, and nothing would reconcile it.
+                logger.warning(
+                    "no saved stream position although tasks are marked reconciled (the "
+                    "globals restored?); reconciling every task"
+                )
+                if not self._reconcile_everything(self._epoch):
+                    self._superseded()
+                    return
         collections = self._registry.collections
         logger.info(
             "opening the change stream on %s for %s (%s)",

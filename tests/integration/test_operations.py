@@ -342,3 +342,22 @@ def test_a_lease_document_restored_under_its_running_leader_starts_a_new_term(
     wait_until(lambda: recorder.count(1) == 2, timeout=15, message="the second version handled")
     lease = globals_.find_one({"_id": "leader"}) or {}
     assert lease["instanceId"] == engine.instance_id and int(lease["epoch"]) > term + 10
+
+
+def test_a_restored_planner_state_without_a_position_reconciles_every_task(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test): globals restored from a backup taken before
+    the first position save held tasks marked reconciled and no position. The next
+    leader opened its stream from now: what was written before was never planned."""
+    recorder = Recorder(fetch=False)
+    first = make_engine(instance_id="first")
+    first.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(first, db)
+    assert first.stop(timeout=10)
+    db["_mongoreact_globals"].update_one({"_id": "planner"}, {"$unset": {"resumeToken": 1}})
+    db.orders.insert_one({"_id": "while-down"})
+    second = make_engine(instance_id="second")
+    second.register(task="sync", collection="orders", handler=recorder, debounce=0)
+    start(second, db)
+    wait_until(lambda: recorder.count("while-down") == 1, timeout=15, message="reconciled")
