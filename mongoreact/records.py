@@ -76,6 +76,10 @@ class RunEnd:
     error: str | None = None
     traceback: str | None = None
     next_run_at: dt.datetime | None = None  # the retry or deferral time
+    # This instance's estimate of the server's clock when ``next_run_at`` was decided:
+    # the store then times it from the server's own clock ($$NOW) by the same distance,
+    # so an estimate off for a moment (a clock step) delays no retry.
+    decided_at: dt.datetime | None = None
 
     def __attrs_post_init__(self) -> None:
         # Without it a retried or deferred record would be pending and never due.

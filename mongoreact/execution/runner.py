@@ -19,6 +19,7 @@ from pymongo.client_session import ClientSession
 from ..clock import ServerClock, as_utc
 from ..cluster.throttles import Throttles
 from ..config.definition import TaskDefinition
+from ..config.retry import CronRetry
 from ..config.settings import Settings
 from ..errors import HandlerTimeoutError, MongoReactError
 from ..logs import run_fields
@@ -302,19 +303,26 @@ class TaskRunner:
         """How the run ended: its outcome, and when the record is due again."""
         definition, claim, context = run.definition, run.claim, run.context
         first_error = claim.record.get("firstErrorAt")
+        now = self._clock.now()
         decision = decide(
             error=error,
             deferred_until=run.state.deferred_until,
             policy=definition.retry_policy,
             attempt=claim.attempt,
             first_error_at=as_utc(first_error) if first_error is not None else None,
-            now=self._clock.now(),
+            now=now,
+        )
+        relative = decision.outcome is Outcome.RETRY and not isinstance(
+            definition.retry_policy, CronRetry
         )
         end = RunEnd(
             outcome=decision.outcome,
             duration_ms=duration_ms,
             instance_id=self._settings.instance_id,
             next_run_at=decision.next_run_at,
+            # A retry after a delay is timed from the server's clock; a cron retry's
+            # time (a moment the expression names) and a deferral stay as they are.
+            decided_at=now if relative else None,
         )
         if end.outcome in (Outcome.RETRY, Outcome.FAILED) and error is not None:
             end = attrs.evolve(end, error=_describe(error), traceback=_traceback(error))

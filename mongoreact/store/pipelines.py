@@ -535,7 +535,12 @@ def finalize_update(
     passed, so the newest data is handled next; if the run deferred itself, at the later
     of its deferral and that debounce.
     """
-    outcome, next_run_at = end.outcome, end.next_run_at
+    outcome = end.outcome
+    next_run_at: Any = end.next_run_at
+    if next_run_at is not None and end.decided_at is not None:
+        # Timed from the server's clock, by the distance the worker decided on.
+        delay_ms = max(0, int((next_run_at - end.decided_at).total_seconds() * 1000))
+        next_run_at = {"$add": [NOW, delay_ms]}
     dirty = {"$eq": ["$status", PROCESSING_DIRTY]}
     dirty_due = {
         "$max": [

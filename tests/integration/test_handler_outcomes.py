@@ -297,3 +297,27 @@ def test_throttle_all_refuses_an_unknown_scope(
     start(engine, db)
     db.users.insert_one({"_id": "u1"})
     wait_until(lambda: errors == ["scope"])
+
+
+def test_a_retry_is_timed_by_the_servers_clock_whatever_the_estimate(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> None:
+    """Regression (the model-based test): a retry was due at this instance's estimate
+    of the server's clock plus the delay; an estimate off by a clock step for a moment
+    (until its next sample) delayed the retry by as much, here 100 s."""
+    engine = make_engine()
+    real = engine.clock.now
+    ahead = dt.timedelta(seconds=100)
+
+    def handler(ctx: TaskContext) -> None:
+        if ctx.attempt == 1:
+            engine.clock.now = lambda: real() + ahead  # type: ignore[method-assign]
+            raise RuntimeError("first attempt")
+        engine.clock.now = real  # type: ignore[method-assign]
+
+    engine.register(task="sync", collection="orders", handler=handler, debounce=0,
+                    retry_policy={"type": "fixed", "interval": 200, "max_attempts": 3})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": "o1"})
+    task_record = record_when(db, "orders", "o1", lambda r: r["status"] == "completed", timeout=15)
+    assert task_record["attempts"] == 2
