@@ -52,6 +52,7 @@ class LeaderElector(Loop):
         self._lock = threading.Lock()
         self.epoch = 0
         self._renewals = 0  # the lease document's renewal count this instance last saw
+        self._reset_owed = False  # a reconciliation owed after the lease went back
 
     def is_leader(self) -> bool:
         """Whether this instance may plan right now."""
@@ -131,20 +132,27 @@ class LeaderElector(Loop):
         restored from a backup). In the last case every task is reconciled too: the
         restored planner state may have forgotten a reconciliation owed."""
         renewed = self._leading and lease.epoch == self.epoch
-        seen, self._renewals = self._renewals, lease.renewals
-        went_back = renewed and lease.renewals <= seen
+        # Gone back: a count already seen in this term, or an epoch older than it.
+        went_back = self._leading and (
+            lease.epoch < self.epoch or (renewed and lease.renewals <= self._renewals)
+        )
         if renewed and not went_back:
+            self._renewals = lease.renewals
             return lease
         if went_back:
             logger.warning(
-                "the leader lease document went back under this leader (renewal %d after "
-                "%d: restored from a backup?); starting a new term",
-                lease.renewals, seen,
+                "the leader lease document went back under this leader (epoch %d, renewal "
+                "%d, after epoch %d, renewal %d: restored from a backup?); starting a new "
+                "term and reconciling every task",
+                lease.epoch, lease.renewals, self.epoch, self._renewals,
             )  # fmt: skip
+            # Owed until written: a failure on the way (the raise, the reset) leaves it
+            # for the next round, which takes the new-term path again.
+            self._reset_owed = True
         moved = self._above_every_fence(lease)
+        if self._reset_owed and moved.holder == self._settings.instance_id:
+            self._reset_owed = not self._store.reconciliation.reset(epoch=moved.epoch)
         self._renewals = moved.renewals
-        if went_back and moved.holder == self._settings.instance_id:
-            self._store.reconciliation.reset(epoch=moved.epoch)
         return moved
 
     def _above_every_fence(self, lease: Lease) -> Lease:
