@@ -11,6 +11,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from mongoreact import ReactiveTasks
+
 from .conftest import EngineFactory
 from .helpers import Doc, Recorder, start, wait_until
 
@@ -206,13 +208,7 @@ def test_a_lease_whose_document_went_back_under_its_holder_moves_above_the_later
     Every fenced write of the leader was refused (the checkpoint retried many times a
     second, the planner restarted in the same term every heartbeat) and nothing new was
     planned. Now the leader moves its lease above the later epoch and plans again."""
-    recorder = Recorder(fetch=False)
-    engine = make_engine()
-    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
-                    watch_projection={"v": 1})  # fmt: skip
-    start(engine, db)
-    db.orders.insert_one({"_id": 1, "v": 1})
-    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    engine, recorder = _first_version_handled(make_engine, db)
     term = int((db["_mongoreact_globals"].find_one({"_id": "leader"}) or {})["epoch"])
     later = term + 1_000_000
     # What a leader in between wrote: the planner's state and the record.
@@ -288,13 +284,7 @@ def test_a_leader_retaking_its_own_restored_lease_moves_above_the_leaders_in_bet
     that had been deposed meanwhile, in its old epoch. It took the lease back in that
     epoch; the leaders in between had planned records with later epochs, so its merges
     of newer versions were silently fenced off and those versions never ran."""
-    recorder = Recorder(fetch=False)
-    engine = make_engine()
-    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
-                    watch_projection={"v": 1})  # fmt: skip
-    start(engine, db)
-    db.orders.insert_one({"_id": 1, "v": 1})
-    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    engine, recorder = _first_version_handled(make_engine, db)
     globals_ = db["_mongoreact_globals"]
     backup = globals_.find_one({"_id": "leader"}) or {}
     term = int(backup["epoch"])
@@ -320,13 +310,7 @@ def test_a_lease_document_restored_under_its_running_leader_starts_a_new_term(
     of the running leader. It renewed the restored document as if nothing had
     happened, in its old epoch, and its merges of newer versions were silently fenced
     off by the records planned in between. The renewal count tells: it went back."""
-    recorder = Recorder(fetch=False)
-    engine = make_engine()
-    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
-                    watch_projection={"v": 1})  # fmt: skip
-    start(engine, db)
-    db.orders.insert_one({"_id": 1, "v": 1})
-    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    engine, recorder = _first_version_handled(make_engine, db)
     globals_ = db["_mongoreact_globals"]
     backup = globals_.find_one({"_id": "leader"}) or {}
     term, renewals = int(backup["epoch"]), int(backup["renewals"])
@@ -361,3 +345,17 @@ def test_a_restored_planner_state_without_a_position_reconciles_every_task(
     second.register(task="sync", collection="orders", handler=recorder, debounce=0)
     start(second, db)
     wait_until(lambda: recorder.count("while-down") == 1, timeout=15, message="reconciled")
+
+
+def _first_version_handled(
+    make_engine: EngineFactory, db: Database[Doc]
+) -> tuple[ReactiveTasks, Recorder]:
+    """A leading instance whose task watches ``v``, once it has handled ``{_id: 1, v: 1}``."""
+    recorder = Recorder(fetch=False)
+    engine = make_engine()
+    engine.register(task="sync", collection="orders", handler=recorder, debounce=0,
+                    watch_projection={"v": 1})  # fmt: skip
+    start(engine, db)
+    db.orders.insert_one({"_id": 1, "v": 1})
+    wait_until(lambda: recorder.count(1) == 1, message="the first version handled")
+    return engine, recorder
