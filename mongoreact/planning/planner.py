@@ -174,8 +174,7 @@ class StreamReader(Loop):
                 _namespace(change), CONTENTS_REPLACED[str(operation)],
             )  # fmt: skip
             try:
-                if not self._reconcile_everything(self._epoch):
-                    self._superseded()
+                if not self._reconcile_all():
                     return 0.0
             except BaseException:
                 self._close()  # reopened before this event, which then comes again
@@ -183,6 +182,14 @@ class StreamReader(Loop):
         if token is not None:
             self._position = token
         return 0.0
+
+    def _reconcile_all(self) -> bool:
+        """Have every task reconciled (fenced by this reader's epoch); ``False``, and this
+        reader stopped, when a later leader owns the planner's state."""
+        if self._reconcile_everything(self._epoch):
+            return True
+        self._superseded()
+        return False
 
     def _superseded(self) -> None:
         logger.warning("a later leader writes the planner's state; this reader stops")
@@ -197,8 +204,7 @@ class StreamReader(Loop):
         # then retries from the old position, never opens from now unreconciled. Both
         # writes are fenced by the epoch: a deposed reader must not abandon its
         # successor's scan or drop the position its successor saved.
-        if not self._reconcile_everything(self._epoch):
-            self._superseded()
+        if not self._reconcile_all():
             return
         # The planner must not save a position of the old stream after this: a
         # successor would resume from lost history again (and reconcile again).
@@ -221,8 +227,7 @@ class StreamReader(Loop):
                     "no saved stream position although tasks are marked reconciled (the "
                     "globals restored?); reconciling every task"
                 )
-                if not self._reconcile_everything(self._epoch):
-                    self._superseded()
+                if not self._reconcile_all():
                     return
         collections = self._registry.collections
         logger.info(
@@ -251,13 +256,13 @@ class StreamReader(Loop):
         token = self._stream.resume_token
         if token is None:  # servers before 4.0.7 send no postBatchResumeToken
             return
-        saved = self._globals.position.save(token, self._instance_id, epoch=self._epoch)
+        save = partial(self._globals.position.save, token, self._instance_id, epoch=self._epoch)
+        saved = save()
         if saved is Saved.WENT_BACK:
             logger.warning(WENT_BACK_MESSAGE)
-            if not self._reconcile_everything(self._epoch):
-                self._superseded()
+            if not self._reconcile_all():
                 return
-            saved = self._globals.position.save(token, self._instance_id, epoch=self._epoch)
+            saved = save()
         if saved is not Saved.SAVED:
             logger.warning("a later leader saves the stream position; this reader stops")
             self._close()
